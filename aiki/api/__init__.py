@@ -1,0 +1,1 @@
+"""The HTTP layer: the Litestar app factory (composition root), routes, problem+json errors."""

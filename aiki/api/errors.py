@@ -1,0 +1,134 @@
+"""Errors to RFC 9457 problem+json, in one table.
+
+The core raises errors with stable codes and no HTTP knowledge; this module alone decides the
+status of each. A response never carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    SerializationException,
+    ValidationException,
+)
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+
+from aiki.platform.domain.errors import CoreError
+from aiki.worker_sdk.protocol import Problem
+
+log = logging.getLogger("aiki.api")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+STATUS_BY_CODE: dict[str, int] = {
+    "not_found": 404,
+    "run_not_found": 404,
+    "workflow_not_found": 404,
+    "validation_error": 422,
+    "malformed_json": 400,
+    "bad_request": 400,
+    "invalid_transition": 400,
+    "reference_conflict": 409,
+    "stale_revision": 409,
+    "task_conflict": 409,
+    "payload_too_large": 413,
+    "method_not_allowed": 405,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "unavailable": 503,
+    "internal_error": 500,
+}
+
+TITLES: dict[int, str] = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    422: "Validation failed",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def problem(request: Request[Any, Any, Any], code: str, detail: str, **extra: Any) -> Response[bytes]:
+    status = STATUS_BY_CODE.get(code, 400)
+    body = Problem(
+        type=f"https://aiki.dev/problems/{code.replace('_', '-')}",
+        title=TITLES.get(status, "Error"),
+        status=status,
+        code=code,
+        detail=detail,
+        instance=request.url.path,
+        **extra,
+    )
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return Response(msgspec.json.encode(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _core_error(request: Request[Any, Any, Any], exc: CoreError) -> Response[bytes]:
+    return problem(request, exc.code, exc.message, field=exc.field, run_id=exc.run_id)
+
+
+def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    field = None
+    messages = []
+    for item in extra:
+        if isinstance(item, dict):
+            key = item.get("key")
+            field = field or (f"$.{key}" if key else None)
+            messages.append(f"{key}: {item.get('message')}" if key else str(item.get("message")))
+    detail = "; ".join(messages) or exc.detail
+    return problem(request, "validation_error", detail, field=field)
+
+
+def _client_error(request: Request[Any, Any, Any], exc: ClientException) -> Response[bytes]:
+    if exc.status_code != 400:
+        return _http_error(request, exc)
+    if isinstance(exc.__cause__, SerializationException) or "malformed" in exc.detail.lower():
+        return problem(request, "malformed_json", f"the request body is not valid JSON: {exc.detail}")
+    return problem(request, "bad_request", exc.detail)
+
+
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    if isinstance(exc, RequestEntityTooLarge) or exc.status_code == 413:
+        return problem(request, "payload_too_large", "the request body exceeds the server's size limit")
+    if isinstance(exc, NotFoundException):
+        return problem(request, "not_found", exc.detail)
+    if isinstance(exc, MethodNotAllowedException):
+        return problem(request, "method_not_allowed", exc.detail)
+    code = {401: "unauthorized", 403: "forbidden", 503: "unavailable"}.get(exc.status_code, "bad_request")
+    return problem(request, code, exc.detail)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    if _is_db_unavailable(exc):
+        log.warning("database unavailable: %s", exc)
+        return problem(request, "unavailable", "the database is unavailable; retry shortly")
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(request, "internal_error", "an internal error occurred; it has been logged")
+
+
+def _is_db_unavailable(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(names & {"OperationalError", "InterfaceError", "ConnectionRefusedError", "CannotConnectNowError"})
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    CoreError: _core_error,
+    ValidationException: _validation_error,
+    ClientException: _client_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,96 @@
+"""Client API: runs and their events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Response, get, post
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from aiki.api.deps import NamespaceId, Svc
+from aiki.platform.domain.errors import InputInvalid
+from aiki.platform.domain.run_states import ALL_STATUSES
+from aiki.platform.services import runs as run_service
+from aiki.worker_sdk import protocol as p
+
+MAX_WAIT_MS = 60_000
+
+
+def _statuses(value: str | None) -> list[str]:
+    if not value:
+        return []
+    statuses = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in statuses if s not in ALL_STATUSES]
+    if unknown:
+        raise InputInvalid(f"unknown status {unknown[0]!r}", field="status")
+    return statuses
+
+
+class RunController(Controller):
+    path = "/api/v1/runs"
+    tags = ["runs"]
+
+    @post("/", summary="Start a run", status_code=201)
+    async def start(
+        self, data: JSONBody[p.StartRunRequest], svc: Svc, namespace_id: NamespaceId
+    ) -> Response[p.StartRunResponse]:
+        result = await run_service.start_run(svc, namespace_id, data)
+        return Response(result, status_code=201 if result.created else 200)
+
+    @get("/", summary="List runs, newest first")
+    async def list_runs(
+        self,
+        svc: Svc,
+        namespace_id: NamespaceId,
+        workflow: FromQuery[str | None] = None,
+        version: FromQuery[str | None] = None,
+        reference_id: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    ) -> p.RunListResponse:
+        return await run_service.list_runs(
+            svc,
+            namespace_id,
+            workflow=workflow,
+            version=version,
+            reference_id=reference_id,
+            statuses=_statuses(status),
+            cursor=cursor,
+            limit=limit,
+        )
+
+    @get("/{run_id:str}", summary="Get a run; optionally wait for a status")
+    async def get_run(
+        self,
+        run_id: FromPath[str],
+        svc: Svc,
+        namespace_id: NamespaceId,
+        wait_for: FromQuery[str | None] = None,
+        timeout_ms: Annotated[int, QueryParameter(ge=0, le=MAX_WAIT_MS)] = 0,
+    ) -> p.RunView:
+        if wait_for is None or timeout_ms == 0:
+            return await run_service.get_run(svc, namespace_id, run_id)
+        return await run_service.wait_for_run(svc, namespace_id, run_id, _statuses(wait_for), timeout_ms / 1000)
+
+    @get("/{run_id:str}/history", summary="The run's status transitions, oldest first")
+    async def history(self, run_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> list[p.HistoryEntry]:
+        return await run_service.run_history(svc, namespace_id, run_id)
+
+    @post("/{run_id:str}/events/{name:str}", summary="Send an event to a run", status_code=201)
+    async def send_event(
+        self,
+        run_id: FromPath[str],
+        name: FromPath[str],
+        data: JSONBody[p.SendEventRequest],
+        svc: Svc,
+        namespace_id: NamespaceId,
+    ) -> Response[p.SendEventResponse]:
+        result = await run_service.send_event(svc, namespace_id, run_id, name, data)
+        return Response(result, status_code=201 if result.created else 200)
+
+    @post("/{run_id:str}/cancel", summary="Cancel a run", status_code=200)
+    async def cancel(
+        self, run_id: FromPath[str], data: JSONBody[p.CancelRunRequest], svc: Svc, namespace_id: NamespaceId
+    ) -> p.RunView:
+        return await run_service.cancel_run(svc, namespace_id, run_id, data.reason)

@@ -1,0 +1,63 @@
+"""``server(...)``: the embeddable Aiki server — an ASGI handler and a background runtime."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from litestar import Litestar
+
+from aiki.platform.db.engine import DEFAULT_URL, Database
+from aiki.platform.domain.settings import Settings
+from aiki.platform.runtime.runtime import Runtime
+from aiki.platform.services.context import Services
+
+
+class AikiServer:
+    """An Aiki server: mount :attr:`handler` in any ASGI server and start :attr:`runtime`."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.services = Services(db, settings)
+        self.handler: Litestar = _create_app(self.services)
+        self.runtime = Runtime(self.services)
+
+
+def _create_app(services: Services) -> Litestar:
+    from aiki.api.app import create_app
+
+    return create_app(services)
+
+
+def server(
+    db: Database | None = None,
+    *,
+    lease_ttl: timedelta = timedelta(seconds=30),
+    heartbeat_interval: timedelta | None = None,
+    max_recoveries: int = 10,
+    max_payload_bytes: int = 1_048_576,
+) -> AikiServer:
+    """Create an Aiki server over a database.
+
+    Args:
+        db: where state lives; ``database()`` (SQLite ``aiki.db``) when omitted.
+        lease_ttl: how long a worker holds a run without heartbeats before it is recovered.
+        heartbeat_interval: how often workers heartbeat; a third of ``lease_ttl`` by default.
+        max_recoveries: lease expiries a run survives before failing with ``recovery_exhausted``.
+        max_payload_bytes: the largest request body accepted (413 beyond).
+
+    Example:
+        >>> from aiki import database, server
+        >>> aiki_server = server(db=database(url="sqlite+aiosqlite:///aiki.db"))
+        >>> type(aiki_server.handler).__name__
+        'Litestar'
+    """
+    ttl_ms = int(lease_ttl.total_seconds() * 1000)
+    hb_ms = int(heartbeat_interval.total_seconds() * 1000) if heartbeat_interval else max(100, ttl_ms // 3)
+    settings = Settings(
+        lease_ttl_ms=ttl_ms,
+        heartbeat_interval_ms=hb_ms,
+        max_recoveries=max_recoveries,
+        max_payload_bytes=max_payload_bytes,
+    )
+    return AikiServer(db or Database(DEFAULT_URL), settings)

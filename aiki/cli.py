@@ -1,0 +1,266 @@
+"""The ``aiki`` command: ``migrate``, ``server``, ``dev`` and ``worker``.
+
+Configuration comes from the environment (``DATABASE_URL``, ``AIKI_HOST``, ``AIKI_PORT``,
+``AIKI_LOG_LEVEL``, ``AIKI_API_KEY``); flags override it. A missing or malformed setting stops the
+command with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+DEFAULT_PORT = 9850
+DEV_DATABASE_URL = "sqlite+aiosqlite:///aiki.db"
+
+log = logging.getLogger("aiki.cli")
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _env_port() -> int:
+    raw = os.environ.get("AIKI_PORT", str(DEFAULT_PORT))
+    try:
+        port = int(raw)
+    except ValueError:
+        raise CliError(f"AIKI_PORT must be a port number, got {raw!r}") from None
+    if not 0 < port < 65536:
+        raise CliError(f"AIKI_PORT must be between 1 and 65535, got {port}")
+    return port
+
+
+def _database_url(arg: str | None, default: str | None) -> str:
+    url = arg or os.environ.get("DATABASE_URL") or default
+    if not url:
+        raise CliError("DATABASE_URL is not set: give a PostgreSQL URL (postgresql://user@host/db) or --database-url")
+    from aiki.platform.db.engine import ConfigurationError, normalize_url
+
+    try:
+        normalize_url(url)
+    except ConfigurationError as exc:
+        raise CliError(str(exc)) from None
+    return url
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("AIKI_LOG_LEVEL", "INFO").upper()
+    if level not in logging.getLevelNamesMapping():
+        raise CliError(f"AIKI_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {level!r}")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per HTTP request from the in-process client would drown everything else.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+# -- migrate ---------------------------------------------------------------------------------
+
+
+async def _migrate(action: str, url: str) -> None:
+    from aiki.platform.db import migrate
+    from aiki.platform.db.engine import Database
+
+    db = Database(url, migrate=False)
+    try:
+        if action == "apply":
+            await migrate.upgrade(db)
+        state = await migrate.status(db)
+    finally:
+        await db.dispose()
+    print(f"database: {db.dialect}")
+    print(f"current revision: {state['current'] or '(empty)'}")
+    print(f"head revision:    {state['head']}")
+    print("schema is up to date" if state["up_to_date"] else "migrations pending: run `aiki migrate apply`")
+
+
+# -- server / dev ----------------------------------------------------------------------------
+
+
+async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        # We own the signals: uvicorn would re-raise them after serving, skipping our cleanup.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+    srv = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, lambda: setattr(srv, "should_exit", True))
+    serve_task = asyncio.create_task(srv.serve())
+    # uvicorn exposes readiness only as a flag.
+    while not srv.started and not serve_task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    if serve_task.done():
+        await serve_task
+        raise CliError(f"could not listen on {host}:{port}")
+    if on_started is not None:
+        await on_started()
+    await serve_task
+
+
+async def _server(url: str, host: str, port: int) -> None:
+    from aiki.api.server import server
+    from aiki.platform.db.engine import Database
+
+    aiki_server = server(db=Database(url))
+    await aiki_server.runtime.start()
+    log.info("Aiki server on http://%s:%d (API /api/v1, OpenAPI /schema/openapi.json)", host, port)
+    try:
+        await _serve(aiki_server.handler, host, port)
+    finally:
+        await aiki_server.runtime.stop()
+        await aiki_server.db.dispose()
+
+
+async def _dev(url: str, host: str, port: int, demo: bool) -> None:
+    from aiki.api.server import server
+    from aiki.dev_examples import EXAMPLE_WORKFLOWS, start_demo_runs
+    from aiki.platform.db.engine import Database
+    from aiki.worker_sdk import client, worker
+
+    aiki_server = server(db=Database(url))
+    await aiki_server.runtime.start()
+    aiki_client = client(handler=aiki_server.handler)
+    worker_handle = await worker(workflows=list(EXAMPLE_WORKFLOWS), concurrency=20).spawn(aiki_client)
+
+    async def started() -> None:
+        print(f"\n  Aiki dev server: http://{host}:{port}   (database: {url})")
+        print(f"  OpenAPI:         http://{host}:{port}/schema/openapi.json")
+        print(
+            "  An in-process worker serves the example workflows: "
+            + ", ".join(f"{v.name}@{v.version}" for v in EXAMPLE_WORKFLOWS)
+        )
+        print("  Start a run:")
+        print(f"    curl -s -X POST http://{host}:{port}/api/v1/runs -H 'content-type: application/json' \\")
+        print(
+            '      -d \'{"workflow": "subscription-trial", "version": "1.0.0", '
+            '"input": {"user_id": "u1", "trial_period": "PT5S"}}\''
+        )
+        print(f"  List runs:  curl -s http://{host}:{port}/api/v1/runs\n")
+        if demo:
+            ids = await start_demo_runs(aiki_client)
+            print(f"  Started {len(ids)} demo runs: " + ", ".join(ids) + "\n")
+
+    try:
+        await _serve(aiki_server.handler, host, port, on_started=started)
+    finally:
+        await worker_handle.stop()
+        await aiki_client.close()
+        await aiki_server.runtime.stop()
+        await aiki_server.db.dispose()
+
+
+# -- worker ----------------------------------------------------------------------------------
+
+
+def load_target(spec: str) -> list[Any]:
+    """Resolve ``module:attr`` to workflow versions (one, a list, or a ``worker(...)``)."""
+    if ":" not in spec:
+        raise CliError(f"worker target {spec!r} must look like module:attribute")
+    module_name, attr = spec.split(":", 1)
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"cannot import module {module_name!r}: {exc}") from None
+    try:
+        target = getattr(module, attr)
+    except AttributeError:
+        raise CliError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if isinstance(target, list | tuple):
+        return list(target)
+    workflows = getattr(target, "workflows", None)
+    if workflows is not None:
+        return list(workflows)
+    return [target]
+
+
+async def _worker(spec: str, url: str, api_key: str | None, concurrency: int) -> None:
+    from aiki.worker_sdk import client, worker
+
+    workflows = load_target(spec)
+    aiki_client = client(url=url, api_key=api_key)
+    handle = await worker(workflows=workflows, concurrency=concurrency).spawn(aiki_client)
+    log.info("worker %s serving %d workflow version(s) from %s", handle.worker_id, len(workflows), url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await handle.stop()
+    await aiki_client.close()
+
+
+# -- entry point -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiki", description="Aiki: durable execution for async Python")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mig = sub.add_parser("migrate", help="apply or inspect database migrations")
+    mig.add_argument("action", choices=["apply", "status"])
+    mig.add_argument("--database-url", help="defaults to $DATABASE_URL")
+
+    for name, help_text in (
+        ("server", "run the standalone API server (port 9850)"),
+        ("dev", "run the server on SQLite with the example workflows on an in-process worker"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--host", default=None, help="defaults to $AIKI_HOST or 127.0.0.1")
+        p.add_argument("--port", type=int, default=None, help="defaults to $AIKI_PORT or 9850")
+        p.add_argument(
+            "--database-url",
+            help="defaults to $DATABASE_URL" + (" or sqlite aiki.db" if name == "dev" else ""),
+        )
+        if name == "dev":
+            p.add_argument("--no-demo", action="store_true", help="do not start demo runs")
+
+    wk = sub.add_parser("worker", help="run a worker for the workflows at module:attr")
+    wk.add_argument("target", help="module:attr naming a workflow version, a list of them, or a worker")
+    wk.add_argument("--url", default=None, help="server URL, defaults to $AIKI_URL or http://127.0.0.1:9850")
+    wk.add_argument("--api-key", default=None, help="defaults to $AIKI_API_KEY")
+    wk.add_argument("--concurrency", type=int, default=10)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _setup_logging()
+        if args.command == "migrate":
+            asyncio.run(_migrate(args.action, _database_url(args.database_url, None)))
+        elif args.command in ("server", "dev"):
+            host = args.host or os.environ.get("AIKI_HOST", "127.0.0.1")
+            port = args.port or _env_port()
+            if args.command == "server":
+                asyncio.run(_server(_database_url(args.database_url, None), host, port))
+            else:
+                asyncio.run(_dev(_database_url(args.database_url, DEV_DATABASE_URL), host, port, not args.no_demo))
+        elif args.command == "worker":
+            url = args.url or os.environ.get("AIKI_URL", f"http://127.0.0.1:{DEFAULT_PORT}")
+            asyncio.run(_worker(args.target, url, args.api_key or os.environ.get("AIKI_API_KEY"), args.concurrency))
+    except CliError as exc:
+        print(f"aiki: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

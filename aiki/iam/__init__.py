@@ -1,0 +1,1 @@
+"""Identity and access: organizations, users, namespaces, roles, API keys, sessions, OIDC, audit."""

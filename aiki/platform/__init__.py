@@ -1,0 +1,1 @@
+"""The orchestration core: runs, tasks, events, timers. Knows nothing of HTTP."""

@@ -1,0 +1,62 @@
+"""Alembic, driven from code: `aiki migrate`, and the server's migrate-on-start, call these."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from aiki.platform.db.engine import Database
+
+# Any constant works; it only has to be the same in every process that migrates.
+_MIGRATION_LOCK_KEY = 0x41494B49
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).resolve().parents[2] / "migrations"))
+    return config
+
+
+def _upgrade(sync_conn: sa.Connection, config: Config, revision: str) -> None:
+    config.attributes["connection"] = sync_conn
+    command.upgrade(config, revision)
+
+
+def _current(sync_conn: sa.Connection) -> str | None:
+    return MigrationContext.configure(sync_conn).get_current_revision()
+
+
+async def upgrade(db: Database, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``; safe when several processes start at once."""
+    config = alembic_config()
+    async with db.engine.begin() as conn:
+        if db.is_postgres:
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        await conn.run_sync(_upgrade, config, revision)
+
+
+async def current_revision(db: Database) -> str | None:
+    async with db.engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def status(db: Database) -> dict[str, Any]:
+    """The applied and latest revisions, and whether the schema is at head."""
+    current = await current_revision(db)
+    head = head_revision()
+    return {"current": current, "head": head, "up_to_date": current == head}
+
+
+async def run_in_connection(conn: AsyncConnection, fn: Any, *args: Any) -> Any:
+    return await conn.run_sync(fn, *args)

@@ -1,0 +1,208 @@
+"""SQL for runs and their history. Tenancy is fixed when a repository is built.
+
+Driver-level SQL (see ``raw.py``): these statements run on every step of every run.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from aiki.platform.db.raw import Params, RawConn, Row
+
+RUN_COLUMNS = (
+    "id, namespace_id, workflow_name, version, status, revision, attempt, recoveries, max_recoveries, "
+    "input, input_hash, output, error, reference_id, parent_run_id, pool, retry, wake_at, lease_owner, "
+    "wait_event, wait_seq, created_at, updated_at, finished_at"
+)
+
+_HISTORY_INSERT = (
+    "INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7)"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
+    return f"INSERT INTO runs (namespace_id, {', '.join(columns)}) VALUES ($1, {placeholders})"
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
+    return f"UPDATE runs SET {sets} WHERE id = $1 AND namespace_id = $2"
+
+
+class RunRepository:
+    """Runs of one namespace."""
+
+    def __init__(self, conn: RawConn, namespace_id: str) -> None:
+        self.conn = conn
+        self.namespace_id = namespace_id
+
+    async def insert(self, values: Mapping[str, Any]) -> None:
+        columns = tuple(values)
+        await self.conn.execute(_insert_sql(columns), self.namespace_id, *values.values())
+
+    async def get(self, run_id: str, *, lock: bool = False) -> Row | None:
+        suffix = " FOR UPDATE" if lock and self.conn.is_postgres else ""
+        return await self.conn.fetchrow(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id = $1 AND namespace_id = $2{suffix}", run_id, self.namespace_id
+        )
+
+    async def find_by_reference(self, workflow: str, version: str, reference_id: str) -> Row | None:
+        return await self.conn.fetchrow(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE namespace_id = $1 AND workflow_name = $2 AND version = $3 "
+            "AND reference_id = $4",
+            self.namespace_id,
+            workflow,
+            version,
+            reference_id,
+        )
+
+    async def update(self, run_id: str, values: Mapping[str, Any]) -> None:
+        columns = tuple(values)
+        await self.conn.execute(_update_sql(columns), run_id, self.namespace_id, *values.values())
+
+    async def touch_if_held(self, run_id: str, revision: int, now: int, lease_until: int) -> bool:
+        """Extend the lease of a run still held at ``revision``; False if the executor is fenced."""
+        changed = await self.conn.execute(
+            "UPDATE runs SET updated_at = $4, wake_at = $5 "
+            "WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND status = 'running'",
+            run_id,
+            self.namespace_id,
+            revision,
+            now,
+            lease_until,
+        )
+        return changed == 1
+
+    async def exists(self, run_id: str) -> bool:
+        found = await self.conn.fetchval(
+            "SELECT 1 FROM runs WHERE id = $1 AND namespace_id = $2", run_id, self.namespace_id
+        )
+        return found is not None
+
+    async def claim(
+        self,
+        versions: Sequence[tuple[str, str]],
+        pools: Sequence[str],
+        limit: int,
+        worker_id: str,
+        now: int,
+        lease_until: int,
+    ) -> list[Row]:
+        """Take up to ``limit`` queued runs, oldest first, and lease them to ``worker_id``."""
+        p = Params(self.namespace_id, worker_id, now, lease_until)
+        served = " OR ".join(f"(workflow_name = {p(w)} AND version = {p(v)})" for w, v in versions)
+        pool = self.conn.any_of(p, "pool", pools) if pools else "pool IS NULL"
+        lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
+        sql = (
+            "UPDATE runs SET status = 'running', revision = revision + 1, lease_owner = $2, wake_at = $4, "
+            "queued_at = NULL, updated_at = $3, started_at = COALESCE(started_at, $3) "
+            "WHERE id IN (SELECT id FROM runs WHERE namespace_id = $1 AND status = 'queued' "
+            f"AND ({served}) AND {pool} ORDER BY queued_at LIMIT {p(limit)}{lock}) AND status = 'queued' "
+            "RETURNING id, revision, workflow_name, version, attempt, input, retry, reference_id"
+        )
+        return await self.conn.fetch(sql, *p.values)
+
+    async def heartbeat(self, worker_id: str, held: Mapping[str, int], now: int, lease_until: int) -> list[str]:
+        """Extend the leases ``worker_id`` still holds; return the ids whose revision moved on."""
+        if not held:
+            return []
+        p = Params(self.namespace_id)
+        rows = await self.conn.fetch(
+            "SELECT id, revision, status, lease_owner FROM runs "
+            f"WHERE namespace_id = $1 AND {self.conn.any_of(p, 'id', list(held))}",
+            *p.values,
+        )
+        alive = [
+            r["id"]
+            for r in rows
+            if r["revision"] == held[r["id"]] and r["status"] == "running" and r["lease_owner"] == worker_id
+        ]
+        if alive:
+            p = Params(self.namespace_id, now, lease_until)
+            await self.conn.execute(
+                "UPDATE runs SET wake_at = $3, updated_at = $2 "
+                f"WHERE namespace_id = $1 AND status = 'running' AND {self.conn.any_of(p, 'id', alive)}",
+                *p.values,
+            )
+        alive_set = set(alive)
+        return [run_id for run_id in held if run_id not in alive_set]
+
+    async def page(
+        self,
+        *,
+        workflow: str | None = None,
+        version: str | None = None,
+        reference_id: str | None = None,
+        statuses: Iterable[str] = (),
+        after_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Row]:
+        """Runs newest first, keyset-paginated by id (ids are time-ordered)."""
+        p = Params(self.namespace_id)
+        where = ["namespace_id = $1"]
+        for column, value in (("workflow_name", workflow), ("version", version), ("reference_id", reference_id)):
+            if value is not None:
+                where.append(f"{column} = {p(value)}")
+        status_list = list(statuses)
+        if status_list:
+            where.append(self.conn.any_of(p, "status", status_list))
+        if after_id is not None:
+            where.append(f"id < {p(after_id)}")
+        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {p(limit)}"
+        return await self.conn.fetch(sql, *p.values)
+
+    async def add_history(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        rows = [
+            (
+                self.namespace_id,
+                e["run_id"],
+                e["attempt"],
+                e["from_status"],
+                e["to_status"],
+                e.get("reason"),
+                e["created_at"],
+            )
+            for e in entries
+        ]
+        if len(rows) == 1:
+            await self.conn.execute(_HISTORY_INSERT, *rows[0])
+        else:
+            await self.conn.executemany(_HISTORY_INSERT, rows)
+
+    async def history(self, run_id: str) -> list[Row]:
+        return await self.conn.fetch(
+            "SELECT id, attempt, from_status, to_status, reason, created_at FROM run_history "
+            "WHERE namespace_id = $1 AND run_id = $2 ORDER BY id",
+            self.namespace_id,
+            run_id,
+        )
+
+
+class DueRunRepository:
+    """The timer loop's view: due deadlines across every namespace.
+
+    Deliberately unscoped: it belongs to the server runtime, which serves all tenants, and it only
+    hands each run to a namespace-scoped :class:`RunRepository` to act on.
+    """
+
+    def __init__(self, conn: RawConn) -> None:
+        self.conn = conn
+
+    async def take_due(self, now: int, limit: int) -> list[Row]:
+        lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
+        return await self.conn.fetch(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE wake_at IS NOT NULL AND wake_at <= $1 "
+            f"ORDER BY wake_at LIMIT $2{lock}",
+            now,
+            limit,
+        )
+
+    async def next_wake_at(self) -> int | None:
+        value = await self.conn.fetchval("SELECT min(wake_at) FROM runs WHERE wake_at IS NOT NULL")
+        return int(value) if value is not None else None

@@ -1,0 +1,112 @@
+"""Wake-ups: tell waiting claimers, long-polls and the timer loop that something changed.
+
+In one process a :class:`WakeHub` wakes waiters directly. Across processes PostgreSQL carries the
+same keys: a trigger on ``runs`` sends ``NOTIFY aiki_wake`` (ready work, status changes, new
+deadlines) and :class:`PgListener` feeds them into the local hub. Keys:
+
+* ``ready:<namespace id>`` — a run became claimable;
+* ``run:<run id>`` — a run changed status;
+* ``timer`` — a deadline was set that may be earlier than the timer loop's next wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+
+CHANNEL = "aiki_wake"
+
+log = logging.getLogger("aiki.wakeups")
+
+
+class WakeHub:
+    """Per-key wake-ups with versions, so a notification between a check and a wait is never lost."""
+
+    def __init__(self) -> None:
+        self._versions: defaultdict[str, int] = defaultdict(int)
+        self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+
+    def version(self, key: str) -> int:
+        return self._versions[key]
+
+    def notify(self, key: str) -> None:
+        self._versions[key] += 1
+        waiters = self._waiters.pop(key, None)
+        if waiters:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait(self, key: str, since: int, timeout: float) -> bool:
+        """Wait until ``key`` is notified after version ``since``; False on timeout."""
+        if self._versions[key] != since:
+            return True
+        if timeout <= 0:
+            return False
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[key].add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(fut)
+                if not waiters:
+                    del self._waiters[key]
+
+
+class PgListener:
+    """A dedicated asyncpg connection that LISTENs and forwards notifications to a hub."""
+
+    def __init__(self, dsn: str, hub: WakeHub) -> None:
+        self._dsn = dsn
+        self._hub = hub
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="aiki-pg-listener")
+        # Wait for the first LISTEN so nothing committed after start() is missed.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._hub.notify(payload)
+
+    async def _run(self) -> None:
+        import asyncpg
+
+        delay = 0.1
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self._dsn)
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self._ready.set()
+                delay = 0.1
+                # Anything may have happened while we were not listening: wake everyone once.
+                self._hub.notify("timer")
+                closed = asyncio.Event()
+                conn.add_termination_listener(lambda _c, closed=closed: closed.set())
+                await closed.wait()
+            except asyncio.CancelledError:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.close())
+                raise
+            except Exception as exc:  # the database may be down: retry with backoff
+                log.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,76 @@
+"""The run state machine: which action may move a run from which status, and where to.
+
+Transitions are data: ``TRANSITIONS[action]`` maps each status the action is allowed from to the
+status it leads to. Services consult :func:`next_status` before every write, so an action from a
+status it does not apply to is refused the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiki.platform.domain.errors import InvalidTransition
+
+LIVE: Final = frozenset(
+    {
+        "scheduled",
+        "queued",
+        "running",
+        "paused",
+        "sleeping",
+        "awaiting_event",
+        "awaiting_retry",
+        "awaiting_child",
+        "stalled",
+    }
+)
+TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
+ALL_STATUSES: Final = LIVE | TERMINAL
+
+# Statuses whose `wake_at` the timer loop watches.
+TIMED: Final = frozenset({"scheduled", "running", "sleeping", "awaiting_event", "awaiting_retry"})
+
+_SUSPENDED = frozenset({"sleeping", "awaiting_event", "awaiting_retry", "awaiting_child"})
+
+TRANSITIONS: Final[dict[str, dict[str, str]]] = {
+    # A new run is queued at once, or scheduled when it has a delay.
+    "start": {"": "queued"},
+    "start_delayed": {"": "scheduled"},
+    "claim": {"queued": "running"},
+    # The executor ends or suspends its execution.
+    "complete": {"running": "completed"},
+    "fail": {"running": "failed"},
+    "retry": {"running": "awaiting_retry"},
+    "await_task_retry": {"running": "awaiting_retry"},
+    "sleep": {"running": "sleeping"},
+    "await_event": {"running": "awaiting_event"},
+    # The timer loop.
+    "due": {
+        "scheduled": "queued",
+        "sleeping": "queued",
+        "awaiting_event": "queued",
+        "awaiting_retry": "queued",
+    },
+    "lease_expired": {"running": "queued"},
+    "recovery_exhausted": {"running": "failed"},
+    # External signals.
+    "event_arrived": {"awaiting_event": "queued"},
+    # A person or a program acting on the run.
+    "cancel": {status: "cancelled" for status in LIVE},
+}
+
+
+def next_status(action: str, current: str | None) -> str:
+    """The status ``action`` leads to from ``current``; raise :class:`InvalidTransition` if none."""
+    allowed = TRANSITIONS.get(action)
+    if allowed is None:
+        raise InvalidTransition(f"unknown action {action!r}")
+    target = allowed.get(current or "")
+    if target is None:
+        valid = ", ".join(sorted(s for s in allowed if s)) or "none"
+        raise InvalidTransition(f"cannot {action.replace('_', ' ')} a run that is {current} (valid from: {valid})")
+    return target
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL

@@ -1,0 +1,26 @@
+"""Server settings the core reads: lease lengths, limits. Plain frozen values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Tunables of the orchestration core; the defaults suit production.
+
+    Attributes:
+        lease_ttl_ms: how long a claim holds a run without a heartbeat or a write.
+        heartbeat_interval_ms: how often workers are told to heartbeat (a third of the lease).
+        max_recoveries: lease expiries a run survives before it fails with ``recovery_exhausted``.
+        max_payload_bytes: the largest request body accepted (413 beyond).
+        claim_batch_limit: the most runs one claim may take.
+        timer_poll_ms: the longest the timer loop sleeps without a notification.
+    """
+
+    lease_ttl_ms: int = 30_000
+    heartbeat_interval_ms: int = 10_000
+    max_recoveries: int = 10
+    max_payload_bytes: int = 1_048_576
+    claim_batch_limit: int = 100
+    timer_poll_ms: int = 1_000

@@ -1,0 +1,1 @@
+"""Background loops of the server: timers (sleeps, timeouts, retries, delayed starts) and lease recovery."""

@@ -1,0 +1,45 @@
+"""The timer loop: sleeps until the earliest deadline, then fires everything due.
+
+It wakes early when a service sets a new deadline (``timer`` key, in-process or via NOTIFY), and
+never sleeps longer than ``timer_poll_ms`` so a replica that missed a notification still fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiki.platform.domain.ids import now_ms
+from aiki.platform.services.context import Services
+from aiki.platform.services.timers import fire_due, next_wake_at
+
+log = logging.getLogger("aiki.runtime.timers")
+
+
+async def run_timer_loop(svc: Services, stopping: asyncio.Event) -> None:
+    backoff = 0.05
+    while not stopping.is_set():
+        try:
+            since = svc.hub.version("timer")
+            while True:
+                handled = await fire_due(svc, now_ms())
+                if handled < 200:
+                    break
+            upcoming = await next_wake_at(svc)
+            poll = svc.settings.timer_poll_ms
+            delay_ms = poll if upcoming is None else max(0, min(poll, upcoming - now_ms()))
+            backoff = 0.05
+            if delay_ms > 0:
+                started = time.monotonic()
+                await svc.hub.wait("timer", since, delay_ms / 1000)
+                # A burst of notifications should not turn into a busy loop of queries.
+                if time.monotonic() - started < 0.001:
+                    await asyncio.sleep(0.001)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The database may be down: keep going, slower.
+            log.exception("timer loop iteration failed; retrying in %.2fs", backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)

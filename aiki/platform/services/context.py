@@ -1,0 +1,97 @@
+"""What every service needs: the database, wake-ups, settings, and the version catalogue cache."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from aiki.platform.db.catalog_repo import CatalogRepository
+from aiki.platform.db.engine import Database
+from aiki.platform.db.wakeups import WakeHub
+from aiki.platform.domain.errors import InputInvalid, NotFound, WorkflowNotFound
+from aiki.platform.domain.settings import Settings
+
+# A worker re-registering a version with a new schema reaches other processes within this time.
+_VERSION_CACHE_TTL_S = 5.0
+
+
+@dataclass(slots=True)
+class VersionInfo:
+    input_validator: Any | None
+    event_validators: dict[str, Any | None]
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+def _validator(schema: Any) -> Any | None:
+    if schema is None:
+        return None
+    return Draft202012Validator(schema)
+
+
+def check_payload(validator: Any | None, value: Any, what: str) -> None:
+    """Validate a decoded JSON value against a version's schema; raise InputInvalid naming the field."""
+    if validator is None:
+        return
+    error = best_match(validator.iter_errors(value))
+    if error is None:
+        return
+    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    message = error.message
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        if missing:
+            path = f"{path}.{missing[0]}"
+            message = f"{missing[0]!r} is required"
+    raise InputInvalid(f"{what} is invalid at {path}: {message}", field=path)
+
+
+class Services:
+    """The shared state of the core's use cases within one server process."""
+
+    def __init__(self, db: Database, settings: Settings | None = None, hub: WakeHub | None = None) -> None:
+        self.db = db
+        self.settings = settings or Settings()
+        self.hub = hub or WakeHub()
+        self._versions: dict[tuple[str, str, str], VersionInfo] = {}
+        self.clock: Callable[[], int] | None = None
+
+    def forget_version(self, namespace_id: str, workflow: str, version: str) -> None:
+        self._versions.pop((namespace_id, workflow, version), None)
+
+    async def version(self, namespace_id: str, workflow: str, version: str) -> VersionInfo:
+        key = (namespace_id, workflow, version)
+        info = self._versions.get(key)
+        if info is not None and time.monotonic() - info.loaded_at < _VERSION_CACHE_TTL_S:
+            return info
+        async with self.db.engine.connect() as conn:
+            row = await CatalogRepository(conn, namespace_id, dialect=self.db.dialect).get_version(workflow, version)
+        if row is None:
+            raise WorkflowNotFound(workflow, version)
+        info = VersionInfo(
+            input_validator=_validator(_load(row["input_schema"])),
+            event_validators={name: _validator(schema) for name, schema in (_load(row["event_schemas"]) or {}).items()},
+        )
+        self._versions[key] = info
+        return info
+
+    def event_validator(self, info: VersionInfo, workflow: str, version: str, name: str) -> Any | None:
+        if name not in info.event_validators:
+            declared = ", ".join(sorted(info.event_validators)) or "none"
+            raise NotFound(
+                f"event {name!r} is not declared by workflow {workflow!r} version {version!r} (declared: {declared})"
+            )
+        return info.event_validators[name]
+
+
+def _load(text: str | None) -> Any:
+    return msgspec.json.decode(text) if text else None
+
+
+def dump(value: Mapping[str, Any] | list[Any] | None) -> str | None:
+    return None if value is None else msgspec.json.encode(value).decode()

@@ -1,0 +1,256 @@
+"""The worker protocol's use cases: register, claim, heartbeat, record a task, transition a run.
+
+Every executor write is fenced: it names the run revision its claim returned, and a run that moved
+on (cancelled, recovered by another worker) answers :class:`StaleRevision` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from aiki.platform.db.catalog_repo import CatalogRepository, WorkerHeartbeats
+from aiki.platform.db.runs_repo import RunRepository
+from aiki.platform.db.steps_repo import StepRepository
+from aiki.platform.domain import run_states
+from aiki.platform.domain.errors import InputInvalid, RunNotFound, StaleRevision, TaskConflict
+from aiki.platform.domain.ids import new_id, now_ms
+from aiki.platform.services.context import Services, dump
+from aiki.platform.services.views import encode_error, event_record, retry_policy, task_record
+from aiki.worker_sdk import protocol as p
+
+
+async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) -> p.RegisterWorkerResponse:
+    now = now_ms()
+    async with svc.db.transaction() as conn:
+        catalog = CatalogRepository(conn, ns, dialect=svc.db.dialect)
+        for spec in req.versions:
+            await catalog.upsert_version(
+                new_id(),
+                new_id(),
+                spec.workflow,
+                spec.version,
+                dump(spec.input_schema),
+                dump(spec.event_schemas),
+                now,
+            )
+        await catalog.upsert_worker(
+            {
+                "id": req.worker_id,
+                "host": req.host,
+                "versions": msgspec.json.encode([[v.workflow, v.version] for v in req.versions]).decode(),
+                "pools": msgspec.json.encode(req.pools).decode(),
+                "concurrency": req.concurrency,
+                "started_at": now,
+                "last_heartbeat_at": now,
+            }
+        )
+    for spec in req.versions:
+        svc.forget_version(ns, spec.workflow, spec.version)
+    return p.RegisterWorkerResponse(
+        worker_id=req.worker_id,
+        lease_ttl_ms=svc.settings.lease_ttl_ms,
+        heartbeat_interval_ms=svc.settings.heartbeat_interval_ms,
+    )
+
+
+async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
+    """Lease up to ``max_runs`` ready runs, waiting up to ``wait_ms`` for one to become ready."""
+    versions = [(v.workflow, v.version) for v in req.versions]
+    limit = max(1, min(req.max_runs, svc.settings.claim_batch_limit))
+    deadline = time.monotonic() + max(0, req.wait_ms) / 1000
+    key = f"ready:{ns}"
+    while True:
+        since = svc.hub.version(key)
+        activations = await _claim_once(svc, ns, req.worker_id, versions, req.pools, limit)
+        remaining = deadline - time.monotonic()
+        if activations or remaining <= 0 or not versions:
+            return p.ClaimResponse(activations=activations)
+        # Look again at least every second in case a wake-up from another process was missed.
+        await svc.hub.wait(key, since, min(remaining, 1.0))
+
+
+async def _claim_once(
+    svc: Services, ns: str, worker_id: str, versions: list[tuple[str, str]], pools: list[str], limit: int
+) -> list[p.Activation]:
+    if not versions:
+        return []
+    now = now_ms()
+    ttl = svc.settings.lease_ttl_ms
+    async with svc.db.raw_transaction() as conn:
+        runs = RunRepository(conn, ns)
+        claimed = await runs.claim(versions, pools, limit, worker_id, now, now + ttl)
+        if not claimed:
+            return []
+        await runs.add_history(
+            [
+                {
+                    "run_id": r["id"],
+                    "attempt": r["attempt"],
+                    "from_status": "queued",
+                    "to_status": "running",
+                    "reason": f"claimed by {worker_id}",
+                    "created_at": now,
+                }
+                for r in claimed
+            ]
+        )
+        state = await StepRepository(conn, ns).state_for([r["id"] for r in claimed])
+    activations = []
+    for r in claimed:
+        s = state[r["id"]]
+        activations.append(
+            p.Activation(
+                run_id=r["id"],
+                revision=r["revision"],
+                workflow=r["workflow_name"],
+                version=r["version"],
+                attempt=r["attempt"],
+                input=msgspec.Raw(r["input"].encode()),
+                lease_ttl_ms=ttl,
+                tasks=[task_record(t) for t in s["tasks"]],
+                events=[event_record(e) for e in s["events"]],
+                sleeps=[
+                    p.SleepRecord(name=x["name"], seq=x["seq"], status=x["status"], wake_at=x["wake_at"])
+                    for x in s["sleeps"]
+                ],
+                wait_timeouts=[p.WaitTimeoutRecord(name=w["name"], seq=w["seq"]) for w in s["wait_timeouts"]],
+                retry=retry_policy(r["retry"]),
+                reference_id=r["reference_id"],
+            )
+        )
+    return activations
+
+
+async def heartbeat(svc: Services, ns: str, req: p.HeartbeatRequest) -> p.HeartbeatResponse:
+    now = now_ms()
+    async with svc.db.raw_transaction() as conn:
+        await WorkerHeartbeats(conn, ns).seen(req.worker_id, now)
+        stale = await RunRepository(conn, ns).heartbeat(
+            req.worker_id, {r.run_id: r.revision for r in req.runs}, now, now + svc.settings.lease_ttl_ms
+        )
+    return p.HeartbeatResponse(stale=stale)
+
+
+async def _fence_failed(runs: RunRepository, run_id: str, revision: int) -> StaleRevision | RunNotFound:
+    return StaleRevision(run_id, revision) if await runs.exists(run_id) else RunNotFound(run_id)
+
+
+async def record_task(svc: Services, ns: str, run_id: str, req: p.RecordTaskRequest) -> p.RecordTaskResponse:
+    now = now_ms()
+    async with svc.db.raw_transaction() as conn:
+        runs = RunRepository(conn, ns)
+        # Fencing and a free lease extension in one statement; it also takes the run's row lock,
+        # so a concurrent cancel is ordered strictly before or after this write.
+        if not await runs.touch_if_held(run_id, req.revision, now, now + svc.settings.lease_ttl_ms):
+            raise await _fence_failed(runs, run_id, req.revision)
+        steps = StepRepository(conn, ns)
+        recorded = await steps.upsert_task(
+            run_id,
+            {
+                "id": new_id(),
+                "address": req.address,
+                "seq": req.seq,
+                "name": req.name,
+                "status": req.status,
+                "attempts": req.attempts,
+                "input": msgspec.json.encode(req.input).decode(),
+                "output": msgspec.json.encode(req.output).decode() if req.status == "completed" else None,
+                "error": encode_error(req.error),
+                "next_attempt_at": req.next_attempt_at,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        if not recorded:
+            existing = await steps.get_task(run_id, req.address, req.seq)
+            if existing is None or existing["status"] != req.status or existing["attempts"] != req.attempts:
+                raise TaskConflict(
+                    f"task {req.name!r} entry {req.address}#{req.seq} is already recorded as "
+                    f"{existing['status'] if existing else 'missing'}",
+                    run_id=run_id,
+                )
+    return p.RecordTaskResponse(recorded=recorded)
+
+
+def _require(req: p.TransitionRequest, *fields: str) -> None:
+    for name in fields:
+        if getattr(req, name) is None:
+            raise InputInvalid(f"a {req.kind!r} transition needs {name!r}", field=f"$.{name}")
+
+
+async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionRequest) -> p.TransitionResponse:
+    now = now_ms()
+    notify: list[str] = [f"run:{run_id}"]
+    async with svc.db.raw_transaction() as conn:
+        runs = RunRepository(conn, ns)
+        run = await runs.get(run_id, lock=True)
+        if run is None:
+            raise RunNotFound(run_id)
+        if run["revision"] != req.revision or run["status"] != "running":
+            raise StaleRevision(run_id, req.revision)
+        steps = StepRepository(conn, ns)
+        values: dict[str, Any] = {"updated_at": now, "lease_owner": None}
+        reason: str | None = None
+        attempt = run["attempt"]
+        kind = req.kind
+        if kind == "await_event":
+            _require(req, "event_name", "consumed", "wait_seq")
+            buffered = await steps.events_from(run_id, req.event_name or "", req.consumed or 0)
+            if buffered:
+                # The event arrived after the executor read the run: it goes on, no suspension.
+                await runs.update(run_id, {"updated_at": now, "wake_at": now + svc.settings.lease_ttl_ms})
+                return p.TransitionResponse(
+                    status="running",
+                    suspended=False,
+                    events=[event_record(e) for e in buffered],
+                    revision=run["revision"],
+                )
+            values.update(
+                wait_event=req.event_name,
+                wait_seq=req.wait_seq,
+                wake_at=now + req.timeout_ms if req.timeout_ms is not None else None,
+            )
+            reason = f"waiting for event {req.event_name!r}"
+        elif kind == "complete":
+            values.update(output=msgspec.json.encode(req.output).decode(), finished_at=now, wake_at=None)
+        elif kind == "fail":
+            values.update(error=encode_error(req.error), finished_at=now, wake_at=None)
+            reason = req.error.message if req.error else None
+        elif kind == "retry":
+            values.update(error=encode_error(req.error), wake_at=req.wake_at or now, attempt=attempt + 1)
+            # Completed tasks replay in the next attempt; failed ones run again.
+            await steps.discard_tasks(run_id, ["failed"], now)
+            reason = f"workflow attempt {attempt} failed: {req.error.message if req.error else 'error'}"
+        elif kind == "await_task_retry":
+            values.update(wake_at=req.wake_at or now)
+            reason = "task retry scheduled"
+        elif kind == "sleep":
+            _require(req, "sleep_name", "sleep_seq")
+            wake_at = await steps.start_sleep(
+                new_id(), run_id, req.sleep_name or "", req.sleep_seq or 0, now + max(0, req.duration_ms or 0), now
+            )
+            values.update(wake_at=wake_at)
+            reason = f"sleeping {req.sleep_name!r}"
+        target = run_states.next_status(kind, run["status"])
+        values["status"] = target
+        await runs.update(run_id, values)
+        await runs.add_history(
+            [
+                {
+                    "run_id": run_id,
+                    "attempt": attempt,
+                    "from_status": "running",
+                    "to_status": target,
+                    "reason": reason,
+                    "created_at": now,
+                }
+            ]
+        )
+    if values.get("wake_at") is not None:
+        notify.append("timer")
+    for key in notify:
+        svc.hub.notify(key)
+    return p.TransitionResponse(status=target, suspended=True)  # type: ignore[arg-type]

@@ -1,0 +1,262 @@
+"""Client-facing use cases: start a run, read it, send it an event, cancel it."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from aiki.platform.db.raw import is_unique_violation
+from aiki.platform.db.runs_repo import RunRepository
+from aiki.platform.db.steps_repo import StepRepository
+from aiki.platform.domain import run_states
+from aiki.platform.domain.errors import InvalidTransition, ReferenceConflict, RunNotFound
+from aiki.platform.domain.ids import new_id, now_ms
+from aiki.platform.services.context import Services, check_payload
+from aiki.platform.services.views import encode_error, history_entry, run_view
+from aiki.worker_sdk import protocol as p
+
+
+def _canonical_hash(value: Any) -> str:
+    return hashlib.sha256(msgspec.json.encode(value, order="sorted")).hexdigest()
+
+
+async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRunResponse:
+    info = await svc.version(ns, req.workflow, req.version)
+    check_payload(info.input_validator, req.input, "input")
+    raw_input = msgspec.json.encode(req.input)
+    input_hash = _canonical_hash(req.input) if req.reference_id is not None else None
+    now = now_ms()
+    delayed = req.delay_ms is not None and req.delay_ms > 0
+    status = run_states.next_status("start_delayed" if delayed else "start", None)
+    run_id = new_id()
+    values: dict[str, Any] = {
+        "id": run_id,
+        "workflow_name": req.workflow,
+        "version": req.version,
+        "status": status,
+        "revision": 0,
+        "attempt": 1,
+        "recoveries": 0,
+        "max_recoveries": svc.settings.max_recoveries,
+        "input": raw_input.decode(),
+        "input_hash": input_hash,
+        "reference_id": req.reference_id,
+        "pool": req.pool,
+        "retry": msgspec.json.encode(req.retry).decode() if req.retry is not None else None,
+        "wake_at": now + req.delay_ms if delayed and req.delay_ms is not None else None,
+        "queued_at": None if delayed else now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    for _ in range(3):
+        try:
+            async with svc.db.raw_transaction() as conn:
+                repo = RunRepository(conn, ns)
+                if req.reference_id is not None:
+                    existing = await repo.find_by_reference(req.workflow, req.version, req.reference_id)
+                    if existing is not None:
+                        if existing["input_hash"] != input_hash and req.conflict != "return_existing":
+                            raise ReferenceConflict(
+                                f"reference id {req.reference_id!r} already names run {existing['id']} "
+                                "of this workflow version with a different input",
+                                run_id=existing["id"],
+                            )
+                        return p.StartRunResponse(run=run_view(existing), created=False)
+                await repo.insert(values)
+                await repo.add_history(
+                    [
+                        {
+                            "run_id": run_id,
+                            "attempt": 1,
+                            "from_status": None,
+                            "to_status": status,
+                            "created_at": now,
+                        }
+                    ]
+                )
+            break
+        except Exception as exc:
+            # Another request inserted the same reference id at the same moment: look again.
+            if req.reference_id is None or not is_unique_violation(exc):
+                raise
+    else:  # pragma: no cover - three concurrent losers in a row
+        raise ReferenceConflict(f"reference id {req.reference_id!r} is being used concurrently")
+    svc.hub.notify("timer" if delayed else f"ready:{ns}")
+    row = {
+        **values,
+        "namespace_id": ns,
+        "output": None,
+        "error": None,
+        "parent_run_id": None,
+        "finished_at": None,
+    }
+    return p.StartRunResponse(run=run_view(row), created=True)
+
+
+async def get_run(svc: Services, ns: str, run_id: str) -> p.RunView:
+    async with svc.db.raw_read() as conn:
+        row = await RunRepository(conn, ns).get(run_id)
+    if row is None:
+        raise RunNotFound(run_id)
+    return run_view(row)
+
+
+async def wait_for_run(svc: Services, ns: str, run_id: str, statuses: Iterable[str], timeout_s: float) -> p.RunView:
+    """The run once its status is one of ``statuses`` or terminal, or as it is at the timeout."""
+    wanted = set(statuses) | run_states.TERMINAL
+    deadline = time.monotonic() + max(0.0, timeout_s)
+    key = f"run:{run_id}"
+    while True:
+        since = svc.hub.version(key)
+        view = await get_run(svc, ns, run_id)
+        remaining = deadline - time.monotonic()
+        if view.status in wanted or remaining <= 0:
+            return view
+        # Re-read at least every second: a notification from another process may be lost.
+        await svc.hub.wait(key, since, min(remaining, 1.0))
+
+
+async def list_runs(
+    svc: Services,
+    ns: str,
+    *,
+    workflow: str | None,
+    version: str | None,
+    reference_id: str | None,
+    statuses: list[str],
+    cursor: str | None,
+    limit: int,
+) -> p.RunListResponse:
+    async with svc.db.raw_read() as conn:
+        rows = await RunRepository(conn, ns).page(
+            workflow=workflow,
+            version=version,
+            reference_id=reference_id,
+            statuses=statuses,
+            after_id=cursor,
+            limit=limit + 1,
+        )
+    items = [run_view(r) for r in rows[:limit]]
+    next_cursor = items[-1].id if len(rows) > limit else None
+    return p.RunListResponse(items=items, next_cursor=next_cursor)
+
+
+async def run_history(svc: Services, ns: str, run_id: str) -> list[p.HistoryEntry]:
+    async with svc.db.raw_read() as conn:
+        repo = RunRepository(conn, ns)
+        if not await repo.exists(run_id):
+            raise RunNotFound(run_id)
+        return [history_entry(r) for r in await repo.history(run_id)]
+
+
+async def send_event(svc: Services, ns: str, run_id: str, name: str, req: p.SendEventRequest) -> p.SendEventResponse:
+    # Validate before the transaction: the schema comes from the run's version.
+    async with svc.db.raw_read() as conn:
+        head = await RunRepository(conn, ns).get(run_id)
+    if head is None:
+        raise RunNotFound(run_id)
+    info = await svc.version(ns, head["workflow_name"], head["version"])
+    validator = svc.event_validator(info, head["workflow_name"], head["version"], name)
+    check_payload(validator, req.data, f"event {name!r}")
+    data = msgspec.json.encode(req.data)
+    now = now_ms()
+    woke = False
+    async with svc.db.raw_transaction() as conn:
+        runs = RunRepository(conn, ns)
+        steps = StepRepository(conn, ns)
+        run = await runs.get(run_id, lock=True)
+        if run is None:
+            raise RunNotFound(run_id)
+        if req.reference_id is not None:
+            existing = await steps.find_event(run_id, name, req.reference_id)
+            if existing is not None:
+                return p.SendEventResponse(event_id=existing["id"], created=False)
+        if run_states.is_terminal(run["status"]):
+            raise InvalidTransition(f"run {run_id} is {run['status']}: it takes no more events", run_id=run_id)
+        event_id = new_id()
+        await steps.append_event(event_id, run_id, name, data.decode(), req.reference_id, now)
+        if run["status"] == "awaiting_event" and run["wait_event"] == name:
+            await _requeue(runs, run, now, "event_arrived", f"event {name!r} arrived")
+            woke = True
+    if woke:
+        svc.hub.notify(f"ready:{ns}")
+    return p.SendEventResponse(event_id=event_id, created=True)
+
+
+async def _requeue(runs: RunRepository, run: Any, now: int, action: str, reason: str) -> None:
+    target = run_states.next_status(action, run["status"])
+    await runs.update(
+        run["id"],
+        {
+            "status": target,
+            "queued_at": now,
+            "wake_at": None,
+            "wait_event": None,
+            "wait_seq": None,
+            "updated_at": now,
+        },
+    )
+    await runs.add_history(
+        [
+            {
+                "run_id": run["id"],
+                "attempt": run["attempt"],
+                "from_status": run["status"],
+                "to_status": target,
+                "reason": reason,
+                "created_at": now,
+            }
+        ]
+    )
+
+
+async def cancel_run(svc: Services, ns: str, run_id: str, reason: str | None) -> p.RunView:
+    now = now_ms()
+    async with svc.db.raw_transaction() as conn:
+        runs = RunRepository(conn, ns)
+        run = await runs.get(run_id, lock=True)
+        if run is None:
+            raise RunNotFound(run_id)
+        if run["status"] == "cancelled":
+            return run_view(run)
+        target = run_states.next_status("cancel", run["status"])
+        error = p.ErrorInfo(type="Cancelled", message=reason or "cancelled", cause="cancelled")
+        await runs.update(
+            run_id,
+            {
+                "status": target,
+                # The bump fences any executor still working on the run.
+                "revision": run["revision"] + 1,
+                "error": encode_error(error),
+                "wake_at": None,
+                "queued_at": None,
+                "lease_owner": None,
+                "wait_event": None,
+                "wait_seq": None,
+                "updated_at": now,
+                "finished_at": now,
+            },
+        )
+        steps = StepRepository(conn, ns)
+        await steps.finish_sleeps(run_id, "cancelled")
+        await steps.discard_tasks(run_id, ["awaiting_retry", "running"], now)
+        await runs.add_history(
+            [
+                {
+                    "run_id": run_id,
+                    "attempt": run["attempt"],
+                    "from_status": run["status"],
+                    "to_status": target,
+                    "reason": reason or "cancelled",
+                    "created_at": now,
+                }
+            ]
+        )
+        row = await runs.get(run_id)
+    assert row is not None
+    svc.hub.notify(f"run:{run_id}")
+    return run_view(row)

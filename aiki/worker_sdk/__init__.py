@@ -1,0 +1,88 @@
+"""The Aiki worker SDK: define workflows and tasks, start and drive runs, execute them in workers.
+
+Only ``httpx`` and ``msgspec`` (and the standard library) are imported, so a worker host stays light.
+"""
+
+from aiki.worker_sdk.client import Client, EventSender, RunHandle, client
+from aiki.worker_sdk.definitions import (
+    EventDefinition,
+    StartOptions,
+    Task,
+    Workflow,
+    WorkflowVersion,
+    event,
+    task,
+    workflow,
+)
+from aiki.worker_sdk.errors import (
+    AikiError,
+    AuthenticationError,
+    InvalidTransitionError,
+    MalformedRequestError,
+    NonDeterminismError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ReferenceConflictError,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFoundError,
+    ServerUnavailableError,
+    StaleRevisionError,
+    TaskFailedError,
+    UnexpectedResponseError,
+    UnexpectedStatusError,
+    ValidationError,
+    WaitTimeoutError,
+    WorkflowNotFoundError,
+)
+from aiki.worker_sdk.replay import EventResult, EventWaiter, Run, SleepResult
+from aiki.worker_sdk.retry import RetryPolicy
+from aiki.worker_sdk.serde import json_schema
+from aiki.worker_sdk.worker import Worker, WorkerHandle, worker
+
+__all__ = [
+    "AikiError",
+    "AuthenticationError",
+    "Client",
+    "EventDefinition",
+    "EventResult",
+    "EventSender",
+    "EventWaiter",
+    "InvalidTransitionError",
+    "MalformedRequestError",
+    "NonDeterminismError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RateLimitedError",
+    "ReferenceConflictError",
+    "RetryPolicy",
+    "Run",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunHandle",
+    "RunNotFoundError",
+    "ServerUnavailableError",
+    "SleepResult",
+    "StaleRevisionError",
+    "StartOptions",
+    "Task",
+    "TaskFailedError",
+    "UnexpectedResponseError",
+    "UnexpectedStatusError",
+    "ValidationError",
+    "WaitTimeoutError",
+    "Worker",
+    "WorkerHandle",
+    "Workflow",
+    "WorkflowNotFoundError",
+    "WorkflowVersion",
+    "client",
+    "event",
+    "json_schema",
+    "task",
+    "worker",
+    "workflow",
+]

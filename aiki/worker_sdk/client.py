@@ -1,0 +1,393 @@
+"""The HTTP client of the Aiki API and run handles."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import httpx
+import msgspec
+
+from aiki.worker_sdk import serde
+from aiki.worker_sdk.errors import (
+    PROBLEM_CODES,
+    AikiError,
+    NotFoundError,
+    RateLimitedError,
+    RunCancelledError,
+    RunFailedError,
+    RunNotFoundError,
+    ServerUnavailableError,
+    UnexpectedResponseError,
+    UnexpectedStatusError,
+    ValidationError,
+    WaitTimeoutError,
+)
+from aiki.worker_sdk.protocol import (
+    TERMINAL_STATUSES,
+    CancelRunRequest,
+    ClaimRequest,
+    ClaimResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    HistoryEntry,
+    Problem,
+    RecordTaskRequest,
+    RecordTaskResponse,
+    RegisterWorkerRequest,
+    RegisterWorkerResponse,
+    RunListResponse,
+    RunView,
+    SendEventRequest,
+    SendEventResponse,
+    StartRunRequest,
+    StartRunResponse,
+    TransitionRequest,
+    TransitionResponse,
+)
+
+R = TypeVar("R")
+O = TypeVar("O")  # noqa: E741
+
+API_PREFIX = "/api/v1"
+_JSON = {"content-type": "application/json"}
+# Long-polls are answered by the server at its own deadline; the HTTP timeout only guards against
+# a server that never answers, so it is the poll time plus this margin.
+_POLL_MARGIN_S = 15.0
+_POLL_SLICE_MS = 20_000
+_EMPTY = msgspec.json.encode({})
+
+
+def error_from_response(response: httpx.Response) -> AikiError:
+    """Map an error response (problem+json, or anything else) to the SDK exception tree."""
+    status = response.status_code
+    try:
+        problem: Problem | None = msgspec.json.decode(response.content, type=Problem)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        problem = None
+    detail = (problem.detail or problem.title) if problem else response.text[:500] or response.reason_phrase
+    run_id = problem.run_id if problem else None
+    code = problem.code if problem else None
+    if status == 429 or code == "rate_limited":
+        retry_after = response.headers.get("retry-after")
+        try:
+            seconds = float(retry_after) if retry_after is not None else None
+        except ValueError:
+            seconds = None
+        return RateLimitedError(detail, retry_after=seconds, status=status)
+    if code == "validation_error" or (code is None and status == 422):
+        return ValidationError(detail, field=problem.field if problem else None, run_id=run_id, status=status)
+    if code is not None and code in PROBLEM_CODES:
+        return PROBLEM_CODES[code](detail, run_id=run_id, status=status)
+    if status >= 500:
+        return ServerUnavailableError(detail, status=status)
+    if status == 404:
+        return NotFoundError(detail, run_id=run_id, status=status)
+    return UnexpectedResponseError(detail, problem_code=code, run_id=run_id, status=status)
+
+
+class Client:
+    """Talks to an Aiki server over HTTP (or in-process over ASGI).
+
+    Build it with :func:`client`. One instance holds one connection pool; share it, and close it
+    with :meth:`close` or ``async with``.
+    """
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        response_type: type[R],
+        body: msgspec.Struct | None = None,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> R:
+        """Send one API request and decode the answer.
+
+        Args:
+            method: HTTP method.
+            path: Path below ``/api/v1``.
+            response_type: Type to decode the JSON answer into.
+            body: Request body (a wire Struct), if any.
+            params: Query parameters.
+            timeout: Seconds before the request is abandoned (default: the client's).
+
+        Raises:
+            AikiError: The subclass matching the server's problem ``code``;
+                ``ServerUnavailableError`` on connection errors and 5xx.
+        """
+        content = None if body is None else msgspec.json.encode(body)
+        kwargs: dict[str, Any] = {}
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        try:
+            response = await self._http.request(
+                method,
+                API_PREFIX + path,
+                content=content,
+                headers=_JSON if content is not None else None,
+                params=params,
+                **kwargs,
+            )
+        except httpx.TransportError as e:
+            raise ServerUnavailableError(f"{type(e).__name__}: {e}") from e
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        try:
+            return msgspec.json.decode(response.content, type=response_type)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise UnexpectedResponseError(
+                f"{method} {path}: cannot decode answer: {e}", status=response.status_code
+            ) from e
+
+    # -- client API ---------------------------------------------------------------------------
+
+    async def start_run(self, request: StartRunRequest) -> StartRunResponse:
+        """``POST /runs``."""
+        return await self.request("POST", "/runs", StartRunResponse, request)
+
+    async def get_run(self, run_id: str, *, wait_for: Sequence[str] = (), timeout_ms: int | None = None) -> RunView:
+        """``GET /runs/{id}``, long-polling while ``wait_for`` statuses are not reached."""
+        params: dict[str, str] = {}
+        timeout = None
+        if wait_for:
+            params["wait_for"] = ",".join(wait_for)
+            if timeout_ms is not None:
+                params["timeout_ms"] = str(timeout_ms)
+                timeout = timeout_ms / 1000 + _POLL_MARGIN_S
+        return await self.request("GET", f"/runs/{run_id}", RunView, params=params or None, timeout=timeout)
+
+    async def list_runs(self, **filters: str) -> RunListResponse:
+        """``GET /runs`` with filters (``workflow``, ``version``, ``reference_id``, ``status``...)."""
+        return await self.request("GET", "/runs", RunListResponse, params=filters)
+
+    async def find_run_by_reference(self, workflow: str, version: str, reference_id: str) -> RunView:
+        """The run of ``workflow@version`` with this reference id.
+
+        Raises:
+            RunNotFoundError: There is none.
+        """
+        page = await self.list_runs(workflow=workflow, version=version, reference_id=reference_id)
+        for view in page.items:
+            if view.reference_id == reference_id:
+                return view
+        raise RunNotFoundError(f"no run of {workflow}@{version} with reference {reference_id!r}")
+
+    async def history(self, run_id: str) -> list[HistoryEntry]:
+        """``GET /runs/{id}/history``."""
+        return await self.request("GET", f"/runs/{run_id}/history", list[HistoryEntry])
+
+    async def send_event(self, run_id: str, name: str, request: SendEventRequest) -> SendEventResponse:
+        """``POST /runs/{id}/events/{name}``."""
+        return await self.request("POST", f"/runs/{run_id}/events/{name}", SendEventResponse, request)
+
+    async def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
+        """``POST /runs/{id}/cancel``."""
+        return await self.request("POST", f"/runs/{run_id}/cancel", RunView, CancelRunRequest(reason=reason))
+
+    async def run_action(self, run_id: str, action: str) -> RunView:
+        """``POST /runs/{id}/{action}`` for the body-less actions ``pause``, ``resume``, ``wake``."""
+        return await self.request("POST", f"/runs/{run_id}/{action}", RunView, CancelRunRequest())
+
+    # -- worker protocol ----------------------------------------------------------------------
+
+    async def register_worker(self, request: RegisterWorkerRequest) -> RegisterWorkerResponse:
+        """``POST /workers/register``."""
+        return await self.request("POST", "/workers/register", RegisterWorkerResponse, request)
+
+    async def claim(self, request: ClaimRequest) -> ClaimResponse:
+        """``POST /workers/claim`` (long-polls up to ``request.wait_ms``)."""
+        timeout = request.wait_ms / 1000 + _POLL_MARGIN_S
+        return await self.request("POST", "/workers/claim", ClaimResponse, request, timeout=timeout)
+
+    async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
+        """``POST /workers/heartbeat``."""
+        return await self.request("POST", "/workers/heartbeat", HeartbeatResponse, request)
+
+    async def record_task(self, run_id: str, request: RecordTaskRequest) -> RecordTaskResponse:
+        """``POST /runs/{id}/tasks``."""
+        return await self.request("POST", f"/runs/{run_id}/tasks", RecordTaskResponse, request)
+
+    async def transition(self, run_id: str, request: TransitionRequest) -> TransitionResponse:
+        """``POST /runs/{id}/transition``."""
+        return await self.request("POST", f"/runs/{run_id}/transition", TransitionResponse, request)
+
+
+def client(
+    *,
+    url: str | None = None,
+    api_key: str | None = None,
+    handler: Any = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    timeout: timedelta = timedelta(seconds=30),
+) -> Client:
+    """Build a client.
+
+    Args:
+        url: Base URL of a remote server, e.g. ``"https://aiki.example.com"``.
+        api_key: API key sent as ``Authorization: Bearer <key>``.
+        handler: An ASGI app (``server(...).handler``) to call in-process, without a network hop.
+        transport: Any httpx transport (e.g. ``httpx.MockTransport`` in tests).
+        timeout: Default request timeout (long-polls extend it as needed).
+
+    Raises:
+        ValueError: No target was given, or ``handler`` together with another one.
+    """
+    if handler is not None and (url is not None or transport is not None):
+        raise ValueError("pass handler= alone: it is served in-process")
+    if handler is None and url is None and transport is None:
+        raise ValueError("pass url=, handler= or transport=")
+    if handler is not None:
+        transport = httpx.ASGITransport(app=handler)
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    http = httpx.AsyncClient(
+        base_url=url or "http://aiki",
+        transport=transport,
+        headers=headers,
+        timeout=timeout.total_seconds(),
+    )
+    return Client(http)
+
+
+class EventSender:
+    """Sends one named event to a run: ``handle.events.<name>``."""
+
+    def __init__(self, client: Client, run_id: str, name: str, type: Any) -> None:
+        self._client, self._run_id, self.name, self._type = client, run_id, name, type
+
+    async def send(self, data: Any = None, reference_id: str | None = None) -> SendEventResponse:
+        """Send the event.
+
+        Args:
+            data: The payload; it must fit the event's declared type.
+            reference_id: De-duplication key: a second send with it creates nothing.
+
+        Raises:
+            ValidationError: The payload does not fit its type (no request is sent).
+        """
+        raw = serde.encode_checked(data, self._type)
+        request = SendEventRequest(data=msgspec.Raw(raw), reference_id=reference_id)
+        return await self._client.send_event(self._run_id, self.name, request)
+
+
+class _HandleEvents:
+    def __init__(self, client: Client, run_id: str, types: dict[str, Any]) -> None:
+        self._client, self._run_id, self._types = client, run_id, types
+
+    def __getattr__(self, name: str) -> EventSender:
+        if name.startswith("_") or name not in self._types:
+            raise AttributeError(f"the workflow declares no event {name!r}")
+        return EventSender(self._client, self._run_id, name, self._types[name])
+
+
+class RunHandle(Generic[O]):
+    """A handle on one run, from ``version.start()`` or ``version.get_handle()``.
+
+    Attributes:
+        id: The run id.
+        events: ``handle.events.<name>.send(data)`` sends the declared event ``name``.
+    """
+
+    def __init__(self, client: Client, run_id: str, output_type: Any, event_types: dict[str, Any]) -> None:
+        self._client = client
+        self.id = run_id
+        self._output_type = output_type
+        self.events = _HandleEvents(client, run_id, event_types)
+
+    async def describe(self) -> RunView:
+        """The run as the server sees it now."""
+        return await self._client.get_run(self.id)
+
+    async def status(self) -> str:
+        """The run's current status (``queued``, ``running``, ``completed`` ...)."""
+        return (await self.describe()).status
+
+    async def wait_for_status(self, status: str | Sequence[str], timeout: timedelta | None = None) -> RunView:
+        """Wait until the run reaches ``status`` (or one of several).
+
+        Args:
+            status: The status, or statuses, to wait for.
+            timeout: Give up after this long (None: wait without limit).
+
+        Returns:
+            The run as it was when the status was reached.
+
+        Raises:
+            RunFailedError: The run failed instead.
+            RunCancelledError: The run was cancelled instead.
+            UnexpectedStatusError: The run completed while another status was awaited.
+            WaitTimeoutError: ``timeout`` elapsed first.
+        """
+        wanted = (status,) if isinstance(status, str) else tuple(status)
+        deadline = None if timeout is None else time.monotonic() + timeout.total_seconds()
+        while True:
+            slice_ms = _POLL_SLICE_MS
+            if deadline is not None:
+                slice_ms = min(slice_ms, max(0, int((deadline - time.monotonic()) * 1000)))
+            view = await self._client.get_run(self.id, wait_for=wanted, timeout_ms=slice_ms)
+            if view.status in wanted:
+                return view
+            if view.status in TERMINAL_STATUSES:
+                raise self._terminal_error(view, wanted)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeoutError(self.id, view.status)
+
+    async def result(self) -> O:
+        """Wait for the run to end and return its decoded output.
+
+        Raises:
+            RunFailedError: The run failed.
+            RunCancelledError: The run was cancelled.
+        """
+        view = await self.wait_for_status("completed")
+        output: O = serde.decode(view.output, self._output_type)
+        return output
+
+    async def cancel(self, reason: str | None = None) -> RunView:
+        """Cancel the run (and, on the server, its live children).
+
+        Raises:
+            InvalidTransitionError: The run already ended.
+        """
+        return await self._client.cancel_run(self.id, reason)
+
+    async def pause(self) -> RunView:
+        """Pause the run: it is not executed until :meth:`resume`."""
+        return await self._client.run_action(self.id, "pause")
+
+    async def resume(self) -> RunView:
+        """Resume a paused run."""
+        return await self._client.run_action(self.id, "resume")
+
+    async def wake(self) -> RunView:
+        """End the run's current sleep early (the sleep returns ``cancelled=True``)."""
+        return await self._client.run_action(self.id, "wake")
+
+    def _terminal_error(self, view: RunView, wanted: tuple[str, ...]) -> AikiError:
+        if view.status == "failed":
+            return RunFailedError(self.id, view.error)
+        if view.status == "cancelled":
+            return RunCancelledError(self.id)
+        return UnexpectedStatusError(self.id, view.status, wanted)
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"

@@ -1,0 +1,274 @@
+"""The SDK's one exception tree.
+
+Every error derives from :class:`AikiError` and carries a stable class attribute ``code`` (the
+same string the server puts in a problem+json ``code`` where one exists) plus the ids it is about
+(``run_id``, ``task_name``, ``field`` ...). Catch by class; log or compare by ``code``.
+
+```
+AikiError
+├── TaskFailedError            task_failed         a task exhausted its retry policy
+├── NonDeterminismError        non_determinism     replay diverged from recorded history
+├── RunFailedError             run_failed          the awaited run ended failed
+├── RunCancelledError          run_cancelled       the awaited run ended cancelled
+├── UnexpectedStatusError      unexpected_status   the run ended in another terminal status
+├── WaitTimeoutError           wait_timeout        wait_for_status() ran out of time
+├── ReferenceConflictError     reference_conflict  reference id already used with other input
+├── ValidationError            validation_error    a payload does not fit its type (``field``)
+├── MalformedRequestError      malformed_json      the server could not parse the request
+├── AuthenticationError        unauthorized        missing, bad, expired or revoked API key
+├── PermissionDeniedError      forbidden           the key's role may not do this
+├── NotFoundError              not_found
+│   ├── WorkflowNotFoundError  workflow_not_found
+│   └── RunNotFoundError       run_not_found
+├── StaleRevisionError         stale_revision      the executor's revision moved on (fenced)
+├── InvalidTransitionError     invalid_transition  the run's status does not allow this
+├── PayloadTooLargeError       payload_too_large
+├── ServerUnavailableError     server_unavailable  connection error or 5xx: retry later
+│   └── RateLimitedError       rate_limited        429: retry after ``retry_after`` seconds
+└── UnexpectedResponseError    unexpected_response a response the SDK does not understand
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from aiki.worker_sdk.protocol import ErrorInfo
+
+
+class AikiError(Exception):
+    """Base class of every error the SDK raises.
+
+    Attributes:
+        code: Stable machine-readable identifier of the error class.
+        detail: Human-readable explanation (also the exception message).
+        run_id: The run the error is about, when there is one.
+        status: The HTTP status of the response that caused it, when there is one.
+    """
+
+    code: ClassVar[str] = "aiki_error"
+
+    def __init__(self, detail: str = "", *, run_id: str | None = None, status: int | None = None) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail or self.code
+        self.run_id = run_id
+        self.status = status
+
+
+class TaskFailedError(AikiError):
+    """A task failed and its retry policy is spent; raised into the workflow at ``task.start()``.
+
+    Attributes:
+        task_name: Name of the failed task.
+        error: The recorded failure of the last attempt.
+    """
+
+    code = "task_failed"
+
+    def __init__(self, task_name: str, error: ErrorInfo, *, run_id: str | None = None) -> None:
+        super().__init__(f"task {task_name!r} failed: {error.type}: {error.message}", run_id=run_id)
+        self.task_name = task_name
+        self.error = error
+
+
+class NonDeterminismError(AikiError):
+    """Replay reached new work while recorded task entries were still unconsumed.
+
+    The workflow code no longer matches its history (a task was inserted before recorded work, or a
+    task's input changed). The run fails; it is never retried.
+
+    Attributes:
+        unconsumed: ``(address, seq, name)`` of every recorded entry the replay did not reach.
+        address: The address of the new call that triggered the check.
+    """
+
+    code = "non_determinism"
+
+    def __init__(self, unconsumed: list[tuple[str, int, str]], *, address: str = "", run_id: str | None = None) -> None:
+        listed = ", ".join(f"{name} ({addr} #{seq})" for addr, seq, name in unconsumed)
+        super().__init__(f"new task {address!r} reached while recorded entries are unconsumed: {listed}", run_id=run_id)
+        self.unconsumed = unconsumed
+        self.address = address
+
+
+class RunFailedError(AikiError):
+    """The run ended with status ``failed``.
+
+    Attributes:
+        error: The run's recorded error, if the server returned one.
+    """
+
+    code = "run_failed"
+
+    def __init__(self, run_id: str, error: ErrorInfo | None) -> None:
+        msg = f"run {run_id} failed" + (f": {error.type}: {error.message}" if error else "")
+        super().__init__(msg, run_id=run_id)
+        self.error = error
+
+
+class RunCancelledError(AikiError):
+    """The run ended with status ``cancelled``."""
+
+    code = "run_cancelled"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} was cancelled", run_id=run_id)
+
+
+class UnexpectedStatusError(AikiError):
+    """``wait_for_status()`` saw the run end in a terminal status other than the awaited one.
+
+    Attributes:
+        actual: The terminal status reached.
+        expected: The statuses that were awaited.
+    """
+
+    code = "unexpected_status"
+
+    def __init__(self, run_id: str, actual: str, expected: tuple[str, ...]) -> None:
+        super().__init__(f"run {run_id} ended {actual}, expected {'/'.join(expected)}", run_id=run_id)
+        self.actual = actual
+        self.expected = expected
+
+
+class WaitTimeoutError(AikiError):
+    """``wait_for_status()`` reached its timeout before the run reached the status.
+
+    Attributes:
+        last_status: The run's status when the wait gave up.
+    """
+
+    code = "wait_timeout"
+
+    def __init__(self, run_id: str, last_status: str) -> None:
+        super().__init__(f"timed out waiting for run {run_id} (status {last_status})", run_id=run_id)
+        self.last_status = last_status
+
+
+class ReferenceConflictError(AikiError):
+    """A run with this reference id already exists with a different input (``conflict="error"``)."""
+
+    code = "reference_conflict"
+
+
+class ValidationError(AikiError):
+    """A payload does not fit its declared type, or a request was refused as invalid.
+
+    Attributes:
+        field: Path of the offending field (``user_id``, ``items[0].sku``), when known.
+    """
+
+    code = "validation_error"
+
+    def __init__(
+        self, detail: str, *, field: str | None = None, run_id: str | None = None, status: int | None = None
+    ) -> None:
+        super().__init__(detail, run_id=run_id, status=status)
+        self.field = field
+
+
+class MalformedRequestError(AikiError):
+    """The server could not parse the request body (400 ``malformed_json``)."""
+
+    code = "malformed_json"
+
+
+class AuthenticationError(AikiError):
+    """The API key is missing, malformed, expired or revoked (401)."""
+
+    code = "unauthorized"
+
+
+class PermissionDeniedError(AikiError):
+    """The caller's role does not allow this action (403)."""
+
+    code = "forbidden"
+
+
+class NotFoundError(AikiError):
+    """The resource does not exist in the caller's namespace (404)."""
+
+    code = "not_found"
+
+
+class WorkflowNotFoundError(NotFoundError):
+    """No worker ever registered this workflow version in the namespace."""
+
+    code = "workflow_not_found"
+
+
+class RunNotFoundError(NotFoundError):
+    """No such run in the caller's namespace."""
+
+    code = "run_not_found"
+
+
+class StaleRevisionError(AikiError):
+    """The executor's revision of the run is no longer current (409): it must stop writing."""
+
+    code = "stale_revision"
+
+
+class InvalidTransitionError(AikiError):
+    """The run's current status does not allow the requested change (e.g. cancel a finished run)."""
+
+    code = "invalid_transition"
+
+
+class PayloadTooLargeError(AikiError):
+    """A payload exceeds the server's size limit (413)."""
+
+    code = "payload_too_large"
+
+
+class ServerUnavailableError(AikiError):
+    """The server could not be reached or answered 5xx; the request may be retried."""
+
+    code = "server_unavailable"
+
+
+class RateLimitedError(ServerUnavailableError):
+    """Too many requests (429).
+
+    Attributes:
+        retry_after: Seconds the server asked to wait, when it said.
+    """
+
+    code = "rate_limited"
+
+    def __init__(self, detail: str = "", *, retry_after: float | None = None, status: int | None = 429) -> None:
+        super().__init__(detail, status=status)
+        self.retry_after = retry_after
+
+
+class UnexpectedResponseError(AikiError):
+    """The server answered something the SDK does not understand.
+
+    Attributes:
+        problem_code: The problem+json ``code`` received, if any.
+    """
+
+    code = "unexpected_response"
+
+    def __init__(self, detail: str = "", *, problem_code: str | None = None, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.problem_code = problem_code
+
+
+PROBLEM_CODES: dict[str, type[AikiError]] = {
+    cls.code: cls
+    for cls in (
+        ReferenceConflictError,
+        MalformedRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        WorkflowNotFoundError,
+        RunNotFoundError,
+        StaleRevisionError,
+        InvalidTransitionError,
+        PayloadTooLargeError,
+        ServerUnavailableError,
+    )
+}
+"""Problem ``code`` → error class, for every code whose class takes the common constructor."""

@@ -1,0 +1,353 @@
+"""One execution of one activation: replay the workflow from the top and write what is new.
+
+Every write names the revision the execution holds. Once a suspending or terminal transition is
+sent (or the execution is fenced off) ``finished`` is set and nothing else is written: sibling
+coroutines that reach the SDK afterwards stop quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from aiki.worker_sdk import serde
+from aiki.worker_sdk.client import Client
+from aiki.worker_sdk.definitions import Task, WorkflowVersion
+from aiki.worker_sdk.errors import (
+    AikiError,
+    NonDeterminismError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    ServerUnavailableError,
+    StaleRevisionError,
+    TaskFailedError,
+    ValidationError,
+)
+from aiki.worker_sdk.protocol import Activation, ErrorInfo, RecordTaskRequest, TransitionRequest
+from aiki.worker_sdk.replay import TIMED_OUT, EventResult, ReplayState, Run, SleepResult
+from aiki.worker_sdk.retry import RetryPolicy
+
+log = logging.getLogger("aiki.worker")
+R = TypeVar("R")
+_TRACEBACK_LIMIT = 8000
+_SETTLE_TICKS = 3
+
+
+class _Suspend(BaseException):
+    """Unwinds the workflow coroutine once the run is suspended (or the execution is over).
+
+    A BaseException so that ``except Exception`` in workflow code cannot swallow it.
+    """
+
+
+class _Abandon(BaseException):
+    """Unwinds the execution without further writes; lease recovery hands the run out again."""
+
+
+def now_ms() -> int:
+    """Milliseconds since the Unix epoch."""
+    return int(time.time() * 1000)
+
+
+def _ms(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)
+
+
+def error_info(error: BaseException, *, cause: str | None = None) -> ErrorInfo:
+    """Describe ``error`` as the server records it."""
+    text = "".join(traceback.format_exception(error))
+    return ErrorInfo(
+        type=type(error).__name__,
+        message=str(error) or type(error).__name__,
+        code=getattr(error, "code", None) if isinstance(error, AikiError) else None,
+        traceback=text[-_TRACEBACK_LIMIT:],
+        cause=cause,
+    )
+
+
+class Execution:
+    """Executes one activation of a workflow version.
+
+    Attributes:
+        activation: What the claim returned.
+        revision: The run revision this execution holds (its fencing token).
+        finished: True once no more writes may be made.
+        retry_budget: Seconds to keep retrying a write while the server is unavailable.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        version: WorkflowVersion[Any, Any],
+        activation: Activation,
+        *,
+        retry_budget: float = 30.0,
+    ) -> None:
+        self.client = client
+        self.version = version
+        self.activation = activation
+        self.run_id = activation.run_id
+        self.revision = activation.revision
+        self.state = ReplayState(activation)
+        self.finished = False
+        self.retry_budget = retry_budget
+        self._lock = asyncio.Lock()
+        self._fatal: NonDeterminismError | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.run = Run(self, {name: e.type for name, e in version.events.items()})
+
+    # -- the workflow as a whole --------------------------------------------------------------
+
+    async def execute(self) -> None:
+        """Replay the workflow and send its outcome; never raises except on cancellation."""
+        try:
+            await self._execute()
+        except (_Suspend, _Abandon):
+            pass
+        finally:
+            self.finished = True
+            current = asyncio.current_task()
+            for t in self._tasks:
+                if t is not current and not t.done():
+                    t.cancel()
+
+    async def _execute(self) -> None:
+        version = self.version
+        try:
+            args: tuple[Any, ...] = (self.run,)
+            if version.takes_input:
+                args += (serde.decode(self.activation.input, version.input_type),)
+        except ValidationError as e:
+            await self._fail(e)
+            return
+        seconds = None if version.timeout is None else version.timeout.total_seconds()
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                output = await version.fn(*args)
+            raw = serde.encode_checked(output, version.output_type)
+        except TimeoutError as e:
+            if deadline.expired() and self._fatal is None:
+                info = error_info(e, cause="timeout")
+                info.message = f"the workflow exceeded its timeout of {version.timeout}"
+                await self._transition(TransitionRequest(revision=self.revision, kind="fail", error=info))
+            else:
+                await self._on_error(e)
+            return
+        except Exception as e:
+            await self._on_error(e)
+            return
+        if self._fatal is not None:
+            await self._fail(self._fatal)
+            return
+        try:
+            await self._transition(TransitionRequest(revision=self.revision, kind="complete", output=msgspec.Raw(raw)))
+        except PayloadTooLargeError as e:
+            await self._fail(e)
+
+    async def _on_error(self, error: Exception) -> None:
+        error = self._fatal or error
+        wire = self.activation.retry
+        policy = RetryPolicy.from_wire(wire) if wire is not None else self.version.retry
+        attempt = self.activation.attempt
+        if not isinstance(error, NonDeterminismError | ValidationError) and policy.should_retry(attempt, error):
+            wake_at = now_ms() + _ms(policy.delay_for(attempt))
+            self.run.logger.info("workflow attempt %d failed (%r); retrying", attempt, error)
+            request = TransitionRequest(revision=self.revision, kind="retry", wake_at=wake_at, error=error_info(error))
+            await self._transition(request)
+            return
+        await self._fail(error)
+
+    async def _fail(self, error: BaseException) -> None:
+        self.run.logger.info("run failed: %r", error)
+        await self._transition(TransitionRequest(revision=self.revision, kind="fail", error=error_info(error)))
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _enter(self) -> None:
+        """Called on every SDK entry point: track the coroutine, stop it if the execution is over."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        if self.finished:
+            raise _Suspend
+
+    async def _send(self, call: Callable[[], Awaitable[R]], passthrough: tuple[type[AikiError], ...] = ()) -> R:
+        """Send one write: retry while the server is unavailable; abandon if fenced or refused."""
+        deadline = time.monotonic() + self.retry_budget
+        delay = 0.2
+        while True:
+            if self.finished:
+                raise _Suspend
+            try:
+                return await call()
+            except passthrough:
+                raise
+            except ServerUnavailableError as e:
+                wait = e.retry_after if isinstance(e, RateLimitedError) and e.retry_after else delay
+                if time.monotonic() + wait > deadline:
+                    log.warning("run %s: server unavailable, abandoning to lease recovery: %s", self.run_id, e)
+                    self.finished = True
+                    raise _Abandon from e
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 5.0)
+            except StaleRevisionError:
+                log.info("run %s: revision %d is stale, abandoning the execution", self.run_id, self.revision)
+                self.finished = True
+                raise _Abandon from None
+            except AikiError as e:
+                log.error("run %s: write refused, abandoning the execution: %r", self.run_id, e)
+                self.finished = True
+                raise _Abandon from e
+
+    async def _record(self, request: RecordTaskRequest, passthrough: tuple[type[AikiError], ...] = ()) -> None:
+        async with self._lock:
+            request.revision = self.revision
+            await self._send(lambda: self.client.record_task(self.run_id, request), passthrough)
+
+    async def _transition(self, request: TransitionRequest) -> bool:
+        """Send a transition; True if the run is suspended (or ended), after which nothing is written."""
+        async with self._lock:
+            request.revision = self.revision
+            passthrough: tuple[type[AikiError], ...] = (PayloadTooLargeError,) if request.kind == "complete" else ()
+            response = await self._send(lambda: self.client.transition(self.run_id, request), passthrough)
+            if response.revision is not None:
+                self.revision = response.revision
+            if response.suspended or request.kind in ("complete", "fail", "retry"):
+                self.finished = True
+                return True
+            self.state.add_events(response.events)
+            return False
+
+    async def _settle(self) -> None:
+        """Yield until sibling coroutines stop consuming recorded entries."""
+        last, stable = self.state.progress, 0
+        while stable < _SETTLE_TICKS:
+            await asyncio.sleep(0)
+            if self.state.progress == last:
+                stable += 1
+            else:
+                last, stable = self.state.progress, 0
+
+    # -- SDK entry points ---------------------------------------------------------------------
+
+    async def call_task(self, task: Task[Any, Any], input: Any) -> Any:
+        """``task.start(run, input)``: replay the recorded entry or run new work."""
+        self._enter()
+        canonical = serde.canonical(input)
+        address = serde.task_address(task.name, canonical)
+        seq, record = self.state.next_task(address)
+        attempt = 1
+        if record is not None:
+            if record.status == "completed":
+                return serde.decode(record.output, task.output_type)
+            if record.status == "failed":
+                error = record.error or ErrorInfo(type="Error", message="task failed")
+                raise TaskFailedError(task.name, error, run_id=self.run_id)
+            if record.status == "awaiting_retry" and (record.next_attempt_at or 0) > now_ms():
+                wake_at = record.next_attempt_at
+                request = TransitionRequest(revision=self.revision, kind="await_task_retry", wake_at=wake_at)
+                if await self._transition(request):
+                    raise _Suspend
+            # Due for retry, or "running" (interrupted by a crash): the next attempt runs now.
+            attempt = record.attempts + 1
+        else:
+            await self._settle()
+            self._enter()
+            unconsumed = self.state.unconsumed()
+            if unconsumed:
+                entries = [(t.address, t.seq, t.name) for t in unconsumed]
+                self._fatal = NonDeterminismError(entries, address=address, run_id=self.run_id)
+                raise self._fatal
+        return await self._run_attempts(task, input, canonical, address, seq, attempt)
+
+    async def _run_attempts(
+        self, task: Task[Any, Any], input: Any, canonical: bytes, address: str, seq: int, attempt: int
+    ) -> Any:
+        raw_input = msgspec.Raw(canonical)
+
+        def entry(status: Literal["completed", "failed", "awaiting_retry"], **fields: Any) -> RecordTaskRequest:
+            return RecordTaskRequest(
+                revision=self.revision,
+                address=address,
+                seq=seq,
+                name=task.name,
+                status=status,
+                attempts=attempt,
+                input=raw_input,
+                **fields,
+            )
+
+        while True:
+            self._enter()
+            timeout = None if task.timeout is None else task.timeout.total_seconds()
+            try:
+                async with asyncio.timeout(timeout):
+                    output = await task.invoke(input)
+                raw = serde.encode_checked(output, task.output_type)
+            except Exception as e:
+                error = error_info(e)
+                if task.retry.should_retry(attempt, e):
+                    next_at = now_ms() + _ms(task.retry.delay_for(attempt))
+                    await self._record(entry("awaiting_retry", error=error, next_attempt_at=next_at))
+                    request = TransitionRequest(revision=self.revision, kind="await_task_retry", wake_at=next_at)
+                    if await self._transition(request):
+                        raise _Suspend from None
+                    attempt += 1
+                    continue
+                await self._record(entry("failed", error=error))
+                raise TaskFailedError(task.name, error, run_id=self.run_id) from e
+            try:
+                completed = entry("completed", output=msgspec.Raw(raw))
+                await self._record(completed, passthrough=(PayloadTooLargeError,))
+            except PayloadTooLargeError as e:
+                error = error_info(e)
+                await self._record(entry("failed", error=error))
+                raise TaskFailedError(task.name, error, run_id=self.run_id) from e
+            return serde.decode(raw, task.output_type)
+
+    async def sleep(self, duration: timedelta, name: str) -> SleepResult:
+        """``run.sleep()``: return a recorded sleep's outcome or suspend until it ends."""
+        self._enter()
+        seq, record = self.state.next_sleep(name)
+        if record is not None and record.status != "sleeping":
+            return SleepResult(cancelled=record.status == "cancelled")
+        # A sleep already recorded as sleeping keeps its deadline: ask only for what remains.
+        duration_ms = _ms(duration) if record is None else max(0, record.wake_at - now_ms())
+        request = TransitionRequest(
+            revision=self.revision, kind="sleep", sleep_name=name, sleep_seq=seq, duration_ms=duration_ms
+        )
+        if await self._transition(request):
+            raise _Suspend
+        return SleepResult(cancelled=False)
+
+    async def wait_event(self, name: str, type: Any, timeout: timedelta | None) -> EventResult[Any]:
+        """``run.events.X.wait()``: return a buffered event or timeout, or suspend until one comes."""
+        self._enter()
+        seq, outcome = self.state.next_wait(name)
+        if outcome is None:
+            request = TransitionRequest(
+                revision=self.revision,
+                kind="await_event",
+                event_name=name,
+                wait_seq=seq,
+                consumed=self.state.consumed(name),
+                timeout_ms=None if timeout is None else _ms(timeout),
+            )
+            if await self._transition(request):
+                raise _Suspend
+            outcome = self.state.take_event(name)
+            if outcome is None:
+                log.error("run %s: server did not suspend but sent no %r event; abandoning", self.run_id, name)
+                self.finished = True
+                raise _Abandon
+        if outcome == TIMED_OUT:
+            return EventResult(timeout=True)
+        return EventResult(data=serde.decode(outcome.data, type))

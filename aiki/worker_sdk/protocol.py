@@ -1,0 +1,312 @@
+"""Wire types shared by the SDK and the server.
+
+Everything that crosses the HTTP boundary between a client/worker and the server is declared here
+as a ``msgspec.Struct``. The server imports these types; the SDK never imports the server. User
+payloads (run input, task output, event data) the server sends travel as ``msgspec.Raw``: JSON it
+stored, returned byte for byte for the SDK to decode into the annotated type. Payloads sent *to*
+the server are typed ``Any`` (the SDK may put a pre-encoded ``msgspec.Raw`` there).
+
+Times are integer milliseconds since the Unix epoch (UTC); durations are integer milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+RunStatus = Literal[
+    "scheduled",
+    "queued",
+    "running",
+    "paused",
+    "sleeping",
+    "awaiting_event",
+    "awaiting_retry",
+    "awaiting_child",
+    "stalled",
+    "completed",
+    "failed",
+    "cancelled",
+]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+TaskStatus = Literal["running", "awaiting_retry", "completed", "failed", "discarded"]
+ConflictPolicy = Literal["error", "return_existing"]
+
+
+class ErrorInfo(msgspec.Struct, omit_defaults=True):
+    """A failure as recorded in the database: exception type name, message, optional detail."""
+
+    type: str
+    message: str
+    code: str | None = None
+    traceback: str | None = None
+    cause: str | None = None
+
+
+class RetryPolicyWire(msgspec.Struct, omit_defaults=True):
+    """A retry policy as it travels (``RetryPolicy`` in the SDK is the public face)."""
+
+    kind: Literal["never", "fixed", "exponential", "jittered"] = "never"
+    max_attempts: int = 1
+    base_ms: int = 1000
+    factor: float = 2.0
+    max_delay_ms: int | None = None
+    non_retryable: list[str] = msgspec.field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Client API
+# ---------------------------------------------------------------------------------------------
+
+
+class StartRunRequest(msgspec.Struct, omit_defaults=True):
+    workflow: str
+    version: str
+    input: Any = None
+    reference_id: str | None = None
+    conflict: ConflictPolicy = "error"
+    delay_ms: int | None = None
+    retry: RetryPolicyWire | None = None
+    pool: str | None = None
+
+
+class RunView(msgspec.Struct, omit_defaults=True):
+    """A run as the client sees it."""
+
+    id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    revision: int
+    attempt: int
+    created_at: int
+    updated_at: int
+    input: msgspec.Raw
+    output: msgspec.Raw  # JSON null until the run completes (msgspec cannot decode ``Raw | None``)
+    error: ErrorInfo | None = None
+    reference_id: str | None = None
+    parent_run_id: str | None = None
+    pool: str | None = None
+    recoveries: int = 0
+    wake_at: int | None = None
+    finished_at: int | None = None
+
+
+class StartRunResponse(msgspec.Struct):
+    run: RunView
+    created: bool
+
+
+class SendEventRequest(msgspec.Struct, omit_defaults=True):
+    data: Any = None
+    reference_id: str | None = None
+
+
+class SendEventResponse(msgspec.Struct):
+    event_id: str
+    created: bool
+
+
+class CancelRunRequest(msgspec.Struct, omit_defaults=True):
+    reason: str | None = None
+
+
+class RunListResponse(msgspec.Struct, omit_defaults=True):
+    items: list[RunView]
+    next_cursor: str | None = None
+
+
+class HistoryEntry(msgspec.Struct, omit_defaults=True):
+    id: int
+    attempt: int
+    from_status: str | None
+    to_status: str
+    created_at: int
+    reason: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker protocol
+# ---------------------------------------------------------------------------------------------
+
+
+class VersionSpec(msgspec.Struct, omit_defaults=True):
+    """A workflow version a worker serves, with the JSON Schemas of its input and events."""
+
+    workflow: str
+    version: str
+    input_schema: dict[str, Any] | None = None
+    event_schemas: dict[str, dict[str, Any] | None] = msgspec.field(default_factory=dict)
+
+
+class RegisterWorkerRequest(msgspec.Struct, omit_defaults=True):
+    worker_id: str
+    host: str
+    versions: list[VersionSpec]
+    pools: list[str] = msgspec.field(default_factory=list)
+    concurrency: int = 1
+
+
+class RegisterWorkerResponse(msgspec.Struct):
+    worker_id: str
+    lease_ttl_ms: int
+    heartbeat_interval_ms: int
+
+
+class VersionRef(msgspec.Struct, array_like=True):
+    workflow: str
+    version: str
+
+
+class ClaimRequest(msgspec.Struct, omit_defaults=True):
+    worker_id: str
+    versions: list[VersionRef]
+    max_runs: int = 1
+    wait_ms: int = 0
+    pools: list[str] = msgspec.field(default_factory=list)
+
+
+class TaskRecord(msgspec.Struct, omit_defaults=True):
+    """One recorded task entry of a run: the ``seq``-th call at ``address`` in replay order."""
+
+    address: str
+    seq: int
+    name: str
+    status: TaskStatus
+    attempts: int
+    output: msgspec.Raw  # JSON null unless completed
+    error: ErrorInfo | None = None
+    next_attempt_at: int | None = None
+
+
+class EventRecord(msgspec.Struct, omit_defaults=True):
+    id: str
+    name: str
+    seq: int
+    data: msgspec.Raw
+    reference_id: str | None = None
+
+
+class SleepRecord(msgspec.Struct, omit_defaults=True):
+    name: str
+    seq: int
+    status: Literal["sleeping", "completed", "cancelled"]
+    wake_at: int
+
+
+class WaitTimeoutRecord(msgspec.Struct):
+    """The ``seq``-th wait for event ``name`` ended by its timeout (so replay ends it the same way)."""
+
+    name: str
+    seq: int
+
+
+class Activation(msgspec.Struct, omit_defaults=True):
+    """Everything an executor needs to replay one run, returned by a claim."""
+
+    run_id: str
+    revision: int
+    workflow: str
+    version: str
+    attempt: int
+    input: msgspec.Raw
+    lease_ttl_ms: int
+    tasks: list[TaskRecord] = msgspec.field(default_factory=list)
+    events: list[EventRecord] = msgspec.field(default_factory=list)
+    sleeps: list[SleepRecord] = msgspec.field(default_factory=list)
+    wait_timeouts: list[WaitTimeoutRecord] = msgspec.field(default_factory=list)
+    retry: RetryPolicyWire | None = None
+    reference_id: str | None = None
+
+
+class ClaimResponse(msgspec.Struct):
+    activations: list[Activation]
+
+
+class HeartbeatRun(msgspec.Struct, array_like=True):
+    run_id: str
+    revision: int
+
+
+class HeartbeatRequest(msgspec.Struct, omit_defaults=True):
+    worker_id: str
+    runs: list[HeartbeatRun] = msgspec.field(default_factory=list)
+
+
+class HeartbeatResponse(msgspec.Struct):
+    stale: list[str]
+    """Runs the worker must stop executing: their revision moved on (cancelled, recovered, ...)."""
+
+
+class RecordTaskRequest(msgspec.Struct, omit_defaults=True):
+    """Record the outcome of one task attempt, fenced by the run revision the executor holds."""
+
+    revision: int
+    address: str
+    seq: int
+    name: str
+    status: Literal["completed", "failed", "awaiting_retry"]
+    attempts: int
+    input: Any = None
+    output: Any = None
+    error: ErrorInfo | None = None
+    next_attempt_at: int | None = None
+
+
+class RecordTaskResponse(msgspec.Struct):
+    recorded: bool
+    """False when the same entry was already recorded with this outcome (an idempotent retry)."""
+
+
+class TransitionRequest(msgspec.Struct, omit_defaults=True):
+    """An executor ends or suspends its execution of a run.
+
+    ``kind`` decides which fields matter:
+
+    * ``complete``: ``output``.
+    * ``fail``: ``error``.
+    * ``retry``: the workflow failed and its policy retries it at ``wake_at`` (``error`` recorded).
+    * ``sleep``: ``sleep_name``, ``sleep_seq``, ``duration_ms``.
+    * ``await_event``: ``event_name``, ``wait_seq``, ``consumed`` (events of that name the replay
+      has consumed), optional ``timeout_ms``. If more than ``consumed`` events are buffered the
+      server does not suspend: it answers ``suspended=False`` with the buffered events.
+    * ``await_task_retry``: a task attempt failed and retries at ``wake_at``.
+    """
+
+    revision: int
+    kind: Literal["complete", "fail", "retry", "sleep", "await_event", "await_task_retry"]
+    output: Any = None
+    error: ErrorInfo | None = None
+    wake_at: int | None = None
+    sleep_name: str | None = None
+    sleep_seq: int | None = None
+    duration_ms: int | None = None
+    event_name: str | None = None
+    wait_seq: int | None = None
+    consumed: int | None = None
+    timeout_ms: int | None = None
+
+
+class TransitionResponse(msgspec.Struct, omit_defaults=True):
+    status: RunStatus
+    suspended: bool = True
+    events: list[EventRecord] = msgspec.field(default_factory=list)
+    revision: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors (RFC 9457 problem+json)
+# ---------------------------------------------------------------------------------------------
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    instance: str | None = None
+    field: str | None = None
+    run_id: str | None = None

@@ -1,0 +1,210 @@
+"""Replay bookkeeping and the workflow's view of it: :class:`Run`.
+
+:class:`ReplayState` is sans-IO: it indexes an activation's recorded tasks, sleeps, events and wait
+timeouts, and hands them out in replay order (per-address FIFO for tasks, per-name cursors for
+sleeps and waits). The execution (``execution.py``) does the IO around it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from aiki.worker_sdk.protocol import Activation, EventRecord, SleepRecord, TaskRecord
+
+if TYPE_CHECKING:
+    from aiki.worker_sdk.definitions import Task
+    from aiki.worker_sdk.execution import Execution
+
+T = TypeVar("T")
+TIMED_OUT: Literal["timed_out"] = "timed_out"
+
+
+@dataclass(frozen=True, slots=True)
+class SleepResult:
+    """The outcome of ``run.sleep()``.
+
+    Attributes:
+        cancelled: True when the sleep was ended early (``handle.wake()``).
+    """
+
+    cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult(Generic[T]):
+    """The outcome of ``run.events.<name>.wait()``.
+
+    Attributes:
+        data: The event payload (None when the wait timed out).
+        timeout: True when the wait ended by its timeout.
+    """
+
+    data: T | None = None
+    timeout: bool = False
+
+
+class ReplayState:
+    """Cursors over one activation's recorded history.
+
+    Attributes:
+        progress: Bumped on every consumption of a recorded entry; the engine watches it to let
+            sibling coroutines consume their entries before it declares new work.
+    """
+
+    def __init__(self, activation: Activation) -> None:
+        self.tasks: dict[tuple[str, int], TaskRecord] = {
+            (t.address, t.seq): t for t in activation.tasks if t.status != "discarded"
+        }
+        self.task_cursor: dict[str, int] = {}
+        self.consumed_tasks: set[tuple[str, int]] = set()
+        self.sleeps: dict[tuple[str, int], SleepRecord] = {(s.name, s.seq): s for s in activation.sleeps}
+        self.sleep_cursor: dict[str, int] = {}
+        self.events: dict[str, list[EventRecord]] = {}
+        self._event_ids: set[str] = set()
+        self.add_events(activation.events)
+        self.events_consumed: dict[str, int] = {}
+        self.wait_cursor: dict[str, int] = {}
+        self.wait_timeouts: set[tuple[str, int]] = {(w.name, w.seq) for w in activation.wait_timeouts}
+        self.progress = 0
+
+    def next_task(self, address: str) -> tuple[int, TaskRecord | None]:
+        """Take the next call at ``address``: its ``seq`` and recorded entry, if any."""
+        seq = self.task_cursor.get(address, 0)
+        self.task_cursor[address] = seq + 1
+        record = self.tasks.get((address, seq))
+        if record is not None:
+            self.consumed_tasks.add((address, seq))
+            self.progress += 1
+        return seq, record
+
+    def unconsumed(self) -> list[TaskRecord]:
+        """Recorded (non-discarded) task entries no call has reached yet, by address and seq."""
+        return [t for key, t in sorted(self.tasks.items()) if key not in self.consumed_tasks]
+
+    def next_sleep(self, name: str) -> tuple[int, SleepRecord | None]:
+        """Take the next sleep named ``name``: its ``seq`` and recorded row, if any."""
+        seq = self.sleep_cursor.get(name, 0)
+        self.sleep_cursor[name] = seq + 1
+        record = self.sleeps.get((name, seq))
+        if record is not None:
+            self.progress += 1
+        return seq, record
+
+    def add_events(self, records: list[EventRecord]) -> None:
+        """Buffer events (ignoring ones already known), keeping each name in arrival order."""
+        touched: set[str] = set()
+        for record in records:
+            if record.id in self._event_ids:
+                continue
+            self._event_ids.add(record.id)
+            self.events.setdefault(record.name, []).append(record)
+            touched.add(record.name)
+        for name in touched:
+            self.events[name].sort(key=lambda r: r.seq)
+
+    def consumed(self, name: str) -> int:
+        """How many events named ``name`` the replay has consumed."""
+        return self.events_consumed.get(name, 0)
+
+    def take_event(self, name: str) -> EventRecord | None:
+        """The next unconsumed buffered event named ``name``, consuming it."""
+        index = self.consumed(name)
+        buffered = self.events.get(name, [])
+        if index >= len(buffered):
+            return None
+        self.events_consumed[name] = index + 1
+        self.progress += 1
+        return buffered[index]
+
+    def next_wait(self, name: str) -> tuple[int, EventRecord | Literal["timed_out"] | None]:
+        """Take the next wait on ``name``: its ``seq`` and outcome (event, timed out, or None)."""
+        seq = self.wait_cursor.get(name, 0)
+        self.wait_cursor[name] = seq + 1
+        if (name, seq) in self.wait_timeouts:
+            self.progress += 1
+            return seq, TIMED_OUT
+        return seq, self.take_event(name)
+
+
+class EventWaiter(Generic[T]):
+    """Waits for one named event inside a workflow: ``run.events.<name>``."""
+
+    def __init__(self, execution: Execution, name: str, type: Any) -> None:
+        self._execution, self.name, self._type = execution, name, type
+
+    async def wait(self, timeout: timedelta | None = None) -> EventResult[T]:
+        """Wait durably for the next event of this name.
+
+        Events sent before the wait are buffered and returned in arrival order. While none is
+        buffered the run suspends and the worker is released.
+
+        Args:
+            timeout: Give up after this long (None: wait without limit).
+
+        Returns:
+            ``EventResult(data=...)``, or ``EventResult(timeout=True)``.
+        """
+        result: EventResult[T] = await self._execution.wait_event(self.name, self._type, timeout)
+        return result
+
+
+class _RunEvents:
+    def __init__(self, execution: Execution, types: dict[str, Any]) -> None:
+        self._execution, self._types = execution, types
+
+    def __getattr__(self, name: str) -> EventWaiter[Any]:
+        if name.startswith("_") or name not in self._types:
+            raise AttributeError(f"the workflow version declares no event {name!r}")
+        return EventWaiter(self._execution, name, self._types[name])
+
+
+class Run:
+    """The context a workflow handler receives as its first argument.
+
+    Attributes:
+        id: The run id.
+        attempt: The workflow attempt (from 1; bumped by each workflow retry).
+        workflow: The workflow name.
+        version: The workflow version.
+        reference_id: The reference id the run was started with, if any.
+        logger: A logger bound to the run id, workflow and version.
+        events: ``run.events.<name>.wait(timeout=...)`` waits for the declared event ``name``.
+    """
+
+    def __init__(self, execution: Execution, event_types: dict[str, Any]) -> None:
+        activation = execution.activation
+        self._execution = execution
+        self.id = activation.run_id
+        self.attempt = activation.attempt
+        self.workflow = activation.workflow
+        self.version = activation.version
+        self.reference_id = activation.reference_id
+        self.logger = logging.LoggerAdapter(
+            logging.getLogger("aiki.workflow"),
+            {"run_id": self.id, "workflow": self.workflow, "version": self.version},
+        )
+        self.events = _RunEvents(execution, event_types)
+
+    async def sleep(self, duration: timedelta, name: str = "default") -> SleepResult:
+        """Sleep durably: the run suspends and the worker is released until the time comes.
+
+        Sleeps are matched on replay by name: the ``n``-th sleep of one name is the same sleep in
+        every replay, so give distinct sleeps distinct names.
+
+        Args:
+            duration: How long to sleep.
+            name: The sleep's name (default ``"default"``).
+
+        Returns:
+            ``SleepResult(cancelled=True)`` if the sleep was ended early by ``handle.wake()``.
+        """
+        return await self._execution.sleep(duration, name)
+
+    async def _call_task(self, task: Task[Any, Any], input: Any) -> Any:
+        return await self._execution.call_task(task, input)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.workflow}@{self.version} attempt {self.attempt}>"

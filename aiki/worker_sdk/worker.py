@@ -1,0 +1,234 @@
+"""The worker: registers versions, claims activations, executes them, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from aiki.worker_sdk import serde
+from aiki.worker_sdk.client import Client
+from aiki.worker_sdk.definitions import WorkflowVersion
+from aiki.worker_sdk.errors import AikiError, ServerUnavailableError
+from aiki.worker_sdk.execution import Execution
+from aiki.worker_sdk.protocol import (
+    Activation,
+    ClaimRequest,
+    HeartbeatRequest,
+    HeartbeatRun,
+    RegisterWorkerRequest,
+    VersionRef,
+    VersionSpec,
+)
+
+log = logging.getLogger("aiki.worker")
+CLAIM_WAIT_MS = 20_000
+
+
+class Worker:
+    """A worker definition, built by :func:`worker`; :meth:`spawn` starts it."""
+
+    def __init__(
+        self,
+        workflows: Sequence[WorkflowVersion[Any, Any]],
+        concurrency: int,
+        pools: Sequence[str] | None,
+        worker_id: str | None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.versions = {(v.name, v.version): v for v in workflows}
+        if len(self.versions) != len(workflows):
+            raise ValueError("a workflow version is listed twice")
+        self.concurrency = concurrency
+        self.pools = list(pools or [])
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    def specs(self) -> list[VersionSpec]:
+        """The versions served, with the JSON Schemas of their inputs and events."""
+        return [
+            VersionSpec(
+                workflow=v.name,
+                version=v.version,
+                input_schema=serde.json_schema(v.input_type) if v.takes_input else None,
+                event_schemas={name: serde.json_schema(e.type) for name, e in v.events.items()},
+            )
+            for v in self.versions.values()
+        ]
+
+    async def spawn(self, client: Client) -> WorkerHandle:
+        """Register with the server and start claiming in the background.
+
+        Raises:
+            AikiError: Registration was refused (e.g. ``AuthenticationError``).
+        """
+        response = await client.register_worker(
+            RegisterWorkerRequest(
+                worker_id=self.worker_id,
+                host=socket.gethostname(),
+                versions=self.specs(),
+                pools=self.pools,
+                concurrency=self.concurrency,
+            )
+        )
+        handle = WorkerHandle(self, client, response.worker_id, response.heartbeat_interval_ms / 1000)
+        handle._start()
+        return handle
+
+
+class WorkerHandle:
+    """A running worker.
+
+    Attributes:
+        worker_id: The id the server knows this worker by.
+    """
+
+    def __init__(self, worker: Worker, client: Client, worker_id: str, heartbeat_interval: float) -> None:
+        self._worker = worker
+        self._client = client
+        self.worker_id = worker_id
+        self._heartbeat_interval = max(heartbeat_interval, 0.05)
+        self._executions: dict[str, tuple[Execution, asyncio.Task[None]]] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self._claim_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Activations being executed now."""
+        return len(self._executions)
+
+    def _start(self) -> None:
+        self._claim_task = asyncio.create_task(self._claim_loop(), name=f"aiki-claim-{self.worker_id}")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name=f"aiki-hb-{self.worker_id}")
+
+    async def _claim_loop(self) -> None:
+        refs = [VersionRef(name, version) for name, version in self._worker.versions]
+        backoff = 0.2
+        while not self._stopping:
+            free = self._worker.concurrency - len(self._executions)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            request = ClaimRequest(
+                worker_id=self.worker_id,
+                versions=refs,
+                max_runs=free,
+                wait_ms=CLAIM_WAIT_MS,
+                pools=self._worker.pools,
+            )
+            try:
+                response = await self._client.claim(request)
+            except ServerUnavailableError as e:
+                log.warning("worker %s: claim failed, retrying in %.1fs: %s", self.worker_id, backoff, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            except AikiError as e:
+                log.error("worker %s: claim refused, retrying in 5s: %r", self.worker_id, e)
+                await asyncio.sleep(5.0)
+                continue
+            backoff = 0.2
+            for activation in response.activations:
+                self._launch(activation)
+
+    def _launch(self, activation: Activation) -> None:
+        version = self._worker.versions.get((activation.workflow, activation.version))
+        if version is None:
+            # The server only hands out versions we registered; leave the lease to expire.
+            log.error(
+                "worker %s: got a run of unknown version %s@%s",
+                self.worker_id,
+                activation.workflow,
+                activation.version,
+            )
+            return
+        execution = Execution(self._client, version, activation)
+        task = asyncio.create_task(self._execute(execution), name=f"aiki-run-{activation.run_id}")
+        self._executions[activation.run_id] = (execution, task)
+
+    async def _execute(self, execution: Execution) -> None:
+        try:
+            await execution.execute()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("run %s: execution crashed; lease recovery will retry it", execution.run_id)
+        finally:
+            entry = self._executions.get(execution.run_id)
+            if entry is not None and entry[0] is execution:
+                del self._executions[execution.run_id]
+            self._slot_freed.set()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            runs = [HeartbeatRun(run_id, e.revision) for run_id, (e, _) in self._executions.items() if not e.finished]
+            try:
+                response = await self._client.heartbeat(HeartbeatRequest(worker_id=self.worker_id, runs=runs))
+            except AikiError as e:
+                log.warning("worker %s: heartbeat failed: %r", self.worker_id, e)
+                continue
+            for run_id in response.stale:
+                entry = self._executions.get(run_id)
+                if entry is not None:
+                    log.info("run %s: revision moved on; stopping its execution", run_id)
+                    entry[0].finished = True
+                    entry[1].cancel()
+
+    async def stop(self, grace: timedelta | None = timedelta(seconds=10)) -> None:
+        """Stop claiming, let in-flight executions finish, then stop.
+
+        Executions still running after ``grace`` are cancelled without writing anything; lease
+        recovery hands their runs out again.
+
+        Args:
+            grace: How long to wait for in-flight executions (None: without limit).
+        """
+        self._stopping = True
+        for background in (self._claim_task,):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+        pending = [task for _, task in self._executions.values()]
+        if pending:
+            timeout = None if grace is None else grace.total_seconds()
+            _, still = await asyncio.wait(pending, timeout=timeout)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+
+
+def worker(
+    workflows: Sequence[WorkflowVersion[Any, Any]],
+    *,
+    concurrency: int = 10,
+    pools: Sequence[str] | None = None,
+    worker_id: str | None = None,
+) -> Worker:
+    """Define a worker.
+
+    Args:
+        workflows: The workflow versions it serves.
+        concurrency: How many runs it executes at once.
+        pools: Worker pools it claims from (runs started with ``pool=``); None: the default pool.
+        worker_id: A stable id (default: host, pid and a random suffix).
+
+    Returns:
+        The worker; ``await worker(...).spawn(client)`` starts it.
+    """
+    return Worker(workflows, concurrency, pools, worker_id)

@@ -1,0 +1,139 @@
+"""The scenario registry. A scenario is an async function run inside one system's subprocess.
+
+Each returns a flat dict of numbers; `Scenario.metrics` names the ones the comparison table shows.
+Everything else in the dict still goes to the JSON file.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from bench.stats import latency_summary
+from bench.systems import System
+
+Backend = Literal["postgres", "sqlite"]
+Numbers = dict[str, float | int]
+
+# The workflow adds 1 in each of its 3 tasks.
+EXPECTED_DELTA = 3
+# Warm-up inputs live far above any measured input so no run can be deduplicated against another.
+WARMUP_INPUT_BASE = 10_000_000
+
+
+@dataclass(frozen=True)
+class Params:
+    runs: int
+    latency_runs: int
+    warmup: int
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    backend: Backend
+    metrics: tuple[Metric, ...]
+    func: Callable[[System, Params], Awaitable[Numbers]]
+    # Which `Params` field sets how many runs the scenario measures (shown next to its name).
+    size_param: Literal["runs", "latency_runs"] = "runs"
+    systems: tuple[str, ...] = ("aiki", "dbos")
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+PEAK_RSS = Metric("peak_rss_mb", "peak RSS MB", higher_is_better=False)
+THROUGHPUT = Metric("throughput_per_s", "runs/s", higher_is_better=True)
+LATENCY = (
+    Metric("p50_ms", "p50 ms", higher_is_better=False),
+    Metric("p95_ms", "p95 ms", higher_is_better=False),
+    Metric("p99_ms", "p99 ms", higher_is_better=False),
+)
+
+
+def register(scenario: Scenario) -> None:
+    if scenario.name in SCENARIOS:
+        raise ValueError(f"duplicate scenario {scenario.name!r}")
+    SCENARIOS[scenario.name] = scenario
+
+
+class WrongResultError(Exception):
+    pass
+
+
+async def _one_run(system: System, x: int) -> float:
+    """Start a run, wait for its output, check it; returns seconds from start call to result."""
+    t0 = time.perf_counter()
+    handle = await system.start_run(x)
+    output = await handle.result()
+    elapsed = time.perf_counter() - t0
+    if output != x + EXPECTED_DELTA:
+        raise WrongResultError(f"run with input {x} returned {output!r}, expected {x + EXPECTED_DELTA}")
+    return elapsed
+
+
+async def _warm_up(system: System, count: int) -> None:
+    # Connection pools, caches and lazy imports fill on the first runs; keep them out of the figures.
+    for i in range(count):
+        await _one_run(system, WARMUP_INPUT_BASE + i)
+
+
+async def burst(system: System, params: Params) -> Numbers:
+    """Start `runs` workflows at once and wait for all of them."""
+    await _warm_up(system, params.warmup)
+    t0 = time.perf_counter()
+    per_run = await asyncio.gather(*(_one_run(system, i) for i in range(params.runs)))
+    elapsed = time.perf_counter() - t0
+    summary = latency_summary(list(per_run))
+    return {
+        "runs": params.runs,
+        "elapsed_s": elapsed,
+        "throughput_per_s": params.runs / elapsed,
+        # How long a single run took while competing with the whole burst: informational only.
+        **{f"run_{key}": value for key, value in summary.items()},
+    }
+
+
+async def sequential_latency(system: System, params: Params) -> Numbers:
+    """Run `latency_runs` workflows one after another; each sample is start call -> result."""
+    await _warm_up(system, params.warmup)
+    samples = [await _one_run(system, i) for i in range(params.latency_runs)]
+    return {"runs": params.latency_runs, **latency_summary(samples)}
+
+
+register(
+    Scenario(
+        name="burst",
+        description="3-task workflow, N runs started at once on Postgres; N / (first start -> last result)",
+        backend="postgres",
+        metrics=(THROUGHPUT, PEAK_RSS),
+        func=burst,
+    )
+)
+register(
+    Scenario(
+        name="latency",
+        description="3-task workflow, M runs one after another on Postgres; start call -> result available",
+        backend="postgres",
+        metrics=(*LATENCY, PEAK_RSS),
+        func=sequential_latency,
+        size_param="latency_runs",
+    )
+)
+register(
+    Scenario(
+        name="burst_sqlite",
+        description="the burst scenario on each system's SQLite database file",
+        backend="sqlite",
+        metrics=(THROUGHPUT, PEAK_RSS),
+        func=burst,
+    )
+)

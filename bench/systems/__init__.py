@@ -1,0 +1,56 @@
+"""The systems under test, each behind the same small adapter so every scenario's workload is identical.
+
+A system module is imported only inside its own `bench.run_one` subprocess: DBOS keeps a process-wide
+singleton and both systems own an event loop's worth of background tasks, so they must never share
+a process.
+"""
+
+import importlib
+from dataclasses import dataclass
+from typing import Protocol
+
+# system name -> module defining `create(config) -> System`
+SYSTEM_MODULES: dict[str, str] = {
+    "aiki": "bench.systems.aiki_embedded",
+    "dbos": "bench.systems.dbos_embedded",
+}
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """What the harness tells a system: where its database is and how wide its worker may go."""
+
+    db_url: str
+    concurrency: int
+
+
+class RunHandle(Protocol):
+    async def result(self) -> int:
+        """Wait for the run to finish and return the workflow's output."""
+        ...
+
+
+class System(Protocol):
+    """One embedded durable-execution engine running the 3-task workflow (`x -> x + 3`)."""
+
+    async def start(self) -> None: ...
+
+    async def start_run(self, x: int) -> RunHandle:
+        """Start one run of the 3-task workflow on input `x`; return once it is durably recorded."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+class SystemUnavailableError(Exception):
+    """The system's package cannot be imported (for example `aiki` is not built yet)."""
+
+
+def load_system(name: str, config: SystemConfig) -> System:
+    module_name = SYSTEM_MODULES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemUnavailableError(f"{name} unavailable: {type(exc).__name__}: {exc}") from exc
+    system: System = module.create(config)
+    return system

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: lint, types, import contracts, then pytest on both databases.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh dev
+scripts/ensure_postgres.sh
+. .venv/bin/activate
+echo "== ruff"; ruff check aiki tests bench examples; ruff format --check aiki tests bench examples
+echo "== mypy --strict aiki"; mypy aiki
+echo "== import-linter"; lint-imports
+echo "== pytest"
+workers="${AIKI_TEST_WORKERS:-2}"
+exec pytest -n "$workers" --dist loadfile -q "$@"

@@ -1,0 +1,279 @@
+"""Test-side helpers of the end-to-end tests: worker processes, bounded polling, a client-only server.
+
+Worker processes run ``python -m tests.e2e.worker_proc`` from the repository root. Their stderr
+goes to a file under the test's ``tmp_path``; :meth:`WorkerProcs.dump` prints them all (the
+``procs`` fixture does at teardown, so pytest shows them beside a failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import asyncpg
+import httpx
+
+from aiki import Client, client, database, server
+from tests.e2e.workflows import BLOCK_ENV, FSYNC_ENV, LEDGER_ENV
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POLL_INTERVAL = 0.02
+T = TypeVar("T")
+
+
+@dataclass
+class Child:
+    """One worker process."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    ready_file: Path
+    stderr_path: Path
+    _stderr: IO[bytes] = field(repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_text(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"<cannot read {self.stderr_path}: {exc}>"
+
+
+class WorkerProcs:
+    """Starts worker processes for one test and makes sure none outlives it."""
+
+    def __init__(self, tmp_path: Path, db_url: str, ledger: Path) -> None:
+        self.tmp_path = tmp_path
+        self.db_url = db_url
+        self.ledger = ledger
+        self.children: list[Child] = []
+
+    def start(
+        self,
+        *,
+        workflows: str,
+        lease_ttl: float,
+        max_recoveries: int = 10,
+        concurrency: int = 10,
+        pool_size: int = 5,
+        block_task: str | None = None,
+        fsync: bool = True,
+        log_level: str = "INFO",
+        log_http: bool = False,
+    ) -> Child:
+        name = f"worker{len(self.children) + 1}"
+        ready_file = self.tmp_path / f"{name}.ready"
+        stderr_path = self.tmp_path / f"{name}.stderr"
+        env = dict(os.environ)
+        env.update({LEDGER_ENV: str(self.ledger), FSYNC_ENV: "1" if fsync else "0", "PYTHONUNBUFFERED": "1"})
+        env.pop(BLOCK_ENV, None)
+        if block_task is not None:
+            env[BLOCK_ENV] = block_task
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.e2e.worker_proc",
+            "--db-url",
+            self.db_url,
+            "--ready-file",
+            str(ready_file),
+            "--workflows",
+            workflows,
+            "--lease-ttl",
+            str(lease_ttl),
+            "--max-recoveries",
+            str(max_recoveries),
+            "--concurrency",
+            str(concurrency),
+            "--pool-size",
+            str(pool_size),
+            "--log-level",
+            log_level,
+            "--parent-pid",
+            str(os.getpid()),
+            *(["--log-http"] if log_http else []),
+        ]
+        stderr = stderr_path.open("wb")
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+            )
+        except BaseException:
+            stderr.close()
+            raise
+        child = Child(name, proc, ready_file, stderr_path, stderr)
+        self.children.append(child)
+        return child
+
+    async def wait_ready(self, child: Child, timeout: float = 30.0) -> None:
+        """Wait until the child registered its worker (it wrote its ready file)."""
+
+        def ready() -> bool:
+            if child.ready_file.exists():
+                return True
+            if not child.alive():
+                raise AssertionError(
+                    f"{child.name} (pid {child.pid}) exited with {child.proc.returncode} before it was "
+                    f"ready:\n{child.stderr_text()}"
+                )
+            return False
+
+        await poll_until(ready, timeout=timeout, what=f"{child.name} ready")
+
+    async def wait_exit(self, child: Child, timeout: float) -> int:
+        """Wait for the child to exit; its exit code (negative: killed by that signal)."""
+        await poll_until(lambda: not child.alive(), timeout=timeout, what=f"{child.name} exit")
+        code = child.proc.returncode
+        assert code is not None
+        return code
+
+    def kill(self, child: Child) -> None:
+        if child.alive():
+            os.kill(child.pid, signal.SIGKILL)
+        child.proc.wait(timeout=10)
+
+    def cleanup(self, grace: float = 5.0) -> None:
+        """SIGTERM every live child, SIGKILL what is left after ``grace``; reap all of them."""
+        for child in self.children:
+            if child.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in self.children:
+            try:
+                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.kill()
+                child.proc.wait(timeout=10)
+            child._stderr.close()
+
+    def dump(self) -> None:
+        for child in self.children:
+            print(f"===== {child.name} (pid {child.pid}, exit {child.proc.returncode}) stderr =====")
+            print(child.stderr_text()[-20_000:])
+        if self.ledger.exists():
+            lines = self.ledger.read_text().splitlines()
+            print(f"===== ledger ({len(lines)} lines, last 60) =====")
+            print("\n".join(lines[-60:]))
+
+
+async def poll_until(
+    predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = POLL_INTERVAL
+) -> None:
+    """Poll ``predicate`` every ``interval`` seconds, for at most ``timeout`` seconds.
+
+    For conditions with no event to await across processes (a file's content, a process exit).
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def poll_until_async(
+    fetch: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+) -> T:
+    """Like :func:`poll_until` for an async read (e.g. the database); returns the last value read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if done(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}; last: {value!r}")
+        await asyncio.sleep(interval)
+
+
+@dataclass
+class Observer:
+    """The test process's own view: an embedded server without a worker, its client, raw HTTP."""
+
+    client: Client
+    http: httpx.AsyncClient
+    server: Any
+
+    async def run_json(self, run_id: str) -> dict[str, Any]:
+        resp = await self.http.get(f"/api/v1/runs/{run_id}")
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    async def history(self, run_id: str) -> list[dict[str, Any]]:
+        resp = await self.http.get(f"/api/v1/runs/{run_id}/history")
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        items: list[dict[str, Any]] = body["items"] if isinstance(body, dict) else body
+        return items
+
+
+@contextlib.asynccontextmanager
+async def observer(
+    db_url: str, *, lease_ttl: float, max_recoveries: int = 10, pool_size: int = 5
+) -> AsyncIterator[Observer]:
+    """A server (runtime started: LISTEN for cross-process wake-ups, timers) and clients on ``db_url``.
+
+    Its settings match the worker processes': runs started here carry its ``max_recoveries``.
+    """
+    aiki_server = server(
+        db=database(url=db_url, migrate=False, pool_size=pool_size),
+        lease_ttl=timedelta(seconds=lease_ttl),
+        max_recoveries=max_recoveries,
+    )
+    await aiki_server.runtime.start()
+    aiki_client = client(handler=aiki_server.handler)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=aiki_server.handler), base_url="http://aiki")
+    try:
+        yield Observer(aiki_client, http, aiki_server)
+    finally:
+        await aiki_server.runtime.stop()
+        await aiki_client.close()
+        await http.aclose()
+        await aiki_server.db.dispose()
+
+
+async def all_of(coros: Iterable[Awaitable[T]], limit: int | None = None) -> list[T]:
+    """Await all, at most ``limit`` at once; on the first error cancel the rest (no stragglers)."""
+    gate = asyncio.Semaphore(limit) if limit else None
+
+    async def one(coro: Awaitable[T]) -> T:
+        if gate is None:
+            return await coro
+        async with gate:
+            return await coro
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(one(c)) for c in coros]
+    return [t.result() for t in tasks]
+
+
+async def pg_fetch(db_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    """Run one query on its own connection (plain ``postgresql://`` URL)."""
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+        return rows
+    finally:
+        await conn.close()

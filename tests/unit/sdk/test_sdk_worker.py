@@ -1,0 +1,127 @@
+"""The worker loop against a scripted fake server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from aiki.worker_sdk import Run, event, task, worker, workflow
+from aiki.worker_sdk.client import client
+
+
+@task(name="echo")
+async def echo(s: str) -> str:
+    return s
+
+
+wf = workflow("worker-test")
+
+
+@wf.v("1", events={"go": event(int)})
+async def quick(run: Run, s: str) -> str:
+    return await echo.start(run, s)
+
+
+hang_started: list[str] = []
+
+
+@wf.v("hang")
+async def hang(run: Run) -> None:
+    hang_started.append(run.id)
+    await asyncio.sleep(3600)
+
+
+def activation(run_id: str, version: str, input: Any = None) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "revision": 1,
+        "workflow": "worker-test",
+        "version": version,
+        "attempt": 1,
+        "input": input,
+        "lease_ttl_ms": 30000,
+    }
+
+
+class Script:
+    def __init__(self, batches: list[list[dict[str, Any]]], stale: list[str] | None = None) -> None:
+        self.batches = batches
+        self.stale = stale or []
+        self.requests: list[tuple[str, Any]] = []
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/api/v1")
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((path, body))
+        if path == "/workers/register":
+            return httpx.Response(200, json={"worker_id": "w-1", "lease_ttl_ms": 30000, "heartbeat_interval_ms": 20})
+        if path == "/workers/claim":
+            if self.batches:
+                return httpx.Response(200, json={"activations": self.batches.pop(0)})
+            await asyncio.sleep(body["wait_ms"] / 1000)
+            return httpx.Response(200, json={"activations": []})
+        if path == "/workers/heartbeat":
+            ids = {r[0] for r in body["runs"]}
+            return httpx.Response(200, json={"stale": [r for r in self.stale if r in ids]})
+        if path.endswith("/tasks"):
+            return httpx.Response(200, json={"recorded": True})
+        if path.endswith("/transition"):
+            return httpx.Response(200, json={"status": "completed", "suspended": True})
+        return httpx.Response(404)
+
+    def paths(self, suffix: str) -> list[Any]:
+        return [b for p, b in self.requests if p.endswith(suffix)]
+
+
+async def test_worker_registers_claims_executes_and_stops() -> None:
+    script = Script([[activation("r1", "1", "hi"), activation("r2", "1", "yo")]])
+    c = client(transport=httpx.MockTransport(script.handle))
+    handle = await worker([quick, hang], concurrency=4).spawn(c)
+    assert handle.worker_id == "w-1"
+    [register] = script.paths("/workers/register")
+    specs = {v["version"]: v for v in register["versions"]}
+    assert specs["1"]["input_schema"] == {"type": "string"}
+    assert specs["1"]["event_schemas"] == {"go": {"type": "integer"}}
+    assert "input_schema" not in specs["hang"]
+    for _ in range(100):
+        if len(script.paths("/transition")) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(t["output"] for t in script.paths("/transition")) == ["hi", "yo"]
+    assert script.paths("/workers/claim")[0]["max_runs"] == 4
+    await handle.stop()
+    assert handle.in_flight == 0
+    await c.close()
+
+
+async def test_stale_heartbeat_cancels_execution_without_writes() -> None:
+    script = Script([[activation("r3", "hang")]], stale=["r3"])
+    c = client(transport=httpx.MockTransport(script.handle))
+    handle = await worker([hang], concurrency=1).spawn(c)
+    for _ in range(100):
+        if "r3" in hang_started and handle.in_flight == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert handle.in_flight == 0
+    assert script.paths("/transition") == []
+    await handle.stop(grace=timedelta(seconds=1))
+    await c.close()
+
+
+async def test_stop_cancels_after_grace() -> None:
+    script = Script([[activation("r4", "hang")]])
+    c = client(transport=httpx.MockTransport(script.handle))
+    handle = await worker([hang], concurrency=1).spawn(c)
+    for _ in range(100):
+        if handle.in_flight == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert handle.in_flight == 1
+    await asyncio.wait_for(handle.stop(grace=timedelta(milliseconds=50)), timeout=5)
+    assert handle.in_flight == 0
+    assert script.paths("/transition") == []
+    await c.close()

@@ -124,12 +124,16 @@ class RunRepository:
             if r["revision"] == held[r["id"]] and r["status"] == "running" and r["lease_owner"] == worker_id
         ]
         if alive:
-            p = Params(self.namespace_id, now, lease_until)
-            await self.conn.execute(
-                "UPDATE runs SET wake_at = $3, updated_at = $2 "
-                f"WHERE namespace_id = $1 AND status = 'running' AND {self.conn.any_of(p, 'id', alive)}",
-                *p.values,
+            p = Params(self.namespace_id, now, lease_until, worker_id)
+            held_by_me = (
+                f"namespace_id = $1 AND status = 'running' AND lease_owner = $4 AND {self.conn.any_of(p, 'id', alive)}"
             )
+            if self.conn.is_postgres:
+                # A row locked by a slow transaction (a task being recorded, a cancel) is skipped rather
+                # than waited for: waiting would stall the extension of every other lease this worker
+                # holds until theirs expire too. The skipped run gets its extension on the next beat.
+                held_by_me = f"id IN (SELECT id FROM runs WHERE {held_by_me} FOR UPDATE SKIP LOCKED)"
+            await self.conn.execute(f"UPDATE runs SET wake_at = $3, updated_at = $2 WHERE {held_by_me}", *p.values)
         alive_set = set(alive)
         return [run_id for run_id in held if run_id not in alive_set]
 

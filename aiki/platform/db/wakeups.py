@@ -18,6 +18,12 @@ from collections import defaultdict
 
 CHANNEL = "aiki_wake"
 
+# Waiters look again this often even without a wake-up. Wake-ups are reliable in one process and
+# the listener wakes everyone after (re)connecting, so this is only a backstop: short enough to
+# bound the damage of a missed notification, long enough that thousands of parked long-polls do
+# not turn into thousands of reads per second.
+RECHECK_S = 10.0
+
 log = logging.getLogger("aiki.wakeups")
 
 
@@ -38,6 +44,12 @@ class WakeHub:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+    def notify_all(self) -> None:
+        """Wake every waiter (after a gap in which notifications from elsewhere may have been lost)."""
+        for key in list(self._waiters):
+            self.notify(key)
+        self.notify("timer")
 
     async def wait(self, key: str, since: int, timeout: float) -> bool:
         """Wait until ``key`` is notified after version ``since``; False on timeout."""
@@ -97,7 +109,7 @@ class PgListener:
                 self._ready.set()
                 delay = 0.1
                 # Anything may have happened while we were not listening: wake everyone once.
-                self._hub.notify("timer")
+                self._hub.notify_all()
                 closed = asyncio.Event()
                 conn.add_termination_listener(lambda _c, closed=closed: closed.set())
                 await closed.wait()

@@ -14,6 +14,7 @@ import msgspec
 from aiki.platform.db.catalog_repo import CatalogRepository, WorkerHeartbeats
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.steps_repo import StepRepository
+from aiki.platform.db.wakeups import RECHECK_S
 from aiki.platform.domain import run_states
 from aiki.platform.domain.errors import InputInvalid, RunNotFound, StaleRevision, TaskConflict
 from aiki.platform.domain.ids import new_id, now_ms
@@ -68,8 +69,8 @@ async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
         remaining = deadline - time.monotonic()
         if activations or remaining <= 0 or not versions:
             return p.ClaimResponse(activations=activations)
-        # Look again at least every second in case a wake-up from another process was missed.
-        await svc.hub.wait(key, since, min(remaining, 1.0))
+        # Look again now and then in case a wake-up from another process was missed.
+        await svc.hub.wait(key, since, min(remaining, RECHECK_S))
 
 
 async def _claim_once(

@@ -12,6 +12,7 @@ import msgspec
 from aiki.platform.db.raw import is_unique_violation
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.steps_repo import StepRepository
+from aiki.platform.db.wakeups import RECHECK_S
 from aiki.platform.domain import run_states
 from aiki.platform.domain.errors import InvalidTransition, ReferenceConflict, RunNotFound
 from aiki.platform.domain.ids import new_id, now_ms
@@ -116,8 +117,8 @@ async def wait_for_run(svc: Services, ns: str, run_id: str, statuses: Iterable[s
         remaining = deadline - time.monotonic()
         if view.status in wanted or remaining <= 0:
             return view
-        # Re-read at least every second: a notification from another process may be lost.
-        await svc.hub.wait(key, since, min(remaining, 1.0))
+        # Re-read now and then: a notification from another process may be lost.
+        await svc.hub.wait(key, since, min(remaining, RECHECK_S))
 
 
 async def list_runs(

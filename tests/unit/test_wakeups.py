@@ -1,0 +1,41 @@
+"""WakeHub: a wake-up between a check and a wait is never lost, and notify_all reaches every waiter."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiki.platform.db.wakeups import WakeHub
+
+
+async def test_a_notification_after_the_version_read_is_not_lost() -> None:
+    hub = WakeHub()
+    since = hub.version("run:a")
+    hub.notify("run:a")  # lands between the caller's check and its wait
+    assert await hub.wait("run:a", since, timeout=0) is True
+
+
+async def test_wait_times_out_without_a_notification() -> None:
+    hub = WakeHub()
+    assert await hub.wait("run:a", hub.version("run:a"), timeout=0.01) is False
+
+
+async def test_notify_wakes_only_its_key() -> None:
+    hub = WakeHub()
+    a = asyncio.create_task(hub.wait("run:a", hub.version("run:a"), timeout=5))
+    b = asyncio.create_task(hub.wait("run:b", hub.version("run:b"), timeout=5))
+    await asyncio.sleep(0)
+    hub.notify("run:a")
+    assert await a is True
+    assert not b.done()
+    b.cancel()
+
+
+async def test_notify_all_wakes_every_parked_waiter_and_the_timer() -> None:
+    hub = WakeHub()
+    keys = ["run:a", "run:b", "ready:ns"]
+    waits = [asyncio.create_task(hub.wait(k, hub.version(k), timeout=5)) for k in keys]
+    timer_since = hub.version("timer")
+    await asyncio.sleep(0)
+    hub.notify_all()
+    assert await asyncio.gather(*waits) == [True, True, True]
+    assert hub.version("timer") != timer_since

@@ -1,0 +1,23 @@
+"""Schedules: cron and interval rules that start runs
+
+Reserved in the migration chain so parallel work can land in any order; filled by its feature.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-25 11:00:00
+"""
+
+from __future__ import annotations
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

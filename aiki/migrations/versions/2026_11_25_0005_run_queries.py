@@ -1,0 +1,23 @@
+"""Run queries and workers: indexes for filters, pools
+
+Reserved in the migration chain so parallel work can land in any order; filled by its feature.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-11-25 11:00:00
+"""
+
+from __future__ import annotations
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass

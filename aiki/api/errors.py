@@ -32,6 +32,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "not_found": 404,
     "run_not_found": 404,
     "workflow_not_found": 404,
+    "schedule_not_found": 404,
     "validation_error": 422,
     "malformed_json": 400,
     "bad_request": 400,

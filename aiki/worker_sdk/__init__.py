@@ -39,6 +39,7 @@ from aiki.worker_sdk.errors import (
 )
 from aiki.worker_sdk.replay import EventResult, EventWaiter, Run, SleepResult
 from aiki.worker_sdk.retry import RetryPolicy
+from aiki.worker_sdk.schedules import Schedule, ScheduleHandle, schedule
 from aiki.worker_sdk.serde import json_schema
 from aiki.worker_sdk.worker import Worker, WorkerHandle, worker
 
@@ -64,6 +65,8 @@ __all__ = [
     "RunFailedError",
     "RunHandle",
     "RunNotFoundError",
+    "Schedule",
+    "ScheduleHandle",
     "ServerUnavailableError",
     "SleepResult",
     "StaleRevisionError",
@@ -82,6 +85,7 @@ __all__ = [
     "client",
     "event",
     "json_schema",
+    "schedule",
     "task",
     "worker",
     "workflow",

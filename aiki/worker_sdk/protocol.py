@@ -310,3 +310,58 @@ class Problem(msgspec.Struct, omit_defaults=True):
     instance: str | None = None
     field: str | None = None
     run_id: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------------------------
+
+OverlapPolicy = Literal["allow", "skip", "cancel_previous"]
+ScheduleStatus = Literal["active", "paused"]
+
+
+class ActivateScheduleRequest(msgspec.Struct, omit_defaults=True):
+    """Create a schedule, or find the existing one with the same identity.
+
+    Exactly one of ``cron`` and ``every_ms`` is set. The identity is ``reference_id`` when given,
+    otherwise the definition (rule, time zone, overlap policy, workflow version and input).
+    """
+
+    workflow: str
+    version: str
+    input: Any = None
+    cron: str | None = None
+    every_ms: int | None = None
+    timezone: str = "UTC"
+    overlap: OverlapPolicy = "skip"
+    reference_id: str | None = None
+
+
+class ScheduleView(msgspec.Struct, omit_defaults=True):
+    """A schedule as the client sees it. ``next_fire_at`` is absent while paused."""
+
+    id: str
+    workflow: str
+    version: str
+    timezone: str
+    overlap: OverlapPolicy
+    status: ScheduleStatus
+    input: msgspec.Raw
+    created_at: int
+    updated_at: int
+    cron: str | None = None
+    every_ms: int | None = None
+    reference_id: str | None = None
+    next_fire_at: int | None = None
+    last_fire_at: int | None = None
+    last_run_id: str | None = None
+
+
+class ActivateScheduleResponse(msgspec.Struct):
+    schedule: ScheduleView
+    created: bool
+
+
+class ScheduleListResponse(msgspec.Struct, omit_defaults=True):
+    items: list[ScheduleView]
+    next_cursor: str | None = None

@@ -221,7 +221,7 @@ workers = sa.Table(
 )
 
 # Tables whose every row belongs to one namespace (checked by an architecture test).
-TENANT_TABLES = (
+TENANT_TABLES: tuple[sa.Table, ...] = (
     workflows,
     workflow_versions,
     runs,

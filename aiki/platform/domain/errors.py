@@ -70,3 +70,11 @@ class TaskConflict(CoreError):
     """A task entry is already recorded with a different outcome."""
 
     code = "task_conflict"
+
+
+class ScheduleNotFound(NotFound):
+    code = "schedule_not_found"
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"schedule {schedule_id!r} not found")
+        self.schedule_id = schedule_id

@@ -8,6 +8,7 @@ import logging
 
 from aiki.platform.db import migrate
 from aiki.platform.db.wakeups import PgListener
+from aiki.platform.runtime.schedule_loop import run_schedule_loop
 from aiki.platform.runtime.timer_loop import run_timer_loop
 from aiki.platform.services.context import Services
 
@@ -36,6 +37,7 @@ class Runtime:
             await self._listener.start()
         self._stopping = asyncio.Event()
         self._tasks.append(asyncio.create_task(run_timer_loop(self._svc, self._stopping), name="aiki-timers"))
+        self._tasks.append(asyncio.create_task(run_schedule_loop(self._svc, self._stopping), name="aiki-schedules"))
         self.started = True
         return self
 
@@ -44,6 +46,7 @@ class Runtime:
         # driver thread reporting to an event loop that is about to close.
         self._stopping.set()
         self._svc.hub.notify("timer")
+        self._svc.hub.notify("schedule")
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=5)
             for task in pending:

@@ -1,0 +1,119 @@
+"""SQL for schedules. Tenancy is fixed when a repository is built.
+
+The schedule loop reads due schedules across namespaces through :class:`DueScheduleRepository`
+and acts on each through a namespace-scoped :class:`ScheduleRepository`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from aiki.platform.db.raw import Params, RawConn, Row
+
+SCHEDULE_COLUMNS = (
+    "id, namespace_id, identity, reference_id, definition_hash, workflow_name, version, input, input_hash, "
+    "cron, every_ms, timezone, overlap, status, next_fire_at, last_fire_at, last_run_id, created_at, updated_at"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(columns: tuple[str, ...]) -> str:
+    placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
+    return f"INSERT INTO schedules (namespace_id, {', '.join(columns)}) VALUES ($1, {placeholders})"
+
+
+@functools.lru_cache(maxsize=64)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
+    return f"UPDATE schedules SET {sets} WHERE id = $1 AND namespace_id = $2"
+
+
+class ScheduleRepository:
+    """Schedules of one namespace."""
+
+    def __init__(self, conn: RawConn, namespace_id: str) -> None:
+        self.conn = conn
+        self.namespace_id = namespace_id
+
+    async def insert(self, values: Mapping[str, Any]) -> None:
+        columns = tuple(values)
+        await self.conn.execute(_insert_sql(columns), self.namespace_id, *values.values())
+
+    async def get(self, schedule_id: str, *, lock: bool = False) -> Row | None:
+        suffix = " FOR UPDATE" if lock and self.conn.is_postgres else ""
+        return await self.conn.fetchrow(
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1 AND namespace_id = $2{suffix}",
+            schedule_id,
+            self.namespace_id,
+        )
+
+    async def find_by_identity(self, identity: str) -> Row | None:
+        return await self.conn.fetchrow(
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE namespace_id = $1 AND identity = $2",
+            self.namespace_id,
+            identity,
+        )
+
+    async def update(self, schedule_id: str, values: Mapping[str, Any]) -> None:
+        columns = tuple(values)
+        await self.conn.execute(_update_sql(columns), schedule_id, self.namespace_id, *values.values())
+
+    async def delete(self, schedule_id: str) -> bool:
+        deleted = await self.conn.execute(
+            "DELETE FROM schedules WHERE id = $1 AND namespace_id = $2", schedule_id, self.namespace_id
+        )
+        return deleted == 1
+
+    async def page(
+        self,
+        *,
+        workflow: str | None = None,
+        version: str | None = None,
+        status: str | None = None,
+        after_id: str | None = None,
+        limit: int = 50,
+    ) -> list[Row]:
+        """Schedules newest first, keyset-paginated by id (ids are time-ordered)."""
+        p = Params(self.namespace_id)
+        where = ["namespace_id = $1"]
+        for column, value in (("workflow_name", workflow), ("version", version), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = {p(value)}")
+        if after_id is not None:
+            where.append(f"id < {p(after_id)}")
+        sql = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {p(limit)}"
+        return await self.conn.fetch(sql, *p.values)
+
+    async def announce(self) -> None:
+        """Tell the schedule loops of other server processes that a deadline may have moved closer."""
+        if self.conn.is_postgres:
+            await self.conn.execute("SELECT pg_notify('aiki_wake', 'schedule')")
+
+
+class DueScheduleRepository:
+    """The schedule loop's view: active schedules whose next occurrence is due, in every namespace.
+
+    Deliberately unscoped, like the timer loop's reader: the runtime serves all tenants and hands
+    each schedule to a namespace-scoped repository to act on.
+    """
+
+    def __init__(self, conn: RawConn) -> None:
+        self.conn = conn
+
+    async def take_due(self, now: int, limit: int) -> list[Row]:
+        """Lock up to ``limit`` due schedules; on PostgreSQL rows another replica holds are skipped."""
+        lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
+        return await self.conn.fetch(
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE status = 'active' AND next_fire_at IS NOT NULL "
+            f"AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2{lock}",
+            now,
+            limit,
+        )
+
+    async def next_fire_at(self) -> int | None:
+        value = await self.conn.fetchval(
+            "SELECT min(next_fire_at) FROM schedules WHERE status = 'active' AND next_fire_at IS NOT NULL"
+        )
+        return int(value) if value is not None else None

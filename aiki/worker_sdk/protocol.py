@@ -197,7 +197,7 @@ class RunDetail(msgspec.Struct, omit_defaults=True):
     sleeps: list[SleepDetail]
     wait_timeouts: list[WaitTimeoutDetail]
     children: list[ChildRun]
-    children_truncated: bool = False
+    children_truncated: bool
     """More children exist than listed; list them all with ``GET /runs?parent_run_id=``."""
 
 

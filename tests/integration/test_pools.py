@@ -28,7 +28,8 @@ async def test_claim_takes_only_runs_of_the_pools_the_worker_serves(aiki: Any) -
     tpu = await start(aiki.http, "pool-proto", "1", 4, pool="tpu")
     views = {r: (await aiki.http.get(f"{API}/runs/{r}")).json() for r in (plain, named_default, gpu)}
     # "default" is the default pool's name, stored like no pool at all.
-    assert "pool" not in views[plain] and "pool" not in views[named_default]
+    assert "pool" not in views[plain]
+    assert "pool" not in views[named_default]
     assert views[gpu]["pool"] == "gpu"
 
     # A worker naming no pools serves the default pool only.

@@ -59,9 +59,11 @@ async def test_run_detail_shows_tasks_events_sleeps_and_children(aiki: Any) -> N
     ]
     first, second = tasks
     assert first["address"] == task_address("detail-double", 21)
-    assert first["input"] == 21 and first["output"] == 42
+    assert first["input"] == 21
+    assert first["output"] == 42
     assert second["address"] == task_address("detail-flaky", key)
-    assert second["input"] == key and second["output"] == "steady"
+    assert second["input"] == key
+    assert second["output"] == "steady"
     assert "error" not in second  # the failed attempt was overwritten by the successful one
     for t in tasks:
         assert 0 < t["created_at"] <= t["updated_at"]

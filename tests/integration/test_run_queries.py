@@ -221,7 +221,8 @@ async def test_catalogue_lists_versions_with_run_counts_by_status(aiki: Any) -> 
     assert alpha["versions"][1]["run_counts"] == {"queued": 1}
     assert alpha["run_counts"] == {"cancelled": 1, "queued": 3}
     assert alpha["total_runs"] == 4
-    assert alpha["created_at"] > 0 and alpha["versions"][0]["created_at"] > 0
+    assert alpha["created_at"] > 0
+    assert alpha["versions"][0]["created_at"] > 0
     assert items[B]["run_counts"] == {"scheduled": 1}
     assert items[C]["versions"] == [
         {"version": "1", "run_counts": {}, "total_runs": 0, **_times(items[C]["versions"][0])}

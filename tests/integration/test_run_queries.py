@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from aiki.worker_sdk.protocol import CancelRunsRequest
+
 from .helpers import API
 from .query_helpers import assert_bad_param, insert_child, list_all, list_page, register, start
 
@@ -232,3 +234,22 @@ async def test_catalogue_lists_versions_with_run_counts_by_status(aiki: Any) -> 
 
 def _times(version: dict[str, Any]) -> dict[str, Any]:
     return {"created_at": version["created_at"], "updated_at": version["updated_at"]}
+
+
+async def test_sdk_client_query_methods(aiki: Any) -> None:
+    await register(aiki.http, (A, "1"))
+    ids = [await start(aiki.http, A, "1", i) for i in range(3)]
+    page = await aiki.client.list_runs(status="queued", limit="2")
+    assert [r.id for r in page.items] == sorted(ids, reverse=True)[:2]
+    assert page.next_cursor is not None
+    rest = await aiki.client.list_runs(status="queued", limit="2", cursor=page.next_cursor)
+    assert [r.id for r in rest.items] == [min(ids)]
+    detail = await aiki.client.run_detail(ids[0])
+    assert detail.run.id == ids[0]
+    assert detail.tasks == []
+    workflows = await aiki.client.list_workflows()
+    assert [(w.name, w.run_counts) for w in workflows.items] == [(A, {"queued": 3})]
+    workers = await aiki.client.list_workers()
+    assert [w.id for w in workers.items] == ["registrar"]
+    cancelled = await aiki.client.cancel_runs(CancelRunsRequest(workflow=A, reason="done"))
+    assert cancelled.cancelled == sorted(ids, reverse=True)

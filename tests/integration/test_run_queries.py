@@ -6,6 +6,9 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from aiki.platform.db.queries_repo import QueryRepository
+from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
+from aiki.platform.domain.queries import RunFilter
 from aiki.worker_sdk.protocol import CancelRunsRequest
 
 from .helpers import API
@@ -253,3 +256,23 @@ async def test_sdk_client_query_methods(aiki: Any) -> None:
     assert [w.id for w in workers.items] == ["registrar"]
     cancelled = await aiki.client.cancel_runs(CancelRunsRequest(workflow=A, reason="done"))
     assert cancelled.cancelled == sorted(ids, reverse=True)
+
+
+async def test_queries_see_only_their_namespace(aiki: Any) -> None:
+    await register(aiki.http, (A, "1"))
+    run_id = await start(aiki.http, A, "1")
+    await insert_child(aiki, run_id, C, "1")
+    other = "00000000-0000-7000-8000-0000000000ff"
+    async with aiki.server.db.raw_read() as conn:
+        mine = QueryRepository(conn, DEFAULT_NAMESPACE_ID)
+        theirs = QueryRepository(conn, other)
+        assert len(await mine.page(RunFilter(), before_id=None, limit=10)) == 2
+        assert await theirs.page(RunFilter(), before_id=None, limit=10) == []
+        assert await theirs.live_ids(RunFilter(workflow=A), ["queued"], before_id=None, limit=10) == []
+        assert await theirs.get_run(run_id) is None
+        assert await theirs.children(run_id, 10) == []
+        assert await theirs.history(run_id) == []
+        assert await theirs.versions() == []
+        assert await theirs.run_counts() == []
+        assert await theirs.workers() == []
+        assert await theirs.leased_counts() == {}

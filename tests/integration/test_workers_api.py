@@ -112,3 +112,23 @@ async def test_a_worker_that_stopped_heartbeating_is_listed_as_stale(db_url: str
         assert workers[live.worker_id]["last_heartbeat_at"] > workers["ghost"]["last_heartbeat_at"]
     finally:
         await aiki.close()
+
+
+async def test_a_worker_registering_again_under_its_id_is_updated_in_place(aiki: Any) -> None:
+    for pid, pools in ((111, []), (222, ["gpu"])):
+        resp = await aiki.http.post(
+            f"{API}/workers/register",
+            json={
+                "worker_id": "stable",
+                "host": "box",
+                "pid": pid,
+                "pools": pools,
+                "versions": [{"workflow": "workers-hold-wf", "version": "1.0.0"}],
+            },
+        )
+        assert resp.status_code == 200, resp.text
+        workers = await _workers(aiki)
+        assert list(workers) == ["stable"]
+        assert workers["stable"]["pid"] == pid
+        assert workers["stable"]["pools"] == (pools or ["default"])
+        assert workers["stable"]["status"] == "active"

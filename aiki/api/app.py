@@ -10,6 +10,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from aiki.api.deps import provide_namespace, provide_services
 from aiki.api.errors import EXCEPTION_HANDLERS
 from aiki.api.health_routes import health, ready
+from aiki.api.query_routes import RunQueryController, WorkerQueryController, WorkflowController
 from aiki.api.runs_routes import RunController
 from aiki.api.schedules_routes import ScheduleController
 from aiki.api.worker_routes import ExecutionController, WorkerController
@@ -18,7 +19,17 @@ from aiki.platform.services.context import Services
 
 def create_app(services: Services, *, debug: bool = False) -> Litestar:
     app = Litestar(
-        route_handlers=[RunController, WorkerController, ExecutionController, health, ready, ScheduleController],
+        route_handlers=[
+            RunController,
+            RunQueryController,
+            WorkerController,
+            WorkerQueryController,
+            WorkflowController,
+            ExecutionController,
+            health,
+            ready,
+            ScheduleController,
+        ],
         dependencies={
             "svc": Provide(provide_services, sync_to_thread=False),
             "namespace_id": Provide(provide_namespace, sync_to_thread=False),

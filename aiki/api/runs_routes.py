@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from aiki.api import query_routes
 from aiki.api.deps import NamespaceId, Svc
 from aiki.platform.domain.errors import InputInvalid
 from aiki.platform.domain.run_states import ALL_STATUSES
+from aiki.platform.services import queries
 from aiki.platform.services import runs as run_service
 from aiki.worker_sdk import protocol as p
 
@@ -37,28 +39,43 @@ class RunController(Controller):
         result = await run_service.start_run(svc, namespace_id, data)
         return Response(result, status_code=201 if result.created else 200)
 
-    @get("/", summary="List runs, newest first")
+    @get("/", summary="List runs, newest first, with filters and a keyset cursor")
     async def list_runs(
         self,
         svc: Svc,
         namespace_id: NamespaceId,
+        status: Annotated[
+            list[str] | None, QueryParameter(description="repeat it or separate statuses with commas")
+        ] = None,
         workflow: FromQuery[str | None] = None,
         version: FromQuery[str | None] = None,
         reference_id: FromQuery[str | None] = None,
-        status: FromQuery[str | None] = None,
-        cursor: FromQuery[str | None] = None,
+        schedule_id: Annotated[
+            str | None, QueryParameter(description="runs started by this schedule (reference ids schedule:{id}:...)")
+        ] = None,
+        parent_run_id: FromQuery[str | None] = None,
+        pool: Annotated[str | None, QueryParameter(description="a pool name; 'default' for runs without one")] = None,
+        created_after: Annotated[
+            str | None, QueryParameter(description="inclusive; milliseconds since the epoch or ISO 8601")
+        ] = None,
+        created_before: Annotated[
+            str | None, QueryParameter(description="exclusive; milliseconds since the epoch or ISO 8601")
+        ] = None,
+        cursor: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> p.RunListResponse:
-        return await run_service.list_runs(
-            svc,
-            namespace_id,
+        f = query_routes.run_filter(
+            status=status,
             workflow=workflow,
             version=version,
             reference_id=reference_id,
-            statuses=_statuses(status),
-            cursor=cursor,
-            limit=limit,
+            schedule_id=schedule_id,
+            parent_run_id=parent_run_id,
+            pool=pool,
+            created_after=created_after,
+            created_before=created_before,
         )
+        return await queries.list_runs(svc, namespace_id, f, cursor=cursor, limit=limit)
 
     @get("/{run_id:str}", summary="Get a run; optionally wait for a status")
     async def get_run(
@@ -74,7 +91,17 @@ class RunController(Controller):
         return await run_service.wait_for_run(svc, namespace_id, run_id, _statuses(wait_for), timeout_ms / 1000)
 
     @get("/{run_id:str}/history", summary="The run's status transitions, oldest first")
-    async def history(self, run_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> list[p.HistoryEntry]:
+    async def history(
+        self,
+        run_id: FromPath[str],
+        svc: Svc,
+        namespace_id: NamespaceId,
+        group_by: Annotated[
+            Literal["attempt"] | None, QueryParameter(description="'attempt': group the entries by workflow attempt")
+        ] = None,
+    ) -> list[p.HistoryEntry] | p.GroupedHistory:
+        if group_by == "attempt":
+            return await queries.grouped_history(svc, namespace_id, run_id)
         return await run_service.run_history(svc, namespace_id, run_id)
 
     @post("/{run_id:str}/events/{name:str}", summary="Send an event to a run", status_code=201)

@@ -29,6 +29,8 @@ from aiki.worker_sdk.errors import (
 from aiki.worker_sdk.protocol import (
     TERMINAL_STATUSES,
     CancelRunRequest,
+    CancelRunsRequest,
+    CancelRunsResponse,
     ClaimRequest,
     ClaimResponse,
     HeartbeatRequest,
@@ -39,6 +41,7 @@ from aiki.worker_sdk.protocol import (
     RecordTaskResponse,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
+    RunDetail,
     RunListResponse,
     RunView,
     SendEventRequest,
@@ -47,6 +50,8 @@ from aiki.worker_sdk.protocol import (
     StartRunResponse,
     TransitionRequest,
     TransitionResponse,
+    WorkerListResponse,
+    WorkflowListResponse,
 )
 
 R = TypeVar("R")
@@ -177,8 +182,29 @@ class Client:
         return await self.request("GET", f"/runs/{run_id}", RunView, params=params or None, timeout=timeout)
 
     async def list_runs(self, **filters: str) -> RunListResponse:
-        """``GET /runs`` with filters (``workflow``, ``version``, ``reference_id``, ``status``...)."""
+        """``GET /runs``: one page of runs, newest first.
+
+        Filters: ``status`` (comma-separated), ``workflow``, ``version``, ``reference_id``,
+        ``schedule_id``, ``parent_run_id``, ``pool``, ``created_after``/``created_before`` (ms or
+        ISO 8601); ``limit``; ``cursor`` (the previous page's ``next_cursor``).
+        """
         return await self.request("GET", "/runs", RunListResponse, params=filters)
+
+    async def run_detail(self, run_id: str) -> RunDetail:
+        """``GET /runs/{id}/detail``: the run with its tasks, events, sleeps and children."""
+        return await self.request("GET", f"/runs/{run_id}/detail", RunDetail)
+
+    async def cancel_runs(self, request: CancelRunsRequest) -> CancelRunsResponse:
+        """``POST /runs/cancel``: cancel every live run matching the request's filters."""
+        return await self.request("POST", "/runs/cancel", CancelRunsResponse, request)
+
+    async def list_workers(self) -> WorkerListResponse:
+        """``GET /workers``: registered workers, their versions, pools, load and liveness."""
+        return await self.request("GET", "/workers", WorkerListResponse)
+
+    async def list_workflows(self) -> WorkflowListResponse:
+        """``GET /workflows``: workflows, their versions and run counts by status."""
+        return await self.request("GET", "/workflows", WorkflowListResponse)
 
     async def find_run_by_reference(self, workflow: str, version: str, reference_id: str) -> RunView:
         """The run of ``workflow@version`` with this reference id.

@@ -223,7 +223,9 @@ class WorkflowVersion(Generic[I, O]):
                 ``ReferenceConflictError``, ``"return_existing"`` returns the existing run.
             delay: Start the run this much later.
             retry: Workflow retry policy for this run (overrides the version's).
-            pool: Worker pool that may claim the run.
+            pool: Worker pool whose workers may claim the run (only workers that list it in
+                ``worker(pools=...)``). None or ``"default"``: the default pool, served by workers
+                that name no pools.
         """
         options = replace(
             self._options, reference_id=reference_id, conflict=conflict, delay=delay, retry=retry, pool=pool

@@ -75,6 +75,7 @@ class Worker:
                 versions=self.specs(),
                 pools=self.pools,
                 concurrency=self.concurrency,
+                pid=os.getpid(),
             )
         )
         handle = WorkerHandle(self, client, response.worker_id, response.heartbeat_interval_ms / 1000)
@@ -225,7 +226,9 @@ def worker(
     Args:
         workflows: The workflow versions it serves.
         concurrency: How many runs it executes at once.
-        pools: Worker pools it claims from (runs started with ``pool=``); None: the default pool.
+        pools: Worker pools it claims from (runs started with ``pool=``). None or empty: the
+            default pool only, i.e. runs started without a pool. A worker naming pools serves
+            only those; list ``"default"`` among them to serve the default pool as well.
         worker_id: A stable id (default: host, pid and a random suffix).
 
     Returns:

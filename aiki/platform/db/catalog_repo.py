@@ -94,6 +94,9 @@ class CatalogRepository:
                 "versions": stmt.excluded.versions,
                 "pools": stmt.excluded.pools,
                 "concurrency": stmt.excluded.concurrency,
+                # The same id registering again is a restarted worker (a stable worker_id).
+                "pid": stmt.excluded.pid,
+                "started_at": stmt.excluded.started_at,
                 "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
             },
             where=workers.c.namespace_id == self.namespace_id,

@@ -6,10 +6,11 @@ Driver-level SQL (see ``raw.py``): these statements run on every step of every r
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiki.platform.db.raw import Params, RawConn, Row
+from aiki.platform.domain.queries import DEFAULT_POOL
 
 RUN_COLUMNS = (
     "id, namespace_id, workflow_name, version, status, revision, attempt, recoveries, max_recoveries, "
@@ -94,10 +95,18 @@ class RunRepository:
         now: int,
         lease_until: int,
     ) -> list[Row]:
-        """Take up to ``limit`` queued runs, oldest first, and lease them to ``worker_id``."""
+        """Take up to ``limit`` queued runs, oldest first, and lease them to ``worker_id``.
+
+        ``pools`` names the pools served; ``DEFAULT_POOL`` among them stands for runs stored with
+        no pool. No pools at all means the default pool only.
+        """
         p = Params(self.namespace_id, worker_id, now, lease_until)
         served = " OR ".join(f"(workflow_name = {p(w)} AND version = {p(v)})" for w, v in versions)
-        pool = self.conn.any_of(p, "pool", pools) if pools else "pool IS NULL"
+        named = [x for x in pools if x != DEFAULT_POOL]
+        conditions = [self.conn.any_of(p, "pool", named)] if named else []
+        if not pools or DEFAULT_POOL in pools:
+            conditions.append("pool IS NULL")
+        pool = f"({' OR '.join(conditions)})"
         lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
         sql = (
             "UPDATE runs SET status = 'running', revision = revision + 1, lease_owner = $2, wake_at = $4, "
@@ -136,30 +145,6 @@ class RunRepository:
             await self.conn.execute(f"UPDATE runs SET wake_at = $3, updated_at = $2 WHERE {held_by_me}", *p.values)
         alive_set = set(alive)
         return [run_id for run_id in held if run_id not in alive_set]
-
-    async def page(
-        self,
-        *,
-        workflow: str | None = None,
-        version: str | None = None,
-        reference_id: str | None = None,
-        statuses: Iterable[str] = (),
-        after_id: str | None = None,
-        limit: int = 50,
-    ) -> list[Row]:
-        """Runs newest first, keyset-paginated by id (ids are time-ordered)."""
-        p = Params(self.namespace_id)
-        where = ["namespace_id = $1"]
-        for column, value in (("workflow_name", workflow), ("version", version), ("reference_id", reference_id)):
-            if value is not None:
-                where.append(f"{column} = {p(value)}")
-        status_list = list(statuses)
-        if status_list:
-            where.append(self.conn.any_of(p, "status", status_list))
-        if after_id is not None:
-            where.append(f"id < {p(after_id)}")
-        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT {p(limit)}"
-        return await self.conn.fetch(sql, *p.values)
 
     async def add_history(self, entries: Sequence[Mapping[str, Any]]) -> None:
         rows = [

@@ -119,6 +119,9 @@ runs = sa.Table(
     ),
     sa.Index("ix_runs_namespace_id_id", "namespace_id", "id"),
     sa.Index("ix_runs_parent_run_id", "parent_run_id"),
+    # Run lists, newest first, by status or by workflow version (and the catalogue's counts).
+    sa.Index("ix_runs_namespace_id_status_id", "namespace_id", "status", "id"),
+    sa.Index("ix_runs_namespace_id_workflow_name_version_id", "namespace_id", "workflow_name", "version", "id"),
 )
 
 run_history = sa.Table(
@@ -162,6 +165,14 @@ tasks = sa.Table(
         unique=True,
         postgresql_where=sa.text("status <> 'discarded'"),
         sqlite_where=sa.text("status <> 'discarded'"),
+    ),
+    # The run detail lists discarded entries too; only they are indexed here, so the hot path's
+    # writes of live entries do not pay for it.
+    sa.Index(
+        "ix_tasks_discarded",
+        "run_id",
+        postgresql_where=sa.text("status = 'discarded'"),
+        sqlite_where=sa.text("status = 'discarded'"),
     ),
 )
 
@@ -212,6 +223,7 @@ workers = sa.Table(
     sa.Column("id", sa.String(100), primary_key=True),
     sa.Column("namespace_id", Id, nullable=False),
     sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=True),
     sa.Column("versions", sa.Text, nullable=False),
     sa.Column("pools", sa.Text, nullable=False),
     sa.Column("concurrency", sa.Integer, nullable=False),

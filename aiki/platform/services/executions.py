@@ -18,6 +18,7 @@ from aiki.platform.db.wakeups import RECHECK_S
 from aiki.platform.domain import run_states
 from aiki.platform.domain.errors import InputInvalid, RunNotFound, StaleRevision, TaskConflict
 from aiki.platform.domain.ids import new_id, now_ms
+from aiki.platform.domain.queries import normalize_pools
 from aiki.platform.services.context import Services, dump
 from aiki.platform.services.views import encode_error, event_record, retry_policy, task_record
 from aiki.worker_sdk import protocol as p
@@ -42,7 +43,8 @@ async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) 
                 "id": req.worker_id,
                 "host": req.host,
                 "versions": msgspec.json.encode([[v.workflow, v.version] for v in req.versions]).decode(),
-                "pools": msgspec.json.encode(req.pools).decode(),
+                "pools": msgspec.json.encode(normalize_pools(req.pools)).decode(),
+                "pid": req.pid,
                 "concurrency": req.concurrency,
                 "started_at": now,
                 "last_heartbeat_at": now,
@@ -60,12 +62,13 @@ async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) 
 async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
     """Lease up to ``max_runs`` ready runs, waiting up to ``wait_ms`` for one to become ready."""
     versions = [(v.workflow, v.version) for v in req.versions]
+    pools = normalize_pools(req.pools)
     limit = max(1, min(req.max_runs, svc.settings.claim_batch_limit))
     deadline = time.monotonic() + max(0, req.wait_ms) / 1000
     key = f"ready:{ns}"
     while True:
         since = svc.hub.version(key)
-        activations = await _claim_once(svc, ns, req.worker_id, versions, req.pools, limit)
+        activations = await _claim_once(svc, ns, req.worker_id, versions, pools, limit)
         remaining = deadline - time.monotonic()
         if activations or remaining <= 0 or not versions:
             return p.ClaimResponse(activations=activations)

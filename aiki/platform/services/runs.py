@@ -16,6 +16,7 @@ from aiki.platform.db.wakeups import RECHECK_S
 from aiki.platform.domain import run_states
 from aiki.platform.domain.errors import InvalidTransition, ReferenceConflict, RunNotFound
 from aiki.platform.domain.ids import new_id, now_ms
+from aiki.platform.domain.queries import normalize_pool
 from aiki.platform.services.context import Services, check_payload
 from aiki.platform.services.views import encode_error, history_entry, run_view
 from aiki.worker_sdk import protocol as p
@@ -46,7 +47,7 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
         "input": raw_input.decode(),
         "input_hash": input_hash,
         "reference_id": req.reference_id,
-        "pool": req.pool,
+        "pool": normalize_pool(req.pool, "$.pool"),
         "retry": msgspec.json.encode(req.retry).decode() if req.retry is not None else None,
         "wake_at": now + req.delay_ms if delayed and req.delay_ms is not None else None,
         "queued_at": None if delayed else now,
@@ -119,31 +120,6 @@ async def wait_for_run(svc: Services, ns: str, run_id: str, statuses: Iterable[s
             return view
         # Re-read now and then: a notification from another process may be lost.
         await svc.hub.wait(key, since, min(remaining, RECHECK_S))
-
-
-async def list_runs(
-    svc: Services,
-    ns: str,
-    *,
-    workflow: str | None,
-    version: str | None,
-    reference_id: str | None,
-    statuses: list[str],
-    cursor: str | None,
-    limit: int,
-) -> p.RunListResponse:
-    async with svc.db.raw_read() as conn:
-        rows = await RunRepository(conn, ns).page(
-            workflow=workflow,
-            version=version,
-            reference_id=reference_id,
-            statuses=statuses,
-            after_id=cursor,
-            limit=limit + 1,
-        )
-    items = [run_view(r) for r in rows[:limit]]
-    next_cursor = items[-1].id if len(rows) > limit else None
-    return p.RunListResponse(items=items, next_cursor=next_cursor)
 
 
 async def run_history(svc: Services, ns: str, run_id: str) -> list[p.HistoryEntry]:

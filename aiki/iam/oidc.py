@@ -298,6 +298,10 @@ class OidcRelyingParty:
                 "oidc_state_mismatch", "the login was started under another OIDC configuration: start again"
             )
         state = params.get("state")
+        if state is None and params.get("error") is not None:
+            # Some providers drop the state from error redirects. An error callback can never sign
+            # anyone in, so reporting it (rather than a state mismatch) helps the user and risks nothing.
+            raise _provider_error(params)
         if not isinstance(state, str) or not hmac.compare_digest(state.encode(), pending.state.encode()):
             raise OidcError("oidc_state_mismatch", "the callback's state does not match the login in progress")
         if now - pending.created_at > self.pending_ttl_ms:
@@ -311,12 +315,8 @@ class OidcRelyingParty:
         ) and callback_iss != config.issuer:
             raise OidcError("oidc_wrong_issuer", f"the callback comes from issuer {callback_iss!r}")
 
-        error = params.get("error")
-        if error is not None:
-            description = params.get("error_description") or ""
-            raise OidcError(
-                "oidc_provider_error", f"the provider refused the login: {_clip(error)} {_clip(description)}".strip()
-            )
+        if params.get("error") is not None:
+            raise _provider_error(params)
         code = params.get("code")
         if not code:
             raise OidcError("oidc_provider_error", "the callback carries neither a code nor an error")
@@ -463,6 +463,8 @@ async def finish_login(
             (forged, already used, or started in another browser session), else as ``complete_login``.
     """
     state = params.get("state")
+    if state is None and params.get("error") is not None:
+        raise _provider_error(params)  # nothing to consume: the provider sent no state back
     pending = await store.take(state) if isinstance(state, str) and state else None
     if pending is None:
         raise OidcError(
@@ -471,6 +473,14 @@ async def finish_login(
         )
     identity = await rp.complete_login(pending, params, now_ms=now_ms)
     return identity, pending
+
+
+def _provider_error(params: Mapping[str, str]) -> OidcError:
+    error = params.get("error") or ""
+    description = params.get("error_description") or ""
+    return OidcError(
+        "oidc_provider_error", f"the provider refused the login: {_clip(error)} {_clip(description)}".strip()
+    )
 
 
 def _clip(text: str) -> str:

@@ -146,6 +146,7 @@ class OidcRelyingParty:
             ``aclose``) when omitted.
         pending_ttl_ms: How old a pending login may be when its callback arrives.
         leeway_s: Clock skew tolerated on the ID token's ``exp`` and ``iat``.
+        jwks_refetch_interval_s: The least time between two JWKS fetches caused by an unknown ``kid``.
     """
 
     def __init__(
@@ -155,12 +156,14 @@ class OidcRelyingParty:
         http: httpx.AsyncClient | None = None,
         pending_ttl_ms: int = PENDING_LOGIN_TTL_MS,
         leeway_s: int = CLOCK_LEEWAY_S,
+        jwks_refetch_interval_s: float = JWKS_REFETCH_MIN_INTERVAL_S,
     ) -> None:
         self.config = config
         self._own_http = http is None
         self._http = http if http is not None else httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
         self.pending_ttl_ms = pending_ttl_ms
         self.leeway_s = leeway_s
+        self.jwks_refetch_interval_s = jwks_refetch_interval_s
         self._lock = asyncio.Lock()
         self._metadata: ProviderMetadata | None = None
         self._metadata_at = 0.0
@@ -378,7 +381,7 @@ class OidcRelyingParty:
         try:
             claims = decode_id_token(id_token, keys, algorithms)
         except InvalidKeyIdError:
-            if time.monotonic() - self._keys_at < JWKS_REFETCH_MIN_INTERVAL_S:
+            if time.monotonic() - self._keys_at < self.jwks_refetch_interval_s:
                 raise OidcError(
                     "oidc_invalid_token", "the ID token is signed with a key the provider does not publish"
                 ) from None

@@ -78,3 +78,38 @@ class ScheduleNotFound(NotFound):
     def __init__(self, schedule_id: str) -> None:
         super().__init__(f"schedule {schedule_id!r} not found")
         self.schedule_id = schedule_id
+
+
+OIDC_ERROR_CODES = frozenset(
+    {
+        "oidc_config_invalid",  # a setting is missing or malformed; ``field`` names it
+        "oidc_discovery_failed",  # the provider's metadata or keys could not be fetched or read
+        "oidc_wrong_issuer",  # metadata or ID token names another issuer than the pinned one
+        "oidc_state_mismatch",  # the callback's state is not this session's pending login
+        "oidc_expired_login",  # the pending login is older than its time to live
+        "oidc_provider_error",  # the provider redirected back with an error (e.g. access_denied)
+        "oidc_token_exchange_failed",  # the token endpoint refused the code or could not be reached
+        "oidc_invalid_token",  # the ID token is malformed, badly signed or lacks a required claim
+        "oidc_wrong_audience",  # the ID token was issued for another client
+        "oidc_nonce_mismatch",  # the ID token answers another authorization request
+        "oidc_token_expired",  # the ID token's exp has passed (beyond the clock leeway)
+        "oidc_email_domain_not_allowed",  # the email's domain is not in the allowed list
+        "oidc_email_unverified",  # a verified email is required (domain rule) but not asserted
+    }
+)
+
+
+class OidcError(CoreError):
+    """An OpenID Connect login was refused or could not proceed.
+
+    One class for every reason so callers catch one thing; ``code`` (one of ``OIDC_ERROR_CODES``)
+    says which reason, and is stable for tests, logs and the HTTP mapping.
+    """
+
+    code = "oidc_error"
+
+    def __init__(self, code: str, message: str, *, field: str | None = None) -> None:
+        if code not in OIDC_ERROR_CODES:
+            raise ValueError(f"unknown OIDC error code {code!r}")
+        super().__init__(message, field=field)
+        self.code = code

@@ -155,7 +155,9 @@ async def test_parent_wakes_when_its_child_is_cancelled(aiki: Any) -> None:
     }
     history = await get_history(aiki.http, handle.id)
     woke = [h for h in history if h["from_status"] == "awaiting_child"]
-    assert woke and woke[0]["to_status"] == "queued" and child_id in woke[0]["reason"]
+    assert woke
+    assert woke[0]["to_status"] == "queued"
+    assert child_id in woke[0]["reason"]
 
 
 async def test_child_wait_timeout(aiki: Any) -> None:

@@ -109,7 +109,8 @@ async def test_pause_fences_a_running_executor_and_resume_runs_it_again(aiki: An
     assert LEDGER.count("life-blocking", key) == 2
     assert LEDGER.count("life-after", key) == 1
     moves = [(h["from_status"], h["to_status"]) for h in await get_history(aiki.http, handle.id)]
-    assert ("running", "paused") in moves and ("paused", "queued") in moves
+    assert ("running", "paused") in moves
+    assert ("paused", "queued") in moves
 
 
 async def test_pause_and_resume_a_queued_run(aiki: Any) -> None:
@@ -132,7 +133,8 @@ async def test_resume_of_a_paused_delayed_start_keeps_its_start_time(aiki: Any) 
     scheduled = await get_run(aiki.http, far.id)
     assert scheduled["status"] == "scheduled"
     paused = await far.pause()
-    assert paused.status == "paused" and paused.wake_at is None
+    assert paused.status == "paused"
+    assert paused.wake_at is None
     resumed = await far.resume()
     assert resumed.status == "scheduled"
     assert resumed.wake_at == scheduled["wake_at"]

@@ -198,4 +198,5 @@ def test_user_action_from_status(action: str, status: str) -> None:
 
 def test_child_waits_and_deadlines_are_timed() -> None:
     assert "awaiting_child" in TIMED
-    assert "paused" not in TIMED and "stalled" not in TIMED
+    assert "paused" not in TIMED
+    assert "stalled" not in TIMED

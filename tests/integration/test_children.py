@@ -257,3 +257,81 @@ async def test_cancel_of_a_three_level_tree_cancels_every_descendant_without_a_w
     assert resp.status_code == 200
     queued = (await aiki.http.get(f"{API}/runs", params={"status": "queued"})).json()["items"]
     assert not {r["id"] for r in queued} & {mid_id, *leaf_ids}
+
+
+# ---------------------------------------------------------------------------------------------
+# Fencing of child starts, and execution timeouts across the tree
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_a_stale_parent_executor_cannot_start_children(aiki: Any) -> None:
+    key = new_key()
+    await aiki.worker([waiting_v1, sleepy_v1])
+    handle = await waiting_v1.start(aiki.client, {"child": "sleep", "key": key})
+    await handle.wait_for_status("awaiting_child", timeout=WAIT)
+    parent = await get_run(aiki.http, handle.id)
+    body = {
+        "revision": parent["revision"],  # the revision the last executor held; the run is suspended
+        "address": "child:orch-sleepy-child@1.0.0:other",
+        "seq": 0,
+        "workflow": "orch-sleepy-child",
+        "version": "1.0.0",
+        "input": "x",
+    }
+    resp = await aiki.http.post(f"{API}/runs/{handle.id}/children", json=body)
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["code"] == "stale_revision"
+    resp = await aiki.http.post(f"{API}/runs/{handle.id}/children", json={**body, "revision": parent["revision"] - 1})
+    assert resp.status_code == 409, resp.text
+    # Exactly one child exists: the one the parent started.
+    runs = (await aiki.http.get(f"{API}/runs", params={"workflow": "orch-sleepy-child"})).json()["items"]
+    assert [r["id"] for r in runs if r.get("parent_run_id") == handle.id] == LEDGER.values("orch-sleepy-child", key)[:1]
+    await handle.cancel()
+
+
+bounded_wf = workflow(name="orch-bounded-parent")
+
+
+@bounded_wf.v("1.0.0", timeout=timedelta(milliseconds=600))
+async def bounded_v1(run: Run, key: str) -> str:
+    child = await sleepy_v1.start_as_child(run, key)
+    await child.wait_for_status("completed")
+    return "unreachable"
+
+
+bounded_child_wf = workflow(name="orch-bounded-child")
+
+
+@bounded_child_wf.v("1.0.0", timeout=timedelta(milliseconds=400))
+async def bounded_child_v1(run: Run, key: str) -> str:
+    await run.sleep(timedelta(hours=1), name="long")
+    return "unreachable"
+
+
+child_waiter_wf = workflow(name="orch-child-waiter")
+
+
+@child_waiter_wf.v("1.0.0")
+async def child_waiter_v1(run: Run, key: str) -> dict[str, Any]:
+    child = await bounded_child_v1.start_as_child(run, key)
+    return _describe(await child.wait_for_status("completed"))
+
+
+async def test_a_parent_that_times_out_cancels_its_live_children(aiki: Any) -> None:
+    key = new_key()
+    await aiki.worker([bounded_v1, sleepy_v1])
+    handle = await bounded_v1.start(aiki.client, key)
+    view = (await aiki.http.get(f"{API}/runs/{handle.id}", params={"wait_for": "failed", "timeout_ms": 20_000})).json()
+    assert view["status"] == "failed"
+    assert view["error"]["cause"] == "timeout"
+    child = await get_run(aiki.http, LEDGER.values("orch-sleepy-child", key)[0])
+    assert child["status"] == "cancelled"
+
+
+async def test_a_child_that_times_out_wakes_its_parent_with_failed(aiki: Any) -> None:
+    key = new_key()
+    await aiki.worker([child_waiter_v1, bounded_child_v1])
+    handle = await child_waiter_v1.start(aiki.client, key)
+    output = await asyncio.wait_for(handle.result(), timeout=WAIT.total_seconds())
+    assert output["status"] == "failed"
+    assert output["cause"] == "timeout"

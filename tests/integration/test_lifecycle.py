@@ -218,3 +218,31 @@ async def test_a_run_no_worker_claims_stalls_and_can_be_requeued(aiki_stall: Any
     assert (await handle.requeue()).status == "queued"
     assert await asyncio.wait_for(handle.result(), timeout=WAIT.total_seconds()) == f"done {key}"
     assert LEDGER.count("life-quick", key) == 1
+
+
+async def test_concurrent_stall_sweeps_move_each_run_once(aiki: Any) -> None:
+    from aiki.platform.db.engine import Database
+    from aiki.platform.domain.ids import now_ms
+    from aiki.platform.services.context import Services
+    from aiki.platform.services.timers import stall_sweep
+
+    await aiki.worker([quick_v1])
+    handles = [await quick_v1.with_options(pool="nobody").start(aiki.client, new_key()) for _ in range(30)]
+    mine = aiki.server.services
+    # A second replica: its own connection pool on PostgreSQL (SQLite serves one process).
+    other_db = Database(aiki.url, migrate=False) if aiki.db == "postgres" else None
+    other = Services(other_db, mine.settings) if other_db is not None else mine
+    later = now_ms() + mine.settings.stall_after_ms + 1000
+    try:
+        moved = await asyncio.gather(
+            stall_sweep(mine, later, limit=7), stall_sweep(other, later, limit=7), stall_sweep(mine, later)
+        )
+        moved_again = await stall_sweep(other, later)
+    finally:
+        if other_db is not None:
+            await other_db.dispose()
+    assert sum(moved) + moved_again == 30
+    for handle in handles:
+        stalls = [h for h in await get_history(aiki.http, handle.id) if h["to_status"] == "stalled"]
+        assert len(stalls) == 1
+        assert (await get_run(aiki.http, handle.id))["status"] == "stalled"

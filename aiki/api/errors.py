@@ -37,6 +37,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "malformed_json": 400,
     "bad_request": 400,
     "invalid_transition": 400,
+    "action_not_allowed": 400,
     "reference_conflict": 409,
     "stale_revision": 409,
     "task_conflict": 409,

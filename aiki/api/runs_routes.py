@@ -11,7 +11,7 @@ from aiki.api import query_routes
 from aiki.api.deps import NamespaceId, Svc
 from aiki.platform.domain.errors import InputInvalid
 from aiki.platform.domain.run_states import ALL_STATUSES
-from aiki.platform.services import queries
+from aiki.platform.services import lifecycle, queries
 from aiki.platform.services import runs as run_service
 from aiki.worker_sdk import protocol as p
 
@@ -121,3 +121,45 @@ class RunController(Controller):
         self, run_id: FromPath[str], data: JSONBody[p.CancelRunRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.RunView:
         return await run_service.cancel_run(svc, namespace_id, run_id, data.reason)
+
+    @post(
+        "/{run_id:str}/pause", summary="Pause a scheduled, queued or running run (fences its executor)", status_code=200
+    )
+    async def pause(
+        self,
+        run_id: FromPath[str],
+        svc: Svc,
+        namespace_id: NamespaceId,
+        data: JSONBody[p.RunActionRequest | None] = None,
+    ) -> p.RunView:
+        return await lifecycle.act(svc, namespace_id, run_id, "pause", data.reason if data else None)
+
+    @post("/{run_id:str}/resume", summary="Resume a paused run", status_code=200)
+    async def resume(
+        self,
+        run_id: FromPath[str],
+        svc: Svc,
+        namespace_id: NamespaceId,
+        data: JSONBody[p.RunActionRequest | None] = None,
+    ) -> p.RunView:
+        return await lifecycle.act(svc, namespace_id, run_id, "resume", data.reason if data else None)
+
+    @post("/{run_id:str}/wake", summary="End a sleeping run's sleep early", status_code=200)
+    async def wake(
+        self,
+        run_id: FromPath[str],
+        svc: Svc,
+        namespace_id: NamespaceId,
+        data: JSONBody[p.RunActionRequest | None] = None,
+    ) -> p.RunView:
+        return await lifecycle.act(svc, namespace_id, run_id, "wake", data.reason if data else None)
+
+    @post("/{run_id:str}/requeue", summary="Put a stalled run back in the ready queue", status_code=200)
+    async def requeue(
+        self,
+        run_id: FromPath[str],
+        svc: Svc,
+        namespace_id: NamespaceId,
+        data: JSONBody[p.RunActionRequest | None] = None,
+    ) -> p.RunView:
+        return await lifecycle.act(svc, namespace_id, run_id, "requeue", data.reason if data else None)

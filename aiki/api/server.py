@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 from litestar import Litestar
@@ -36,6 +37,7 @@ def server(
     heartbeat_interval: timedelta | None = None,
     max_recoveries: int = 10,
     max_payload_bytes: int = 1_048_576,
+    stall_after: timedelta | None = None,
 ) -> AikiServer:
     """Create an Aiki server over a database.
 
@@ -45,6 +47,8 @@ def server(
         heartbeat_interval: how often workers heartbeat; a third of ``lease_ttl`` by default.
         max_recoveries: lease expiries a run survives before failing with ``recovery_exhausted``.
         max_payload_bytes: the largest request body accepted (413 beyond).
+        stall_after: a run queued this long without being claimed (e.g. no worker serves its
+            version) becomes ``stalled``; default ``$AIKI_STALL_AFTER`` seconds, else 24 hours.
 
     Example:
         >>> from aiki import database, server
@@ -59,5 +63,21 @@ def server(
         heartbeat_interval_ms=hb_ms,
         max_recoveries=max_recoveries,
         max_payload_bytes=max_payload_bytes,
+        stall_after_ms=_stall_after_ms(stall_after),
     )
     return AikiServer(db or Database(DEFAULT_URL), settings)
+
+
+def _stall_after_ms(stall_after: timedelta | None) -> int:
+    if stall_after is None:
+        raw = os.environ.get("AIKI_STALL_AFTER")
+        if not raw:
+            return Settings().stall_after_ms
+        try:
+            seconds = float(raw)
+        except ValueError:
+            raise ValueError(f"AIKI_STALL_AFTER must be a number of seconds, got {raw!r}") from None
+        stall_after = timedelta(seconds=seconds)
+    if stall_after <= timedelta(0):
+        raise ValueError("stall_after must be positive")
+    return int(stall_after.total_seconds() * 1000)

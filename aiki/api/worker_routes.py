@@ -6,7 +6,7 @@ from litestar import Controller, post
 from litestar.params import FromPath, JSONBody
 
 from aiki.api.deps import NamespaceId, Svc
-from aiki.platform.services import executions
+from aiki.platform.services import children, executions
 from aiki.worker_sdk import protocol as p
 
 
@@ -46,3 +46,9 @@ class ExecutionController(Controller):
         self, run_id: FromPath[str], data: JSONBody[p.TransitionRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.TransitionResponse:
         return await executions.transition(svc, namespace_id, run_id, data)
+
+    @post("/children", summary="Start a child run (memoized per entry, fenced by revision)", status_code=200)
+    async def start_child(
+        self, run_id: FromPath[str], data: JSONBody[p.StartChildRequest], svc: Svc, namespace_id: NamespaceId
+    ) -> p.StartChildResponse:
+        return await children.start_child(svc, namespace_id, run_id, data)

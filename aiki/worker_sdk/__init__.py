@@ -15,6 +15,7 @@ from aiki.worker_sdk.definitions import (
     workflow,
 )
 from aiki.worker_sdk.errors import (
+    ActionNotAllowedError,
     AikiError,
     AuthenticationError,
     InvalidTransitionError,
@@ -37,15 +38,18 @@ from aiki.worker_sdk.errors import (
     WaitTimeoutError,
     WorkflowNotFoundError,
 )
-from aiki.worker_sdk.replay import EventResult, EventWaiter, Run, SleepResult
+from aiki.worker_sdk.replay import ChildHandle, ChildResult, EventResult, EventWaiter, Run, SleepResult
 from aiki.worker_sdk.retry import RetryPolicy
 from aiki.worker_sdk.schedules import Schedule, ScheduleHandle, schedule
 from aiki.worker_sdk.serde import json_schema
 from aiki.worker_sdk.worker import Worker, WorkerHandle, worker
 
 __all__ = [
+    "ActionNotAllowedError",
     "AikiError",
     "AuthenticationError",
+    "ChildHandle",
+    "ChildResult",
     "Client",
     "EventDefinition",
     "EventResult",

@@ -41,11 +41,14 @@ from aiki.worker_sdk.protocol import (
     RecordTaskResponse,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
+    RunActionRequest,
     RunDetail,
     RunListResponse,
     RunView,
     SendEventRequest,
     SendEventResponse,
+    StartChildRequest,
+    StartChildResponse,
     StartRunRequest,
     StartRunResponse,
     TransitionRequest,
@@ -230,9 +233,9 @@ class Client:
         """``POST /runs/{id}/cancel``."""
         return await self.request("POST", f"/runs/{run_id}/cancel", RunView, CancelRunRequest(reason=reason))
 
-    async def run_action(self, run_id: str, action: str) -> RunView:
-        """``POST /runs/{id}/{action}`` for the body-less actions ``pause``, ``resume``, ``wake``."""
-        return await self.request("POST", f"/runs/{run_id}/{action}", RunView, CancelRunRequest())
+    async def run_action(self, run_id: str, action: str, reason: str | None = None) -> RunView:
+        """``POST /runs/{id}/{action}`` for ``pause``, ``resume``, ``wake`` and ``requeue``."""
+        return await self.request("POST", f"/runs/{run_id}/{action}", RunView, RunActionRequest(reason=reason))
 
     # -- worker protocol ----------------------------------------------------------------------
 
@@ -252,6 +255,10 @@ class Client:
     async def record_task(self, run_id: str, request: RecordTaskRequest) -> RecordTaskResponse:
         """``POST /runs/{id}/tasks``."""
         return await self.request("POST", f"/runs/{run_id}/tasks", RecordTaskResponse, request)
+
+    async def start_child(self, run_id: str, request: StartChildRequest) -> StartChildResponse:
+        """``POST /runs/{id}/children``."""
+        return await self.request("POST", f"/runs/{run_id}/children", StartChildResponse, request)
 
     async def transition(self, run_id: str, request: TransitionRequest) -> TransitionResponse:
         """``POST /runs/{id}/transition``."""
@@ -396,17 +403,39 @@ class RunHandle(Generic[O]):
         """
         return await self._client.cancel_run(self.id, reason)
 
-    async def pause(self) -> RunView:
-        """Pause the run: it is not executed until :meth:`resume`."""
-        return await self._client.run_action(self.id, "pause")
+    async def pause(self, reason: str | None = None) -> RunView:
+        """Pause a scheduled, queued or running run: it is not executed until :meth:`resume`.
 
-    async def resume(self) -> RunView:
-        """Resume a paused run."""
-        return await self._client.run_action(self.id, "resume")
+        An executor still working on the run is fenced off (its next write is refused).
 
-    async def wake(self) -> RunView:
-        """End the run's current sleep early (the sleep returns ``cancelled=True``)."""
-        return await self._client.run_action(self.id, "wake")
+        Raises:
+            ActionNotAllowedError: The run is in another status.
+        """
+        return await self._client.run_action(self.id, "pause", reason)
+
+    async def resume(self, reason: str | None = None) -> RunView:
+        """Resume a paused run: ``queued`` again (``scheduled`` if its delayed start is still ahead).
+
+        Raises:
+            ActionNotAllowedError: The run is not paused.
+        """
+        return await self._client.run_action(self.id, "resume", reason)
+
+    async def wake(self, reason: str | None = None) -> RunView:
+        """End the run's current sleep early (the sleep returns ``cancelled=True``).
+
+        Raises:
+            ActionNotAllowedError: The run is not sleeping.
+        """
+        return await self._client.run_action(self.id, "wake", reason)
+
+    async def requeue(self, reason: str | None = None) -> RunView:
+        """Put a stalled run (queued too long without a claim) back in the ready queue.
+
+        Raises:
+            ActionNotAllowedError: The run is not stalled.
+        """
+        return await self._client.run_action(self.id, "requeue", reason)
 
     def _terminal_error(self, view: RunView, wanted: tuple[str, ...]) -> AikiError:
         if view.status == "failed":

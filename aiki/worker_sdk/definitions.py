@@ -19,7 +19,7 @@ from aiki.worker_sdk.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from aiki.worker_sdk.client import Client, RunHandle
-    from aiki.worker_sdk.replay import Run
+    from aiki.worker_sdk.replay import ChildHandle, Run
 
 I = TypeVar("I")  # noqa: E741 - the conventional name for an input type
 O = TypeVar("O")  # noqa: E741
@@ -175,7 +175,7 @@ class WorkflowVersion(Generic[I, O]):
         version: The version string.
         events: Event definitions by name.
         retry: Workflow retry policy (default one attempt).
-        timeout: Time limit of one execution of the handler.
+        timeout: Execution time limit of a run (wall-clock from its first claim).
         input_type: The annotated input type (``Any`` if none).
         output_type: The annotated return type (``Any`` if none).
     """
@@ -259,6 +259,28 @@ class WorkflowVersion(Generic[I, O]):
         response = await client.start_run(request)
         return self._handle(client, response.run.id)
 
+    async def start_as_child(self, run: Run, input: I | None = None) -> ChildHandle[O]:
+        """Start a run of this version as a child of the workflow run ``run``.
+
+        Memoized like a task: the ``n``-th start with the same version and input is the same child
+        in every replay, so replaying the parent never starts a second one. The start is fenced by
+        the parent's revision. The child runs on any worker (in parallel with its siblings), in
+        the parent's worker pool; cancelling the parent cancels it.
+
+        Args:
+            run: The parent workflow's run context.
+            input: The child's input; it must fit this version's input type.
+
+        Returns:
+            A :class:`ChildHandle`; ``await child.wait_for_status("completed")`` waits for it durably.
+
+        Raises:
+            ValidationError: The input does not fit this version's input type.
+            WorkflowNotFoundError: No worker ever registered this version.
+        """
+        handle: ChildHandle[O] = await run._start_child(self, input)
+        return handle
+
     async def get_handle(self, client: Client, run_id: str) -> RunHandle[O]:
         """A handle on an existing run of this version.
 
@@ -337,8 +359,10 @@ class Workflow:
             version: The version string, e.g. ``"1.0.0"``. Runs stay on the version they started on.
             events: Events the version waits for, e.g. ``{"payment_received": event()}``.
             retry: Workflow retry policy (default: one attempt).
-            timeout: Time limit of one execution of the handler; on expiry the run fails with
-                cause ``timeout``.
+            timeout: Execution time limit of each run, wall-clock from the run's first claim and
+                counting time asleep, waiting or paused. The server fails the run with cause
+                ``timeout`` when it passes, wherever the run is (a hung or lost worker cannot hold
+                it); the worker also cancels the handler at that moment.
         """
 
         def build(fn: Callable[..., Awaitable[Any]]) -> WorkflowVersion[Any, Any]:

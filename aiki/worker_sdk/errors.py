@@ -22,6 +22,7 @@ AikiError
 │   └── RunNotFoundError       run_not_found
 ├── StaleRevisionError         stale_revision      the executor's revision moved on (fenced)
 ├── InvalidTransitionError     invalid_transition  the run's status does not allow this
+│   └── ActionNotAllowedError  action_not_allowed  pause/resume/wake/requeue/cancel from a wrong status
 ├── PayloadTooLargeError       payload_too_large
 ├── ServerUnavailableError     server_unavailable  connection error or 5xx: retry later
 │   └── RateLimitedError       rate_limited        429: retry after ``retry_after`` seconds
@@ -215,6 +216,13 @@ class InvalidTransitionError(AikiError):
     code = "invalid_transition"
 
 
+class ActionNotAllowedError(InvalidTransitionError):
+    """A run action (pause, resume, wake, requeue, cancel) was asked of a run whose status does not
+    allow it; the message names the action and the run's status (400)."""
+
+    code = "action_not_allowed"
+
+
 class PayloadTooLargeError(AikiError):
     """A payload exceeds the server's size limit (413)."""
 
@@ -267,6 +275,7 @@ PROBLEM_CODES: dict[str, type[AikiError]] = {
         RunNotFoundError,
         StaleRevisionError,
         InvalidTransitionError,
+        ActionNotAllowedError,
         PayloadTooLargeError,
         ServerUnavailableError,
     )

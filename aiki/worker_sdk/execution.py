@@ -29,9 +29,18 @@ from aiki.worker_sdk.errors import (
     StaleRevisionError,
     TaskFailedError,
     ValidationError,
+    WorkflowNotFoundError,
 )
-from aiki.worker_sdk.protocol import Activation, ErrorInfo, RecordTaskRequest, TransitionRequest
-from aiki.worker_sdk.replay import TIMED_OUT, EventResult, ReplayState, Run, SleepResult
+from aiki.worker_sdk.protocol import (
+    TERMINAL_STATUSES,
+    Activation,
+    ChildRecord,
+    ErrorInfo,
+    RecordTaskRequest,
+    StartChildRequest,
+    TransitionRequest,
+)
+from aiki.worker_sdk.replay import TIMED_OUT, ChildHandle, ChildResult, EventResult, ReplayState, Run, SleepResult
 from aiki.worker_sdk.retry import RetryPolicy
 
 log = logging.getLogger("aiki.worker")
@@ -127,8 +136,7 @@ class Execution:
         except ValidationError as e:
             await self._fail(e)
             return
-        seconds = None if version.timeout is None else version.timeout.total_seconds()
-        deadline = asyncio.timeout(seconds)
+        deadline = asyncio.timeout(self._time_left())
         try:
             async with deadline:
                 output = await version.fn(*args)
@@ -136,7 +144,7 @@ class Execution:
         except TimeoutError as e:
             if deadline.expired() and self._fatal is None:
                 info = error_info(e, cause="timeout")
-                info.message = f"the workflow exceeded its timeout of {version.timeout}"
+                info.message = f"the run exceeded its execution time limit of {version.timeout}"
                 await self._transition(TransitionRequest(revision=self.revision, kind="fail", error=info))
             else:
                 await self._on_error(e)
@@ -151,6 +159,14 @@ class Execution:
             await self._transition(TransitionRequest(revision=self.revision, kind="complete", output=msgspec.Raw(raw)))
         except PayloadTooLargeError as e:
             await self._fail(e)
+
+    def _time_left(self) -> float | None:
+        """Seconds until the run's execution deadline (the server enforces it too), if it has one."""
+        deadline_at = self.activation.deadline_at
+        if deadline_at is not None:
+            return max(0.0, (deadline_at - now_ms()) / 1000)
+        # A server that sends no deadline: limit this execution on its own.
+        return None if self.version.timeout is None else self.version.timeout.total_seconds()
 
     async def _on_error(self, error: Exception) -> None:
         error = self._fatal or error
@@ -220,6 +236,8 @@ class Execution:
             response = await self._send(lambda: self.client.transition(self.run_id, request), passthrough)
             if response.revision is not None:
                 self.revision = response.revision
+            if response.child is not None:
+                self.state.add_child(response.child)
             if response.suspended or request.kind in ("complete", "fail", "retry"):
                 self.finished = True
                 return True
@@ -261,12 +279,16 @@ class Execution:
         else:
             await self._settle()
             self._enter()
-            unconsumed = self.state.unconsumed()
-            if unconsumed:
-                entries = [(t.address, t.seq, t.name) for t in unconsumed]
-                self._fatal = NonDeterminismError(entries, address=address, run_id=self.run_id)
-                raise self._fatal
+            self._check_determinism(address)
         return await self._run_attempts(task, input, canonical, address, seq, attempt)
+
+    def _check_determinism(self, address: str) -> None:
+        """New work at ``address`` is reached: fail the run if recorded entries are still unconsumed."""
+        entries = [(t.address, t.seq, t.name) for t in self.state.unconsumed()]
+        entries += [(c.address, c.seq, f"{c.workflow}@{c.version}") for c in self.state.unconsumed_children()]
+        if entries:
+            self._fatal = NonDeterminismError(sorted(entries), address=address, run_id=self.run_id)
+            raise self._fatal
 
     async def _run_attempts(
         self, task: Task[Any, Any], input: Any, canonical: bytes, address: str, seq: int, attempt: int
@@ -287,13 +309,17 @@ class Execution:
 
         while True:
             self._enter()
-            timeout = None if task.timeout is None else task.timeout.total_seconds()
+            limit = asyncio.timeout(None if task.timeout is None else task.timeout.total_seconds())
             try:
-                async with asyncio.timeout(timeout):
+                async with limit:
                     output = await task.invoke(input)
                 raw = serde.encode_checked(output, task.output_type)
             except Exception as e:
                 error = error_info(e)
+                if isinstance(e, TimeoutError) and limit.expired():
+                    # The handler was cancelled at its limit; the attempt counts as failed.
+                    error.message = f"task {task.name!r} exceeded its timeout of {task.timeout}"
+                    error.cause = "timeout"
                 if task.retry.should_retry(attempt, e):
                     next_at = now_ms() + _ms(task.retry.delay_for(attempt))
                     await self._record(entry("awaiting_retry", error=error, next_attempt_at=next_at))
@@ -351,3 +377,64 @@ class Execution:
         if outcome == TIMED_OUT:
             return EventResult(timeout=True)
         return EventResult(data=serde.decode(outcome.data, type))
+
+    async def start_child(self, version: WorkflowVersion[Any, Any], input: Any) -> ChildHandle[Any]:
+        """``version.start_as_child(run, input)``: the recorded child, or a new one started now."""
+        self._enter()
+        raw = serde.encode_checked(input, version.input_type)
+        address = serde.task_address(f"child:{version.name}@{version.version}", serde.canonical(input))
+        seq, record = self.state.next_child(address)
+        if record is None:
+            await self._settle()
+            self._enter()
+            self._check_determinism(address)
+            request = StartChildRequest(
+                revision=self.revision,
+                address=address,
+                seq=seq,
+                workflow=version.name,
+                version=version.version,
+                input=msgspec.Raw(raw),
+                retry=None if version._options.retry is None else version._options.retry.to_wire(),
+            )
+            async with self._lock:
+                request.revision = self.revision
+                # A refused input or an unknown version is the workflow's error, not the execution's.
+                passthrough: tuple[type[AikiError], ...] = (ValidationError, WorkflowNotFoundError)
+                response = await self._send(lambda: self.client.start_child(self.run_id, request), passthrough)
+            record = response.child
+            self.state.add_child(record)
+            self.state.consumed_children.add((address, seq))
+        return ChildHandle(self, record, version.output_type)
+
+    async def wait_child(self, child_id: str, output_type: Any, timeout: timedelta | None) -> ChildResult[Any]:
+        """``child.wait_for_status()``: the child's terminal outcome, a recorded timeout, or suspend."""
+        self._enter()
+        seq, timed_out = self.state.next_child_wait(child_id)
+        if timed_out:
+            return ChildResult(timeout=True)
+        record = self.state.child_by_id[child_id]
+        if record.status not in TERMINAL_STATUSES:
+            request = TransitionRequest(
+                revision=self.revision,
+                kind="await_child",
+                child_run_id=child_id,
+                wait_seq=seq,
+                timeout_ms=None if timeout is None else _ms(timeout),
+            )
+            if await self._transition(request):
+                raise _Suspend
+            record = self.state.child_by_id[child_id]
+            if record.status not in TERMINAL_STATUSES:
+                log.error(
+                    "run %s: server did not suspend but child %s has not ended; abandoning", self.run_id, child_id
+                )
+                self.finished = True
+                raise _Abandon
+        return _child_result(record, output_type)
+
+
+def _child_result(record: ChildRecord, output_type: Any) -> ChildResult[Any]:
+    if record.status == "completed":
+        return ChildResult(status="completed", output=serde.decode(record.output, output_type))
+    return ChildResult(status=record.status, error=record.error)

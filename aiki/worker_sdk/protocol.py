@@ -113,6 +113,12 @@ class CancelRunRequest(msgspec.Struct, omit_defaults=True):
     reason: str | None = None
 
 
+class RunActionRequest(msgspec.Struct, omit_defaults=True):
+    """Body of ``POST /runs/{id}/pause|resume|wake|requeue`` (optional: the body may be empty)."""
+
+    reason: str | None = None
+
+
 class RunListResponse(msgspec.Struct, omit_defaults=True):
     items: list[RunView]
     next_cursor: str | None = None
@@ -306,6 +312,8 @@ class VersionSpec(msgspec.Struct, omit_defaults=True):
     version: str
     input_schema: dict[str, Any] | None = None
     event_schemas: dict[str, dict[str, Any] | None] = msgspec.field(default_factory=dict)
+    timeout_ms: int | None = None
+    """The version's execution time limit (wall-clock from the run's first claim), enforced by the server."""
 
 
 class RegisterWorkerRequest(msgspec.Struct, omit_defaults=True):
@@ -372,6 +380,19 @@ class WaitTimeoutRecord(msgspec.Struct):
     seq: int
 
 
+class ChildRecord(msgspec.Struct, omit_defaults=True):
+    """A child run started by the parent: entry ``seq`` at ``address`` of the parent's replay."""
+
+    address: str
+    seq: int
+    run_id: str
+    workflow: str
+    version: str
+    status: RunStatus
+    output: msgspec.Raw  # JSON null unless completed
+    error: ErrorInfo | None = None
+
+
 class Activation(msgspec.Struct, omit_defaults=True):
     """Everything an executor needs to replay one run, returned by a claim."""
 
@@ -388,6 +409,9 @@ class Activation(msgspec.Struct, omit_defaults=True):
     wait_timeouts: list[WaitTimeoutRecord] = msgspec.field(default_factory=list)
     retry: RetryPolicyWire | None = None
     reference_id: str | None = None
+    children: list[ChildRecord] = msgspec.field(default_factory=list)
+    deadline_at: int | None = None
+    """When the run's execution time limit expires (the server fails it with cause ``timeout`` then)."""
 
 
 class ClaimResponse(msgspec.Struct):
@@ -429,6 +453,26 @@ class RecordTaskResponse(msgspec.Struct):
     """False when the same entry was already recorded with this outcome (an idempotent retry)."""
 
 
+class StartChildRequest(msgspec.Struct, omit_defaults=True):
+    """Start a child run as entry ``seq`` at ``address`` of the parent's replay, fenced by its revision.
+
+    A second request for the same entry returns the child already started (``created=False``).
+    """
+
+    revision: int
+    address: str
+    seq: int
+    workflow: str
+    version: str
+    input: Any = None
+    retry: RetryPolicyWire | None = None
+
+
+class StartChildResponse(msgspec.Struct):
+    child: ChildRecord
+    created: bool
+
+
 class TransitionRequest(msgspec.Struct, omit_defaults=True):
     """An executor ends or suspends its execution of a run.
 
@@ -442,10 +486,13 @@ class TransitionRequest(msgspec.Struct, omit_defaults=True):
       has consumed), optional ``timeout_ms``. If more than ``consumed`` events are buffered the
       server does not suspend: it answers ``suspended=False`` with the buffered events.
     * ``await_task_retry``: a task attempt failed and retries at ``wake_at``.
+    * ``await_child``: ``child_run_id``, ``wait_seq``, optional ``timeout_ms``. The run is woken when
+      the child reaches any terminal status; if it already has, the server answers
+      ``suspended=False`` with the child's record.
     """
 
     revision: int
-    kind: Literal["complete", "fail", "retry", "sleep", "await_event", "await_task_retry"]
+    kind: Literal["complete", "fail", "retry", "sleep", "await_event", "await_task_retry", "await_child"]
     output: Any = None
     error: ErrorInfo | None = None
     wake_at: int | None = None
@@ -456,6 +503,7 @@ class TransitionRequest(msgspec.Struct, omit_defaults=True):
     wait_seq: int | None = None
     consumed: int | None = None
     timeout_ms: int | None = None
+    child_run_id: str | None = None
 
 
 class TransitionResponse(msgspec.Struct, omit_defaults=True):
@@ -463,6 +511,7 @@ class TransitionResponse(msgspec.Struct, omit_defaults=True):
     suspended: bool = True
     events: list[EventRecord] = msgspec.field(default_factory=list)
     revision: int | None = None
+    child: ChildRecord | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,10 +12,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from aiki.worker_sdk.protocol import Activation, EventRecord, SleepRecord, TaskRecord
+from aiki.worker_sdk.protocol import (
+    TERMINAL_STATUSES,
+    Activation,
+    ChildRecord,
+    ErrorInfo,
+    EventRecord,
+    SleepRecord,
+    TaskRecord,
+)
 
 if TYPE_CHECKING:
-    from aiki.worker_sdk.definitions import Task
+    from aiki.worker_sdk.definitions import Task, WorkflowVersion
     from aiki.worker_sdk.execution import Execution
 
 T = TypeVar("T")
@@ -46,6 +54,29 @@ class EventResult(Generic[T]):
     timeout: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ChildResult(Generic[T]):
+    """The outcome of ``child.wait_for_status()`` inside a workflow.
+
+    Attributes:
+        status: The terminal status the child reached (``completed``, ``failed``, ``cancelled``),
+            or None when the wait timed out.
+        timeout: True when the wait ended by its timeout (the child may still be running).
+        output: The child's output, decoded to its version's return type, when it completed.
+        error: The child's recorded error when it failed or was cancelled.
+    """
+
+    status: str | None = None
+    timeout: bool = False
+    output: T | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def completed(self) -> bool:
+        """True when the child completed."""
+        return self.status == "completed"
+
+
 class ReplayState:
     """Cursors over one activation's recorded history.
 
@@ -68,6 +99,10 @@ class ReplayState:
         self.events_consumed: dict[str, int] = {}
         self.wait_cursor: dict[str, int] = {}
         self.wait_timeouts: set[tuple[str, int]] = {(w.name, w.seq) for w in activation.wait_timeouts}
+        self.children: dict[tuple[str, int], ChildRecord] = {(c.address, c.seq): c for c in activation.children}
+        self.child_by_id: dict[str, ChildRecord] = {c.run_id: c for c in activation.children}
+        self.child_cursor: dict[str, int] = {}
+        self.consumed_children: set[tuple[str, int]] = set()
         self.progress = 0
 
     def next_task(self, address: str) -> tuple[int, TaskRecord | None]:
@@ -83,6 +118,32 @@ class ReplayState:
     def unconsumed(self) -> list[TaskRecord]:
         """Recorded (non-discarded) task entries no call has reached yet, by address and seq."""
         return [t for key, t in sorted(self.tasks.items()) if key not in self.consumed_tasks]
+
+    def next_child(self, address: str) -> tuple[int, ChildRecord | None]:
+        """Take the next child start at ``address``: its ``seq`` and recorded child, if any."""
+        seq = self.child_cursor.get(address, 0)
+        self.child_cursor[address] = seq + 1
+        record = self.children.get((address, seq))
+        if record is not None:
+            self.consumed_children.add((address, seq))
+            self.progress += 1
+        return seq, record
+
+    def add_child(self, record: ChildRecord) -> None:
+        """Remember a child (just started, or as the server last reported it)."""
+        self.children[(record.address, record.seq)] = record
+        self.child_by_id[record.run_id] = record
+
+    def unconsumed_children(self) -> list[ChildRecord]:
+        """Recorded child starts no call has reached yet, by address and seq."""
+        return [c for key, c in sorted(self.children.items()) if key not in self.consumed_children]
+
+    def next_child_wait(self, child_id: str) -> tuple[int, bool]:
+        """Take the next wait on ``child_id``: its ``seq`` and whether it is recorded as timed out."""
+        name = "@child:" + child_id
+        seq = self.wait_cursor.get(name, 0)
+        self.wait_cursor[name] = seq + 1
+        return seq, (name, seq) in self.wait_timeouts
 
     def next_sleep(self, name: str) -> tuple[int, SleepRecord | None]:
         """Take the next sleep named ``name``: its ``seq`` and recorded row, if any."""
@@ -151,6 +212,52 @@ class EventWaiter(Generic[T]):
         return result
 
 
+class ChildHandle(Generic[T]):
+    """A child run started by ``version.start_as_child(run, input)``; usable only inside its parent.
+
+    Attributes:
+        id: The child run's id.
+        workflow: The child's workflow name.
+        version: The child's workflow version.
+    """
+
+    def __init__(self, execution: Execution, record: ChildRecord, output_type: Any) -> None:
+        self._execution = execution
+        self._output_type = output_type
+        self.id = record.run_id
+        self.workflow = record.workflow
+        self.version = record.version
+
+    async def wait_for_status(
+        self, status: str | tuple[str, ...] | list[str] = "completed", timeout: timedelta | None = None
+    ) -> ChildResult[T]:
+        """Wait durably until the child ends; the parent suspends (``awaiting_child``) meanwhile.
+
+        The parent is woken on *any* terminal status of the child, whichever ``status`` names:
+        check ``result.status``. A failed or cancelled child does not raise here.
+
+        Args:
+            status: The terminal status (or statuses) hoped for: ``completed``, ``failed`` or ``cancelled``.
+            timeout: Give up after this long (None: wait without limit); ``result.timeout`` is then True.
+
+        Returns:
+            The :class:`ChildResult` (status reached, or timeout; output when completed).
+
+        Raises:
+            ValueError: ``status`` names a non-terminal status (waits on those would not replay
+                deterministically).
+        """
+        wanted = (status,) if isinstance(status, str) else tuple(status)
+        bad = [s for s in wanted if s not in TERMINAL_STATUSES]
+        if bad:
+            raise ValueError(f"a child can be awaited only for terminal statuses, not {bad[0]!r}")
+        result: ChildResult[T] = await self._execution.wait_child(self.id, self._output_type, timeout)
+        return result
+
+    def __repr__(self) -> str:
+        return f"<ChildHandle {self.id} {self.workflow}@{self.version}>"
+
+
 class _RunEvents:
     def __init__(self, execution: Execution, types: dict[str, Any]) -> None:
         self._execution, self._types = execution, types
@@ -205,6 +312,9 @@ class Run:
 
     async def _call_task(self, task: Task[Any, Any], input: Any) -> Any:
         return await self._execution.call_task(task, input)
+
+    async def _start_child(self, version: WorkflowVersion[Any, Any], input: Any) -> ChildHandle[Any]:
+        return await self._execution.start_child(version, input)
 
     def __repr__(self) -> str:
         return f"<Run {self.id} {self.workflow}@{self.version} attempt {self.attempt}>"

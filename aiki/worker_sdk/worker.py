@@ -58,6 +58,7 @@ class Worker:
                 version=v.version,
                 input_schema=serde.json_schema(v.input_type) if v.takes_input else None,
                 event_schemas={name: serde.json_schema(e.type) for name, e in v.events.items()},
+                timeout_ms=None if v.timeout is None else int(v.timeout.total_seconds() * 1000),
             )
             for v in self.versions.values()
         ]

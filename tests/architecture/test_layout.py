@@ -20,9 +20,12 @@ PACKAGE = ROOT / "aiki"
 
 # The public façade. Adding a name is a public API change: update this list on purpose.
 EXPECTED_PUBLIC_NAMES = [
+    "ActionNotAllowedError",
     "AikiError",
     "AikiServer",
     "AuthenticationError",
+    "ChildHandle",
+    "ChildResult",
     "Client",
     "Database",
     "EventDefinition",

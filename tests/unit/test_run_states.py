@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from aiki.platform.domain.errors import InvalidTransition
+from aiki.platform.domain.errors import ActionNotAllowed, InvalidTransition
 from aiki.platform.domain.run_states import (
     ALL_STATUSES,
     LIVE,
     TERMINAL,
     TIMED,
     TRANSITIONS,
+    USER_ACTIONS,
+    check_action,
     is_terminal,
     next_status,
 )
@@ -27,15 +29,30 @@ EXPECTED: dict[str, dict[str, str]] = {
     "await_task_retry": {"running": "awaiting_retry"},
     "sleep": {"running": "sleeping"},
     "await_event": {"running": "awaiting_event"},
+    "await_child": {"running": "awaiting_child"},
     "due": {
         "scheduled": "queued",
         "sleeping": "queued",
         "awaiting_event": "queued",
         "awaiting_retry": "queued",
+        "awaiting_child": "queued",
     },
     "lease_expired": {"running": "queued"},
     "recovery_exhausted": {"running": "failed"},
+    "timeout": {
+        "scheduled": "failed",
+        "queued": "failed",
+        "running": "failed",
+        "paused": "failed",
+        "sleeping": "failed",
+        "awaiting_event": "failed",
+        "awaiting_retry": "failed",
+        "awaiting_child": "failed",
+        "stalled": "failed",
+    },
+    "stall": {"queued": "stalled"},
     "event_arrived": {"awaiting_event": "queued"},
+    "child_ended": {"awaiting_child": "queued"},
     "cancel": {
         "scheduled": "cancelled",
         "queued": "cancelled",
@@ -47,6 +64,11 @@ EXPECTED: dict[str, dict[str, str]] = {
         "awaiting_child": "cancelled",
         "stalled": "cancelled",
     },
+    "pause": {"scheduled": "paused", "queued": "paused", "running": "paused"},
+    "resume": {"paused": "queued"},
+    "resume_delayed": {"paused": "scheduled"},
+    "wake": {"sleeping": "queued"},
+    "requeue": {"stalled": "queued"},
 }
 
 EXPECTED_LIVE = {
@@ -143,3 +165,38 @@ def test_refusal_lists_the_valid_sources() -> None:
     with pytest.raises(InvalidTransition) as info:
         next_status("claim", "sleeping")
     assert "queued" in str(info.value)
+
+
+# The user actions and the statuses each is valid from (resume: back to queued or scheduled).
+USER_VALID_FROM = {
+    "cancel": EXPECTED_LIVE,
+    "pause": {"scheduled", "queued", "running"},
+    "resume": {"paused"},
+    "wake": {"sleeping"},
+    "requeue": {"stalled"},
+}
+
+
+def test_user_actions() -> None:
+    assert set(USER_ACTIONS) == set(USER_VALID_FROM)
+
+
+@pytest.mark.parametrize(("action", "status"), [(a, s) for a in sorted(USER_VALID_FROM) for s in STATUSES])
+def test_user_action_from_status(action: str, status: str) -> None:
+    if status in USER_VALID_FROM[action]:
+        check_action(action, "run-1", status)
+        return
+    with pytest.raises(ActionNotAllowed) as info:
+        check_action(action, "run-1", status)
+    error = info.value
+    assert isinstance(error, InvalidTransition)
+    assert error.code == "action_not_allowed"
+    assert (error.action, error.status, error.run_id) == (action, status, "run-1")
+    assert set(error.valid_from) == USER_VALID_FROM[action]
+    assert f"cannot {action} run 'run-1': it is {status}" in error.message
+
+
+def test_child_waits_and_deadlines_are_timed() -> None:
+    assert "awaiting_child" in TIMED
+    assert "paused" not in TIMED
+    assert "stalled" not in TIMED

@@ -23,7 +23,9 @@ class CatalogRepository:
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     async def get_version(self, workflow: str, version: str) -> Row | None:
-        stmt = sa.select(workflow_versions.c.input_schema, workflow_versions.c.event_schemas).where(
+        stmt = sa.select(
+            workflow_versions.c.input_schema, workflow_versions.c.event_schemas, workflow_versions.c.timeout_ms
+        ).where(
             workflow_versions.c.namespace_id == self.namespace_id,
             workflow_versions.c.workflow_name == workflow,
             workflow_versions.c.version == version,
@@ -39,6 +41,7 @@ class CatalogRepository:
         input_schema: str | None,
         event_schemas: str | None,
         now: int,
+        timeout_ms: int | None = None,
     ) -> None:
         await self.conn.execute(
             self._insert(workflows)
@@ -60,6 +63,7 @@ class CatalogRepository:
             version=version,
             input_schema=input_schema,
             event_schemas=event_schemas,
+            timeout_ms=timeout_ms,
             created_at=now,
             updated_at=now,
         )
@@ -72,6 +76,7 @@ class CatalogRepository:
             set_={
                 "input_schema": stmt.excluded.input_schema,
                 "event_schemas": stmt.excluded.event_schemas,
+                "timeout_ms": stmt.excluded.timeout_ms,
                 "updated_at": stmt.excluded.updated_at,
             },
         )

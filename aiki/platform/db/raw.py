@@ -97,3 +97,8 @@ def is_unique_violation(exc: BaseException) -> bool:
     """True for a unique-constraint violation from either driver."""
     name = type(exc).__name__
     return name == "UniqueViolationError" or (name == "IntegrityError" and "UNIQUE" in str(exc))
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """True when PostgreSQL aborted the transaction to break a deadlock (safe to run it again)."""
+    return type(exc).__name__ == "DeadlockDetectedError"

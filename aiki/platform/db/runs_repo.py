@@ -15,8 +15,11 @@ from aiki.platform.domain.queries import DEFAULT_POOL
 RUN_COLUMNS = (
     "id, namespace_id, workflow_name, version, status, revision, attempt, recoveries, max_recoveries, "
     "input, input_hash, output, error, reference_id, parent_run_id, pool, retry, wake_at, lease_owner, "
-    "wait_event, wait_seq, created_at, updated_at, finished_at"
+    "wait_event, wait_seq, created_at, updated_at, finished_at, parent_address, parent_seq, timeout_ms, "
+    "deadline_at, resume_at"
 )
+
+CHILD_COLUMNS = "id, parent_run_id, parent_address, parent_seq, workflow_name, version, status, output, error"
 
 _HISTORY_INSERT = (
     "INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
@@ -110,10 +113,12 @@ class RunRepository:
         lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
         sql = (
             "UPDATE runs SET status = 'running', revision = revision + 1, lease_owner = $2, wake_at = $4, "
-            "queued_at = NULL, updated_at = $3, started_at = COALESCE(started_at, $3) "
+            "queued_at = NULL, updated_at = $3, started_at = COALESCE(started_at, $3), "
+            # The execution deadline runs from the first claim (NULL + n is NULL: no time limit).
+            "deadline_at = COALESCE(deadline_at, $3 + timeout_ms) "
             "WHERE id IN (SELECT id FROM runs WHERE namespace_id = $1 AND status = 'queued' "
             f"AND ({served}) AND {pool} ORDER BY queued_at LIMIT {p(limit)}{lock}) AND status = 'queued' "
-            "RETURNING id, revision, workflow_name, version, attempt, input, retry, reference_id"
+            "RETURNING id, revision, workflow_name, version, attempt, input, retry, reference_id, deadline_at"
         )
         return await self.conn.fetch(sql, *p.values)
 
@@ -145,6 +150,40 @@ class RunRepository:
             await self.conn.execute(f"UPDATE runs SET wake_at = $3, updated_at = $2 WHERE {held_by_me}", *p.values)
         alive_set = set(alive)
         return [run_id for run_id in held if run_id not in alive_set]
+
+    # -- run trees -----------------------------------------------------------------------------
+
+    async def find_child(self, parent_id: str, address: str, seq: int) -> Row | None:
+        return await self.conn.fetchrow(
+            f"SELECT {CHILD_COLUMNS} FROM runs WHERE parent_run_id = $1 AND parent_address = $2 AND parent_seq = $3 "
+            "AND namespace_id = $4",
+            parent_id,
+            address,
+            seq,
+            self.namespace_id,
+        )
+
+    async def children_of(self, parent_ids: Sequence[str], *, lock: bool = False) -> list[Row]:
+        """Every child run of ``parent_ids`` (any status), locked for update when asked."""
+        p = Params(self.namespace_id)
+        suffix = " ORDER BY id FOR UPDATE" if lock and self.conn.is_postgres else " ORDER BY id"
+        return await self.conn.fetch(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE namespace_id = $1 AND "
+            f"{self.conn.any_of(p, 'parent_run_id', list(parent_ids))}{suffix}",
+            *p.values,
+        )
+
+    async def wake_parent(self, parent_id: str, wait_key: str, now: int) -> Row | None:
+        """Queue ``parent_id`` if it is suspended on ``wait_key``; return its attempt if it was."""
+        return await self.conn.fetchrow(
+            "UPDATE runs SET status = 'queued', queued_at = $3, wake_at = NULL, wait_event = NULL, wait_seq = NULL, "
+            "updated_at = $3 WHERE id = $1 AND namespace_id = $2 AND status = 'awaiting_child' AND wait_event = $4 "
+            "RETURNING attempt",
+            parent_id,
+            self.namespace_id,
+            now,
+            wait_key,
+        )
 
     async def add_history(self, entries: Sequence[Mapping[str, Any]]) -> None:
         rows = [
@@ -192,6 +231,35 @@ class DueRunRepository:
             limit,
         )
 
+    async def take_expired(self, now: int, limit: int) -> list[Row]:
+        """Runs whose execution deadline passed (locked; skipped if another replica holds them)."""
+        lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
+        return await self.conn.fetch(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE deadline_at IS NOT NULL AND deadline_at <= $1 "
+            f"ORDER BY deadline_at LIMIT $2{lock}",
+            now,
+            limit,
+        )
+
     async def next_wake_at(self) -> int | None:
-        value = await self.conn.fetchval("SELECT min(wake_at) FROM runs WHERE wake_at IS NOT NULL")
+        value = await self.conn.fetchval(
+            "SELECT min(t) FROM (SELECT min(wake_at) AS t FROM runs WHERE wake_at IS NOT NULL "
+            "UNION ALL SELECT min(deadline_at) AS t FROM runs WHERE deadline_at IS NOT NULL) AS deadlines"
+        )
         return int(value) if value is not None else None
+
+    async def stall(self, queued_before: int, now: int, limit: int) -> list[Row]:
+        """Move runs queued since before ``queued_before`` to ``stalled``; return them.
+
+        The conditional update (and SKIP LOCKED on PostgreSQL) lets replicas sweep concurrently:
+        a run is stalled once, and never one a worker is claiming at that moment.
+        """
+        lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
+        return await self.conn.fetch(
+            "UPDATE runs SET status = 'stalled', queued_at = NULL, updated_at = $2 WHERE id IN "
+            "(SELECT id FROM runs WHERE status = 'queued' AND queued_at < $1 "
+            f"ORDER BY queued_at LIMIT $3{lock}) AND status = 'queued' RETURNING id, namespace_id, attempt",
+            queued_before,
+            now,
+            limit,
+        )

@@ -34,7 +34,7 @@ class StepRepository:
     async def state_for(self, run_ids: Sequence[str]) -> dict[str, dict[str, list[Row]]]:
         """Every live task entry, event, sleep and wait timeout of ``run_ids``, in replay order."""
         state: dict[str, dict[str, list[Row]]] = {
-            run_id: {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": []} for run_id in run_ids
+            run_id: {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []} for run_id in run_ids
         }
         if not run_ids:
             return state
@@ -44,10 +44,13 @@ class StepRepository:
             "events": "SELECT run_id, id, name, seq, data, reference_id FROM events WHERE {ids} ORDER BY name, seq",
             "sleeps": "SELECT run_id, name, seq, status, wake_at FROM sleeps WHERE {ids} ORDER BY name, seq",
             "wait_timeouts": "SELECT run_id, name, seq FROM wait_timeouts WHERE {ids}",
+            "children": "SELECT parent_run_id AS run_id, id, parent_address, parent_seq, workflow_name, version, "
+            "status, output, error FROM runs WHERE {ids} ORDER BY id",
         }
         for kind, template in queries.items():
             p = Params()
-            sql = template.format(ids=self.conn.any_of(p, "run_id", list(run_ids)))
+            column = "parent_run_id" if kind == "children" else "run_id"
+            sql = template.format(ids=self.conn.any_of(p, column, list(run_ids)))
             for row in await self.conn.fetch(sql, *p.values):
                 state[row["run_id"]][kind].append(row)
         return state

@@ -65,6 +65,8 @@ workflow_versions = sa.Table(
     sa.Column("event_schemas", sa.Text, nullable=True),
     sa.Column("created_at", Ms, nullable=False),
     sa.Column("updated_at", Ms, nullable=False),
+    # Execution time limit of the version's runs (wall-clock from the first claim); NULL: none.
+    sa.Column("timeout_ms", sa.BigInteger, nullable=True),
     sa.UniqueConstraint("namespace_id", "workflow_name", "version"),
 )
 
@@ -100,6 +102,15 @@ runs = sa.Table(
     sa.Column("updated_at", Ms, nullable=False),
     sa.Column("started_at", Ms, nullable=True),
     sa.Column("finished_at", Ms, nullable=True),
+    # A child run is entry `parent_seq` at `parent_address` of its parent's replay (memoized like a task).
+    sa.Column("parent_address", sa.String(300), nullable=True),
+    sa.Column("parent_seq", sa.Integer, nullable=True),
+    # The version's execution time limit, copied at start; the first claim turns it into `deadline_at`.
+    sa.Column("timeout_ms", sa.BigInteger, nullable=True),
+    # The execution deadline the timer loop enforces in every live status (cause `timeout`).
+    sa.Column("deadline_at", Ms, nullable=True),
+    # A paused delayed start: when it should start once resumed.
+    sa.Column("resume_at", Ms, nullable=True),
     sa.UniqueConstraint("namespace_id", "workflow_name", "version", "reference_id"),
     # The ready queue: claimers read only queued rows, oldest first.
     sa.Index(
@@ -122,6 +133,22 @@ runs = sa.Table(
     # Run lists, newest first, by status or by workflow version (and the catalogue's counts).
     sa.Index("ix_runs_namespace_id_status_id", "namespace_id", "status", "id"),
     sa.Index("ix_runs_namespace_id_workflow_name_version_id", "namespace_id", "workflow_name", "version", "id"),
+    sa.Index(
+        "ix_runs_deadline_at",
+        "deadline_at",
+        postgresql_where=sa.text("deadline_at IS NOT NULL"),
+        sqlite_where=sa.text("deadline_at IS NOT NULL"),
+    ),
+    # One child per (parent, address, seq): replaying a parent never starts a second one.
+    sa.Index(
+        "uq_runs_child_entry",
+        "parent_run_id",
+        "parent_address",
+        "parent_seq",
+        unique=True,
+        postgresql_where=sa.text("parent_run_id IS NOT NULL"),
+        sqlite_where=sa.text("parent_run_id IS NOT NULL"),
+    ),
 )
 
 run_history = sa.Table(

@@ -66,6 +66,21 @@ class InvalidTransition(CoreError):
     code = "invalid_transition"
 
 
+class ActionNotAllowed(InvalidTransition):
+    """A user action (pause, resume, wake, requeue, cancel) asked of a run whose status does not allow it."""
+
+    code = "action_not_allowed"
+
+    def __init__(self, action: str, run_id: str, status: str, valid_from: list[str]) -> None:
+        super().__init__(
+            f"cannot {action} run {run_id!r}: it is {status} ({action} is valid from: {', '.join(valid_from)})",
+            run_id=run_id,
+        )
+        self.action = action
+        self.status = status
+        self.valid_from = valid_from
+
+
 class TaskConflict(CoreError):
     """A task entry is already recorded with a different outcome."""
 

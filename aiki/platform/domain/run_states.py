@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from aiki.platform.domain.errors import InvalidTransition
+from aiki.platform.domain.errors import ActionNotAllowed, InvalidTransition
 
 LIVE: Final = frozenset(
     {
@@ -28,7 +28,7 @@ TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 ALL_STATUSES: Final = LIVE | TERMINAL
 
 # Statuses whose `wake_at` the timer loop watches.
-TIMED: Final = frozenset({"scheduled", "running", "sleeping", "awaiting_event", "awaiting_retry"})
+TIMED: Final = frozenset({"scheduled", "running", "sleeping", "awaiting_event", "awaiting_retry", "awaiting_child"})
 
 _SUSPENDED = frozenset({"sleeping", "awaiting_event", "awaiting_retry", "awaiting_child"})
 
@@ -44,20 +44,36 @@ TRANSITIONS: Final[dict[str, dict[str, str]]] = {
     "await_task_retry": {"running": "awaiting_retry"},
     "sleep": {"running": "sleeping"},
     "await_event": {"running": "awaiting_event"},
+    "await_child": {"running": "awaiting_child"},
     # The timer loop.
     "due": {
         "scheduled": "queued",
         "sleeping": "queued",
         "awaiting_event": "queued",
         "awaiting_retry": "queued",
+        "awaiting_child": "queued",
     },
     "lease_expired": {"running": "queued"},
     "recovery_exhausted": {"running": "failed"},
+    # The version's execution deadline passed (wall-clock from the first claim).
+    "timeout": {status: "failed" for status in LIVE},
+    # The stall sweep: queued for longer than `stall_after` without a claim.
+    "stall": {"queued": "stalled"},
     # External signals.
     "event_arrived": {"awaiting_event": "queued"},
+    "child_ended": {"awaiting_child": "queued"},
     # A person or a program acting on the run.
     "cancel": {status: "cancelled" for status in LIVE},
+    "pause": {"scheduled": "paused", "queued": "paused", "running": "paused"},
+    # Resume goes back to `queued`, or to `scheduled` while a delayed start is still in the future.
+    "resume": {"paused": "queued"},
+    "resume_delayed": {"paused": "scheduled"},
+    "wake": {"sleeping": "queued"},
+    "requeue": {"stalled": "queued"},
 }
+
+# The actions a person (or a program through the API) takes on a run.
+USER_ACTIONS: Final = frozenset({"cancel", "pause", "resume", "wake", "requeue"})
 
 
 def next_status(action: str, current: str | None) -> str:
@@ -70,6 +86,15 @@ def next_status(action: str, current: str | None) -> str:
         valid = ", ".join(sorted(s for s in allowed if s)) or "none"
         raise InvalidTransition(f"cannot {action.replace('_', ' ')} a run that is {current} (valid from: {valid})")
     return target
+
+
+def check_action(action: str, run_id: str, current: str) -> None:
+    """Raise :class:`ActionNotAllowed` (naming the action and ``current``) unless a user ``action`` applies."""
+    valid = set(TRANSITIONS[action])
+    if action == "resume":
+        valid |= set(TRANSITIONS["resume_delayed"])
+    if current not in valid:
+        raise ActionNotAllowed(action, run_id, current, sorted(valid))
 
 
 def is_terminal(status: str) -> bool:

@@ -16,6 +16,7 @@ class Settings:
         max_payload_bytes: the largest request body accepted (413 beyond).
         claim_batch_limit: the most runs one claim may take.
         timer_poll_ms: the longest the timer loop sleeps without a notification.
+        stall_after_ms: a run queued this long without a claim becomes ``stalled``.
     """
 
     lease_ttl_ms: int = 30_000
@@ -24,3 +25,9 @@ class Settings:
     max_payload_bytes: int = 1_048_576
     claim_batch_limit: int = 100
     timer_poll_ms: int = 1_000
+    stall_after_ms: int = 24 * 3600 * 1000
+
+    @property
+    def stall_sweep_interval_ms(self) -> int:
+        """How often the stall sweep runs: a tenth of ``stall_after_ms``, between 50 ms and a minute."""
+        return max(50, min(60_000, self.stall_after_ms // 10))

@@ -12,13 +12,14 @@ import time
 
 from aiki.platform.domain.ids import now_ms
 from aiki.platform.services.context import Services
-from aiki.platform.services.timers import fire_due, next_wake_at
+from aiki.platform.services.timers import fire_due, next_wake_at, stall_sweep
 
 log = logging.getLogger("aiki.runtime.timers")
 
 
 async def run_timer_loop(svc: Services, stopping: asyncio.Event) -> None:
     backoff = 0.05
+    next_sweep = 0
     while not stopping.is_set():
         try:
             since = svc.hub.version("timer")
@@ -26,8 +27,13 @@ async def run_timer_loop(svc: Services, stopping: asyncio.Event) -> None:
                 handled = await fire_due(svc, now_ms())
                 if handled < 200:
                     break
+            if now_ms() >= next_sweep:
+                # The stall sweep rides on this loop: it is a deadline too, only a coarse one.
+                while await stall_sweep(svc, now_ms()) >= 500:
+                    pass
+                next_sweep = now_ms() + svc.settings.stall_sweep_interval_ms
             upcoming = await next_wake_at(svc)
-            poll = svc.settings.timer_poll_ms
+            poll = min(svc.settings.timer_poll_ms, max(1, next_sweep - now_ms()))
             delay_ms = poll if upcoming is None else max(0, min(poll, upcoming - now_ms()))
             backoff = 0.05
             if delay_ms > 0:

@@ -25,6 +25,7 @@ _VERSION_CACHE_TTL_S = 5.0
 class VersionInfo:
     input_validator: Any | None
     event_validators: dict[str, Any | None]
+    timeout_ms: int | None = None
     loaded_at: float = field(default_factory=time.monotonic)
 
 
@@ -76,6 +77,7 @@ class Services:
         info = VersionInfo(
             input_validator=_validator(_load(row["input_schema"])),
             event_validators={name: _validator(schema) for name, schema in (_load(row["event_schemas"]) or {}).items()},
+            timeout_ms=row["timeout_ms"],
         )
         self._versions[key] = info
         return info

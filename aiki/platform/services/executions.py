@@ -19,6 +19,7 @@ from aiki.platform.domain import run_states
 from aiki.platform.domain.errors import InputInvalid, RunNotFound, StaleRevision, TaskConflict
 from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pools
+from aiki.platform.services.children import child_record, child_wait_key, notify_parent
 from aiki.platform.services.context import Services, dump
 from aiki.platform.services.views import encode_error, event_record, retry_policy, task_record
 from aiki.worker_sdk import protocol as p
@@ -37,6 +38,7 @@ async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) 
                 dump(spec.input_schema),
                 dump(spec.event_schemas),
                 now,
+                spec.timeout_ms,
             )
         await catalog.upsert_worker(
             {
@@ -102,6 +104,8 @@ async def _claim_once(
             ]
         )
         state = await StepRepository(conn, ns).state_for([r["id"] for r in claimed])
+    if any(r["deadline_at"] is not None for r in claimed):
+        svc.hub.notify("timer")
     activations = []
     for r in claimed:
         s = state[r["id"]]
@@ -123,6 +127,8 @@ async def _claim_once(
                 wait_timeouts=[p.WaitTimeoutRecord(name=w["name"], seq=w["seq"]) for w in s["wait_timeouts"]],
                 retry=retry_policy(r["retry"]),
                 reference_id=r["reference_id"],
+                children=[child_record(c) for c in s["children"]],
+                deadline_at=r["deadline_at"],
             )
         )
     return activations
@@ -218,10 +224,29 @@ async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionReque
                 wake_at=now + req.timeout_ms if req.timeout_ms is not None else None,
             )
             reason = f"waiting for event {req.event_name!r}"
+        elif kind == "await_child":
+            _require(req, "child_run_id", "wait_seq")
+            child = await runs.get(req.child_run_id or "", lock=True)
+            if child is None or child["parent_run_id"] != run_id:
+                raise InputInvalid(f"run {req.child_run_id!r} is not a child of run {run_id}", field="$.child_run_id")
+            if run_states.is_terminal(child["status"]):
+                # The child ended before the parent suspended: it goes on at once.
+                await runs.update(run_id, {"updated_at": now, "wake_at": now + svc.settings.lease_ttl_ms})
+                return p.TransitionResponse(
+                    status="running", suspended=False, child=child_record(child), revision=run["revision"]
+                )
+            values.update(
+                wait_event=child_wait_key(child["id"]),
+                wait_seq=req.wait_seq,
+                wake_at=now + req.timeout_ms if req.timeout_ms is not None else None,
+            )
+            reason = f"waiting for child {child['id']}"
         elif kind == "complete":
-            values.update(output=msgspec.json.encode(req.output).decode(), finished_at=now, wake_at=None)
+            values.update(
+                output=msgspec.json.encode(req.output).decode(), finished_at=now, wake_at=None, deadline_at=None
+            )
         elif kind == "fail":
-            values.update(error=encode_error(req.error), finished_at=now, wake_at=None)
+            values.update(error=encode_error(req.error), finished_at=now, wake_at=None, deadline_at=None)
             reason = req.error.message if req.error else None
         elif kind == "retry":
             values.update(error=encode_error(req.error), wake_at=req.wake_at or now, attempt=attempt + 1)
@@ -253,6 +278,10 @@ async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionReque
                 }
             ]
         )
+        if run_states.is_terminal(target) and run["parent_run_id"] is not None:
+            parent = await notify_parent(runs, run, target, now)
+            if parent is not None:
+                notify += [f"run:{parent}", f"ready:{ns}"]
     if values.get("wake_at") is not None:
         notify.append("timer")
     for key in notify:

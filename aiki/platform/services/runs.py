@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from aiki.platform.db.raw import is_unique_violation
+from aiki.platform.db.raw import is_deadlock, is_unique_violation
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.steps_repo import StepRepository
 from aiki.platform.db.wakeups import RECHECK_S
@@ -17,8 +17,9 @@ from aiki.platform.domain import run_states
 from aiki.platform.domain.errors import InvalidTransition, ReferenceConflict, RunNotFound
 from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pool
+from aiki.platform.services.children import cancel_descendants, end_run, notify_parent
 from aiki.platform.services.context import Services, check_payload
-from aiki.platform.services.views import encode_error, history_entry, run_view
+from aiki.platform.services.views import history_entry, run_view
 from aiki.worker_sdk import protocol as p
 
 
@@ -49,6 +50,7 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
         "reference_id": req.reference_id,
         "pool": normalize_pool(req.pool, "$.pool"),
         "retry": msgspec.json.encode(req.retry).decode() if req.retry is not None else None,
+        "timeout_ms": info.timeout_ms,
         "wake_at": now + req.delay_ms if delayed and req.delay_ms is not None else None,
         "queued_at": None if delayed else now,
         "created_at": now,
@@ -95,6 +97,10 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
         "error": None,
         "parent_run_id": None,
         "finished_at": None,
+        "parent_address": None,
+        "parent_seq": None,
+        "deadline_at": None,
+        "resume_at": None,
     }
     return p.StartRunResponse(run=run_view(row), created=True)
 
@@ -192,7 +198,20 @@ async def _requeue(runs: RunRepository, run: Any, now: int, action: str, reason:
 
 
 async def cancel_run(svc: Services, ns: str, run_id: str, reason: str | None) -> p.RunView:
+    """Cancel a live run and, on the server, every live descendant; wake a parent waiting for it."""
+    for attempt in range(3):
+        try:
+            return await _cancel_once(svc, ns, run_id, reason)
+        except Exception as exc:
+            # Cancelling a tree locks top-down while a child ending locks child then parent.
+            if not is_deadlock(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _cancel_once(svc: Services, ns: str, run_id: str, reason: str | None) -> p.RunView:
     now = now_ms()
+    notify = [f"run:{run_id}"]
     async with svc.db.raw_transaction() as conn:
         runs = RunRepository(conn, ns)
         run = await runs.get(run_id, lock=True)
@@ -200,40 +219,16 @@ async def cancel_run(svc: Services, ns: str, run_id: str, reason: str | None) ->
             raise RunNotFound(run_id)
         if run["status"] == "cancelled":
             return run_view(run)
-        target = run_states.next_status("cancel", run["status"])
+        run_states.check_action("cancel", run_id, run["status"])
         error = p.ErrorInfo(type="Cancelled", message=reason or "cancelled", cause="cancelled")
-        await runs.update(
-            run_id,
-            {
-                "status": target,
-                # The bump fences any executor still working on the run.
-                "revision": run["revision"] + 1,
-                "error": encode_error(error),
-                "wake_at": None,
-                "queued_at": None,
-                "lease_owner": None,
-                "wait_event": None,
-                "wait_seq": None,
-                "updated_at": now,
-                "finished_at": now,
-            },
-        )
         steps = StepRepository(conn, ns)
-        await steps.finish_sleeps(run_id, "cancelled")
-        await steps.discard_tasks(run_id, ["awaiting_retry", "running"], now)
-        await runs.add_history(
-            [
-                {
-                    "run_id": run_id,
-                    "attempt": run["attempt"],
-                    "from_status": run["status"],
-                    "to_status": target,
-                    "reason": reason or "cancelled",
-                    "created_at": now,
-                }
-            ]
-        )
+        await end_run(runs, steps, run, action="cancel", error=error, reason=reason or "cancelled", now=now)
+        notify += [f"run:{c}" for c in await cancel_descendants(runs, steps, [run_id], now)]
+        parent = await notify_parent(runs, run, "cancelled", now)
+        if parent is not None:
+            notify += [f"run:{parent}", f"ready:{ns}"]
         row = await runs.get(run_id)
     assert row is not None
-    svc.hub.notify(f"run:{run_id}")
+    for key in notify:
+        svc.hub.notify(key)
     return run_view(row)

@@ -1,0 +1,92 @@
+"""User actions on a run besides cancel: pause, resume, wake, requeue.
+
+Each is one transaction on the locked run row, valid only from its statuses
+(:func:`run_states.check_action` raises ``ActionNotAllowed`` naming the action and the status):
+
+* ``pause`` (scheduled, queued, running → paused) bumps the revision, so an executor still working
+  on the run is fenced (its next write gets 409) and its lease is dropped. A paused delayed start
+  keeps its start time in ``resume_at``.
+* ``resume`` (paused →) goes back to ``scheduled`` while a delayed start is still in the future,
+  else to ``queued`` (a run paused while running replays from its history when claimed again).
+* ``wake`` (sleeping → queued) ends the current sleep early: it is recorded ``cancelled`` and the
+  workflow's ``run.sleep()`` returns ``SleepResult(cancelled=True)``.
+* ``requeue`` (stalled → queued) puts a stalled run back in the ready queue with a fresh
+  ``queued_at``, so the stall sweep gives it another full ``stall_after``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiki.platform.db.runs_repo import RunRepository
+from aiki.platform.db.steps_repo import StepRepository
+from aiki.platform.domain import run_states
+from aiki.platform.domain.errors import RunNotFound
+from aiki.platform.domain.ids import now_ms
+from aiki.platform.services.context import Services
+from aiki.platform.services.views import run_view
+from aiki.worker_sdk import protocol as p
+
+ACTIONS = ("pause", "resume", "wake", "requeue")
+
+
+async def act(svc: Services, ns: str, run_id: str, action: str, reason: str | None = None) -> p.RunView:
+    """Apply user ``action`` (one of :data:`ACTIONS`) to a run and return it as it is now."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown run action {action!r}")
+    now = now_ms()
+    async with svc.db.raw_transaction() as conn:
+        runs = RunRepository(conn, ns)
+        run = await runs.get(run_id, lock=True)
+        if run is None:
+            raise RunNotFound(run_id)
+        status = run["status"]
+        run_states.check_action(action, run_id, status)
+        values: dict[str, Any] = {"updated_at": now}
+        if action == "pause":
+            target = run_states.next_status("pause", status)
+            values.update(
+                # Fences a running executor; a queued run leaves the ready queue.
+                revision=run["revision"] + 1,
+                lease_owner=None,
+                queued_at=None,
+                wake_at=None,
+                resume_at=run["wake_at"] if status == "scheduled" else None,
+            )
+        elif action == "resume":
+            resume_at = run["resume_at"]
+            if resume_at is not None and resume_at > now:
+                target = run_states.next_status("resume_delayed", status)
+                values.update(wake_at=resume_at, resume_at=None)
+            else:
+                target = run_states.next_status("resume", status)
+                values.update(queued_at=now, resume_at=None)
+        elif action == "wake":
+            target = run_states.next_status("wake", status)
+            await StepRepository(conn, ns).finish_sleeps(run_id, "cancelled")
+            values.update(queued_at=now, wake_at=None)
+        else:
+            target = run_states.next_status("requeue", status)
+            values.update(queued_at=now)
+        values["status"] = target
+        await runs.update(run_id, values)
+        await runs.add_history(
+            [
+                {
+                    "run_id": run_id,
+                    "attempt": run["attempt"],
+                    "from_status": status,
+                    "to_status": target,
+                    "reason": reason or action,
+                    "created_at": now,
+                }
+            ]
+        )
+        row = await runs.get(run_id)
+    assert row is not None
+    svc.hub.notify(f"run:{run_id}")
+    if target == "queued":
+        svc.hub.notify(f"ready:{ns}")
+    elif target == "scheduled":
+        svc.hub.notify("timer")
+    return run_view(row)

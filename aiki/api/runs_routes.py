@@ -7,6 +7,7 @@ from typing import Annotated
 from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.platform.domain.errors import InputInvalid
 from aiki.platform.domain.run_states import ALL_STATUSES
@@ -30,14 +31,14 @@ class RunController(Controller):
     path = "/api/v1/runs"
     tags = ["runs"]
 
-    @post("/", summary="Start a run", status_code=201)
+    @post("/", summary="Start a run", status_code=201, opt=policy("runs:write"))
     async def start(
         self, data: JSONBody[p.StartRunRequest], svc: Svc, namespace_id: NamespaceId
     ) -> Response[p.StartRunResponse]:
         result = await run_service.start_run(svc, namespace_id, data)
         return Response(result, status_code=201 if result.created else 200)
 
-    @get("/", summary="List runs, newest first")
+    @get("/", summary="List runs, newest first", opt=policy("runs:read"))
     async def list_runs(
         self,
         svc: Svc,
@@ -60,7 +61,7 @@ class RunController(Controller):
             limit=limit,
         )
 
-    @get("/{run_id:str}", summary="Get a run; optionally wait for a status")
+    @get("/{run_id:str}", summary="Get a run; optionally wait for a status", opt=policy("runs:read"))
     async def get_run(
         self,
         run_id: FromPath[str],
@@ -73,11 +74,13 @@ class RunController(Controller):
             return await run_service.get_run(svc, namespace_id, run_id)
         return await run_service.wait_for_run(svc, namespace_id, run_id, _statuses(wait_for), timeout_ms / 1000)
 
-    @get("/{run_id:str}/history", summary="The run's status transitions, oldest first")
+    @get("/{run_id:str}/history", summary="The run's status transitions, oldest first", opt=policy("runs:read"))
     async def history(self, run_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> list[p.HistoryEntry]:
         return await run_service.run_history(svc, namespace_id, run_id)
 
-    @post("/{run_id:str}/events/{name:str}", summary="Send an event to a run", status_code=201)
+    @post(
+        "/{run_id:str}/events/{name:str}", summary="Send an event to a run", status_code=201, opt=policy("runs:write")
+    )
     async def send_event(
         self,
         run_id: FromPath[str],
@@ -89,7 +92,12 @@ class RunController(Controller):
         result = await run_service.send_event(svc, namespace_id, run_id, name, data)
         return Response(result, status_code=201 if result.created else 200)
 
-    @post("/{run_id:str}/cancel", summary="Cancel a run", status_code=200)
+    @post(
+        "/{run_id:str}/cancel",
+        summary="Cancel a run",
+        status_code=200,
+        opt=policy("runs:manage", audit="run.cancel"),
+    )
     async def cancel(
         self, run_id: FromPath[str], data: JSONBody[p.CancelRunRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.RunView:

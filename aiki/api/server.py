@@ -6,6 +6,8 @@ from datetime import timedelta
 
 from litestar import Litestar
 
+from aiki.iam.config import IamConfig
+from aiki.iam.context import Iam
 from aiki.platform.db.engine import DEFAULT_URL, Database
 from aiki.platform.domain.settings import Settings
 from aiki.platform.runtime.runtime import Runtime
@@ -15,18 +17,19 @@ from aiki.platform.services.context import Services
 class AikiServer:
     """An Aiki server: mount :attr:`handler` in any ASGI server and start :attr:`runtime`."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, iam: IamConfig | None = None) -> None:
         self.db = db
         self.settings = settings
         self.services = Services(db, settings)
-        self.handler: Litestar = _create_app(self.services)
+        self.iam = Iam(db, iam) if iam is not None else None
+        self.handler: Litestar = _create_app(self.services, self.iam)
         self.runtime = Runtime(self.services)
 
 
-def _create_app(services: Services) -> Litestar:
+def _create_app(services: Services, iam: Iam | None) -> Litestar:
     from aiki.api.app import create_app
 
-    return create_app(services)
+    return create_app(services, iam=iam)
 
 
 def server(
@@ -36,6 +39,7 @@ def server(
     heartbeat_interval: timedelta | None = None,
     max_recoveries: int = 10,
     max_payload_bytes: int = 1_048_576,
+    iam: IamConfig | None = None,
 ) -> AikiServer:
     """Create an Aiki server over a database.
 
@@ -45,6 +49,10 @@ def server(
         heartbeat_interval: how often workers heartbeat; a third of ``lease_ttl`` by default.
         max_recoveries: lease expiries a run survives before failing with ``recovery_exhausted``.
         max_payload_bytes: the largest request body accepted (413 beyond).
+        iam: turn on identity and access (``aiki.iam.IamConfig``): users, organizations,
+            namespaces, API keys and sessions, with every route authenticated and scoped to the
+            caller's namespace. Without it the server has one implicit ``default`` namespace and no
+            authentication (embedded use).
 
     Example:
         >>> from aiki import database, server
@@ -60,4 +68,4 @@ def server(
         max_recoveries=max_recoveries,
         max_payload_bytes=max_payload_bytes,
     )
-    return AikiServer(db or Database(DEFAULT_URL), settings)
+    return AikiServer(db or Database(DEFAULT_URL), settings, iam)

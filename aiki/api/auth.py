@@ -2,7 +2,7 @@
 
 Each route handler declares the action it performs with ``opt=policy("runs:read")`` (see
 ``aiki.iam.policy.ACTIONS``). One app-level guard turns the request's credentials into a principal,
-finds where the action applies (the API key's namespace; for sessions the ``namespace_id`` path
+finds where the action applies (the API key's namespace; for sessions the ``ns_id`` path
 parameter or the ``X-Aiki-Namespace`` header; the ``org_id`` path parameter for organization
 actions), loads the principal's grant there and asks ``aiki.iam.policy.authorize``. A route that
 declares nothing is refused when IAM is on. Without IAM (embedded ``server()``) every caller works
@@ -72,7 +72,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], iam: Iam)
 
 
 def _namespace_of(connection: ASGIConnection[Any, Any, Any, Any], principal: Principal) -> str:
-    in_path = connection.path_params.get("namespace_id")
+    in_path = connection.path_params.get("ns_id")
     in_header = connection.headers.get(NAMESPACE_HEADER)
     if principal.kind == "api_key":
         assert principal.key_namespace_id is not None

@@ -276,18 +276,18 @@ class InvitationController(Controller):
 
 
 class NamespaceController(Controller):
-    path = f"{API}/namespaces/{{namespace_id:str}}"
+    path = f"{API}/namespaces/{{ns_id:str}}"
     tags = ["namespaces"]
 
     @get("/", summary="A namespace", opt=policy("namespace:read"))
-    async def get_namespace(self, namespace_id: FromPath[str], iam: IamDep, grant: GrantDep) -> NamespaceView:
+    async def get_namespace(self, ns_id: FromPath[str], iam: IamDep, grant: GrantDep) -> NamespaceView:
         return await orgs.get_namespace(iam, grant)
 
     @delete("/", summary="Delete a namespace and everything in it", opt=policy("namespace:manage"))
     async def delete_namespace(
         self,
         request: Request[Any, Any, Any],
-        namespace_id: FromPath[str],
+        ns_id: FromPath[str],
         iam: IamDep,
         principal: PrincipalDep,
         grant: GrantDep,
@@ -295,14 +295,14 @@ class NamespaceController(Controller):
         await orgs.delete_namespace(iam, principal, grant, client_ip(request))
 
     @get("/members", summary="Members of the namespace", opt=policy("members:read"))
-    async def list_members(self, namespace_id: FromPath[str], iam: IamDep, grant: GrantDep) -> list[MemberView]:
-        return await orgs.list_namespace_members(iam, namespace_id)
+    async def list_members(self, ns_id: FromPath[str], iam: IamDep, grant: GrantDep) -> list[MemberView]:
+        return await orgs.list_namespace_members(iam, ns_id)
 
     @put("/members/{user_id:str}", summary="Give an organization member a role here", opt=policy("members:manage"))
     async def put_member(
         self,
         request: Request[Any, Any, Any],
-        namespace_id: FromPath[str],
+        ns_id: FromPath[str],
         user_id: FromPath[str],
         data: JSONBody[RoleRequest],
         iam: IamDep,
@@ -315,7 +315,7 @@ class NamespaceController(Controller):
     async def remove_member(
         self,
         request: Request[Any, Any, Any],
-        namespace_id: FromPath[str],
+        ns_id: FromPath[str],
         user_id: FromPath[str],
         iam: IamDep,
         principal: PrincipalDep,
@@ -324,14 +324,14 @@ class NamespaceController(Controller):
         await orgs.remove_namespace_member(iam, principal, grant, user_id, client_ip(request))
 
     @get("/api-keys", summary="API keys (prefix and last use; never the key)", opt=policy("keys:read"))
-    async def list_keys(self, namespace_id: FromPath[str], iam: IamDep, grant: GrantDep) -> list[ApiKeyView]:
-        return await keys.list_keys(iam, namespace_id)
+    async def list_keys(self, ns_id: FromPath[str], iam: IamDep, grant: GrantDep) -> list[ApiKeyView]:
+        return await keys.list_keys(iam, ns_id)
 
     @post("/api-keys", summary="Create an API key (shown once)", status_code=201, opt=policy("keys:manage"))
     async def create_key(
         self,
         request: Request[Any, Any, Any],
-        namespace_id: FromPath[str],
+        ns_id: FromPath[str],
         data: JSONBody[CreateApiKeyRequest],
         iam: IamDep,
         principal: PrincipalDep,
@@ -340,7 +340,7 @@ class NamespaceController(Controller):
         return await keys.create_key(
             iam,
             principal,
-            namespace_id,
+            ns_id,
             name=data.name,
             role=data.role,
             expires_at=data.expires_at,
@@ -357,7 +357,7 @@ class NamespaceController(Controller):
     async def revoke_key(
         self,
         request: Request[Any, Any, Any],
-        namespace_id: FromPath[str],
+        ns_id: FromPath[str],
         key_id: FromPath[str],
         iam: IamDep,
         principal: PrincipalDep,

@@ -28,7 +28,7 @@ log = logging.getLogger("aiki.api.auth")
 SESSION_COOKIE = "aiki_session"
 NAMESPACE_HEADER = "x-aiki-namespace"
 # Routes the OpenAPI plugin adds: the API description is public.
-PUBLIC_PATH_PREFIXES = ("/schema",)
+PUBLIC_PATH_PREFIX = "/schema"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -44,12 +44,16 @@ def policy(action: str, *, audit: str | None = None) -> dict[str, Any]:
     return opt
 
 
-def declared_action(handler: BaseRouteHandler) -> str | None:
-    """The action a handler declared; ``public`` for the OpenAPI routes; ``None`` if undeclared."""
+def declared_action(handler: BaseRouteHandler, path: str, method: str) -> str | None:
+    """The action a handler declared, ``None`` if it declared none.
+
+    Two kinds of routes Litestar adds itself are public: the OpenAPI document (``/schema``) and the
+    automatic ``OPTIONS`` answers (they list allowed methods, nothing else).
+    """
     action = handler.opt.get("action")
     if isinstance(action, str):
         return action
-    if any(path.startswith(PUBLIC_PATH_PREFIXES) for path in handler.paths):
+    if path == PUBLIC_PATH_PREFIX or path.startswith(PUBLIC_PATH_PREFIX + "/") or method == "OPTIONS":
         return "public"
     return None
 
@@ -101,12 +105,13 @@ async def iam_guard(connection: ASGIConnection[Any, Any, Any, Any], route_handle
     iam: Iam | None = connection.app.state.get("iam")
     if iam is None:
         return
-    action = declared_action(route_handler)
+    method = str(connection.scope.get("method", "GET"))
+    action = declared_action(route_handler, connection.url.path, method)
     if action is None:
         log.error("route %s declares no access policy; refusing it", route_handler.handler_name)
         raise PermissionDenied("this route declares no access policy")
     r = rule(action)
-    unsafe = connection.scope.get("method", "GET") not in _SAFE_METHODS
+    unsafe = method not in _SAFE_METHODS
     if r.scope == "public":
         if unsafe and "authorization" not in connection.headers:
             _check_origin(connection, iam)

@@ -187,7 +187,7 @@ class OrganizationController(Controller):
     ) -> None:
         await orgs.remove_member(iam, principal, grant, user_id, client_ip(request))
 
-    @get("/{org_id:str}/invitations", summary="Pending invitations", opt=policy("org:manage"))
+    @get("/{org_id:str}/invitations", summary="Pending invitations", opt=policy("invitations:read"))
     async def list_invitations(self, org_id: FromPath[str], iam: IamDep, grant: GrantDep) -> list[InvitationView]:
         return await orgs.list_invitations(iam, grant.organization_id)
 

@@ -159,13 +159,17 @@ class Secrets:
         return jwt.encode(claims, self._sessions, algorithm=_SESSION_ALGORITHM)
 
     def session_id(self, token: str) -> str | None:
-        """The session a cookie names, if its signature holds. Expiry is checked against the row."""
+        """The session a cookie names, if its signature holds.
+
+        Times are checked against the session row (the server clock), not the token: replicas whose
+        clocks differ by a second must not refuse each other's fresh cookies.
+        """
         try:
             claims = jwt.decode(
                 token,
                 self._sessions,
                 algorithms=[_SESSION_ALGORITHM],
-                options={"verify_exp": False, "require": ["sid", "exp", "typ"]},
+                options={"verify_exp": False, "verify_iat": False, "require": ["sid", "exp", "typ"]},
             )
         except jwt.PyJWTError:
             return None

@@ -50,6 +50,7 @@ ACTIONS: dict[str, Rule] = {
     "user": Rule("user"),
     "org:read": Rule("organization", frozenset(ORG_ROLES)),
     "org:manage": Rule("organization", frozenset({"owner", "admin"}), write=True),
+    "invitations:read": Rule("organization", frozenset({"owner", "admin"})),
     "audit:read": Rule("organization", frozenset({"owner", "admin"})),
     "namespace:read": _ns(_ALL_NS, {"admin", "worker", "read"}, write=False),
     "namespace:manage": _ns(_NS_ADMIN, set(), write=True),

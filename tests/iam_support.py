@@ -80,9 +80,13 @@ class IamHarness(AikiHarness):
         assert resp.status_code == 200, resp.text
         return http
 
-    async def create_key(self, person: Person, role: str, *, namespace_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    async def create_key(
+        self, person: Person, role: str, *, namespace_id: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
         ns = namespace_id or person.namespace_id
-        resp = await person.http.post(f"{API}/namespaces/{ns}/api-keys", json={"name": f"{role} key", "role": role, **extra})
+        resp = await person.http.post(
+            f"{API}/namespaces/{ns}/api-keys", json={"name": f"{role} key", "role": role, **extra}
+        )
         assert resp.status_code == 201, resp.text
         body: dict[str, Any] = resp.json()
         return body

@@ -175,7 +175,15 @@ class World:
 
     def markers(self) -> list[str]:
         """Strings only A's records contain: none may appear in a 2xx answer to someone outside A."""
-        return [self.org_a, self.ns_a, self.run_a, A_SECRET_INPUT, self.alice.email, self.victor.email, *self.key_ids.values()]
+        return [
+            self.org_a,
+            self.ns_a,
+            self.run_a,
+            A_SECRET_INPUT,
+            self.alice.email,
+            self.victor.email,
+            *self.key_ids.values(),
+        ]
 
 
 async def build_world(h: IamHarness) -> World:

@@ -102,7 +102,10 @@ async def test_invitation_accept_cancel_and_wrong_email(iam_aiki: IamHarness) ->
     owner = await iam_aiki.signup("owner@example.com")
     viewer = await iam_aiki.invite_and_join(owner, "viewer@example.com", namespace_role="viewer")
     members = (await owner.http.get(f"{API}/organizations/{owner.org_id}/members")).json()
-    assert {(m["email"], m["role"]) for m in members} == {("owner@example.com", "owner"), ("viewer@example.com", "member")}
+    assert {(m["email"], m["role"]) for m in members} == {
+        ("owner@example.com", "owner"),
+        ("viewer@example.com", "member"),
+    }
     ns_members = (await owner.http.get(f"{API}/namespaces/{owner.namespace_id}/members")).json()
     assert [(m["email"], m["role"]) for m in ns_members] == [("viewer@example.com", "viewer")]
     seen = await viewer.http.get(f"{API}/runs", headers={"x-aiki-namespace": owner.namespace_id or ""})
@@ -116,9 +119,7 @@ async def test_invitation_accept_cancel_and_wrong_email(iam_aiki: IamHarness) ->
     wrong = await stranger.http.post(f"{API}/invitations/accept", json={"token": invitation["token"]})
     assert wrong.status_code == 400
     assert wrong.json()["code"] == "invitation_invalid"
-    cancel = await owner.http.delete(
-        f"{API}/organizations/{owner.org_id}/invitations/{invitation['invitation']['id']}"
-    )
+    cancel = await owner.http.delete(f"{API}/organizations/{owner.org_id}/invitations/{invitation['invitation']['id']}")
     assert cancel.status_code == 204, cancel.text
     x = await iam_aiki.signup("x@example.com")
     late = await x.http.post(f"{API}/invitations/accept", json={"token": invitation["token"]})

@@ -66,7 +66,9 @@ async def test_no_password_key_token_or_cookie_in_any_table_or_log(
     secrets.append(invited.json()["token"])
     wrong = "wrong-Password-9999-abc"
     http = iam_aiki.new_http()
-    assert (await http.post(f"{API}/auth/login", json={"email": "alice@example.com", "password": wrong})).status_code == 401
+    assert (
+        await http.post(f"{API}/auth/login", json={"email": "alice@example.com", "password": wrong})
+    ).status_code == 401
     secrets.append(wrong)
     session = await iam_aiki.login("alice@example.com", password)
     secrets.append(session.cookies["aiki_session"])
@@ -204,7 +206,9 @@ async def test_login_rate_limit_then_the_right_user_gets_in_after_the_window(str
     assert limited.json()["code"] == "rate_limited"
     assert 0 < int(limited.headers["retry-after"]) <= strict_iam.iam.config.login_window_s
     # Another account is not locked out by attempts on alice.
-    assert (await http.post(f"{API}/auth/login", json={"email": "bob@example.com", "password": PASSWORD})).status_code == 200
+    assert (
+        await http.post(f"{API}/auth/login", json={"email": "bob@example.com", "password": PASSWORD})
+    ).status_code == 200
     strict_iam.advance(strict_iam.iam.config.login_window_s * 1000 + 1000)
     ok = await http.post(f"{API}/auth/login", json={"email": "alice@example.com", "password": PASSWORD})
     assert ok.status_code == 200, ok.text
@@ -266,12 +270,16 @@ async def test_audit_rows(iam_aiki: IamHarness) -> None:
     key_id = created["api_key"]["id"]
     run_id = await _start_run(iam_aiki, created["key"])
     cancel = await alice.http.post(
-        f"{API}/runs/{run_id}/cancel", json={"reason": "by hand"}, headers={"x-aiki-namespace": alice.namespace_id or ""}
+        f"{API}/runs/{run_id}/cancel",
+        json={"reason": "by hand"},
+        headers={"x-aiki-namespace": alice.namespace_id or ""},
     )
     assert cancel.status_code == 200, cancel.text
     await alice.http.delete(f"{API}/namespaces/{alice.namespace_id}/api-keys/{key_id}")
     bob = await iam_aiki.invite_and_join(alice, "bob@example.com")
-    changed = await alice.http.patch(f"{API}/organizations/{alice.org_id}/members/{bob.user_id}", json={"role": "admin"})
+    changed = await alice.http.patch(
+        f"{API}/organizations/{alice.org_id}/members/{bob.user_id}", json={"role": "admin"}
+    )
     assert changed.status_code == 200
 
     rows = await _audit(alice)

@@ -169,3 +169,27 @@ async def test_sessions_must_name_their_namespace(iam_aiki: IamHarness) -> None:
     resp = await owner.http.get(f"{API}/runs")
     assert resp.status_code == 422
     assert resp.json()["field"] == "X-Aiki-Namespace"
+
+
+async def test_dev_mode_first_signup_owns_the_default_namespace(db_url: str) -> None:
+    from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID, DEFAULT_ORGANIZATION_ID
+
+    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
+    harness = await IamHarness(kind, db_url, claim_default_organization=True).start()
+    try:
+        first = await harness.signup("first@example.com")
+        assert (first.org_id, first.namespace_id) == (DEFAULT_ORGANIZATION_ID, DEFAULT_NAMESPACE_ID)
+        second = await harness.signup("second@example.com")
+        assert second.org_id != DEFAULT_ORGANIZATION_ID
+        denied = await second.http.get(f"{API}/runs", headers={"x-aiki-namespace": DEFAULT_NAMESPACE_ID})
+        assert denied.status_code == 404
+    finally:
+        await harness.close()
+
+
+async def test_a_key_naming_another_namespace_is_404(iam_aiki: IamHarness) -> None:
+    alice = await iam_aiki.signup("alice@example.com")
+    bob = await iam_aiki.signup("bob@example.com")
+    key = (await iam_aiki.create_key(alice, "admin"))["key"]
+    resp = await iam_aiki.key_http(key).get(f"{API}/runs", headers={"x-aiki-namespace": bob.namespace_id or ""})
+    assert resp.status_code == 404

@@ -1,8 +1,8 @@
 """The ``aiki`` command: ``migrate``, ``server``, ``dev`` and ``worker``.
 
-Configuration comes from the environment (``DATABASE_URL``, ``AIKI_HOST``, ``AIKI_PORT``,
-``AIKI_LOG_LEVEL``, ``AIKI_API_KEY``); flags override it. A missing or malformed setting stops the
-command with a message naming the variable.
+Configuration comes from the environment (``DATABASE_URL``, ``AIKI_SECRET_KEY``, ``AIKI_BASE_URL``,
+``AIKI_HOST``, ``AIKI_PORT``, ``AIKI_LOG_LEVEL``, ``AIKI_API_KEY``); flags override it. A missing or
+malformed setting stops the command with a message naming the variable.
 """
 
 from __future__ import annotations
@@ -111,11 +111,39 @@ async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None
     await serve_task
 
 
+def _iam_config(**overrides: Any) -> Any:
+    from aiki.iam.config import IamConfig, IamConfigError
+
+    try:
+        return IamConfig.from_env(**overrides)
+    except IamConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _dev_secret(url: str) -> str:
+    """``AIKI_SECRET_KEY``, or a random secret kept beside the dev database (keys survive restarts)."""
+    import secrets
+    from pathlib import Path
+
+    if os.environ.get("AIKI_SECRET_KEY"):
+        return os.environ["AIKI_SECRET_KEY"]
+    _, _, path = url.partition(":///")
+    target = (
+        Path(f"{path}.secret") if url.startswith("sqlite") and path and path != ":memory:" else Path(".aiki-dev-secret")
+    )
+    if target.exists():
+        return target.read_text().strip()
+    value = secrets.token_urlsafe(48)
+    target.touch(mode=0o600)
+    target.write_text(value + "\n")
+    return value
+
+
 async def _server(url: str, host: str, port: int) -> None:
     from aiki.api.server import server
     from aiki.platform.db.engine import Database
 
-    aiki_server = server(db=Database(url))
+    aiki_server = server(db=Database(url), iam=_iam_config())
     await aiki_server.runtime.start()
     log.info("Aiki server on http://%s:%d (API /api/v1, OpenAPI /schema/openapi.json)", host, port)
     try:
@@ -128,28 +156,50 @@ async def _server(url: str, host: str, port: int) -> None:
 async def _dev(url: str, host: str, port: int, demo: bool) -> None:
     from aiki.api.server import server
     from aiki.dev_examples import EXAMPLE_WORKFLOWS, start_demo_runs
+    from aiki.iam.keys import replace_server_key
     from aiki.platform.db.engine import Database
+    from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
     from aiki.worker_sdk import client, worker
 
-    aiki_server = server(db=Database(url))
+    base_url = os.environ.get("AIKI_BASE_URL") or f"http://{host}:{port}"
+    iam = _iam_config(
+        secret_key=_dev_secret(url),
+        base_url=base_url,
+        # Dev serves plain http on localhost: a Secure cookie would never come back.
+        secure_cookies=base_url.startswith("https://"),
+        claim_default_organization=True,
+    )
+    aiki_server = server(db=Database(url), iam=iam)
     await aiki_server.runtime.start()
-    aiki_client = client(handler=aiki_server.handler)
+    assert aiki_server.iam is not None
+    # The in-process example worker authenticates like any other: a worker key of `default`.
+    dev_key = await replace_server_key(aiki_server.iam, DEFAULT_NAMESPACE_ID, "aiki dev worker", "worker")
+    aiki_client = client(handler=aiki_server.handler, api_key=dev_key.key)
     worker_handle = await worker(workflows=list(EXAMPLE_WORKFLOWS), concurrency=20).spawn(aiki_client)
 
     async def started() -> None:
         print(f"\n  Aiki dev server: http://{host}:{port}   (database: {url})")
         print(f"  OpenAPI:         http://{host}:{port}/schema/openapi.json")
+        print("  IAM is on. Sign up (the first account owns the `default` namespace the examples run in):")
+        print(f"    curl -s -c cookies.txt -X POST http://{host}:{port}/api/v1/auth/signup \\")
+        body = '{"email": "you@example.com", "password": "choose-a-password"}'
+        print(f"      -H 'content-type: application/json' -d '{body}'")
+        print("  then create API keys with POST /api/v1/namespaces/{namespace_id}/api-keys.")
+        print(f"  Dev worker key (namespace default, role worker; replaced at every start): {dev_key.key}")
         print(
             "  An in-process worker serves the example workflows: "
             + ", ".join(f"{v.name}@{v.version}" for v in EXAMPLE_WORKFLOWS)
         )
         print("  Start a run:")
-        print(f"    curl -s -X POST http://{host}:{port}/api/v1/runs -H 'content-type: application/json' \\")
+        print(
+            f"    curl -s -X POST http://{host}:{port}/api/v1/runs -H 'content-type: application/json' "
+            f"-H 'authorization: Bearer {dev_key.key}' \\"
+        )
         print(
             '      -d \'{"workflow": "subscription-trial", "version": "1.0.0", '
             '"input": {"user_id": "u1", "trial_period": "PT5S"}}\''
         )
-        print(f"  List runs:  curl -s http://{host}:{port}/api/v1/runs\n")
+        print(f"  List runs:  curl -s -H 'authorization: Bearer {dev_key.key}' http://{host}:{port}/api/v1/runs\n")
         if demo:
             ids = await start_demo_runs(aiki_client)
             print(f"  Started {len(ids)} demo runs: " + ", ".join(ids) + "\n")

@@ -86,3 +86,16 @@ async def aiki(db_url: str) -> AsyncIterator[AikiHarness]:
         yield harness
     finally:
         await harness.close()
+
+
+@pytest.fixture
+async def iam_aiki(db_url: str) -> AsyncIterator[Any]:
+    """Like ``aiki``, with IAM on (``tests/iam_support.py``): every request needs credentials."""
+    from tests.iam_support import IamHarness
+
+    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
+    harness = await IamHarness(kind, db_url).start()
+    try:
+        yield harness
+    finally:
+        await harness.close()

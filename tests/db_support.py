@@ -16,6 +16,7 @@ import asyncpg
 
 from aiki.platform.db import migrate
 from aiki.platform.db.engine import Database
+from aiki.platform.db.tables import DEFAULT_ORGANIZATION_ID
 
 PG_ADMIN_DSN = os.environ.get("AIKI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -31,6 +32,16 @@ DATA_TABLES = (
     "workers",
     "workflow_versions",
     "workflows",
+    # IAM
+    "audit_log",
+    "rate_limits",
+    "api_keys",
+    "sessions",
+    "invitations",
+    "namespace_members",
+    "organization_members",
+    "identities",
+    "users",
 )
 
 
@@ -71,6 +82,8 @@ async def truncate_pg(name: str) -> None:
     conn = await asyncpg.connect(pg_url(name))
     try:
         await conn.execute(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE")
+        # Organizations made by sign-ups go too (their namespaces cascade); the migration's seed stays.
+        await conn.execute("DELETE FROM organizations WHERE id <> $1", DEFAULT_ORGANIZATION_ID)
     finally:
         await conn.close()
 

@@ -21,7 +21,7 @@ from litestar.exceptions import (
 )
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
-from aiki.platform.domain.errors import CoreError
+from aiki.platform.domain.errors import CoreError, RateLimited
 from aiki.worker_sdk.protocol import Problem
 
 log = logging.getLogger("aiki.api")
@@ -45,6 +45,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "unauthorized": 401,
     "forbidden": 403,
+    "rate_limited": 429,
+    "already_exists": 409,
+    "invitation_invalid": 400,
     "unavailable": 503,
     "internal_error": 500,
 }
@@ -57,13 +60,16 @@ TITLES: dict[int, str] = {
     405: "Method not allowed",
     409: "Conflict",
     413: "Payload too large",
+    429: "Too many requests",
     422: "Validation failed",
     500: "Internal server error",
     503: "Service unavailable",
 }
 
 
-def problem(request: Request[Any, Any, Any], code: str, detail: str, **extra: Any) -> Response[bytes]:
+def problem(
+    request: Request[Any, Any, Any], code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[bytes]:
     status = STATUS_BY_CODE.get(code, 400)
     body = Problem(
         type=f"https://aiki.dev/problems/{code.replace('_', '-')}",
@@ -74,12 +80,17 @@ def problem(request: Request[Any, Any, Any], code: str, detail: str, **extra: An
         instance=request.url.path,
         **extra,
     )
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = dict(headers or {})
+    if status == 503:
+        headers.setdefault("Retry-After", "1")
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="aiki"')
     return Response(msgspec.json.encode(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
 def _core_error(request: Request[Any, Any, Any], exc: CoreError) -> Response[bytes]:
-    return problem(request, exc.code, exc.message, field=exc.field, run_id=exc.run_id)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+    return problem(request, exc.code, exc.message, headers=headers, field=exc.field, run_id=exc.run_id)
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:

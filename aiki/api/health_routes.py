@@ -6,16 +6,17 @@ from typing import Any
 
 from litestar import Response, get
 
+from aiki.api.auth import policy
 from aiki.api.deps import Svc
 from aiki.platform.db import migrate
 
 
-@get("/health", summary="Liveness", tags=["health"], include_in_schema=True)
+@get("/health", summary="Liveness", tags=["health"], include_in_schema=True, opt=policy("public"))
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready", summary="Readiness: database reachable and schema at head", tags=["health"])
+@get("/ready", summary="Readiness: database reachable and schema at head", tags=["health"], opt=policy("public"))
 async def ready(svc: Svc) -> Response[dict[str, Any]]:
     try:
         state = await migrate.status(svc.db)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, get, post
 from litestar.params import FromPath, JSONBody
 
+from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.platform.domain.queries import RunFilter, check_time_range, parse_statuses, parse_time
 from aiki.platform.services import queries
@@ -44,11 +45,16 @@ class RunQueryController(Controller):
     path = "/api/v1/runs"
     tags = ["runs"]
 
-    @get("/{run_id:str}/detail", summary="A run with its tasks, events, sleeps and children")
+    @get("/{run_id:str}/detail", summary="A run with its tasks, events, sleeps and children", opt=policy("runs:read"))
     async def detail(self, run_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> p.RunDetail:
         return await queries.run_detail(svc, namespace_id, run_id)
 
-    @post("/cancel", summary="Cancel every live run matching the filters", status_code=200)
+    @post(
+        "/cancel",
+        summary="Cancel every live run matching the filters",
+        status_code=200,
+        opt=policy("runs:manage", audit="run.bulk_cancel"),
+    )
     async def cancel_matching(
         self, data: JSONBody[p.CancelRunsRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.CancelRunsResponse:
@@ -70,7 +76,11 @@ class WorkerQueryController(Controller):
     path = "/api/v1/workers"
     tags = ["workers"]
 
-    @get("/", summary="Workers that registered, with their versions, pools, load and liveness")
+    @get(
+        "/",
+        summary="Workers that registered, with their versions, pools, load and liveness",
+        opt=policy("workers:read"),
+    )
     async def list_workers(self, svc: Svc, namespace_id: NamespaceId) -> p.WorkerListResponse:
         return await queries.list_workers(svc, namespace_id)
 
@@ -79,6 +89,6 @@ class WorkflowController(Controller):
     path = "/api/v1/workflows"
     tags = ["workflows"]
 
-    @get("/", summary="Workflows with their versions and run counts by status")
+    @get("/", summary="Workflows with their versions and run counts by status", opt=policy("workflows:read"))
     async def list_workflows(self, svc: Svc, namespace_id: NamespaceId) -> p.WorkflowListResponse:
         return await queries.list_workflows(svc, namespace_id)

@@ -8,6 +8,7 @@ from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from aiki.api import query_routes
+from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.platform.domain.errors import InputInvalid
 from aiki.platform.domain.run_states import ALL_STATUSES
@@ -32,14 +33,14 @@ class RunController(Controller):
     path = "/api/v1/runs"
     tags = ["runs"]
 
-    @post("/", summary="Start a run", status_code=201)
+    @post("/", summary="Start a run", status_code=201, opt=policy("runs:write"))
     async def start(
         self, data: JSONBody[p.StartRunRequest], svc: Svc, namespace_id: NamespaceId
     ) -> Response[p.StartRunResponse]:
         result = await run_service.start_run(svc, namespace_id, data)
         return Response(result, status_code=201 if result.created else 200)
 
-    @get("/", summary="List runs, newest first, with filters and a keyset cursor")
+    @get("/", summary="List runs, newest first, with filters and a keyset cursor", opt=policy("runs:read"))
     async def list_runs(
         self,
         svc: Svc,
@@ -77,7 +78,7 @@ class RunController(Controller):
         )
         return await queries.list_runs(svc, namespace_id, f, cursor=cursor, limit=limit)
 
-    @get("/{run_id:str}", summary="Get a run; optionally wait for a status")
+    @get("/{run_id:str}", summary="Get a run; optionally wait for a status", opt=policy("runs:read"))
     async def get_run(
         self,
         run_id: FromPath[str],
@@ -90,7 +91,7 @@ class RunController(Controller):
             return await run_service.get_run(svc, namespace_id, run_id)
         return await run_service.wait_for_run(svc, namespace_id, run_id, _statuses(wait_for), timeout_ms / 1000)
 
-    @get("/{run_id:str}/history", summary="The run's status transitions, oldest first")
+    @get("/{run_id:str}/history", summary="The run's status transitions, oldest first", opt=policy("runs:read"))
     async def history(
         self,
         run_id: FromPath[str],
@@ -104,7 +105,9 @@ class RunController(Controller):
             return await queries.grouped_history(svc, namespace_id, run_id)
         return await run_service.run_history(svc, namespace_id, run_id)
 
-    @post("/{run_id:str}/events/{name:str}", summary="Send an event to a run", status_code=201)
+    @post(
+        "/{run_id:str}/events/{name:str}", summary="Send an event to a run", status_code=201, opt=policy("runs:write")
+    )
     async def send_event(
         self,
         run_id: FromPath[str],
@@ -116,14 +119,22 @@ class RunController(Controller):
         result = await run_service.send_event(svc, namespace_id, run_id, name, data)
         return Response(result, status_code=201 if result.created else 200)
 
-    @post("/{run_id:str}/cancel", summary="Cancel a run", status_code=200)
+    @post(
+        "/{run_id:str}/cancel",
+        summary="Cancel a run",
+        status_code=200,
+        opt=policy("runs:manage", audit="run.cancel"),
+    )
     async def cancel(
         self, run_id: FromPath[str], data: JSONBody[p.CancelRunRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.RunView:
         return await run_service.cancel_run(svc, namespace_id, run_id, data.reason)
 
     @post(
-        "/{run_id:str}/pause", summary="Pause a scheduled, queued or running run (fences its executor)", status_code=200
+        "/{run_id:str}/pause",
+        summary="Pause a scheduled, queued or running run (fences its executor)",
+        status_code=200,
+        opt=policy("runs:manage", audit="run.pause"),
     )
     async def pause(
         self,
@@ -134,7 +145,12 @@ class RunController(Controller):
     ) -> p.RunView:
         return await lifecycle.act(svc, namespace_id, run_id, "pause", data.reason if data else None)
 
-    @post("/{run_id:str}/resume", summary="Resume a paused run", status_code=200)
+    @post(
+        "/{run_id:str}/resume",
+        summary="Resume a paused run",
+        status_code=200,
+        opt=policy("runs:manage", audit="run.resume"),
+    )
     async def resume(
         self,
         run_id: FromPath[str],
@@ -144,7 +160,12 @@ class RunController(Controller):
     ) -> p.RunView:
         return await lifecycle.act(svc, namespace_id, run_id, "resume", data.reason if data else None)
 
-    @post("/{run_id:str}/wake", summary="End a sleeping run's sleep early", status_code=200)
+    @post(
+        "/{run_id:str}/wake",
+        summary="End a sleeping run's sleep early",
+        status_code=200,
+        opt=policy("runs:manage", audit="run.wake"),
+    )
     async def wake(
         self,
         run_id: FromPath[str],
@@ -154,7 +175,12 @@ class RunController(Controller):
     ) -> p.RunView:
         return await lifecycle.act(svc, namespace_id, run_id, "wake", data.reason if data else None)
 
-    @post("/{run_id:str}/requeue", summary="Put a stalled run back in the ready queue", status_code=200)
+    @post(
+        "/{run_id:str}/requeue",
+        summary="Put a stalled run back in the ready queue",
+        status_code=200,
+        opt=policy("runs:manage", audit="run.requeue"),
+    )
     async def requeue(
         self,
         run_id: FromPath[str],

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.platform.services import schedules as schedule_service
 from aiki.worker_sdk import protocol as p
@@ -16,14 +17,19 @@ class ScheduleController(Controller):
     path = "/api/v1/schedules"
     tags = ["schedules"]
 
-    @post("/", summary="Activate a schedule (idempotent by reference id or definition)", status_code=201)
+    @post(
+        "/",
+        summary="Activate a schedule (idempotent by reference id or definition)",
+        status_code=201,
+        opt=policy("schedules:write", audit="schedule.activate"),
+    )
     async def activate(
         self, data: JSONBody[p.ActivateScheduleRequest], svc: Svc, namespace_id: NamespaceId
     ) -> Response[p.ActivateScheduleResponse]:
         result = await schedule_service.activate_schedule(svc, namespace_id, data)
         return Response(result, status_code=201 if result.created else 200)
 
-    @get("/", summary="List schedules, newest first")
+    @get("/", summary="List schedules, newest first", opt=policy("schedules:read"))
     async def list_schedules(
         self,
         svc: Svc,
@@ -38,18 +44,33 @@ class ScheduleController(Controller):
             svc, namespace_id, workflow=workflow, version=version, status=status, cursor=cursor, limit=limit
         )
 
-    @get("/{schedule_id:str}", summary="Get a schedule")
+    @get("/{schedule_id:str}", summary="Get a schedule", opt=policy("schedules:read"))
     async def get_schedule(self, schedule_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> p.ScheduleView:
         return await schedule_service.get_schedule(svc, namespace_id, schedule_id)
 
-    @post("/{schedule_id:str}/pause", summary="Pause a schedule", status_code=200)
+    @post(
+        "/{schedule_id:str}/pause",
+        summary="Pause a schedule",
+        status_code=200,
+        opt=policy("schedules:write", audit="schedule.pause"),
+    )
     async def pause(self, schedule_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> p.ScheduleView:
         return await schedule_service.pause_schedule(svc, namespace_id, schedule_id)
 
-    @post("/{schedule_id:str}/resume", summary="Resume a paused schedule", status_code=200)
+    @post(
+        "/{schedule_id:str}/resume",
+        summary="Resume a paused schedule",
+        status_code=200,
+        opt=policy("schedules:write", audit="schedule.resume"),
+    )
     async def resume(self, schedule_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> p.ScheduleView:
         return await schedule_service.resume_schedule(svc, namespace_id, schedule_id)
 
-    @delete("/{schedule_id:str}", summary="Delete a schedule; returns it as it was", status_code=200)
+    @delete(
+        "/{schedule_id:str}",
+        summary="Delete a schedule; returns it as it was",
+        status_code=200,
+        opt=policy("schedules:write", audit="schedule.delete"),
+    )
     async def delete_schedule(self, schedule_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> p.ScheduleView:
         return await schedule_service.delete_schedule(svc, namespace_id, schedule_id)

@@ -7,6 +7,8 @@ from datetime import timedelta
 
 from litestar import Litestar
 
+from aiki.iam.config import IamConfig
+from aiki.iam.context import Iam
 from aiki.platform.db.engine import DEFAULT_URL, Database
 from aiki.platform.domain.settings import Settings
 from aiki.platform.runtime.runtime import Runtime
@@ -16,18 +18,19 @@ from aiki.platform.services.context import Services
 class AikiServer:
     """An Aiki server: mount :attr:`handler` in any ASGI server and start :attr:`runtime`."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, iam: IamConfig | None = None) -> None:
         self.db = db
         self.settings = settings
         self.services = Services(db, settings)
-        self.handler: Litestar = _create_app(self.services)
+        self.iam = Iam(db, iam) if iam is not None else None
+        self.handler: Litestar = _create_app(self.services, self.iam)
         self.runtime = Runtime(self.services)
 
 
-def _create_app(services: Services) -> Litestar:
+def _create_app(services: Services, iam: Iam | None) -> Litestar:
     from aiki.api.app import create_app
 
-    return create_app(services)
+    return create_app(services, iam=iam)
 
 
 def server(
@@ -38,6 +41,7 @@ def server(
     max_recoveries: int = 10,
     max_payload_bytes: int = 1_048_576,
     stall_after: timedelta | None = None,
+    iam: IamConfig | None = None,
 ) -> AikiServer:
     """Create an Aiki server over a database.
 
@@ -49,6 +53,10 @@ def server(
         max_payload_bytes: the largest request body accepted (413 beyond).
         stall_after: a run queued this long without being claimed (e.g. no worker serves its
             version) becomes ``stalled``; default ``$AIKI_STALL_AFTER`` seconds, else 24 hours.
+        iam: turn on identity and access (``aiki.iam.IamConfig``): users, organizations,
+            namespaces, API keys and sessions, with every route authenticated and scoped to the
+            caller's namespace. Without it the server has one implicit ``default`` namespace and no
+            authentication (embedded use).
 
     Example:
         >>> from aiki import database, server
@@ -65,7 +73,7 @@ def server(
         max_payload_bytes=max_payload_bytes,
         stall_after_ms=_stall_after_ms(stall_after),
     )
-    return AikiServer(db or Database(DEFAULT_URL), settings)
+    return AikiServer(db or Database(DEFAULT_URL), settings, iam)
 
 
 def _stall_after_ms(stall_after: timedelta | None) -> int:

@@ -21,8 +21,11 @@ from aiki.platform.db import migrate
 ROOT = Path(__file__).resolve().parents[2]
 
 
+IAM_VARS = ("AIKI_SECRET_KEY", "AIKI_BASE_URL", "AIKI_API_KEY")
+
+
 def _env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AIKI_PORT", "AIKI_HOST")}
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "AIKI_PORT", "AIKI_HOST", *IAM_VARS)}
     # Run the working tree's code whatever the current directory is.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
@@ -106,6 +109,41 @@ def test_server_with_a_bad_port_exits_2_naming_aiki_port(tmp_path: Path, port: s
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("missing", "present"),
+    [
+        ("AIKI_SECRET_KEY", {"AIKI_BASE_URL": "https://aiki.example.com"}),
+        ("AIKI_BASE_URL", {"AIKI_SECRET_KEY": "s" * 40}),
+    ],
+)
+def test_server_without_iam_settings_exits_2_naming_the_variable(
+    tmp_path: Path, missing: str, present: dict[str, str]
+) -> None:
+    env = _env(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'srv.db'}", **present)
+    done = aiki_cli("server", cwd=tmp_path, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert missing in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"AIKI_SECRET_KEY": "too-short", "AIKI_BASE_URL": "https://aiki.example.com"}, "AIKI_SECRET_KEY"),
+        ({"AIKI_SECRET_KEY": "s" * 40, "AIKI_BASE_URL": "aiki.example.com"}, "AIKI_BASE_URL"),
+    ],
+)
+def test_server_with_malformed_iam_settings_exits_2_naming_the_variable(
+    tmp_path: Path, overrides: dict[str, str], named: str
+) -> None:
+    env = _env(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'srv.db'}", **overrides)
+    done = aiki_cli("server", cwd=tmp_path, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert named in done.stderr
+    assert "too-short" not in done.stderr  # a secret is never echoed
+    assert "Traceback" not in done.stderr
+
+
 # -- aiki dev ------------------------------------------------------------------------------------
 
 
@@ -179,6 +217,16 @@ def test_dev_serves_the_examples_and_stops_on_sigterm(dev_server: DevProcess) ->
     dev = dev_server
     with httpx.Client(base_url=dev.base_url, timeout=30) as http:
         _poll("/health", dev, lambda: _healthy(http), timeout=30)
+        # IAM is on: anonymous requests are refused; `aiki dev` prints how to sign up and a dev key.
+        assert http.get("/api/v1/runs").status_code == 401
+        key_line = _poll(
+            "the dev key line",
+            dev,
+            lambda: re.search(r"Dev worker key .*: (aiki_\S+)", dev.out.read_text(errors="replace")),
+            timeout=30,
+        )
+        assert "/api/v1/auth/signup" in dev.out.read_text(errors="replace")
+        http.headers["authorization"] = f"Bearer {key_line.group(1)}"
 
         started = http.post(
             "/api/v1/runs",

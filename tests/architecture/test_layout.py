@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from aiki.platform.db.tables import TENANT_TABLES, metadata
+from aiki.platform.db.tables import IAM_GLOBAL_TABLES, TENANT_TABLES, metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "aiki"
@@ -76,7 +76,7 @@ EXPECTED_PUBLIC_NAMES = [
 
 # -- tenancy -------------------------------------------------------------------------------------
 
-GLOBAL_TABLES = {"organizations", "namespaces"}
+GLOBAL_TABLES = {"organizations", "namespaces"} | {t.name for t in IAM_GLOBAL_TABLES}
 
 
 @pytest.mark.parametrize("table", TENANT_TABLES, ids=lambda t: t.name)

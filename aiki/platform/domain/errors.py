@@ -128,3 +128,40 @@ class OidcError(CoreError):
             raise ValueError(f"unknown OIDC error code {code!r}")
         super().__init__(message, field=field)
         self.code = code
+
+
+# -- identity and access ----------------------------------------------------------------------
+
+
+class Unauthenticated(CoreError):
+    """No valid credentials: missing, malformed, unknown, revoked or expired."""
+
+    code = "unauthorized"
+
+
+class PermissionDenied(CoreError):
+    """The caller is known but its role does not allow the action."""
+
+    code = "forbidden"
+
+
+class RateLimited(CoreError):
+    """Too many attempts or requests; retry after ``retry_after_s`` seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class AlreadyExists(CoreError):
+    """A unique thing (an email, a namespace name, a membership) already exists."""
+
+    code = "already_exists"
+
+
+class InvitationInvalid(CoreError):
+    """An invitation token is unknown, expired, cancelled, used, or meant for another email."""
+
+    code = "invitation_invalid"

@@ -1,0 +1,171 @@
+"""Authentication and authorization of every route, from one policy.
+
+Each route handler declares the action it performs with ``opt=policy("runs:read")`` (see
+``aiki.iam.policy.ACTIONS``). One app-level guard turns the request's credentials into a principal,
+finds where the action applies (the API key's namespace; for sessions the ``ns_id`` path
+parameter or the ``X-Aiki-Namespace`` header; the ``org_id`` path parameter for organization
+actions), loads the principal's grant there and asks ``aiki.iam.policy.authorize``. A route that
+declares nothing is refused when IAM is on. Without IAM (embedded ``server()``) every caller works
+in the ``default`` namespace and the guard lets everything through.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Message, Scope
+
+from aiki.iam import accounts, audit
+from aiki.iam.context import Iam
+from aiki.iam.policy import Grant, Principal, authorize, rule
+from aiki.platform.domain.errors import InputInvalid, NotFound, PermissionDenied, Unauthenticated
+
+log = logging.getLogger("aiki.api.auth")
+
+SESSION_COOKIE = "aiki_session"
+NAMESPACE_HEADER = "x-aiki-namespace"
+# Routes the OpenAPI plugin adds: the API description is public.
+PUBLIC_PATH_PREFIX = "/schema"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def policy(action: str, *, audit: str | None = None) -> dict[str, Any]:
+    """The ``opt`` of a route handler that performs ``action``; ``audit`` names the audit-log action.
+
+    Example: ``@post("/{run_id:str}/cancel", opt=policy("runs:manage", audit="run.cancel"))``.
+    """
+    rule(action)  # an unknown action fails at import time, not at request time
+    opt: dict[str, Any] = {"action": action}
+    if audit is not None:
+        opt["audit"] = audit
+    return opt
+
+
+def declared_action(handler: BaseRouteHandler, path: str, method: str) -> str | None:
+    """The action a handler declared, ``None`` if it declared none.
+
+    Two kinds of routes Litestar adds itself are public: the OpenAPI document (``/schema``) and the
+    automatic ``OPTIONS`` answers (they list allowed methods, nothing else).
+    """
+    action = handler.opt.get("action")
+    if isinstance(action, str):
+        return action
+    if path == PUBLIC_PATH_PREFIX or path.startswith(PUBLIC_PATH_PREFIX + "/") or method == "OPTIONS":
+        return "public"
+    return None
+
+
+def client_ip(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    return connection.client.host if connection.client else None
+
+
+async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], iam: Iam) -> Principal:
+    header = connection.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("the Authorization header must be 'Bearer <API key>'")
+        return await accounts.authenticate_key(iam, token.strip())
+    cookie = connection.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return await accounts.authenticate_session(iam, cookie)
+    raise Unauthenticated("authentication required: send 'Authorization: Bearer <API key>' or log in")
+
+
+def _namespace_of(connection: ASGIConnection[Any, Any, Any, Any], principal: Principal) -> str:
+    in_path = connection.path_params.get("ns_id")
+    in_header = connection.headers.get(NAMESPACE_HEADER)
+    if principal.kind == "api_key":
+        assert principal.key_namespace_id is not None
+        # A key belongs to one namespace; naming another is naming something that does not exist.
+        for named in (in_path, in_header):
+            if named and named != principal.key_namespace_id:
+                raise NotFound(f"namespace {named!r} not found")
+        return principal.key_namespace_id
+    named = in_path or in_header
+    if not named:
+        raise InputInvalid(
+            "say which namespace this request is for: send the X-Aiki-Namespace header (a namespace id)",
+            field="X-Aiki-Namespace",
+        )
+    return str(named)
+
+
+def _check_origin(connection: ASGIConnection[Any, Any, Any, Any], iam: Iam) -> None:
+    # Session cookies ride along on cross-site requests; an unsafe one must come from our own pages.
+    origin = connection.headers.get("origin")
+    if origin and origin.rstrip("/").lower() != iam.config.origin:
+        raise PermissionDenied(f"cross-origin request from {origin!r} refused")
+
+
+async def iam_guard(connection: ASGIConnection[Any, Any, Any, Any], route_handler: BaseRouteHandler) -> None:
+    iam: Iam | None = connection.app.state.get("iam")
+    if iam is None:
+        return
+    method = str(connection.scope.get("method", "GET"))
+    action = declared_action(route_handler, connection.url.path, method)
+    if action is None:
+        log.error("route %s declares no access policy; refusing it", route_handler.handler_name)
+        raise PermissionDenied("this route declares no access policy")
+    r = rule(action)
+    unsafe = method not in _SAFE_METHODS
+    if r.scope == "public":
+        if unsafe and "authorization" not in connection.headers:
+            _check_origin(connection, iam)
+        return
+    principal = await authenticate(connection, iam)
+    connection.scope["aiki_principal"] = principal  # type: ignore[typeddict-unknown-key]
+    if principal.is_user and unsafe:
+        _check_origin(connection, iam)
+    grant: Grant | None = None
+    if r.scope == "organization":
+        org_id = str(connection.path_params.get("org_id", ""))
+        grant = await accounts.organization_grant(iam, principal, org_id)
+    elif r.scope == "namespace":
+        grant = await accounts.namespace_grant(iam, principal, _namespace_of(connection, principal))
+    authorize(principal, action, grant)
+    if grant is not None:
+        connection.scope["aiki_grant"] = grant  # type: ignore[typeddict-unknown-key]
+        if grant.namespace_id is not None:
+            connection.scope["aiki_namespace_id"] = grant.namespace_id  # type: ignore[typeddict-unknown-key]
+    audit_action = route_handler.opt.get("audit")
+    if audit_action:
+        connection.scope["aiki_audit"] = audit_action  # type: ignore[typeddict-unknown-key]
+
+
+async def audit_declared_actions(message: Message, scope: Scope) -> None:
+    """Write the audit row of a route that declared one, once its outcome (the status) is known."""
+    if message["type"] != "http.response.start":
+        return
+    state: dict[str, Any] = scope  # type: ignore[assignment]
+    action = state.get("aiki_audit")
+    if not action:
+        return
+    iam: Iam | None = scope["app"].state.get("iam")
+    principal: Principal | None = state.get("aiki_principal")
+    grant: Grant | None = state.get("aiki_grant")
+    if iam is None or principal is None:
+        return
+    status = int(message["status"])
+    outcome = "ok" if status < 400 else "denied" if status in (401, 403) else "failed"
+    target_type = str(action).split(".", 1)[0]
+    path_params: dict[str, Any] = state.get("path_params") or {}
+    client = state.get("client")
+    try:
+        await audit.record(
+            iam,
+            principal,
+            str(action),
+            outcome,
+            organization_id=grant.organization_id if grant else None,
+            namespace_id=grant.namespace_id if grant else None,
+            target_type=target_type,
+            target_id=path_params.get(f"{target_type}_id"),
+            ip=client[0] if client else None,
+            detail={"status": status},
+        )
+    except Exception:  # the action already happened; a lost audit row must not turn it into an error
+        log.exception("could not write the audit row of %s", action)

@@ -1,0 +1,369 @@
+"""IAM API: sign-up, login/logout, organizations, members, invitations, namespaces, API keys, audit.
+
+Mounted only when the server runs with IAM. Every handler declares its action (``policy(...)``);
+the guard in ``aiki.api.auth`` has authorized the caller before the handler runs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.datastructures import Cookie
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from aiki.api.auth import SESSION_COOKIE, client_ip, policy
+from aiki.api.deps import GrantDep, IamDep, PrincipalDep
+from aiki.iam import accounts, audit, keys, orgs
+from aiki.iam.context import Iam
+from aiki.iam.models import (
+    ApiKeyView,
+    AuditPage,
+    CreatedApiKey,
+    CreatedInvitation,
+    InvitationView,
+    Me,
+    MemberView,
+    NamespaceView,
+    OrganizationView,
+    SignedIn,
+)
+
+API = "/api/v1"
+
+
+class SignupRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+    password: str
+    name: str | None = None
+    organization: str | None = None
+    namespace: str | None = None
+
+
+class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+    password: str
+
+
+class NameRequest(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+class RoleRequest(msgspec.Struct, forbid_unknown_fields=True):
+    role: str
+
+
+class InvitationRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+    role: str = "member"
+    namespace_id: str | None = None
+    namespace_role: str | None = None
+    expires_in_s: int | None = None
+
+
+class AcceptInvitationRequest(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
+
+
+class CreateApiKeyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    role: str
+    expires_at: int | None = None
+    """Expiry in milliseconds since the Unix epoch; ``None`` for a key that does not expire."""
+
+
+def _session_cookie(iam: Iam, value: str, max_age: int) -> Cookie:
+    return Cookie(
+        key=SESSION_COOKIE,
+        value=value,
+        path="/",
+        httponly=True,
+        secure=iam.config.secure_cookies,
+        samesite="lax",
+        max_age=max_age,
+    )
+
+
+def _signed_in(iam: Iam, new: accounts.NewSession, status: int) -> Response[SignedIn]:
+    return Response(
+        new.signed_in, status_code=status, cookies=[_session_cookie(iam, new.cookie, iam.config.session_absolute_s)]
+    )
+
+
+def _ua(request: Request[Any, Any, Any]) -> str | None:
+    return request.headers.get("user-agent")
+
+
+class AuthController(Controller):
+    path = f"{API}/auth"
+    tags = ["auth"]
+
+    @post("/signup", summary="Create an account, its organization and first namespace", opt=policy("public"))
+    async def signup(
+        self, request: Request[Any, Any, Any], data: JSONBody[SignupRequest], iam: IamDep
+    ) -> Response[SignedIn]:
+        new = await accounts.signup(
+            iam,
+            email=data.email,
+            password=data.password,
+            name=data.name,
+            organization_name=data.organization,
+            namespace_name=data.namespace,
+            ip=client_ip(request),
+            user_agent=_ua(request),
+        )
+        return _signed_in(iam, new, 201)
+
+    @post("/login", summary="Log in with email and password (sets the session cookie)", opt=policy("public"))
+    async def login(
+        self, request: Request[Any, Any, Any], data: JSONBody[LoginRequest], iam: IamDep
+    ) -> Response[SignedIn]:
+        previous = request.cookies.get(SESSION_COOKIE)
+        new = await accounts.login(
+            iam,
+            email=data.email,
+            password=data.password,
+            ip=client_ip(request),
+            user_agent=_ua(request),
+            previous_session_id=iam.secrets.session_id(previous) if previous else None,
+        )
+        return _signed_in(iam, new, 200)
+
+    @post("/logout", summary="End the session (revoked server-side)", status_code=204, opt=policy("user"))
+    async def logout(self, request: Request[Any, Any, Any], iam: IamDep, principal: PrincipalDep) -> Response[None]:
+        await accounts.logout(iam, principal, client_ip(request))
+        return Response(None, status_code=204, cookies=[_session_cookie(iam, "", 0)])
+
+    @get("/me", summary="The signed-in person and their organizations", opt=policy("user"))
+    async def me(self, iam: IamDep, principal: PrincipalDep) -> Me:
+        return await accounts.me(iam, principal)
+
+
+class OrganizationController(Controller):
+    path = f"{API}/organizations"
+    tags = ["organizations"]
+
+    @get("/", summary="Organizations the signed-in person belongs to", opt=policy("user"))
+    async def list_organizations(self, iam: IamDep, principal: PrincipalDep) -> list[OrganizationView]:
+        return await orgs.list_organizations(iam, principal)
+
+    @post("/", summary="Create an organization (you become its owner)", status_code=201, opt=policy("user"))
+    async def create_organization(
+        self, request: Request[Any, Any, Any], data: JSONBody[NameRequest], iam: IamDep, principal: PrincipalDep
+    ) -> OrganizationView:
+        return await orgs.create_organization(iam, principal, data.name, client_ip(request))
+
+    @get("/{org_id:str}", summary="An organization", opt=policy("org:read"))
+    async def get_organization(self, org_id: FromPath[str], iam: IamDep, grant: GrantDep) -> OrganizationView:
+        return await orgs.get_organization(iam, grant)
+
+    @get("/{org_id:str}/members", summary="Members and their roles", opt=policy("org:read"))
+    async def list_members(self, org_id: FromPath[str], iam: IamDep, grant: GrantDep) -> list[MemberView]:
+        return await orgs.list_members(iam, grant.organization_id)
+
+    @patch("/{org_id:str}/members/{user_id:str}", summary="Change a member's role", opt=policy("org:manage"))
+    async def change_role(
+        self,
+        request: Request[Any, Any, Any],
+        org_id: FromPath[str],
+        user_id: FromPath[str],
+        data: JSONBody[RoleRequest],
+        iam: IamDep,
+        principal: PrincipalDep,
+        grant: GrantDep,
+    ) -> MemberView:
+        return await orgs.change_member_role(iam, principal, grant, user_id, data.role, client_ip(request))
+
+    @delete("/{org_id:str}/members/{user_id:str}", summary="Remove a member", opt=policy("org:manage"))
+    async def remove_member(
+        self,
+        request: Request[Any, Any, Any],
+        org_id: FromPath[str],
+        user_id: FromPath[str],
+        iam: IamDep,
+        principal: PrincipalDep,
+        grant: GrantDep,
+    ) -> None:
+        await orgs.remove_member(iam, principal, grant, user_id, client_ip(request))
+
+    @get("/{org_id:str}/invitations", summary="Pending invitations", opt=policy("invitations:read"))
+    async def list_invitations(self, org_id: FromPath[str], iam: IamDep, grant: GrantDep) -> list[InvitationView]:
+        return await orgs.list_invitations(iam, grant.organization_id)
+
+    @post(
+        "/{org_id:str}/invitations",
+        summary="Invite someone by email (the link is shown once)",
+        status_code=201,
+        opt=policy("org:manage"),
+    )
+    async def invite(
+        self,
+        request: Request[Any, Any, Any],
+        org_id: FromPath[str],
+        data: JSONBody[InvitationRequest],
+        iam: IamDep,
+        principal: PrincipalDep,
+        grant: GrantDep,
+    ) -> CreatedInvitation:
+        return await orgs.create_invitation(
+            iam,
+            principal,
+            grant,
+            email=data.email,
+            role=data.role,
+            namespace_id=data.namespace_id,
+            namespace_role=data.namespace_role,
+            expires_in_s=data.expires_in_s,
+            ip=client_ip(request),
+        )
+
+    @delete("/{org_id:str}/invitations/{invitation_id:str}", summary="Cancel an invitation", opt=policy("org:manage"))
+    async def cancel_invitation(
+        self,
+        request: Request[Any, Any, Any],
+        org_id: FromPath[str],
+        invitation_id: FromPath[str],
+        iam: IamDep,
+        principal: PrincipalDep,
+        grant: GrantDep,
+    ) -> None:
+        await orgs.cancel_invitation(iam, principal, grant, invitation_id, client_ip(request))
+
+    @get("/{org_id:str}/namespaces", summary="Namespaces you can enter", opt=policy("org:read"))
+    async def list_namespaces(
+        self, org_id: FromPath[str], iam: IamDep, principal: PrincipalDep, grant: GrantDep
+    ) -> list[NamespaceView]:
+        return await orgs.list_namespaces(iam, principal, grant)
+
+    @post("/{org_id:str}/namespaces", summary="Create a namespace", status_code=201, opt=policy("org:manage"))
+    async def create_namespace(
+        self,
+        request: Request[Any, Any, Any],
+        org_id: FromPath[str],
+        data: JSONBody[NameRequest],
+        iam: IamDep,
+        principal: PrincipalDep,
+        grant: GrantDep,
+    ) -> NamespaceView:
+        return await orgs.create_namespace(iam, principal, grant, data.name, client_ip(request))
+
+    @get("/{org_id:str}/audit", summary="The audit log, newest first", opt=policy("audit:read"))
+    async def audit_log(
+        self,
+        org_id: FromPath[str],
+        iam: IamDep,
+        grant: GrantDep,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+    ) -> AuditPage:
+        return await audit.list_entries(iam, grant.organization_id, cursor=cursor, limit=limit)
+
+
+class InvitationController(Controller):
+    path = f"{API}/invitations"
+    tags = ["organizations"]
+
+    @post("/accept", summary="Accept an invitation as the signed-in person", status_code=200, opt=policy("user"))
+    async def accept(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[AcceptInvitationRequest],
+        iam: IamDep,
+        principal: PrincipalDep,
+    ) -> OrganizationView:
+        return await orgs.accept_invitation(iam, principal, data.token, client_ip(request))
+
+
+class NamespaceController(Controller):
+    path = f"{API}/namespaces/{{ns_id:str}}"
+    tags = ["namespaces"]
+
+    @get("/", summary="A namespace", opt=policy("namespace:read"))
+    async def get_namespace(self, ns_id: FromPath[str], iam: IamDep, grant: GrantDep) -> NamespaceView:
+        return await orgs.get_namespace(iam, grant)
+
+    @delete("/", summary="Delete a namespace and everything in it", opt=policy("namespace:manage"))
+    async def delete_namespace(
+        self,
+        request: Request[Any, Any, Any],
+        ns_id: FromPath[str],
+        iam: IamDep,
+        principal: PrincipalDep,
+        grant: GrantDep,
+    ) -> None:
+        await orgs.delete_namespace(iam, principal, grant, client_ip(request))
+
+    @get("/members", summary="Members of the namespace", opt=policy("members:read"))
+    async def list_members(self, ns_id: FromPath[str], iam: IamDep, grant: GrantDep) -> list[MemberView]:
+        return await orgs.list_namespace_members(iam, ns_id)
+
+    @put("/members/{user_id:str}", summary="Give an organization member a role here", opt=policy("members:manage"))
+    async def put_member(
+        self,
+        request: Request[Any, Any, Any],
+        ns_id: FromPath[str],
+        user_id: FromPath[str],
+        data: JSONBody[RoleRequest],
+        iam: IamDep,
+        principal: PrincipalDep,
+        grant: GrantDep,
+    ) -> MemberView:
+        return await orgs.put_namespace_member(iam, principal, grant, user_id, data.role, client_ip(request))
+
+    @delete("/members/{user_id:str}", summary="Remove a member from the namespace", opt=policy("members:manage"))
+    async def remove_member(
+        self,
+        request: Request[Any, Any, Any],
+        ns_id: FromPath[str],
+        user_id: FromPath[str],
+        iam: IamDep,
+        principal: PrincipalDep,
+        grant: GrantDep,
+    ) -> None:
+        await orgs.remove_namespace_member(iam, principal, grant, user_id, client_ip(request))
+
+    @get("/api-keys", summary="API keys (prefix and last use; never the key)", opt=policy("keys:read"))
+    async def list_keys(self, ns_id: FromPath[str], iam: IamDep, grant: GrantDep) -> list[ApiKeyView]:
+        return await keys.list_keys(iam, ns_id)
+
+    @post("/api-keys", summary="Create an API key (shown once)", status_code=201, opt=policy("keys:manage"))
+    async def create_key(
+        self,
+        request: Request[Any, Any, Any],
+        ns_id: FromPath[str],
+        data: JSONBody[CreateApiKeyRequest],
+        iam: IamDep,
+        principal: PrincipalDep,
+        grant: GrantDep,
+    ) -> CreatedApiKey:
+        return await keys.create_key(
+            iam,
+            principal,
+            ns_id,
+            name=data.name,
+            role=data.role,
+            expires_at=data.expires_at,
+            organization_id=grant.organization_id,
+            ip=client_ip(request),
+        )
+
+    @delete(
+        "/api-keys/{key_id:str}",
+        summary="Revoke an API key (effective on its next request)",
+        status_code=200,
+        opt=policy("keys:manage"),
+    )
+    async def revoke_key(
+        self,
+        request: Request[Any, Any, Any],
+        ns_id: FromPath[str],
+        key_id: FromPath[str],
+        iam: IamDep,
+        principal: PrincipalDep,
+        grant: GrantDep,
+    ) -> ApiKeyView:
+        return await keys.revoke_key(iam, principal, grant, key_id, client_ip(request))
+
+
+IAM_CONTROLLERS = [AuthController, OrganizationController, InvitationController, NamespaceController]

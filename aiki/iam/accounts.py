@@ -1,0 +1,382 @@
+"""People: sign-up, login, sessions, logout; and how a request's credentials become a principal."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from aiki.iam import audit
+from aiki.iam.context import Iam
+from aiki.iam.crypto import key_prefix, parse_api_key
+from aiki.iam.models import Me, NamespaceView, OrganizationView, SignedIn, UserView
+from aiki.iam.policy import Grant, Principal
+from aiki.iam.repos import (
+    ApiKeyDirectory,
+    NamespaceDirectory,
+    OrganizationRepository,
+    RateLimitRepository,
+    Row,
+    SessionRepository,
+    UserRepository,
+)
+from aiki.platform.db.raw import is_unique_violation
+from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID, DEFAULT_ORGANIZATION_ID
+from aiki.platform.domain.errors import AlreadyExists, InputInvalid, RateLimited, Unauthenticated
+from aiki.platform.domain.ids import new_id
+
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+# `last_seen_at` / `last_used_at` are written at most this often: a read per request, not a write.
+_TOUCH_EVERY_MS = 60_000
+
+
+def normalize_email(email: str) -> str:
+    value = email.strip().lower()
+    if len(value) > 320 or not _EMAIL_RE.match(value):
+        raise InputInvalid(f"email {email!r} is not an email address", field="$.email")
+    return value
+
+
+def user_view(row: Row) -> UserView:
+    return UserView(id=row["id"], email=row["email"], name=row["name"], created_at=row["created_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    signed_in: SignedIn
+    session_id: str
+    cookie: str
+
+
+async def _open_session(
+    iam: Iam, conn: AsyncConnection, user_id: str, ip: str | None, ua: str | None
+) -> tuple[str, str, int]:
+    now = iam.now()
+    session_id = new_id()
+    expires_at = now + iam.config.session_absolute_s * 1000
+    await SessionRepository(conn).insert(
+        {
+            "id": session_id,
+            "user_id": user_id,
+            "created_at": now,
+            "last_seen_at": now,
+            "expires_at": expires_at,
+            "ip": ip,
+            "user_agent": (ua or "")[:300] or None,
+        }
+    )
+    cookie = iam.secrets.sign_session(session_id, now // 1000, expires_at // 1000)
+    return session_id, cookie, expires_at
+
+
+async def signup(
+    iam: Iam,
+    *,
+    email: str,
+    password: str,
+    name: str | None,
+    organization_name: str | None,
+    namespace_name: str | None,
+    ip: str | None,
+    user_agent: str | None,
+) -> NewSession:
+    """Create a user, their organization (owner) and its first namespace, and sign them in."""
+    address = normalize_email(email)
+    iam.passwords.check_policy(password)
+    password_hash = iam.passwords.hash(password)
+    now = iam.now()
+    user_id = new_id()
+    try:
+        async with iam.db.transaction() as conn:
+            users = UserRepository(conn)
+            if await users.by_email(address) is not None:
+                raise AlreadyExists("an account with this email already exists; log in instead", field="$.email")
+            await users.insert(
+                {
+                    "id": user_id,
+                    "email": address,
+                    "password_hash": password_hash,
+                    "name": name,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            orgs = OrganizationRepository(conn)
+            directory = NamespaceDirectory(conn)
+            if iam.config.claim_default_organization and await orgs.count_members(DEFAULT_ORGANIZATION_ID) == 0:
+                org_id, ns_id = DEFAULT_ORGANIZATION_ID, DEFAULT_NAMESPACE_ID
+                org_row = await orgs.get(org_id)
+                ns_row = await directory.get(ns_id)
+                assert org_row is not None
+                assert ns_row is not None
+            else:
+                org_id, ns_id = new_id(), new_id()
+                org_row = {"id": org_id, "name": organization_name or f"{address}'s organization", "created_at": now}
+                await orgs.insert(org_row)
+                ns_row = {
+                    "id": ns_id,
+                    "organization_id": org_id,
+                    "name": namespace_name or "default",
+                    "created_at": now,
+                }
+                await directory.insert(ns_row)
+            await orgs.add_member(org_id, user_id, "owner", now)
+            session_id, cookie, expires_at = await _open_session(iam, conn, user_id, ip, user_agent)
+            user = UserView(id=user_id, email=address, name=name, created_at=now)
+            principal = Principal(kind="user", id=user_id, label=address, user_id=user_id, session_id=session_id)
+            await audit.record(
+                iam,
+                principal,
+                "user.signup",
+                conn=conn,
+                organization_id=org_id,
+                target_type="user",
+                target_id=user_id,
+                ip=ip,
+            )
+    except Exception as exc:
+        if is_unique_violation(exc):
+            raise AlreadyExists("an account with this email already exists; log in instead", field="$.email") from None
+        raise
+    return NewSession(
+        signed_in=SignedIn(
+            user=user,
+            organization=OrganizationView(
+                id=org_id, name=org_row["name"], created_at=org_row["created_at"], role="owner"
+            ),
+            namespace=NamespaceView(
+                id=ns_id, organization_id=org_id, name=ns_row["name"], created_at=ns_row["created_at"], role="admin"
+            ),
+            session_expires_at=expires_at,
+        ),
+        session_id=session_id,
+        cookie=cookie,
+    )
+
+
+async def _check_login_rate(iam: Iam, address: str, ip: str | None) -> None:
+    now = iam.now()
+    window = iam.config.login_window_s * 1000
+    async with iam.db.transaction() as conn:
+        limits = RateLimitRepository(conn)
+        account_count, account_start = await limits.hit(f"login:account:{address}", now, window)
+        ip_count, ip_start = await limits.hit(f"login:ip:{ip or '-'}", now, window)
+    over = []
+    if account_count > iam.config.login_max_per_account:
+        over.append(account_start)
+    if ip_count > iam.config.login_max_per_ip:
+        over.append(ip_start)
+    if over:
+        retry_after_s = (max(over) + window - now + 999) // 1000
+        await audit.record(
+            iam,
+            None,
+            "login",
+            "rate_limited",
+            actor_label=address,
+            target_type="user",
+            ip=ip,
+            detail={"email": address},
+        )
+        raise RateLimited("too many login attempts; retry later", retry_after_s=int(retry_after_s))
+
+
+async def login(
+    iam: Iam,
+    *,
+    email: str,
+    password: str,
+    ip: str | None,
+    user_agent: str | None,
+    previous_session_id: str | None,
+) -> NewSession:
+    """Check the password and open a fresh session; the session presented before login is revoked."""
+    address = normalize_email(email)
+    await _check_login_rate(iam, address, ip)
+    async with iam.db.engine.connect() as conn:
+        row = await UserRepository(conn).by_email(address)
+    if row is None:
+        iam.passwords.burn(password)
+        await audit.record(iam, None, "login", "failed", actor_label=address, ip=ip, detail={"reason": "unknown email"})
+        raise Unauthenticated("wrong email or password")
+    if not iam.passwords.verify(row["password_hash"], password):
+        org_ids: list[str | None] = list(await _organization_ids(iam, row["id"]))
+        for org_id in org_ids or [None]:
+            await audit.record(
+                iam,
+                None,
+                "login",
+                "failed",
+                actor_label=address,
+                organization_id=org_id,
+                target_type="user",
+                target_id=row["id"],
+                ip=ip,
+                detail={"reason": "wrong password"},
+            )
+        raise Unauthenticated("wrong email or password")
+    now = iam.now()
+    async with iam.db.transaction() as conn:
+        if iam.passwords.needs_rehash(row["password_hash"]):
+            await UserRepository(conn).set_password_hash(row["id"], iam.passwords.hash(password), now)
+        sessions = SessionRepository(conn)
+        if previous_session_id is not None:
+            await sessions.revoke(previous_session_id, now)
+        await RateLimitRepository(conn).clear([f"login:account:{address}"])
+        session_id, cookie, expires_at = await _open_session(iam, conn, row["id"], ip, user_agent)
+        principal = Principal(kind="user", id=row["id"], label=address, user_id=row["id"], session_id=session_id)
+        org_rows = await OrganizationRepository(conn).of_user(row["id"])
+        for org in org_rows or [{"id": None}]:
+            await audit.record(
+                iam,
+                principal,
+                "login",
+                conn=conn,
+                organization_id=org["id"],
+                target_type="user",
+                target_id=row["id"],
+                ip=ip,
+            )
+    first = org_rows[0] if org_rows else None
+    return NewSession(
+        signed_in=SignedIn(
+            user=user_view(row),
+            organization=OrganizationView(
+                id=first["id"], name=first["name"], created_at=first["created_at"], role=first["role"]
+            )
+            if first
+            else None,
+            namespace=None,
+            session_expires_at=expires_at,
+        ),
+        session_id=session_id,
+        cookie=cookie,
+    )
+
+
+async def _organization_ids(iam: Iam, user_id: str) -> list[str]:
+    async with iam.db.engine.connect() as conn:
+        return [r["id"] for r in await OrganizationRepository(conn).of_user(user_id)]
+
+
+async def logout(iam: Iam, principal: Principal, ip: str | None) -> None:
+    if principal.session_id is None:
+        return
+    now = iam.now()
+    async with iam.db.transaction() as conn:
+        await SessionRepository(conn).revoke(principal.session_id, now)
+        await audit.record(iam, principal, "logout", conn=conn, target_type="user", target_id=principal.user_id, ip=ip)
+
+
+async def me(iam: Iam, principal: Principal) -> Me:
+    assert principal.user_id is not None
+    async with iam.db.engine.connect() as conn:
+        row = await UserRepository(conn).get(principal.user_id)
+        orgs = await OrganizationRepository(conn).of_user(principal.user_id)
+    if row is None:
+        raise Unauthenticated("the session's user no longer exists")
+    return Me(user=user_view(row), organizations=[OrganizationView(**o) for o in orgs])
+
+
+# -- authentication of requests ------------------------------------------------------------------
+
+
+async def authenticate_session(iam: Iam, cookie: str) -> Principal:
+    """The person a session cookie names, if the session is live; revokes it when it has expired."""
+    session_id = iam.secrets.session_id(cookie)
+    if session_id is None:
+        raise Unauthenticated("the session cookie is invalid")
+    async with iam.db.engine.connect() as conn:
+        row = await SessionRepository(conn).with_user(session_id)
+    if row is None or row["revoked_at"] is not None:
+        raise Unauthenticated("the session has ended; log in again")
+    now = iam.now()
+    idle_deadline = row["last_seen_at"] + iam.config.session_idle_s * 1000
+    if now >= row["expires_at"] or now >= idle_deadline:
+        async with iam.db.transaction() as conn:
+            await SessionRepository(conn).revoke(session_id, now)
+        raise Unauthenticated("the session has expired; log in again")
+    if now - row["last_seen_at"] >= _TOUCH_EVERY_MS:
+        async with iam.db.transaction() as conn:
+            await SessionRepository(conn).touch(session_id, now)
+    return Principal(
+        kind="user",
+        id=row["user_id"],
+        label=row["email"] or row["user_id"],
+        user_id=row["user_id"],
+        session_id=session_id,
+    )
+
+
+async def authenticate_key(iam: Iam, token: str) -> Principal:
+    """The API key ``token`` is, if live. The format and checksum are checked before any lookup."""
+    parsed = parse_api_key(token)
+    if parsed is None:
+        raise Unauthenticated("the API key is malformed (expected aiki_<id>_<secret>)")
+    async with iam.db.engine.connect() as conn:
+        row = await ApiKeyDirectory(conn).get(parsed.key_id)
+    if row is None or not _same(iam.secrets.api_key_hash(token), row["key_hash"]):
+        raise Unauthenticated("the API key is not valid")
+    now = iam.now()
+    if row["revoked_at"] is not None:
+        raise Unauthenticated("the API key has been revoked")
+    if row["expires_at"] is not None and now >= row["expires_at"]:
+        raise Unauthenticated("the API key has expired")
+    limit = iam.config.api_requests_per_minute
+    touch = row["last_used_at"] is None or now - row["last_used_at"] >= _TOUCH_EVERY_MS
+    if limit is not None or touch:
+        async with iam.db.transaction() as conn:
+            if touch:
+                await ApiKeyDirectory(conn).mark_used(row["id"], now)
+            if limit is not None:
+                count, start = await RateLimitRepository(conn).hit(f"api:{row['id']}", now, 60_000)
+        if limit is not None and count > limit:
+            raise RateLimited("too many requests for this API key", retry_after_s=(start + 60_000 - now + 999) // 1000)
+    return Principal(
+        kind="api_key",
+        id=row["id"],
+        label=key_prefix(row["id"]),
+        key_role=row["role"],
+        key_namespace_id=row["namespace_id"],
+        key_organization_id=row["organization_id"],
+    )
+
+
+def _same(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+async def namespace_grant(iam: Iam, principal: Principal, namespace_id: str) -> Grant | None:
+    """The principal's roles in a namespace (``None``: it does not exist, or not for this principal)."""
+    if principal.kind == "api_key":
+        if namespace_id != principal.key_namespace_id or principal.key_organization_id is None:
+            return None
+        return Grant(organization_id=principal.key_organization_id, namespace_id=namespace_id)
+    assert principal.user_id is not None
+    async with iam.db.engine.connect() as conn:
+        row: dict[str, Any] | None = await NamespaceDirectory(conn).grant(namespace_id, principal.user_id)  # type: ignore[assignment]
+    if row is None or row["org_role"] is None:
+        return None
+    return Grant(
+        organization_id=row["organization_id"],
+        namespace_id=namespace_id,
+        org_role=row["org_role"],
+        namespace_role=row["namespace_role"],
+    )
+
+
+async def organization_grant(iam: Iam, principal: Principal, organization_id: str) -> Grant | None:
+    if principal.kind == "api_key":
+        if organization_id != principal.key_organization_id:
+            return None
+        return Grant(organization_id=organization_id)
+    assert principal.user_id is not None
+    async with iam.db.engine.connect() as conn:
+        role = await OrganizationRepository(conn).member_role(organization_id, principal.user_id)
+    if role is None:
+        return None
+    return Grant(organization_id=organization_id, org_role=role)

@@ -1,0 +1,81 @@
+"""IAM settings: the server secret, the public URL, session lifetimes and rate limits."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+MIN_SECRET_LENGTH = 32
+
+
+class IamConfigError(ValueError):
+    """An IAM setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class IamConfig:
+    """How identity and access work on this server.
+
+    Attributes:
+        secret_key: the server secret (``AIKI_SECRET_KEY``, at least 32 characters). API keys and
+            invitation tokens are stored as HMACs under it, and session cookies are signed with it:
+            changing it invalidates every key, session and pending invitation.
+        base_url: the public URL of the server (``AIKI_BASE_URL``): invitation links point there
+            and unsafe requests made with a session must come from its origin.
+        session_idle_s: a session unused for this long is revoked.
+        session_absolute_s: a session is revoked this long after login, used or not.
+        invitation_ttl_s: default lifetime of an invitation link.
+        login_window_s: the window of the login rate limits.
+        login_max_per_account: login attempts allowed per account and window.
+        login_max_per_ip: login attempts allowed per client address and window.
+        api_requests_per_minute: requests allowed per API key and minute; ``None`` disables.
+        secure_cookies: mark the session cookie ``Secure`` (keep on outside tests on plain HTTP).
+        claim_default_organization: the first sign-up becomes owner of the implicit ``default``
+            organization instead of creating one (``aiki dev``: the example worker serves it).
+    """
+
+    secret_key: str
+    base_url: str
+    session_idle_s: int = 30 * 60
+    session_absolute_s: int = 12 * 3600
+    invitation_ttl_s: int = 7 * 24 * 3600
+    login_window_s: int = 15 * 60
+    login_max_per_account: int = 10
+    login_max_per_ip: int = 100
+    api_requests_per_minute: int | None = 30_000
+    secure_cookies: bool = True
+    claim_default_organization: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.secret_key) < MIN_SECRET_LENGTH:
+            raise IamConfigError(
+                f"AIKI_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters "
+                "(generate one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise IamConfigError(
+                f"AIKI_BASE_URL must be an http(s) URL such as https://aiki.example.com, got {self.base_url!r}"
+            )
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host[:port]`` of :attr:`base_url`, compared with the ``Origin`` header."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> IamConfig:
+        """Read ``AIKI_SECRET_KEY`` and ``AIKI_BASE_URL``; raise naming the one that is missing."""
+        env = os.environ if environ is None else environ
+        for name in ("AIKI_SECRET_KEY", "AIKI_BASE_URL"):
+            if not env.get(name) and name.lower().removeprefix("aiki_") not in overrides:
+                raise IamConfigError(f"{name} is not set: the standalone server runs with IAM and needs it")
+        values: dict[str, object] = {
+            "secret_key": env.get("AIKI_SECRET_KEY", ""),
+            "base_url": env.get("AIKI_BASE_URL", ""),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,453 @@
+"""Organizations, their members and invitations, namespaces and namespace members.
+
+Callers are authorized before these run (``policy.authorize``); the rules here are the ones a
+role table cannot say: only an owner makes or unmakes an owner, and an organization keeps one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiki.iam import audit
+from aiki.iam.accounts import normalize_email
+from aiki.iam.context import Iam
+from aiki.iam.models import (
+    CreatedInvitation,
+    InvitationView,
+    MemberView,
+    NamespaceView,
+    OrganizationView,
+)
+from aiki.iam.policy import NAMESPACE_ROLES, ORG_ROLES, Grant, Principal, effective_namespace_role
+from aiki.iam.repos import (
+    InvitationRepository,
+    NamespaceDirectory,
+    NamespaceMemberRepository,
+    OrganizationRepository,
+    Row,
+    UserRepository,
+)
+from aiki.platform.db.raw import is_unique_violation
+from aiki.platform.domain.errors import (
+    AlreadyExists,
+    InputInvalid,
+    InvitationInvalid,
+    NotFound,
+    PermissionDenied,
+)
+from aiki.platform.domain.ids import new_id
+
+_NAME_MAX = 100
+
+
+def _check_role(role: str, allowed: tuple[str, ...], field: str) -> None:
+    if role not in allowed:
+        raise InputInvalid(f"role {role!r} is not one of {', '.join(allowed)}", field=field)
+
+
+def _check_name(name: str, field: str = "$.name") -> str:
+    value = name.strip()
+    if not value or len(value) > _NAME_MAX:
+        raise InputInvalid(f"name must be 1 to {_NAME_MAX} characters", field=field)
+    return value
+
+
+# -- organizations ------------------------------------------------------------------------------
+
+
+async def create_organization(iam: Iam, principal: Principal, name: str, ip: str | None) -> OrganizationView:
+    assert principal.user_id is not None
+    now = iam.now()
+    org: dict[str, Any] = {"id": new_id(), "name": _check_name(name), "created_at": now}
+    async with iam.db.transaction() as conn:
+        orgs = OrganizationRepository(conn)
+        await orgs.insert(org)
+        await orgs.add_member(org["id"], principal.user_id, "owner", now)
+        await NamespaceDirectory(conn).insert(
+            {"id": new_id(), "organization_id": org["id"], "name": "default", "created_at": now}
+        )
+        await audit.record(
+            iam,
+            principal,
+            "organization.create",
+            conn=conn,
+            organization_id=org["id"],
+            target_type="organization",
+            target_id=org["id"],
+            ip=ip,
+        )
+    return OrganizationView(id=org["id"], name=org["name"], created_at=now, role="owner")
+
+
+async def list_organizations(iam: Iam, principal: Principal) -> list[OrganizationView]:
+    assert principal.user_id is not None
+    async with iam.db.engine.connect() as conn:
+        return [OrganizationView(**r) for r in await OrganizationRepository(conn).of_user(principal.user_id)]
+
+
+async def get_organization(iam: Iam, grant: Grant) -> OrganizationView:
+    async with iam.db.engine.connect() as conn:
+        row = await OrganizationRepository(conn).get(grant.organization_id)
+    if row is None:
+        raise NotFound("organization not found")
+    return OrganizationView(id=row["id"], name=row["name"], created_at=row["created_at"], role=grant.org_role)
+
+
+# -- members ------------------------------------------------------------------------------------
+
+
+async def list_members(iam: Iam, organization_id: str) -> list[MemberView]:
+    async with iam.db.engine.connect() as conn:
+        return [MemberView(**r) for r in await OrganizationRepository(conn).members(organization_id)]
+
+
+async def change_member_role(
+    iam: Iam, principal: Principal, grant: Grant, user_id: str, role: str, ip: str | None
+) -> MemberView:
+    _check_role(role, ORG_ROLES, "$.role")
+    org_id = grant.organization_id
+    async with iam.db.transaction() as conn:
+        orgs = OrganizationRepository(conn)
+        current = await orgs.member_role(org_id, user_id)
+        if current is None:
+            raise NotFound(f"user {user_id!r} is not a member of this organization")
+        if "owner" in (current, role) and grant.org_role != "owner":
+            raise PermissionDenied("only an owner can make or unmake an owner")
+        if current == "owner" and role != "owner" and await orgs.count_owners(org_id) == 1:
+            raise InputInvalid("an organization keeps at least one owner", field="$.role")
+        await orgs.set_role(org_id, user_id, role)
+        await audit.record(
+            iam,
+            principal,
+            "member.role_change",
+            conn=conn,
+            organization_id=org_id,
+            target_type="user",
+            target_id=user_id,
+            ip=ip,
+            detail={"from": current, "to": role},
+        )
+        rows = [r for r in await orgs.members(org_id) if r["user_id"] == user_id]
+    return MemberView(**rows[0])
+
+
+async def remove_member(iam: Iam, principal: Principal, grant: Grant, user_id: str, ip: str | None) -> None:
+    org_id = grant.organization_id
+    async with iam.db.transaction() as conn:
+        orgs = OrganizationRepository(conn)
+        current = await orgs.member_role(org_id, user_id)
+        if current is None:
+            raise NotFound(f"user {user_id!r} is not a member of this organization")
+        if current == "owner" and grant.org_role != "owner":
+            raise PermissionDenied("only an owner can remove an owner")
+        if current == "owner" and await orgs.count_owners(org_id) == 1:
+            raise InputInvalid("an organization keeps at least one owner", field="user_id")
+        await orgs.remove_member(org_id, user_id)
+        await audit.record(
+            iam,
+            principal,
+            "member.remove",
+            conn=conn,
+            organization_id=org_id,
+            target_type="user",
+            target_id=user_id,
+            ip=ip,
+            detail={"role": current},
+        )
+
+
+# -- invitations --------------------------------------------------------------------------------
+
+
+def _invitation_view(row: Row, now: int) -> InvitationView:
+    if row["accepted_at"] is not None:
+        status = "accepted"
+    elif row["cancelled_at"] is not None:
+        status = "cancelled"
+    elif row["expires_at"] <= now:
+        status = "expired"
+    else:
+        status = "pending"
+    return InvitationView(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        email=row["email"],
+        role=row["role"],
+        namespace_id=row["namespace_id"],
+        namespace_role=row["namespace_role"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        status=status,
+    )
+
+
+async def create_invitation(
+    iam: Iam,
+    principal: Principal,
+    grant: Grant,
+    *,
+    email: str,
+    role: str,
+    namespace_id: str | None,
+    namespace_role: str | None,
+    expires_in_s: int | None,
+    ip: str | None,
+) -> CreatedInvitation:
+    address = normalize_email(email)
+    _check_role(role, ORG_ROLES, "$.role")
+    if role == "owner" and grant.org_role != "owner":
+        raise PermissionDenied("only an owner can invite an owner")
+    if (namespace_id is None) != (namespace_role is None):
+        raise InputInvalid("namespace_id and namespace_role go together", field="$.namespace_role")
+    if namespace_role is not None:
+        _check_role(namespace_role, NAMESPACE_ROLES, "$.namespace_role")
+    ttl = expires_in_s if expires_in_s is not None else iam.config.invitation_ttl_s
+    if not 60 <= ttl <= 90 * 24 * 3600:
+        raise InputInvalid("expires_in_s must be between 60 seconds and 90 days", field="$.expires_in_s")
+    token = iam.secrets.new_invitation_token()
+    now = iam.now()
+    row: dict[str, Any] = {
+        "id": new_id(),
+        "organization_id": grant.organization_id,
+        "email": address,
+        "role": role,
+        "namespace_id": namespace_id,
+        "namespace_role": namespace_role,
+        "token_hash": iam.secrets.invitation_hash(token),
+        "invited_by": principal.user_id,
+        "created_at": now,
+        "expires_at": now + ttl * 1000,
+        "accepted_at": None,
+        "cancelled_at": None,
+    }
+    async with iam.db.transaction() as conn:
+        if namespace_id is not None:
+            ns = await NamespaceDirectory(conn).get(namespace_id)
+            if ns is None or ns["organization_id"] != grant.organization_id:
+                raise NotFound(f"namespace {namespace_id!r} not found")
+        values = {k: v for k, v in row.items() if k != "organization_id"}
+        await InvitationRepository(conn, grant.organization_id).insert(values)
+        await audit.record(
+            iam,
+            principal,
+            "invitation.create",
+            conn=conn,
+            organization_id=grant.organization_id,
+            namespace_id=namespace_id,
+            target_type="invitation",
+            target_id=row["id"],
+            ip=ip,
+            detail={"email": address, "role": role, "namespace_role": namespace_role},
+        )
+    url = f"{iam.config.base_url.rstrip('/')}/invitations/accept?token={token}"
+    return CreatedInvitation(invitation=_invitation_view(row, now), token=token, url=url)
+
+
+async def list_invitations(iam: Iam, organization_id: str) -> list[InvitationView]:
+    now = iam.now()
+    async with iam.db.engine.connect() as conn:
+        rows = await InvitationRepository(conn, organization_id).list_pending(now)
+    return [_invitation_view(r, now) for r in rows]
+
+
+async def cancel_invitation(iam: Iam, principal: Principal, grant: Grant, invitation_id: str, ip: str | None) -> None:
+    now = iam.now()
+    async with iam.db.transaction() as conn:
+        repo = InvitationRepository(conn, grant.organization_id)
+        row = await repo.get(invitation_id)
+        if row is None:
+            raise NotFound(f"invitation {invitation_id!r} not found")
+        if row["accepted_at"] is not None or row["cancelled_at"] is not None:
+            raise InvitationInvalid("the invitation was already accepted or cancelled")
+        await repo.update(invitation_id, {"cancelled_at": now})
+        await audit.record(
+            iam,
+            principal,
+            "invitation.cancel",
+            conn=conn,
+            organization_id=grant.organization_id,
+            target_type="invitation",
+            target_id=invitation_id,
+            ip=ip,
+        )
+
+
+async def accept_invitation(iam: Iam, principal: Principal, token: str, ip: str | None) -> OrganizationView:
+    """Join the inviting organization (and namespace) as the signed-in person the link was sent to."""
+    assert principal.user_id is not None
+    now = iam.now()
+    async with iam.db.transaction() as conn:
+        repo = InvitationRepository(conn, None)
+        row = await repo.by_token_hash(iam.secrets.invitation_hash(token))
+        if row is None or row["accepted_at"] is not None or row["cancelled_at"] is not None:
+            raise InvitationInvalid("this invitation link is not valid (unknown, used or cancelled)")
+        if row["expires_at"] <= now:
+            raise InvitationInvalid("this invitation link has expired; ask for a new one")
+        user = await UserRepository(conn).get(principal.user_id)
+        if user is None or user["email"] != row["email"]:
+            raise InvitationInvalid("this invitation was sent to another email address")
+        org_id = row["organization_id"]
+        orgs = OrganizationRepository(conn)
+        if await orgs.member_role(org_id, principal.user_id) is None:
+            await orgs.add_member(org_id, principal.user_id, row["role"], now)
+        if row["namespace_id"] is not None:
+            await NamespaceMemberRepository(conn, row["namespace_id"]).put(
+                principal.user_id, row["namespace_role"], now
+            )
+        await repo.update(row["id"], {"accepted_at": now, "accepted_by": principal.user_id})
+        await audit.record(
+            iam,
+            principal,
+            "invitation.accept",
+            conn=conn,
+            organization_id=org_id,
+            namespace_id=row["namespace_id"],
+            target_type="invitation",
+            target_id=row["id"],
+            ip=ip,
+            detail={"role": row["role"]},
+        )
+        org = await orgs.get(org_id)
+        role = await orgs.member_role(org_id, principal.user_id)
+    assert org is not None
+    return OrganizationView(id=org["id"], name=org["name"], created_at=org["created_at"], role=role)
+
+
+# -- namespaces ---------------------------------------------------------------------------------
+
+
+def _ns_view(row: Row, role: str | None) -> NamespaceView:
+    return NamespaceView(
+        id=row["id"], organization_id=row["organization_id"], name=row["name"], created_at=row["created_at"], role=role
+    )
+
+
+async def list_namespaces(iam: Iam, principal: Principal, grant: Grant) -> list[NamespaceView]:
+    """The organization's namespaces this person can enter (all of them for owners and admins)."""
+    assert principal.user_id is not None
+    async with iam.db.engine.connect() as conn:
+        directory = NamespaceDirectory(conn)
+        rows = await directory.of_organization(grant.organization_id)
+        roles = await directory.roles_of_user(grant.organization_id, principal.user_id)
+    views = []
+    for row in rows:
+        role = effective_namespace_role(Grant(grant.organization_id, row["id"], grant.org_role, roles.get(row["id"])))
+        if role is not None:
+            views.append(_ns_view(row, role))
+    return views
+
+
+async def create_namespace(iam: Iam, principal: Principal, grant: Grant, name: str, ip: str | None) -> NamespaceView:
+    now = iam.now()
+    row: dict[str, Any] = {
+        "id": new_id(),
+        "organization_id": grant.organization_id,
+        "name": _check_name(name),
+        "created_at": now,
+    }
+    try:
+        async with iam.db.transaction() as conn:
+            directory = NamespaceDirectory(conn)
+            if await directory.by_name(grant.organization_id, row["name"]) is not None:
+                raise AlreadyExists(f"namespace {row['name']!r} already exists", field="$.name")
+            await directory.insert(row)
+            await audit.record(
+                iam,
+                principal,
+                "namespace.create",
+                conn=conn,
+                organization_id=grant.organization_id,
+                namespace_id=row["id"],
+                target_type="namespace",
+                target_id=row["id"],
+                ip=ip,
+                detail={"name": row["name"]},
+            )
+    except Exception as exc:
+        if is_unique_violation(exc):
+            raise AlreadyExists(f"namespace {row['name']!r} already exists", field="$.name") from None
+        raise
+    return _ns_view(row, "admin")
+
+
+async def get_namespace(iam: Iam, grant: Grant) -> NamespaceView:
+    assert grant.namespace_id is not None
+    async with iam.db.engine.connect() as conn:
+        row = await NamespaceDirectory(conn).get(grant.namespace_id)
+    if row is None:
+        raise NotFound("namespace not found")
+    return _ns_view(row, effective_namespace_role(grant))
+
+
+async def delete_namespace(iam: Iam, principal: Principal, grant: Grant, ip: str | None) -> None:
+    """Delete a namespace and everything in it (runs, keys, memberships)."""
+    assert grant.namespace_id is not None
+    async with iam.db.transaction() as conn:
+        directory = NamespaceDirectory(conn)
+        row = await directory.get(grant.namespace_id)
+        if row is None:
+            raise NotFound("namespace not found")
+        await directory.delete(grant.namespace_id)
+        await audit.record(
+            iam,
+            principal,
+            "namespace.delete",
+            conn=conn,
+            organization_id=grant.organization_id,
+            namespace_id=grant.namespace_id,
+            target_type="namespace",
+            target_id=grant.namespace_id,
+            ip=ip,
+            detail={"name": row["name"]},
+        )
+
+
+async def list_namespace_members(iam: Iam, namespace_id: str) -> list[MemberView]:
+    async with iam.db.engine.connect() as conn:
+        return [MemberView(**r) for r in await NamespaceMemberRepository(conn, namespace_id).list()]
+
+
+async def put_namespace_member(
+    iam: Iam, principal: Principal, grant: Grant, user_id: str, role: str, ip: str | None
+) -> MemberView:
+    assert grant.namespace_id is not None
+    _check_role(role, NAMESPACE_ROLES, "$.role")
+    now = iam.now()
+    async with iam.db.transaction() as conn:
+        if await OrganizationRepository(conn).member_role(grant.organization_id, user_id) is None:
+            raise NotFound(f"user {user_id!r} is not a member of this organization")
+        repo = NamespaceMemberRepository(conn, grant.namespace_id)
+        before = await repo.role(user_id)
+        await repo.put(user_id, role, now)
+        await audit.record(
+            iam,
+            principal,
+            "namespace_member.role_change",
+            conn=conn,
+            organization_id=grant.organization_id,
+            namespace_id=grant.namespace_id,
+            target_type="user",
+            target_id=user_id,
+            ip=ip,
+            detail={"from": before, "to": role},
+        )
+        rows = [r for r in await repo.list() if r["user_id"] == user_id]
+    return MemberView(**rows[0])
+
+
+async def remove_namespace_member(iam: Iam, principal: Principal, grant: Grant, user_id: str, ip: str | None) -> None:
+    assert grant.namespace_id is not None
+    async with iam.db.transaction() as conn:
+        if not await NamespaceMemberRepository(conn, grant.namespace_id).remove(user_id):
+            raise NotFound(f"user {user_id!r} is not a member of this namespace")
+        await audit.record(
+            iam,
+            principal,
+            "namespace_member.remove",
+            conn=conn,
+            organization_id=grant.organization_id,
+            namespace_id=grant.namespace_id,
+            target_type="user",
+            target_id=user_id,
+            ip=ip,
+        )

@@ -33,6 +33,7 @@ TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 SESSION_COOKIE = "aiki_session"  # the cookie aiki.api.auth authenticates (the API and the dashboard share it)
 SSO_LOGIN_PATH = "/api/v1/auth/oidc/login"
+HTML = "text/html; charset=utf-8"
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 SECURITY_HEADERS = {
@@ -219,7 +220,7 @@ def render(
 ) -> Template:
     """The page, or only its fragment when HTMX asked (``HX-Request``) and the page has one."""
     name = partial if partial is not None and is_htmx(request) else page
-    return Template(template_name=name, context=context, status_code=status_code, headers=headers)
+    return Template(template_name=name, context=context, status_code=status_code, headers=headers, media_type=HTML)
 
 
 def public_context(request: Request[Any, Any, Any], **extra: Any) -> dict[str, Any]:
@@ -246,8 +247,12 @@ def _error_page(request: Request[Any, Any, Any], status: int, title: str, messag
     if is_htmx(request):
         # htmx swaps error responses too (see base.html's htmx-config): into the message area.
         headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
-        return Template(template_name="errors/_message.html", context=context, status_code=status, headers=headers)
-    return Template(template_name="errors/page.html", context=context, status_code=status, headers=headers)
+        return Template(
+            template_name="errors/_message.html", context=context, status_code=status, headers=headers, media_type=HTML
+        )
+    return Template(
+        template_name="errors/page.html", context=context, status_code=status, headers=headers, media_type=HTML
+    )
 
 
 def _login_redirect(request: Request[Any, Any, Any], message: str) -> Response[Any]:

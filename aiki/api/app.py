@@ -39,9 +39,9 @@ def create_app(services: Services, *, iam: Iam | None = None, debug: bool = Fals
 
         handlers += IAM_CONTROLLERS
         # The dashboard is for signed-in people: it is served when IAM is on, on the API's port.
-        from aiki.dashboard import dashboard_router
+        from aiki.dashboard import dashboard_routers
 
-        handlers.append(dashboard_router())
+        handlers += dashboard_routers()
     app = Litestar(
         route_handlers=handlers,
         dependencies={

@@ -14,14 +14,19 @@ from litestar.static_files import create_static_files_router
 
 from aiki.dashboard.admin_pages import KeyPages, NamespacePages, SchedulePages, WorkerPages
 from aiki.dashboard.auth_pages import AuthPages
+from aiki.dashboard.org_pages import InvitationPages, OrgPages, front_router
 from aiki.dashboard.runs_pages import RunPages
 from aiki.dashboard.web import EXCEPTION_HANDLERS, PREFIX, SECURITY_HEADERS, STATIC, csrf_guard, policy, template_config
 
-__all__ = ["dashboard_router", "template_config"]
+__all__ = ["dashboard_routers", "template_config"]
 
 
-def dashboard_router() -> Router:
-    """Every dashboard page and its static files, under ``/ui``."""
+def dashboard_routers() -> list[Router]:
+    """Every dashboard page and its static files under ``/ui``, and ``/`` (redirects) outside it."""
+    return [_pages(), front_router()]
+
+
+def _pages() -> Router:
     static = create_static_files_router(
         path="/static",
         directories=[STATIC],
@@ -31,7 +36,17 @@ def dashboard_router() -> Router:
     )
     return Router(
         path=PREFIX,
-        route_handlers=[AuthPages, NamespacePages, RunPages, KeyPages, WorkerPages, SchedulePages, static],
+        route_handlers=[
+            AuthPages,
+            NamespacePages,
+            OrgPages,
+            InvitationPages,
+            RunPages,
+            KeyPages,
+            WorkerPages,
+            SchedulePages,
+            static,
+        ],
         guards=[csrf_guard],
         exception_handlers=EXCEPTION_HANDLERS,
         response_headers=[ResponseHeader(name=k, value=v) for k, v in SECURITY_HEADERS.items()],

@@ -58,6 +58,11 @@ class NamespacePages(Controller):
             )
         return after_action(request, f"{PREFIX}/ns/{ns.id}/runs")
 
+    @post("/ns/{ns_id:str}/delete", opt=policy("namespace:manage"))
+    async def delete_namespace(self, request: Request[Any, Any, Any], ns_id: FromPath[str]) -> Any:
+        await orgs.delete_namespace(iam_of(request), principal_of(request), grant_of(request), client_ip(request))
+        return redirect(f"{PREFIX}/namespaces")
+
 
 async def _keys_context(request: Request[Any, Any, Any], ns_id: str, **extra: Any) -> dict[str, Any]:
     iam = iam_of(request)

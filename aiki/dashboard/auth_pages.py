@@ -93,13 +93,14 @@ class AuthPages(Controller):
         return response
 
     @get("/signup", opt=policy("public"))
-    async def signup_form(self, request: Request[Any, Any, Any]) -> Any:
-        return render(request, "auth/signup.html", public_context(request, values={}))
+    async def signup_form(self, request: Request[Any, Any, Any], next: FromQuery[str | None] = None) -> Any:
+        return render(request, "auth/signup.html", public_context(request, values={}, next=safe_next(next)))
 
     @post("/signup", opt=policy("public"))
     async def signup(self, request: Request[Any, Any, Any]) -> Any:
         form = await request.form()
         values = {k: str(form.get(k) or "").strip() for k in ("email", "name", "organization", "namespace")}
+        target = safe_next(str(form.get("next") or ""))
         iam = iam_of(request)
         try:
             new = await accounts.signup(
@@ -113,10 +114,10 @@ class AuthPages(Controller):
                 user_agent=request.headers.get("user-agent"),
             )
         except CoreError as exc:
-            context = public_context(request, values=values, error=exc.message)
+            context = public_context(request, values=values, error=exc.message, next=target)
             return render(request, "auth/signup.html", context, status_code=_status(exc))
         ns = new.signed_in.namespace
-        response = redirect(f"{PREFIX}/ns/{ns.id}/runs" if ns else f"{PREFIX}/namespaces")
+        response = redirect(target or (f"{PREFIX}/ns/{ns.id}/runs" if ns else f"{PREFIX}/namespaces"))
         response.set_cookie(session_cookie(iam, new.cookie, iam.config.session_absolute_s))
         return response
 

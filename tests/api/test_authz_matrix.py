@@ -96,6 +96,9 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/schema"): Row(),
     ("GET", "/schema/openapi.json"): Row(),
     ("GET", "/schema/{path:str}"): Row(),
+    # the dashboard's front door and the invitation link (redirects into /ui, tested in tests/dashboard)
+    ("GET", "/"): Row(),
+    ("GET", "/invitations/accept"): Row(query={"token": "x"}),
     ("POST", "/api/v1/auth/signup"): Row(lambda w: {"email": "newcomer@example.com", "password": PASSWORD}),
     ("POST", "/api/v1/auth/login"): Row(lambda w: {"email": w.alice.email, "password": PASSWORD}),
     # the signed-in person

@@ -17,7 +17,7 @@ from tests.dashboard.browser import Procs, launch_chromium
 T = TypeVar("T")
 
 
-def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
+def in_thread(coro: Coroutine[Any, Any, T]) -> T:
     # Playwright's sync API keeps an event loop running in the main thread: run ours beside it.
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, coro).result()
@@ -26,11 +26,11 @@ def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database of this test alone; dropped afterwards."""
-    name = _in_thread(db_support.create_pg_database("aiki_dash"))
+    name = in_thread(db_support.create_pg_database("aiki_dash"))
     try:
         yield db_support.pg_url(name)
     finally:
-        _in_thread(db_support.drop_pg_database(name))
+        in_thread(db_support.drop_pg_database(name))
 
 
 @pytest.fixture

@@ -186,6 +186,9 @@ async def layout(
         for ns in namespaces:
             if ns.id == namespace_id:
                 current = ns
+    if current is None and organization_id is not None:
+        # Organization pages keep the nav's namespace links: the organization's first namespace.
+        current = next((namespaces[0] for o, namespaces in groups if o.id == organization_id and namespaces), None)
     grant: Grant | None = request.scope.get("aiki_grant")  # type: ignore[assignment]
     ns_role = effective_namespace_role(grant) if grant is not None and grant.namespace_id else None
     org_id = organization_id or (current.organization_id if current else None)

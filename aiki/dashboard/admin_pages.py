@@ -37,12 +37,6 @@ class NamespacePages(Controller):
     async def namespaces(self, request: Request[Any, Any, Any]) -> Any:
         return render(request, "namespaces/list.html", await layout(request))
 
-    @get("/switch", opt=policy("user"))
-    async def switch(self, request: Request[Any, Any, Any]) -> Any:
-        """The namespace switcher's form target (it works without JavaScript)."""
-        ns = request.query_params.get("ns") or ""
-        return redirect(f"{PREFIX}/ns/{ns}/runs" if ns else f"{PREFIX}/namespaces")
-
     @post("/orgs/{org_id:str}/namespaces", opt=policy("org:manage"))
     async def create_namespace(self, request: Request[Any, Any, Any], org_id: FromPath[str]) -> Any:
         form = await request.form()

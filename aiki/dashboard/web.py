@@ -226,9 +226,16 @@ def render(
     return Template(template_name=name, context=context, status_code=status_code, headers=headers, media_type=HTML)
 
 
+def sso_enabled(request: Request[Any, Any, Any]) -> bool:
+    """Whether to offer "Log in with SSO": the app says OIDC is on, or serves the OIDC login route."""
+    if request.app.state.get("oidc_enabled"):
+        return True
+    return any(route.path == SSO_LOGIN_PATH for route in request.app.routes)
+
+
 def public_context(request: Request[Any, Any, Any], **extra: Any) -> dict[str, Any]:
     """Context of pages shown signed out (log in, sign up)."""
-    sso = bool(request.app.state.get("oidc_enabled"))
+    sso = sso_enabled(request)
     return {"user": None, "groups": [], "current_ns": None, "sso_href": SSO_LOGIN_PATH if sso else None, **extra}
 
 

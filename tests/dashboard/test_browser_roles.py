@@ -92,6 +92,9 @@ def _login(page: Any, base: str, email: str) -> None:
     from playwright.sync_api import expect
 
     page.goto(f"{base}/ui/login")
+    shot = screenshot_dir() / "00-login.png"
+    if not shot.exists():
+        page.screenshot(path=str(shot), full_page=True)
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
@@ -173,6 +176,9 @@ def test_a_key_revoked_in_the_browser_stops_working(page: Any, base: str) -> Non
         refused = api.get("/api/v1/runs")
         assert refused.status_code == 401
         assert "revoked" in refused.text
+    page.get_by_role("link", name="Audit log").click()
+    expect(page.locator("#audit")).to_contain_text("api_key.revoke")
+    page.screenshot(path=str(screenshot_dir() / "14-audit-log.png"), full_page=True)
 
 
 def test_the_namespace_switcher_shows_only_that_namespaces_runs(page: Any, base: str) -> None:

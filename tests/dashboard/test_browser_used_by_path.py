@@ -87,10 +87,11 @@ def test_sign_up_key_worker_runs_and_cancel_in_the_browser(
 
     # Create a namespace; the dashboard switches to it.
     page.get_by_role("link", name="Namespaces", exact=True).click()
+    page.screenshot(path=str(shots / "02-namespaces.png"), full_page=True)
     page.get_by_label("New namespace").fill("production")
     page.get_by_role("button", name="Create namespace").click()
     expect(page.locator("#ns-switcher summary")).to_contain_text("production")
-    page.screenshot(path=str(shots / "02-empty-runs.png"), full_page=True)
+    page.screenshot(path=str(shots / "02-empty-runs-new-namespace.png"), full_page=True)
     ns_id = re.search(r"/ui/ns/([^/]+)/runs", page.url)
     assert ns_id, page.url
 

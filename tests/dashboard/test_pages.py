@@ -159,3 +159,30 @@ async def test_runs_list_filters_pages_and_opens_a_run(iam_aiki: IamHarness) -> 
     finally:
         await handle.stop()
         await aiki_client.close()
+
+
+async def test_the_sso_link_shows_only_when_oidc_is_on(iam_aiki: IamHarness) -> None:
+    anonymous = iam_aiki.new_http()
+    assert "Log in with SSO" not in (await anonymous.get(f"{UI}/login")).text
+    iam_aiki.handler.state.oidc_enabled = True
+    try:
+        page = await anonymous.get(f"{UI}/login")
+        assert 'href="/api/v1/auth/oidc/login"' in page.text
+        assert "Log in with SSO" in page.text
+    finally:
+        iam_aiki.handler.state.oidc_enabled = False
+
+
+async def test_static_files_ship_and_pages_name_only_them(iam_aiki: IamHarness) -> None:
+    anonymous = iam_aiki.new_http()
+    page = await anonymous.get(f"{UI}/login")
+    scripts = re.findall(r'<script src="([^"]+)"', page.text)
+    assert scripts == [f"{UI}/static/htmx-2.0.4.min.js", f"{UI}/static/copy.js"]
+    for path in [*scripts, f"{UI}/static/style.css"]:
+        resp = await anonymous.get(path)
+        assert resp.status_code == 200, path
+        assert len(resp.content) > 500 or path.endswith("copy.js")
+    front = await anonymous.get("/")
+    assert front.status_code == 303
+    assert front.headers["location"] == f"{UI}/"
+    assert (await anonymous.get(f"{UI}/")).headers["location"] == f"{UI}/login"

@@ -92,9 +92,7 @@ def _login(page: Any, base: str, email: str) -> None:
     from playwright.sync_api import expect
 
     page.goto(f"{base}/ui/login")
-    shot = screenshot_dir() / "00-login.png"
-    if not shot.exists():
-        page.screenshot(path=str(shot), full_page=True)
+    page.screenshot(path=str(screenshot_dir() / "00-login.png"), full_page=True)
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()

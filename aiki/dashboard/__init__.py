@@ -14,7 +14,7 @@ from litestar.static_files import create_static_files_router
 
 from aiki.dashboard.admin_pages import KeyPages, NamespacePages, SchedulePages, WorkerPages
 from aiki.dashboard.auth_pages import AuthPages
-from aiki.dashboard.org_pages import InvitationPages, OrgPages, front_router
+from aiki.dashboard.org_pages import InvitationPages, NamespaceAccessPages, OrgPages, front_router
 from aiki.dashboard.runs_pages import RunPages
 from aiki.dashboard.web import EXCEPTION_HANDLERS, PREFIX, SECURITY_HEADERS, STATIC, csrf_guard, policy, template_config
 
@@ -40,6 +40,7 @@ def _pages() -> Router:
             AuthPages,
             NamespacePages,
             OrgPages,
+            NamespaceAccessPages,
             InvitationPages,
             RunPages,
             KeyPages,

@@ -23,7 +23,7 @@ from aiki.dashboard.web import (
     render,
 )
 from aiki.iam import accounts, audit, orgs
-from aiki.iam.policy import NAMESPACE_ROLES, ORG_ROLES
+from aiki.iam.policy import NAMESPACE_ROLES, ORG_ROLES, effective_namespace_role
 from aiki.platform.domain.errors import CoreError, Unauthenticated
 
 _ADMINS = ("owner", "admin")
@@ -122,6 +122,51 @@ class OrgPages(Controller):
             "fmt_time": views.fmt_time,
         }
         return render(request, "orgs/audit.html", context)
+
+
+class NamespaceAccessPages(Controller):
+    """Who may enter a namespace, with which role; organization owners and admins always may."""
+
+    path = "/ns/{ns_id:str}/members"
+
+    @get("/", opt=policy("members:read"))
+    async def members(self, request: Request[Any, Any, Any], ns_id: FromPath[str]) -> Any:
+        iam = iam_of(request)
+        grant = grant_of(request)
+        members = await orgs.list_namespace_members(iam, ns_id)
+        inside = {m.user_id for m in members}
+        org_members = await orgs.list_members(iam, grant.organization_id)
+        context = {
+            **await layout(request, namespace_id=ns_id),
+            "ns_id": ns_id,
+            "members": members,
+            # Organization owners and admins administer every namespace: no namespace role to give.
+            "candidates": [m for m in org_members if m.user_id not in inside and m.role == "member"],
+            "org_admins": [m for m in org_members if m.role in _ADMINS],
+            "can_manage": effective_namespace_role(grant) == "admin",
+            "ns_roles": NAMESPACE_ROLES,
+        }
+        return render(request, "namespaces/members.html", context)
+
+    @post("/", opt=policy("members:manage"))
+    async def put_member(self, request: Request[Any, Any, Any], ns_id: FromPath[str]) -> Any:
+        form = await request.form()
+        await orgs.put_namespace_member(
+            iam_of(request),
+            principal_of(request),
+            grant_of(request),
+            str(form.get("user_id") or ""),
+            str(form.get("role") or ""),
+            client_ip(request),
+        )
+        return redirect(f"{PREFIX}/ns/{ns_id}/members")
+
+    @post("/{user_id:str}/remove", opt=policy("members:manage"))
+    async def remove(self, request: Request[Any, Any, Any], ns_id: FromPath[str], user_id: FromPath[str]) -> Any:
+        await orgs.remove_namespace_member(
+            iam_of(request), principal_of(request), grant_of(request), user_id, client_ip(request)
+        )
+        return redirect(f"{PREFIX}/ns/{ns_id}/members")
 
 
 class InvitationPages(Controller):

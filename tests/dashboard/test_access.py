@@ -151,3 +151,28 @@ async def test_invitation_link_members_and_audit_pages(iam_aiki: IamHarness) -> 
     assert (await newcomer.http.get(members_path)).status_code == 200
     assert (await newcomer.http.get(f"{UI}/orgs/{org_id.group(1)}/audit")).status_code == 403
     assert PASSWORD not in audit.text
+
+
+async def test_namespace_access_roles_are_managed_on_their_page(iam_aiki: IamHarness) -> None:
+    owner = await iam_aiki.signup("nsowner@access.example")
+    member = await iam_aiki.invite_and_join(owner, "member@access.example", namespace_role="viewer")
+    path = f"{UI}/ns/{owner.namespace_id}/members"
+    page = await owner.http.get(path)
+    assert page.status_code == 200
+    assert 'data-role="viewer"' in page.text
+    token = csrf_of(page.text)
+    changed = await owner.http.post(
+        path, data={"_csrf": token, "user_id": member.user_id, "role": "member"}, headers=ORIGIN
+    )
+    assert changed.status_code == 303
+    assert 'data-role="member"' in (await owner.http.get(path)).text
+    # Now a `member`, they may act on runs but not manage access.
+    own_view = await member.http.get(path)
+    assert own_view.status_code == 200
+    refused = await member.http.post(
+        path, data={"_csrf": csrf_of(own_view.text), "user_id": member.user_id, "role": "admin"}, headers=ORIGIN
+    )
+    assert refused.status_code == 403
+    removed = await owner.http.post(f"{path}/{member.user_id}/remove", data={"_csrf": token}, headers=ORIGIN)
+    assert removed.status_code == 303
+    assert (await member.http.get(f"{UI}/ns/{owner.namespace_id}/runs")).status_code == 404

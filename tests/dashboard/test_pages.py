@@ -186,3 +186,42 @@ async def test_static_files_ship_and_pages_name_only_them(iam_aiki: IamHarness) 
     assert front.status_code == 303
     assert front.headers["location"] == f"{UI}/"
     assert (await anonymous.get(f"{UI}/")).headers["location"] == f"{UI}/login"
+
+
+CHILD_WF = workflow(name="dash-child-wf")
+PARENT_WF = workflow(name="dash-parent-wf")
+
+
+@CHILD_WF.v("1")
+async def child_v1(run: Run, n: int) -> int:
+    return n * 10
+
+
+@PARENT_WF.v("1")
+async def parent_v1(run: Run, n: int) -> int:
+    child = await child_v1.start_as_child(run, n)
+    done = await child.wait_for_status("completed")
+    return int(done.output)
+
+
+async def test_a_run_page_links_its_children_and_its_parent(iam_aiki: IamHarness) -> None:
+    person = await signup(iam_aiki, "tree@pages.example")
+    made = await person.post(f"{UI}/ns/{person.namespace_id}/keys", data={"name": "w", "role": "worker"})
+    secret = re.search(r'id="new-key-value">(aiki_[^<]+)<', made.text)
+    assert secret
+    aiki_client = client(handler=iam_aiki.handler, api_key=secret.group(1))
+    handle = await worker(workflows=[parent_v1, child_v1], concurrency=5).spawn(aiki_client)
+    try:
+        parent = await parent_v1.start(aiki_client, 4)
+        await parent.wait_for_status("completed", timeout=WAIT)
+        base = f"{UI}/ns/{person.namespace_id}/runs"
+        page = (await person.http.get(f"{base}/{parent.id}")).text
+        child_link = re.search(rf'<a href="({base}/[^"]+)"><code>', page.split('id="children"', 1)[1])
+        assert child_link, page
+        child_page = (await person.http.get(child_link.group(1))).text
+        assert "dash-child-wf" in child_page
+        assert f'<a href="{base}/{parent.id}" id="parent-link">' in child_page
+        assert "<code>40</code>" in child_page
+    finally:
+        await handle.stop()
+        await aiki_client.close()

@@ -115,6 +115,9 @@ def test_sign_up_key_worker_runs_and_cancel_in_the_browser(
         ["worker", "dash_workflows:ALL", "--url", base, "--api-key", key],
         clean_env(tmp_path, DASH_LEDGER=str(ledger)),
     )
+    # The runs page is open before any run exists: it refreshes by itself, no reload needed.
+    page.get_by_role("link", name="Runs", exact=True).click()
+    expect(page.get_by_text("No runs yet.")).to_be_visible()
     with api(base, key) as http:
 
         def start(workflow: str, n: int) -> str | None:
@@ -125,8 +128,6 @@ def test_sign_up_key_worker_runs_and_cancel_in_the_browser(
         quick_ids = [procs.wait("a quick run to start", lambda n=n: start("quick", n)) for n in range(3)]
         live_id = procs.wait("the ticker run to start", lambda: start("ticker", 10_000))
 
-        # The runs list refreshes by itself while runs are live: no reload needed.
-        page.get_by_role("link", name="Runs", exact=True).click()
         for run_id in [*quick_ids, live_id]:
             expect(page.locator(f'tr[data-run-id="{run_id}"]')).to_be_visible()
         expect(page.locator(f'tr[data-run-id="{quick_ids[0]}"] .badge')).to_have_text("completed")

@@ -24,7 +24,7 @@ from aiki.dashboard.web import (
     services_of,
 )
 from aiki.iam import keys, orgs
-from aiki.iam.policy import KEY_ROLES
+from aiki.iam.policy import KEY_ROLES, authorize
 from aiki.platform.domain.errors import CoreError
 from aiki.platform.services import queries
 from aiki.platform.services import schedules as schedule_service
@@ -156,8 +156,6 @@ class SchedulePages(Controller):
 
 
 def _can(request: Request[Any, Any, Any], action: str) -> bool:
-    from aiki.iam.policy import authorize
-
     try:
         authorize(principal_of(request), action, grant_of(request))
     except CoreError:

@@ -20,7 +20,7 @@ from aiki.dashboard.web import (
     safe_next,
     session_cookie,
 )
-from aiki.iam import accounts
+from aiki.iam import accounts, orgs
 from aiki.platform.domain.errors import CoreError, Unauthenticated
 
 
@@ -30,8 +30,6 @@ def _status(exc: CoreError) -> int:
 
 async def _home_of(request: Request[Any, Any, Any]) -> str:
     """The first page of a signed-in person: the first namespace they can enter."""
-    from aiki.iam import orgs
-
     iam = iam_of(request)
     principal = principal_of(request)
     me = await accounts.me(iam, principal)

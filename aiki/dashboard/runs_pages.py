@@ -22,7 +22,6 @@ from aiki.dashboard.web import (
 )
 from aiki.iam.policy import authorize
 from aiki.platform.domain.errors import CoreError
-from aiki.platform.domain.queries import decode_cursor
 from aiki.platform.services import lifecycle, queries
 from aiki.platform.services import runs as run_service
 
@@ -69,7 +68,6 @@ class RunPages(Controller):
         self, request: Request[Any, Any, Any], ns_id: FromPath[str], cursor: FromQuery[str | None] = None
     ) -> Any:
         filters = views.parse_filters(request.query_params)
-        decode_cursor(cursor)  # a bad cursor is a readable error, before any query
         listing = await queries.list_runs(
             services_of(request), ns_id, filters.run_filter, cursor=cursor or None, limit=views.PAGE_SIZE
         )

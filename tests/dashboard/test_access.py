@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.dashboard.support import ORIGIN, UI, Browser, csrf_of, signup
 from tests.iam_support import API, PASSWORD, IamHarness
 
@@ -176,3 +178,43 @@ async def test_namespace_access_roles_are_managed_on_their_page(iam_aiki: IamHar
     removed = await owner.http.post(f"{path}/{member.user_id}/remove", data={"_csrf": token}, headers=ORIGIN)
     assert removed.status_code == 303
     assert (await member.http.get(f"{UI}/ns/{owner.namespace_id}/runs")).status_code == 404
+
+
+async def test_runs_are_paged_by_keyset_links_that_keep_the_filters(
+    iam_aiki: IamHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiki.dashboard import views
+
+    monkeypatch.setattr(views, "PAGE_SIZE", 2)
+    owner = await signup(iam_aiki, "pages@access.example")
+    ids = [await _queued_run(iam_aiki, owner) for _ in range(5)]
+    base = f"{UI}/ns/{owner.namespace_id}/runs"
+    seen: list[str] = []
+    path = f"{base}?workflow=acc-wf"
+    for _ in range(3):
+        page = await owner.http.get(path)
+        seen += re.findall(r'data-run-id="([^"]+)"', page.text)
+        older = re.search(r'<a href="([^"]+)" rel="next">', page.text)
+        if older is None:
+            break
+        path = older.group(1).replace("&amp;", "&")
+        assert "workflow=acc-wf" in path
+    assert seen == list(reversed(ids))  # newest first, each run once, across three pages
+
+
+async def test_an_unexpected_error_is_a_readable_page_without_a_trace(
+    iam_aiki: IamHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiki.platform.services import queries
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals /srv/app.py line 12")
+
+    owner = await signup(iam_aiki, "boom@access.example")
+    monkeypatch.setattr(queries, "list_workers", broken)
+    resp = await owner.http.get(f"{UI}/ns/{owner.namespace_id}/workers")
+    assert resp.status_code == 500
+    assert "Something went wrong" in resp.text
+    assert "secret internals" not in resp.text
+    assert "Traceback" not in resp.text
+    assert resp.headers["content-security-policy"].startswith("default-src 'self'")

@@ -38,6 +38,10 @@ def create_app(services: Services, *, iam: Iam | None = None, debug: bool = Fals
         from aiki.api.iam_routes import IAM_CONTROLLERS
 
         handlers += IAM_CONTROLLERS
+        # The dashboard is for signed-in people: it is served when IAM is on, on the API's port.
+        from aiki.dashboard import dashboard_routers
+
+        handlers += dashboard_routers()
     app = Litestar(
         route_handlers=handlers,
         dependencies={
@@ -53,9 +57,16 @@ def create_app(services: Services, *, iam: Iam | None = None, debug: bool = Fals
         openapi_config=OpenAPIConfig(title="Aiki", version="1", path="/schema", render_plugins=[JsonRenderPlugin()]),
         request_max_body_size=services.settings.max_payload_bytes,
         debug=debug,
+        template_config=_template_config() if iam is not None else None,
         # An embedded library must not reconfigure the host application's logging.
         logging_config=None,
     )
     app.state.services = services
     app.state.iam = iam
     return app
+
+
+def _template_config() -> Any:
+    from aiki.dashboard import template_config
+
+    return template_config()

@@ -179,8 +179,9 @@ async def _dev(url: str, host: str, port: int, demo: bool) -> None:
 
     async def started() -> None:
         print(f"\n  Aiki dev server: http://{host}:{port}   (database: {url})")
+        print(f"  Dashboard:       http://{host}:{port}/ui/   (sign up there: the first account owns `default`)")
         print(f"  OpenAPI:         http://{host}:{port}/schema/openapi.json")
-        print("  IAM is on. Sign up (the first account owns the `default` namespace the examples run in):")
+        print("  IAM is on. Or sign up from a shell (the first account owns `default`, where the examples run):")
         print(f"    curl -s -c cookies.txt -X POST http://{host}:{port}/api/v1/auth/signup \\")
         body = '{"email": "you@example.com", "password": "choose-a-password"}'
         print(f"      -H 'content-type: application/json' -d '{body}'")

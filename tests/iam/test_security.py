@@ -98,7 +98,8 @@ async def test_api_key_checksum_is_checked_before_any_lookup(
     tampered = key[:-1] + ("A" if key[-1] != "A" else "B")
     # Change one character of the secret (never to itself, or the "tampered" key would be the key).
     body_tampered = key[:-7] + ("Z" if key[-7] != "Z" else "Y") + key[-6:]
-    assert tampered != key and body_tampered != key
+    assert tampered != key
+    assert body_tampered != key
     for bad in (tampered, body_tampered, "aiki_short", "not-a-key"):
         resp = await iam_aiki.key_http(bad).get(f"{API}/runs")
         assert resp.status_code == 401

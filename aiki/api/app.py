@@ -49,6 +49,7 @@ def create_app(services: Services, *, iam: Iam | None = None, debug: bool = Fals
         },
         guards=[iam_guard],
         before_send=[audit_declared_actions],
+        on_shutdown=[iam.aclose] if iam is not None else [],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(title="Aiki", version="1", path="/schema", render_plugins=[JsonRenderPlugin()]),
         request_max_body_size=services.settings.max_payload_bytes,

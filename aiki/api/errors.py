@@ -48,6 +48,23 @@ STATUS_BY_CODE: dict[str, int] = {
     "rate_limited": 429,
     "already_exists": 409,
     "invitation_invalid": 400,
+    # OIDC login: our settings are broken (500), the provider cannot be reached or talked to (502),
+    # this browser has no such login (400), the provider's answer does not authenticate (401), the
+    # identity is authentic but not allowed here (403).
+    "oidc_config_invalid": 500,
+    "oidc_not_configured": 404,
+    "oidc_discovery_failed": 502,
+    "oidc_token_exchange_failed": 502,
+    "oidc_state_mismatch": 400,
+    "oidc_expired_login": 400,
+    "oidc_provider_error": 401,
+    "oidc_wrong_issuer": 401,
+    "oidc_invalid_token": 401,
+    "oidc_wrong_audience": 401,
+    "oidc_nonce_mismatch": 401,
+    "oidc_token_expired": 401,
+    "oidc_email_domain_not_allowed": 403,
+    "oidc_email_unverified": 403,
     "unavailable": 503,
     "internal_error": 500,
 }
@@ -63,6 +80,7 @@ TITLES: dict[int, str] = {
     429: "Too many requests",
     422: "Validation failed",
     500: "Internal server error",
+    502: "Bad gateway",
     503: "Service unavailable",
 }
 

@@ -147,6 +147,15 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     if _is_db_unavailable(exc):
         log.warning("database unavailable: %s", exc)
         return problem(request, "unavailable", "the database is unavailable; retry shortly")
+    if _is_value_out_of_range(exc):
+        # The request passed its schema but a value does not fit its column (an integer beyond 64
+        # bits, a string longer than the column): the caller's input, so a 422, not a 500.
+        log.info("value out of range on %s %s: %s", request.method, request.url.path, exc)
+        return problem(
+            request,
+            "validation_error",
+            "a value in the request is out of range (a number too large or a text too long)",
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(request, "internal_error", "an internal error occurred; it has been logged")
 
@@ -154,6 +163,16 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 def _is_db_unavailable(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
     return bool(names & {"OperationalError", "InterfaceError", "ConnectionRefusedError", "CannotConnectNowError"})
+
+
+_OUT_OF_RANGE = frozenset(
+    {"OverflowError", "DataError", "NumericValueOutOfRangeError", "StringDataRightTruncationError"}
+)
+
+
+def _is_value_out_of_range(exc: BaseException) -> bool:
+    chain = (exc, exc.__cause__, exc.__context__, getattr(exc, "orig", None))
+    return any(type(e).__name__ in _OUT_OF_RANGE for e in chain if e is not None)
 
 
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {

@@ -148,8 +148,8 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
         log.warning("database unavailable: %s", exc)
         return problem(request, "unavailable", "the database is unavailable; retry shortly")
     if _is_value_out_of_range(exc):
-        # The request passed its schema but a value does not fit its column (an integer beyond 64
-        # bits, a string longer than the column): the caller's input, so a 422, not a 500.
+        # The request passed its schema but a value does not fit its column (an integer beyond its
+        # bits, a string longer than the column, a NUL in PostgreSQL text): the caller's input, a 422.
         log.info("value out of range on %s %s: %s", request.method, request.url.path, exc)
         return problem(
             request,
@@ -171,8 +171,18 @@ _OUT_OF_RANGE = frozenset(
 
 
 def _is_value_out_of_range(exc: BaseException) -> bool:
-    chain = (exc, exc.__cause__, exc.__context__, getattr(exc, "orig", None))
-    return any(type(e).__name__ in _OUT_OF_RANGE for e in chain if e is not None)
+    # Drivers wrap: SQLAlchemy's DBAPIError <- the adapter's Error <- asyncpg's DataError <- OverflowError.
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or len(seen) > 10:
+            continue
+        seen.add(id(e))
+        if any(cls.__name__ in _OUT_OF_RANGE for cls in type(e).__mro__):  # asyncpg's DataError subclasses
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+    return False
 
 
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {

@@ -13,11 +13,9 @@ filled in so requests get past the tenancy checks), and with no credentials at a
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,17 +25,16 @@ from hypothesis.errors import Unsatisfiable
 from litestar.routes import HTTPRoute
 from schemathesis import GenerationMode
 from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance
-from schemathesis.python.asgi import ASGIClient
+from schemathesis.python.asgi import ASGIClient, _get_portal
 
 from aiki import server
 from aiki.api.auth import SESSION_COOKIE, declared_action
 from aiki.iam.config import IamConfig
 from aiki.iam.policy import rule
 from aiki.platform.db.engine import Database
-from tests import db_support
 from tests.iam_support import PASSWORD, TEST_SECRET
 
-EXAMPLES_PER_MODE = 15  # per operation, once with valid and once with invalid data
+EXAMPLES_PER_MODE = 10  # per operation, once with valid and once with invalid data
 # Errors are problem+json with a stable `code` (docs/internals.md), not per-route documented bodies:
 # the schema and content-type checks apply to successful answers.
 CHECKS = [not_a_server_error]
@@ -51,8 +48,8 @@ class Target:
     http: ASGIClient
     key: str
     session: str
-    org_id: str
-    ns_id: str
+    ids: dict[str, str]
+    """A real value for each path parameter (our organization, namespace, run, schedule...)."""
     actions: dict[tuple[str, str], str]
     failures: list[str] = field(default_factory=list)
     calls: int = 0
@@ -71,9 +68,55 @@ def _actions(app: Any) -> dict[tuple[str, str], str]:
     return out
 
 
+def _setup(http: ASGIClient) -> tuple[str, str, dict[str, str]]:
+    """An owner, their admin key, a run, a schedule and an invitation: real ids to aim requests at."""
+    signed = http.post("/api/v1/auth/signup", json={"email": EMAIL, "password": PASSWORD})
+    assert signed.status_code == 201, signed.text
+    body = signed.json()
+    org_id, ns_id = body["organization"]["id"], body["namespace"]["id"]
+    session = signed.cookies[SESSION_COOKIE]
+    as_owner = {SESSION_COOKIE: session}
+    created = http.post(f"/api/v1/namespaces/{ns_id}/api-keys", json={"name": "fuzz", "role": "read"}, cookies=as_owner)
+    assert created.status_code == 201, created.text
+    read_key_id = created.json()["api_key"]["id"]
+    created = http.post(
+        f"/api/v1/namespaces/{ns_id}/api-keys", json={"name": "fuzz", "role": "admin"}, cookies=as_owner
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    version = {"workflow": "fuzz-wf", "version": "1", "event_schemas": {"go": None}}
+    reg = http.post(
+        "/api/v1/workers/register", json={"worker_id": "w", "host": "h", "versions": [version]}, headers=auth
+    )
+    assert reg.status_code == 200, reg.text
+    run = http.post("/api/v1/runs", json={"workflow": "fuzz-wf", "version": "1", "input": {}}, headers=auth)
+    assert run.status_code == 201, run.text
+    schedule = http.post(
+        "/api/v1/schedules",
+        json={"workflow": "fuzz-wf", "version": "1", "input": {}, "every_ms": 3_600_000},
+        headers=auth,
+    )
+    assert schedule.status_code == 201, schedule.text
+    invited = http.post(
+        f"/api/v1/organizations/{org_id}/invitations", json={"email": "guest@fuzz.example"}, cookies=as_owner
+    )
+    assert invited.status_code == 201, invited.text
+    ids = {
+        "org_id": org_id,
+        "ns_id": ns_id,
+        "user_id": body["user"]["id"],
+        "run_id": run.json()["run"]["id"],
+        "schedule_id": schedule.json()["schedule"]["id"],
+        "invitation_id": invited.json()["invitation"]["id"],
+        "key_id": read_key_id,
+        "name": "go",
+    }
+    return key, session, ids
+
+
 @pytest.fixture
-def target(tmp_path: Path, sqlite_template: Path) -> Iterator[Target]:
-    url = db_support.copy_sqlite(sqlite_template, tmp_path / "aiki.db")
+def target(db_url: str) -> Iterator[Target]:
     config = IamConfig(
         secret_key=TEST_SECRET,
         base_url="http://localhost",
@@ -81,22 +124,13 @@ def target(tmp_path: Path, sqlite_template: Path) -> Iterator[Target]:
         login_max_per_ip=1_000_000,
         login_max_per_account=1_000_000,
     )
-    aiki_server = server(db=Database(url, migrate=False), iam=config)
+    aiki_server = server(db=Database(db_url, migrate=False), iam=config)
     app = aiki_server.handler
     with ASGIClient(app) as http:
-        signed = http.post("/api/v1/auth/signup", json={"email": EMAIL, "password": PASSWORD})
-        assert signed.status_code == 201, signed.text
-        body = signed.json()
-        org_id, ns_id = body["organization"]["id"], body["namespace"]["id"]
-        session = signed.cookies[SESSION_COOKIE]
-        created = http.post(
-            f"/api/v1/namespaces/{ns_id}/api-keys",
-            json={"name": "fuzz", "role": "admin"},
-            cookies={SESSION_COOKIE: session},
-        )
-        assert created.status_code == 201, created.text
-        yield Target(app, http, created.json()["key"], session, org_id, ns_id, _actions(app))
-    asyncio.run(aiki_server.db.dispose())
+        key, session, ids = _setup(http)
+        yield Target(app, http, key, session, ids, _actions(app))
+    # The app ran on schemathesis' event loop thread: its connections are closed there.
+    _get_portal().call(aiki_server.db.dispose)
 
 
 def _credentials(t: Target, method: str, path: str, action: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -109,13 +143,14 @@ def _credentials(t: Target, method: str, path: str, action: str) -> tuple[dict[s
         login = t.http.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
         assert login.status_code == 200, login.text
         session = login.cookies[SESSION_COOKIE]
-    return {"X-Aiki-Namespace": t.ns_id}, {SESSION_COOKIE: session}
+    return {"X-Aiki-Namespace": t.ids["ns_id"]}, {SESSION_COOKIE: session}
 
 
 def _exercise(t: Target, operation: Any, mode: GenerationMode) -> None:
     method, path = operation.method.upper(), operation.path
     action = t.actions.get((method, path))
-    assert action is not None and action != "undeclared", f"{method} {path}: no declared policy"
+    assert action is not None, f"{method} {path}: not a route of the app"
+    assert action != "undeclared", f"{method} {path}: no declared policy"
 
     @settings(
         max_examples=EXAMPLES_PER_MODE,
@@ -127,13 +162,15 @@ def _exercise(t: Target, operation: Any, mode: GenerationMode) -> None:
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:
-        # Real ids of our organization and namespace, so requests reach the handler (deleting our
-        # namespace would end the run early: that one keeps the generated id).
-        if case.path_parameters:
-            if "org_id" in case.path_parameters:
-                case.path_parameters["org_id"] = t.org_id
-            if "ns_id" in case.path_parameters and method != "DELETE":
-                case.path_parameters["ns_id"] = t.ns_id
+        # Our organization and namespace always (else every request stops at the tenancy check),
+        # the other ids every second request (else they are only ever "not found"). Deleting our
+        # namespace would end the exercise early: that one keeps the generated id.
+        for name in case.path_parameters or {}:
+            keep_generated = (method, name) == ("DELETE", "ns_id") or (
+                name not in ("org_id", "ns_id") and t.calls % 2 == 0
+            )
+            if name in t.ids and not keep_generated:
+                case.path_parameters[name] = t.ids[name]
         headers, cookies = _credentials(t, method, path, action)
         t.calls += 1
         response = case.call(headers=headers, cookies=cookies)

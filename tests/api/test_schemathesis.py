@@ -207,3 +207,32 @@ def test_every_operation_survives_generated_requests(target: Target) -> None:
             _exercise(target, operation, mode)
     print(f"schemathesis: {len(operations)} operations, {target.calls} requests")
     assert not target.failures, f"{len(target.failures)} failures:\n" + "\n".join(target.failures)
+
+
+# -- the bugs it found, pinned -----------------------------------------------------------------------
+
+
+async def test_a_number_or_text_the_database_cannot_store_is_a_422(aiki: Any) -> None:
+    version = {"workflow": "wf", "version": "1"}
+    too_big = {"worker_id": "w", "host": "h", "versions": [version], "pid": 2**70}
+    resp = await aiki.http.post("/api/v1/workers/register", json=too_big)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["code"] == "validation_error"
+    assert "out of range" in resp.json()["detail"]
+    int32 = {"worker_id": "w", "host": "h", "versions": [version], "pid": -(2**40)}  # fits SQLite, not an int4
+    assert (await aiki.http.post("/api/v1/workers/register", json=int32)).status_code in (200, 422)
+    nul = {"worker_id": "w", "host": "h", "versions": [{"workflow": "w\x00f", "version": "1"}]}
+    resp = await aiki.http.post("/api/v1/workers/register", json=nul)
+    assert resp.status_code == (422 if aiki.db == "postgres" else 200), resp.text
+
+
+def test_a_204_is_documented_without_a_body(sqlite_template: Any, tmp_path: Any) -> None:
+    from tests import db_support
+
+    url = db_support.copy_sqlite(sqlite_template, tmp_path / "aiki.db")
+    config = IamConfig(secret_key=TEST_SECRET, base_url="http://localhost")
+    aiki_server = server(db=Database(url, migrate=False), iam=config)
+    with ASGIClient(aiki_server.handler) as http:  # runs the app's lifespan, as a real server does
+        doc = http.get("/schema/openapi.json").json()
+    logout = doc["paths"]["/api/v1/auth/logout"]["post"]["responses"]["204"]
+    assert "content" not in logout

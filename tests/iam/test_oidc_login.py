@@ -6,6 +6,7 @@ The browser is an httpx client on the Litestar app (cookies and all); the provid
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -286,6 +287,33 @@ async def test_the_pre_login_session_is_not_valid_after_login(h: IamHarness, pro
     replay = h.new_http()
     replay.cookies.set(OIDC_BROWSER_COOKIE, pre_login, path=f"{API}/auth/oidc")
     assert_problem(await replay.get(CALLBACK, params=callback), 400, "oidc_state_mismatch")
+
+
+async def test_no_oidc_secret_in_any_table_or_log(
+    h: IamHarness, provider: OidcProvider, client: RegisteredClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.iam.test_security import _dump_every_table
+
+    caplog.set_level(logging.DEBUG)
+    provider.set_user("sub-sam", {"email": "sam@example.com", "email_verified": True})
+    browser = h.new_http()
+    url = await start(browser)
+    in_progress = await _dump_every_table(h)
+    pre_login = browser.cookies[OIDC_BROWSER_COOKIE]
+    assert pre_login not in in_progress  # kept as an HMAC only
+    callback = await provider.authorize(url, "sub-sam")
+    resp = await browser.get(CALLBACK, params=callback)
+    assert resp.status_code == 303, resp.text
+    dump = await _dump_every_table(h)
+    assert "sub-sam" in dump  # the dump did read the identities table
+    every_log = "\n".join(str(r.__dict__) for r in caplog.records)
+    # The test's own browser (httpx) logs the URLs it visits, code included; the server must not.
+    server_logs = "\n".join(str(r.__dict__) for r in caplog.records if r.name.startswith("aiki"))
+    assert client.client_secret not in every_log
+    for secret in (client.client_secret, callback["code"], pre_login, resp.cookies[SESSION_COOKIE]):
+        assert secret not in dump, "a secret is stored in clear"
+        assert secret not in server_logs, "a secret reached the logs"
+    assert client.client_secret not in repr(h.iam.config)
 
 
 # -- configuration ---------------------------------------------------------------------------------

@@ -43,6 +43,15 @@ def user_view(row: Row) -> UserView:
     return UserView(id=row["id"], email=row["email"], name=row["name"], created_at=row["created_at"])
 
 
+def _optional_text(value: str | None, field: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text or len(text) > limit or "\x00" in text:
+        raise InputInvalid(f"{field.removeprefix('$.')} must be 1 to {limit} characters (or left out)", field=field)
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class NewSession:
     signed_in: SignedIn
@@ -111,6 +120,9 @@ async def signup(
 ) -> NewSession:
     """Create a user, their organization (owner) and its first namespace, and sign them in."""
     address = normalize_email(email)
+    name = _optional_text(name, "$.name", 200)
+    organization_name = _optional_text(organization_name, "$.organization", 100)
+    namespace_name = _optional_text(namespace_name, "$.namespace", 100)
     iam.passwords.check_policy(password)
     password_hash = iam.passwords.hash(password)
     now = iam.now()

@@ -6,6 +6,7 @@ The browser is an httpx client on the Litestar app (cookies and all); the provid
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -126,6 +127,20 @@ async def test_login_creates_the_user_keyed_by_issuer_and_subject_and_finds_it_a
     logins = await rows(h, sa.select(audit_log).where(audit_log.c.action == "oidc.login"))
     assert [r["outcome"] for r in logins] == ["ok", "ok"]
     assert all(r["actor_id"] == me["user"]["id"] for r in logins)
+
+
+async def test_two_first_logins_of_one_person_at_once_make_one_user(h: IamHarness, provider: OidcProvider) -> None:
+    # Two tabs finishing their first login together: on PostgreSQL the transactions really race,
+    # and the loser of the unique constraint signs in as the winner's user.
+    provider.set_user("sub-twin", {"email": "twin@example.com", "email_verified": True})
+    browsers = [h.new_http(), h.new_http()]
+    callbacks = [await provider.authorize(await start(b), "sub-twin") for b in browsers]
+    answers = await asyncio.gather(*(b.get(CALLBACK, params=c) for b, c in zip(browsers, callbacks, strict=True)))
+    assert [a.status_code for a in answers] == [303, 303], [a.text for a in answers]
+    ids = {(await b.get(f"{API}/auth/me")).json()["user"]["id"] for b in browsers}
+    assert len(ids) == 1
+    assert len(await rows(h, sa.select(users))) == 1
+    assert len(await rows(h, sa.select(identities))) == 1
 
 
 # -- refusals at the callback ----------------------------------------------------------------------

@@ -171,10 +171,11 @@ class OidcController(Controller):
     )
     async def oidc_login(
         self,
+        request: Request[Any, Any, Any],
         iam: IamDep,
         return_to: Annotated[str | None, QueryParameter(description="a path on this server to show afterwards")] = None,
     ) -> Redirect:
-        started = await oidc_login.begin(iam, return_to=return_to)
+        started = await oidc_login.begin(iam, return_to=return_to, ip=client_ip(request))
         rp = oidc_login.relying_party(iam)
         return Redirect(
             started.url,

@@ -34,12 +34,13 @@ from aiki.iam.repos import (
     IdentityRepository,
     OidcLoginRepository,
     OrganizationRepository,
+    RateLimitRepository,
     Row,
     SessionRepository,
     UserRepository,
 )
 from aiki.platform.db.raw import is_unique_violation
-from aiki.platform.domain.errors import InputInvalid, OidcError
+from aiki.platform.domain.errors import InputInvalid, OidcError, RateLimited
 from aiki.platform.domain.ids import new_id
 
 MAX_STATE_LENGTH = 128  # ours are 43 characters; anything longer is not ours
@@ -119,13 +120,26 @@ class CompletedLogin:
     outcome: str  # "existing", "linked" or "created"
 
 
-async def begin(iam: Iam, *, return_to: str | None) -> StartedLogin:
+async def begin(iam: Iam, *, return_to: str | None, ip: str | None = None) -> StartedLogin:
     rp = relying_party(iam)
     target = safe_return_to(return_to)
+    await _check_start_rate(iam, ip)
     token = secrets.token_urlsafe(32)
     store = DbPendingLoginStore(iam, iam.secrets.oidc_browser_hash(token), rp.pending_ttl_ms)
     url = await start_login(rp, store, return_to=target, now_ms=iam.now())
     return StartedLogin(url=url, browser_token=token)
+
+
+async def _check_start_rate(iam: Iam, ip: str | None) -> None:
+    # Each start stores a row before anyone is authenticated: bound how fast one address can add them.
+    now = iam.now()
+    window = iam.config.login_window_s * 1000
+    async with iam.db.transaction() as conn:
+        count, start = await RateLimitRepository(conn).hit(f"oidc:ip:{ip or '-'}", now, window)
+    if count > iam.config.login_max_per_ip:
+        raise RateLimited(
+            "too many logins started from this address; retry later", retry_after_s=(start + window - now + 999) // 1000
+        )
 
 
 async def complete(

@@ -246,6 +246,24 @@ async def test_return_to_must_be_a_path_on_this_server(h: IamHarness) -> None:
         assert resp.json()["field"] == "return_to"
 
 
+async def test_login_starts_are_rate_limited_per_address(
+    db_url: str, provider: OidcProvider, client: RegisteredClient
+) -> None:
+    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
+    harness = await IamHarness(kind, db_url, oidc=_config(provider, client), login_max_per_ip=3).start()
+    try:
+        browser = harness.new_http()
+        for _ in range(3):
+            await start(browser)
+        limited = await browser.get(LOGIN)
+        assert_problem(limited, 429, "rate_limited")
+        assert int(limited.headers["retry-after"]) > 0
+        harness.advance(harness.iam.config.login_window_s * 1000 + 1)
+        await start(browser)
+    finally:
+        await harness.close()
+
+
 # -- linking, and what a login leaves valid ---------------------------------------------------------
 
 

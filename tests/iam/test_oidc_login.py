@@ -194,7 +194,10 @@ async def _foreign_id_token(provider: OidcProvider, config: OidcConfig, sub: str
     return tokens.id_token
 
 
-@pytest.mark.parametrize("case", ["another client's token", "another login's token", "callback from another issuer"])
+@pytest.mark.parametrize(
+    "case",
+    ["another client's token", "another login's token", "another issuer's token", "callback from another issuer"],
+)
 async def test_a_token_that_does_not_answer_this_login_is_refused(
     h: IamHarness, provider: OidcProvider, client: RegisteredClient, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
@@ -214,6 +217,15 @@ async def test_a_token_that_does_not_answer_this_login_is_refused(
                 redirect_uri=REDIRECT_URI,
             )
             expected = "oidc_wrong_audience"
+        elif case == "another issuer's token":
+            # Reached as "localhost", the provider signs with that issuer (and the same keys).
+            config = OidcConfig(
+                issuer=provider.localhost_issuer,
+                client_id=client.client_id,
+                client_secret=client.client_secret,
+                redirect_uri=REDIRECT_URI,
+            )
+            expected = "oidc_wrong_issuer"
         else:
             config = _config(provider, client)  # our client, but the nonce of another login
             expected = "oidc_nonce_mismatch"

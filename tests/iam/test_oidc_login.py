@@ -276,6 +276,33 @@ async def test_login_starts_are_rate_limited_per_address(
         await harness.close()
 
 
+async def test_only_allowed_email_domains_sign_in(
+    db_url: str, provider: OidcProvider, client: RegisteredClient
+) -> None:
+    provider.set_user("sub-out", {"email": "out@elsewhere.test", "email_verified": True})
+    provider.set_user("sub-unverified", {"email": "un@example.com", "email_verified": False})
+    provider.set_user("sub-in", {"email": "in@example.com", "email_verified": True})
+    config = OidcConfig(
+        issuer=provider.issuer,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        redirect_uri=REDIRECT_URI,
+        allowed_email_domains=("example.com",),
+    )
+    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
+    harness = await IamHarness(kind, db_url, oidc=config).start()
+    try:
+        for sub, code in (("sub-out", "oidc_email_domain_not_allowed"), ("sub-unverified", "oidc_email_unverified")):
+            browser = harness.new_http()
+            callback = await provider.authorize(await start(browser), sub)
+            assert_problem(await browser.get(CALLBACK, params=callback), 403, code)
+        _, me = await sign_in(harness, provider, "sub-in")
+        assert me["user"]["email"] == "in@example.com"
+        assert len(await rows(harness, sa.select(users))) == 1
+    finally:
+        await harness.close()
+
+
 # -- linking, and what a login leaves valid ---------------------------------------------------------
 
 

@@ -154,7 +154,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
         return problem(
             request,
             "validation_error",
-            "a value in the request is out of range (a number too large or a text too long)",
+            "a value in the request cannot be stored: a number out of range, a text too long or a NUL character",
         )
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(request, "internal_error", "an internal error occurred; it has been logged")

@@ -150,7 +150,8 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     if _is_value_out_of_range(exc):
         # The request passed its schema but a value does not fit its column (an integer beyond its
         # bits, a string longer than the column, a NUL in PostgreSQL text): the caller's input, a 422.
-        log.warning("value out of range on %s %s: %s", request.method, request.url.path, exc)
+        first_line = (str(exc).splitlines() or [""])[0][:300]  # not the SQL parameters that follow
+        log.warning("value out of range on %s %s: %s", request.method, request.url.path, first_line)
         return problem(
             request,
             "validation_error",

@@ -113,10 +113,11 @@ async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None
 
 def _iam_config(**overrides: Any) -> Any:
     from aiki.iam.config import IamConfig, IamConfigError
+    from aiki.platform.domain.errors import OidcError
 
     try:
         return IamConfig.from_env(**overrides)
-    except IamConfigError as exc:
+    except (IamConfigError, OidcError) as exc:  # both name the variable to fix
         raise CliError(str(exc)) from None
 
 

@@ -35,6 +35,7 @@ DATA_TABLES = (
     # IAM
     "audit_log",
     "rate_limits",
+    "oidc_logins",
     "api_keys",
     "sessions",
     "invitations",

@@ -110,4 +110,5 @@ class IamHarness(AikiHarness):
     async def close(self) -> None:
         for http in self._clients:
             await http.aclose()
+        await self.iam.aclose()
         await super().close()

@@ -48,6 +48,23 @@ STATUS_BY_CODE: dict[str, int] = {
     "rate_limited": 429,
     "already_exists": 409,
     "invitation_invalid": 400,
+    # OIDC login: our settings are broken (500), the provider cannot be reached or talked to (502),
+    # this browser has no such login (400), the provider's answer does not authenticate (401), the
+    # identity is authentic but not allowed here (403).
+    "oidc_config_invalid": 500,
+    "oidc_not_configured": 404,
+    "oidc_discovery_failed": 502,
+    "oidc_token_exchange_failed": 502,
+    "oidc_state_mismatch": 400,
+    "oidc_expired_login": 400,
+    "oidc_provider_error": 401,
+    "oidc_wrong_issuer": 401,
+    "oidc_invalid_token": 401,
+    "oidc_wrong_audience": 401,
+    "oidc_nonce_mismatch": 401,
+    "oidc_token_expired": 401,
+    "oidc_email_domain_not_allowed": 403,
+    "oidc_email_unverified": 403,
     "unavailable": 503,
     "internal_error": 500,
 }
@@ -63,6 +80,7 @@ TITLES: dict[int, str] = {
     429: "Too many requests",
     422: "Validation failed",
     500: "Internal server error",
+    502: "Bad gateway",
     503: "Service unavailable",
 }
 
@@ -129,6 +147,16 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     if _is_db_unavailable(exc):
         log.warning("database unavailable: %s", exc)
         return problem(request, "unavailable", "the database is unavailable; retry shortly")
+    if _is_value_out_of_range(exc):
+        # The request passed its schema but a value does not fit its column (an integer beyond its
+        # bits, a string longer than the column, a NUL in PostgreSQL text): the caller's input, a 422.
+        first_line = (str(exc).splitlines() or [""])[0][:300]  # not the SQL parameters that follow
+        log.warning("value out of range on %s %s: %s", request.method, request.url.path, first_line)
+        return problem(
+            request,
+            "validation_error",
+            "a value in the request cannot be stored: a number out of range, a text too long or a NUL character",
+        )
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(request, "internal_error", "an internal error occurred; it has been logged")
 
@@ -136,6 +164,26 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 def _is_db_unavailable(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
     return bool(names & {"OperationalError", "InterfaceError", "ConnectionRefusedError", "CannotConnectNowError"})
+
+
+_OUT_OF_RANGE = frozenset(
+    {"OverflowError", "DataError", "NumericValueOutOfRangeError", "StringDataRightTruncationError"}
+)
+
+
+def _is_value_out_of_range(exc: BaseException) -> bool:
+    # Drivers wrap: SQLAlchemy's DBAPIError <- the adapter's Error <- asyncpg's DataError <- OverflowError.
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or len(seen) > 10:
+            continue
+        seen.add(id(e))
+        if any(cls.__name__ in _OUT_OF_RANGE for cls in type(e).__mro__):  # asyncpg's DataError subclasses
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+    return False
 
 
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {

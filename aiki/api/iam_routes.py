@@ -12,10 +12,11 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import Cookie
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import Redirect
 
 from aiki.api.auth import SESSION_COOKIE, client_ip, policy
 from aiki.api.deps import GrantDep, IamDep, PrincipalDep
-from aiki.iam import accounts, audit, keys, orgs
+from aiki.iam import accounts, audit, keys, oidc_login, orgs
 from aiki.iam.context import Iam
 from aiki.iam.models import (
     ApiKeyView,
@@ -138,6 +139,91 @@ class AuthController(Controller):
     @get("/me", summary="The signed-in person and their organizations", opt=policy("user"))
     async def me(self, iam: IamDep, principal: PrincipalDep) -> Me:
         return await accounts.me(iam, principal)
+
+
+OIDC_BROWSER_COOKIE = "aiki_oidc"
+"""The pre-login token of a browser in the middle of an OIDC login (never a session)."""
+_OIDC_PATH = f"{API}/auth/oidc"
+
+
+def _oidc_cookie(iam: Iam, value: str, max_age: int) -> Cookie:
+    # Lax: the provider's redirect back is a top-level GET, which carries it; other sites' requests do not.
+    return Cookie(
+        key=OIDC_BROWSER_COOKIE,
+        value=value,
+        path=_OIDC_PATH,
+        httponly=True,
+        secure=iam.config.secure_cookies,
+        samesite="lax",
+        max_age=max_age,
+    )
+
+
+class OidcController(Controller):
+    path = _OIDC_PATH
+    tags = ["auth"]
+
+    @get(
+        "/login",
+        summary="Sign in through the configured OpenID provider (redirects there)",
+        status_code=302,
+        opt=policy("public"),
+    )
+    async def oidc_login(
+        self,
+        request: Request[Any, Any, Any],
+        iam: IamDep,
+        return_to: Annotated[str | None, QueryParameter(description="a path on this server to show afterwards")] = None,
+    ) -> Redirect:
+        started = await oidc_login.begin(iam, return_to=return_to, ip=client_ip(request))
+        rp = oidc_login.relying_party(iam)
+        return Redirect(
+            started.url,
+            status_code=302,
+            cookies=[_oidc_cookie(iam, started.browser_token, rp.pending_ttl_ms // 1000)],
+        )
+
+    @get(
+        "/callback",
+        summary="Where the OpenID provider sends the browser back (sets the session cookie)",
+        status_code=303,
+        opt=policy("public"),
+    )
+    async def oidc_callback(
+        self,
+        request: Request[Any, Any, Any],
+        iam: IamDep,
+        # `state` is a reserved parameter name in Litestar (the app state): read it under another name.
+        callback_state: Annotated[str | None, QueryParameter(name="state")] = None,
+        code: FromQuery[str | None] = None,
+        error: FromQuery[str | None] = None,
+        error_description: FromQuery[str | None] = None,
+        iss: FromQuery[str | None] = None,
+    ) -> Redirect:
+        given = {
+            "state": callback_state,
+            "code": code,
+            "error": error,
+            "error_description": error_description,
+            "iss": iss,
+        }
+        previous = request.cookies.get(SESSION_COOKIE)
+        done = await oidc_login.complete(
+            iam,
+            request.cookies.get(OIDC_BROWSER_COOKIE),
+            {k: v for k, v in given.items() if v is not None},
+            ip=client_ip(request),
+            user_agent=_ua(request),
+            previous_session_id=iam.secrets.session_id(previous) if previous else None,
+        )
+        return Redirect(
+            done.return_to or "/",
+            status_code=303,
+            cookies=[
+                _session_cookie(iam, done.session.cookie, iam.config.session_absolute_s),
+                _oidc_cookie(iam, "", 0),
+            ],
+        )
 
 
 class OrganizationController(Controller):
@@ -366,4 +452,4 @@ class NamespaceController(Controller):
         return await keys.revoke_key(iam, principal, grant, key_id, client_ip(request))
 
 
-IAM_CONTROLLERS = [AuthController, OrganizationController, InvitationController, NamespaceController]
+IAM_CONTROLLERS = [AuthController, OidcController, OrganizationController, InvitationController, NamespaceController]

@@ -227,10 +227,8 @@ def render(
 
 
 def sso_enabled(request: Request[Any, Any, Any]) -> bool:
-    """Whether to offer "Log in with SSO": the app says OIDC is on, or serves the OIDC login route."""
-    if request.app.state.get("oidc_enabled"):
-        return True
-    return any(route.path == SSO_LOGIN_PATH for route in request.app.routes)
+    """Whether to offer "Log in with SSO": an OIDC provider is configured (the login route always exists)."""
+    return bool(request.app.state.get("oidc_enabled"))
 
 
 def public_context(request: Request[Any, Any, Any], **extra: Any) -> dict[str, Any]:

@@ -43,6 +43,15 @@ def user_view(row: Row) -> UserView:
     return UserView(id=row["id"], email=row["email"], name=row["name"], created_at=row["created_at"])
 
 
+def _optional_text(value: str | None, field: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text or len(text) > limit or "\x00" in text:
+        raise InputInvalid(f"{field.removeprefix('$.')} must be 1 to {limit} characters (or left out)", field=field)
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class NewSession:
     signed_in: SignedIn
@@ -50,7 +59,7 @@ class NewSession:
     cookie: str
 
 
-async def _open_session(
+async def open_session(
     iam: Iam, conn: AsyncConnection, user_id: str, ip: str | None, ua: str | None
 ) -> tuple[str, str, int]:
     now = iam.now()
@@ -71,6 +80,33 @@ async def _open_session(
     return session_id, cookie, expires_at
 
 
+async def create_home(
+    iam: Iam,
+    conn: AsyncConnection,
+    user_id: str,
+    organization_name: str,
+    namespace_name: str | None,
+    now: int,
+) -> tuple[Row, Row]:
+    """Make a new user the owner of a fresh organization with one namespace (or, on ``aiki dev``,
+    of the implicit ``default`` organization while nobody owns it). Returns both rows."""
+    orgs = OrganizationRepository(conn)
+    directory = NamespaceDirectory(conn)
+    if iam.config.claim_default_organization and await orgs.count_members(DEFAULT_ORGANIZATION_ID) == 0:
+        org_row = await orgs.get(DEFAULT_ORGANIZATION_ID)
+        ns_row = await directory.get(DEFAULT_NAMESPACE_ID)
+        assert org_row is not None
+        assert ns_row is not None
+    else:
+        org_id = new_id()
+        org_row = {"id": org_id, "name": organization_name, "created_at": now}
+        await orgs.insert(org_row)
+        ns_row = {"id": new_id(), "organization_id": org_id, "name": namespace_name or "default", "created_at": now}
+        await directory.insert(ns_row)
+    await orgs.add_member(org_row["id"], user_id, "owner", now)
+    return org_row, ns_row
+
+
 async def signup(
     iam: Iam,
     *,
@@ -84,6 +120,9 @@ async def signup(
 ) -> NewSession:
     """Create a user, their organization (owner) and its first namespace, and sign them in."""
     address = normalize_email(email)
+    name = _optional_text(name, "$.name", 200)
+    organization_name = _optional_text(organization_name, "$.organization", 100)
+    namespace_name = _optional_text(namespace_name, "$.namespace", 100)
     iam.passwords.check_policy(password)
     password_hash = iam.passwords.hash(password)
     now = iam.now()
@@ -103,27 +142,11 @@ async def signup(
                     "updated_at": now,
                 }
             )
-            orgs = OrganizationRepository(conn)
-            directory = NamespaceDirectory(conn)
-            if iam.config.claim_default_organization and await orgs.count_members(DEFAULT_ORGANIZATION_ID) == 0:
-                org_id, ns_id = DEFAULT_ORGANIZATION_ID, DEFAULT_NAMESPACE_ID
-                org_row = await orgs.get(org_id)
-                ns_row = await directory.get(ns_id)
-                assert org_row is not None
-                assert ns_row is not None
-            else:
-                org_id, ns_id = new_id(), new_id()
-                org_row = {"id": org_id, "name": organization_name or f"{address}'s organization", "created_at": now}
-                await orgs.insert(org_row)
-                ns_row = {
-                    "id": ns_id,
-                    "organization_id": org_id,
-                    "name": namespace_name or "default",
-                    "created_at": now,
-                }
-                await directory.insert(ns_row)
-            await orgs.add_member(org_id, user_id, "owner", now)
-            session_id, cookie, expires_at = await _open_session(iam, conn, user_id, ip, user_agent)
+            org_row, ns_row = await create_home(
+                iam, conn, user_id, organization_name or f"{address}'s organization", namespace_name, now
+            )
+            org_id, ns_id = org_row["id"], ns_row["id"]
+            session_id, cookie, expires_at = await open_session(iam, conn, user_id, ip, user_agent)
             user = UserView(id=user_id, email=address, name=name, created_at=now)
             principal = Principal(kind="user", id=user_id, label=address, user_id=user_id, session_id=session_id)
             await audit.record(
@@ -225,7 +248,7 @@ async def login(
         if previous_session_id is not None:
             await sessions.revoke(previous_session_id, now)
         await RateLimitRepository(conn).clear([f"login:account:{address}"])
-        session_id, cookie, expires_at = await _open_session(iam, conn, row["id"], ip, user_agent)
+        session_id, cookie, expires_at = await open_session(iam, conn, row["id"], ip, user_agent)
         principal = Principal(kind="user", id=row["id"], label=address, user_id=row["id"], session_id=session_id)
         org_rows = await OrganizationRepository(conn).of_user(row["id"])
         for org in org_rows or [{"id": None}]:

@@ -7,7 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from aiki.iam.oidc_config import OidcConfig
+
 MIN_SECRET_LENGTH = 32
+# Where the API serves the OIDC callback (aiki.api.iam_routes); the default redirect URI points here.
+OIDC_CALLBACK_PATH = "/api/v1/auth/oidc/callback"
 
 
 class IamConfigError(ValueError):
@@ -34,6 +38,8 @@ class IamConfig:
         secure_cookies: mark the session cookie ``Secure`` (keep on outside tests on plain HTTP).
         claim_default_organization: the first sign-up becomes owner of the implicit ``default``
             organization instead of creating one (``aiki dev``: the example worker serves it).
+        oidc: sign-in through an OpenID provider (``GET /api/v1/auth/oidc/login``); ``from_env``
+            reads it from the ``AIKI_OIDC_*`` variables. None: password login only.
     """
 
     secret_key: str
@@ -47,6 +53,7 @@ class IamConfig:
     api_requests_per_minute: int | None = 30_000
     secure_cookies: bool = True
     claim_default_organization: bool = False
+    oidc: OidcConfig | None = None
 
     def __post_init__(self) -> None:
         if len(self.secret_key) < MIN_SECRET_LENGTH:
@@ -78,4 +85,7 @@ class IamConfig:
             "base_url": env.get("AIKI_BASE_URL", ""),
         }
         values.update(overrides)
+        if "oidc" not in overrides:
+            base_url = str(values["base_url"]).rstrip("/")
+            values["oidc"] = OidcConfig.from_env(env, default_redirect_uri=base_url + OIDC_CALLBACK_PATH)
         return cls(**values)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aiki.iam.config import IamConfig
 from aiki.iam.crypto import Passwords, Secrets
+from aiki.iam.oidc import OidcRelyingParty
 from aiki.platform.db.engine import Database
 from aiki.platform.domain.ids import now_ms
 
@@ -26,6 +27,20 @@ class Iam:
         self.secrets = Secrets(config.secret_key)
         self.passwords = passwords or Passwords()
         self.clock: Callable[[], int] = clock or now_ms
+        self._oidc: OidcRelyingParty | None = None
+
+    @property
+    def oidc(self) -> OidcRelyingParty | None:
+        """The OpenID relying party (made on first use: it caches the provider's metadata), if configured."""
+        if self._oidc is None and self.config.oidc is not None:
+            self._oidc = OidcRelyingParty(self.config.oidc)
+        return self._oidc
+
+    async def aclose(self) -> None:
+        """Release the relying party's HTTP client."""
+        if self._oidc is not None:
+            await self._oidc.aclose()
+            self._oidc = None
 
     def now(self) -> int:
         return self.clock()

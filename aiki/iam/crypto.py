@@ -139,6 +139,7 @@ class Secrets:
         self._api_keys = self._derive(master, b"aiki api keys")
         self._invitations = self._derive(master, b"aiki invitations")
         self._sessions = self._derive(master, b"aiki sessions")
+        self._oidc_browsers = self._derive(master, b"aiki oidc browsers")
 
     @staticmethod
     def _derive(master: bytes, purpose: bytes) -> bytes:
@@ -149,6 +150,10 @@ class Secrets:
 
     def invitation_hash(self, token: str) -> str:
         return hmac.new(self._invitations, token.encode(), hashlib.sha256).hexdigest()
+
+    def oidc_browser_hash(self, token: str) -> str:
+        """What the ``oidc_logins`` table keeps of a browser's pre-login cookie."""
+        return hmac.new(self._oidc_browsers, token.encode(), hashlib.sha256).hexdigest()
 
     @staticmethod
     def new_invitation_token() -> str:

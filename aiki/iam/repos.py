@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from aiki.platform.db.tables import (
     api_keys,
     audit_log,
+    identities,
     invitations,
     namespace_members,
     namespaces,
+    oidc_logins,
     organization_members,
     organizations,
     rate_limits,
@@ -392,3 +394,55 @@ class RateLimitRepository:
 
     async def clear(self, keys: Sequence[str]) -> None:
         await self.conn.execute(rate_limits.delete().where(rate_limits.c.key.in_(list(keys))))
+
+
+class IdentityRepository:
+    """External (OIDC) identities: how a login at a provider finds its user."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def user_of(self, issuer: str, subject: str) -> Row | None:
+        query = (
+            sa.select(users)
+            .join(identities, identities.c.user_id == users.c.id)
+            .where(identities.c.issuer == issuer, identities.c.subject == subject)
+        )
+        return _one(await self.conn.execute(query))
+
+    async def insert(self, values: Mapping[str, Any]) -> None:
+        await self.conn.execute(identities.insert().values(**values))
+
+    async def update_email(self, issuer: str, subject: str, email: str | None, verified: bool) -> None:
+        await self.conn.execute(
+            identities.update()
+            .where(identities.c.issuer == issuer, identities.c.subject == subject)
+            .values(email=email, email_verified=verified)
+        )
+
+
+class OidcLoginRepository:
+    """Logins in progress of ONE browser (``browser_hash`` fixed when built)."""
+
+    def __init__(self, conn: AsyncConnection, browser_hash: str) -> None:
+        self.conn = conn
+        self.browser_hash = browser_hash
+
+    async def insert(self, state: str, pending: str, now: int) -> None:
+        await self.conn.execute(
+            oidc_logins.insert().values(browser_hash=self.browser_hash, state=state, pending=pending, created_at=now)
+        )
+
+    async def take(self, state: str) -> str | None:
+        """Delete this browser's login with ``state`` and return it: one statement, so used once."""
+        result = await self.conn.execute(
+            oidc_logins.delete()
+            .where(oidc_logins.c.browser_hash == self.browser_hash, oidc_logins.c.state == state)
+            .returning(oidc_logins.c.pending)
+        )
+        pending: str | None = result.scalar_one_or_none()
+        return pending
+
+    async def purge_before(self, cutoff: int) -> None:
+        """Forget every browser's logins started before ``cutoff`` (their callbacks would be refused)."""
+        await self.conn.execute(oidc_logins.delete().where(oidc_logins.c.created_at < cutoff))

@@ -101,6 +101,9 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/invitations/accept"): Row(query={"token": "x"}),
     ("POST", "/api/v1/auth/signup"): Row(lambda w: {"email": "newcomer@example.com", "password": PASSWORD}),
     ("POST", "/api/v1/auth/login"): Row(lambda w: {"email": w.alice.email, "password": PASSWORD}),
+    # OIDC (not configured in this world: tests/iam/test_oidc_login.py drives them against a provider)
+    ("GET", "/api/v1/auth/oidc/login"): Row(query={"return_to": "/runs"}),
+    ("GET", "/api/v1/auth/oidc/callback"): Row(query={"state": "s", "code": "c"}),
     # the signed-in person
     ("POST", "/api/v1/auth/logout"): Row(),
     ("GET", "/api/v1/auth/me"): Row(),
@@ -376,6 +379,8 @@ async def test_route_refuses_every_wrong_caller(iam_aiki: IamHarness, method: st
         http = (await w.h.signup(INVITEE)).http  # the one the invitation was sent to
     resp = await _call(w, method, path, headers=headers, http=http)
     assert resp.status_code < 500, resp.text
+    if resp.status_code == 404 and resp.json().get("code") == "oidc_not_configured":
+        return  # a feature this world has off, said so by the route itself (not the guard)
     assert resp.status_code not in (401, 403, 404), f"legitimate caller refused: {resp.status_code} {resp.text}"
 
 

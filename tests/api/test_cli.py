@@ -131,6 +131,14 @@ def test_server_without_iam_settings_exits_2_naming_the_variable(
     [
         ({"AIKI_SECRET_KEY": "too-short", "AIKI_BASE_URL": "https://aiki.example.com"}, "AIKI_SECRET_KEY"),
         ({"AIKI_SECRET_KEY": "s" * 40, "AIKI_BASE_URL": "aiki.example.com"}, "AIKI_BASE_URL"),
+        (
+            {
+                "AIKI_SECRET_KEY": "s" * 40,
+                "AIKI_BASE_URL": "https://a.example",
+                "AIKI_OIDC_ISSUER": "https://id.example",
+            },
+            "AIKI_OIDC_CLIENT_ID",
+        ),
     ],
 )
 def test_server_with_malformed_iam_settings_exits_2_naming_the_variable(

@@ -29,6 +29,10 @@ async def test_signup_refuses_a_taken_email_weak_password_and_bad_email(iam_aiki
     bad = await http.post(f"{API}/auth/signup", json={"email": "not-an-email", "password": PASSWORD})
     assert bad.status_code == 422
     assert bad.json()["field"] == "$.email"
+    for field, value in (("name", "n" * 201), ("organization", "o" * 101), ("namespace", " "), ("namespace", "a\x00b")):
+        odd = await http.post(f"{API}/auth/signup", json={"email": "d@example.com", "password": PASSWORD, field: value})
+        assert odd.status_code == 422, odd.text
+        assert odd.json()["field"] == f"$.{field}"
 
 
 async def test_long_passwords_are_not_truncated(iam_aiki: IamHarness) -> None:

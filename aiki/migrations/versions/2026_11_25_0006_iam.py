@@ -177,8 +177,20 @@ def upgrade() -> None:
     )
     op.create_index("ix_namespace_members_user_id", "namespace_members", ["user_id"], unique=False)
 
+    op.create_table(
+        "oidc_logins",
+        sa.Column("browser_hash", sa.String(length=64), nullable=False),
+        sa.Column("state", sa.String(length=128), nullable=False),
+        sa.Column("pending", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("browser_hash", "state", name=op.f("pk_oidc_logins")),
+    )
+    op.create_index("ix_oidc_logins_created_at", "oidc_logins", ["created_at"], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_index("ix_oidc_logins_created_at", table_name="oidc_logins")
+    op.drop_table("oidc_logins")
     op.drop_index("ix_namespace_members_user_id", table_name="namespace_members")
     op.drop_table("namespace_members")
     op.drop_index("ix_invitations_organization_id_created_at", table_name="invitations")

@@ -95,8 +95,14 @@ class RawConn:
 
 def is_unique_violation(exc: BaseException) -> bool:
     """True for a unique-constraint violation from either driver."""
-    name = type(exc).__name__
-    return name == "UniqueViolationError" or (name == "IntegrityError" and "UNIQUE" in str(exc))
+    # SQLAlchemy wraps asyncpg's UniqueViolationError (as __cause__); raw connections raise it bare.
+    for e in (exc, exc.__cause__, getattr(exc, "orig", None)):
+        if e is None:
+            continue
+        name = type(e).__name__
+        if name == "UniqueViolationError" or (name == "IntegrityError" and "UNIQUE" in str(e)):
+            return True
+    return "UniqueViolationError" in str(exc)
 
 
 def is_deadlock(exc: BaseException) -> bool:

@@ -447,7 +447,29 @@ rate_limits = sa.Table(
     sa.Column("count", sa.Integer, nullable=False),
 )
 
+# OIDC logins in progress (``aiki.iam.oidc.PendingLogin``), bound to the browser that started them:
+# `browser_hash` is the HMAC of a random pre-login cookie, so only that browser can finish the login,
+# and a row is deleted when its callback arrives (single use). Rows past their TTL are purged.
+oidc_logins = sa.Table(
+    "oidc_logins",
+    metadata,
+    sa.Column("browser_hash", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(128), primary_key=True),
+    sa.Column("pending", sa.Text, nullable=False),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Index("ix_oidc_logins_created_at", "created_at"),
+)
+
 TENANT_TABLES += (namespace_members, api_keys)
 
 # Global (not namespace-scoped) IAM tables.
-IAM_GLOBAL_TABLES = (users, identities, organization_members, invitations, sessions, audit_log, rate_limits)
+IAM_GLOBAL_TABLES = (
+    users,
+    identities,
+    organization_members,
+    invitations,
+    sessions,
+    audit_log,
+    rate_limits,
+    oidc_logins,
+)

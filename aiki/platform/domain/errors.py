@@ -98,6 +98,7 @@ class ScheduleNotFound(NotFound):
 OIDC_ERROR_CODES = frozenset(
     {
         "oidc_config_invalid",  # a setting is missing or malformed; ``field`` names it
+        "oidc_not_configured",  # this server has no OpenID provider configured
         "oidc_discovery_failed",  # the provider's metadata or keys could not be fetched or read
         "oidc_wrong_issuer",  # metadata or ID token names another issuer than the pinned one
         "oidc_state_mismatch",  # the callback's state is not this session's pending login

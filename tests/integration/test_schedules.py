@@ -28,7 +28,9 @@ from aiki import (
 )
 from aiki.platform.domain.errors import ScheduleNotFound
 from aiki.platform.domain.schedules import occurrence_key
+from aiki.platform.runtime.schedule_loop import PASS_KEY
 from aiki.platform.services import schedules as schedule_service
+from aiki.platform.services.schedules import WAKE_KEY
 from aiki.worker_sdk.protocol import RegisterWorkerRequest, ScheduleView, VersionSpec
 from aiki.worker_sdk.schedules import ScheduleHandle, list_schedules
 
@@ -75,9 +77,20 @@ async def register_idle(aiki: Any) -> None:
     )
 
 
-def fake_clock(aiki: Any, start: str) -> FakeClock:
+async def fake_clock(aiki: Any, start: str) -> FakeClock:
+    """Put the services on a fake clock, once the running schedule loop can no longer use the real one.
+
+    A loop pass already in flight read the real clock (later than every fake time here): it could
+    fire a schedule activated meanwhile at the real time. Two completed passes after the swap
+    guarantee the in-flight one has ended.
+    """
     clock = FakeClock(ms(start))
-    aiki.server.services.clock = clock
+    svc = aiki.server.services
+    svc.clock = clock
+    for _ in range(2):
+        since = svc.hub.version(PASS_KEY)
+        svc.hub.notify(WAKE_KEY)
+        assert await svc.hub.wait(PASS_KEY, since, WAIT.total_seconds()), "the schedule loop is not running"
     return clock
 
 
@@ -147,7 +160,7 @@ async def test_cron_in_a_time_zone_fires_at_the_wall_clock_times_across_dst(
     aiki: Any, cron: str, start: str, expected: list[str]
 ) -> None:
     await register_idle(aiki)
-    clock = fake_clock(aiki, start)
+    clock = await fake_clock(aiki, start)
     handle = await schedule(cron=cron, timezone="Europe/Berlin", overlap="allow").activate(
         aiki.client, idle_v1, {"k": new_key()}
     )
@@ -175,7 +188,7 @@ async def test_cron_in_a_time_zone_fires_at_the_wall_clock_times_across_dst(
 
 async def test_interval_schedule_starts_a_run_per_occurrence_that_workers_execute(aiki: Any) -> None:
     await aiki.worker([echo_v1])
-    clock = fake_clock(aiki, "2026-05-01T10:17:00Z")
+    clock = await fake_clock(aiki, "2026-05-01T10:17:00Z")
     key = new_key()
     handle = await schedule(every=timedelta(hours=1)).activate(aiki.client, echo_v1, {"key": key})
     assert handle.created
@@ -202,7 +215,7 @@ async def test_interval_schedule_starts_a_run_per_occurrence_that_workers_execut
 async def test_the_schedule_loop_fires_on_its_own(aiki: Any) -> None:
     """No direct fire_due call: the runtime's loop reads the (fake) clock and starts the run."""
     await register_idle(aiki)
-    clock = fake_clock(aiki, "2026-05-01T10:00:30Z")
+    clock = await fake_clock(aiki, "2026-05-01T10:00:30Z")
     handle = await schedule(every=timedelta(minutes=1)).activate(aiki.client, idle_v1, {"k": new_key()})
     clock.now = ms("2026-05-01T10:01:00Z")
     deadline = time.monotonic() + WAIT.total_seconds()
@@ -217,7 +230,7 @@ async def test_the_schedule_loop_fires_on_its_own(aiki: Any) -> None:
 
 async def test_skip_starts_nothing_while_the_previous_run_is_live(aiki: Any) -> None:
     await register_idle(aiki)
-    clock = fake_clock(aiki, "2026-05-01T10:00:30Z")
+    clock = await fake_clock(aiki, "2026-05-01T10:00:30Z")
     handle = await schedule(every=timedelta(minutes=1), overlap="skip").activate(aiki.client, idle_v1, {"k": "x"})
 
     await advance(aiki, clock, ms("2026-05-01T10:01:00Z"), handle)
@@ -240,7 +253,7 @@ async def test_skip_starts_nothing_while_the_previous_run_is_live(aiki: Any) -> 
 
 async def test_cancel_previous_cancels_the_live_run_then_starts_the_new_one(aiki: Any) -> None:
     await register_idle(aiki)
-    clock = fake_clock(aiki, "2026-05-01T10:00:30Z")
+    clock = await fake_clock(aiki, "2026-05-01T10:00:30Z")
     handle = await schedule(every=timedelta(minutes=1), overlap="cancel_previous").activate(
         aiki.client, idle_v1, {"k": "x"}
     )
@@ -269,7 +282,7 @@ async def test_cancel_previous_cancels_the_live_run_then_starts_the_new_one(aiki
 
 async def test_allow_starts_a_run_for_every_missed_occurrence(aiki: Any) -> None:
     await register_idle(aiki)
-    clock = fake_clock(aiki, "2026-05-01T10:00:30Z")
+    clock = await fake_clock(aiki, "2026-05-01T10:00:30Z")
     handle = await schedule(every=timedelta(minutes=1), overlap="allow").activate(aiki.client, idle_v1, {"k": "x"})
     # Downtime: nothing fired for two hours and ten and a half minutes (130 occurrences).
     await advance(aiki, clock, ms("2026-05-01T12:10:59Z"), handle)
@@ -282,7 +295,7 @@ async def test_allow_starts_a_run_for_every_missed_occurrence(aiki: Any) -> None
 @pytest.mark.parametrize("overlap", ["skip", "cancel_previous"])
 async def test_skip_and_cancel_previous_catch_up_only_the_latest_missed_occurrence(aiki: Any, overlap: str) -> None:
     await register_idle(aiki)
-    clock = fake_clock(aiki, "2026-05-01T10:00:30Z")
+    clock = await fake_clock(aiki, "2026-05-01T10:00:30Z")
     handle = await schedule(every=timedelta(minutes=1), overlap=overlap).activate(  # type: ignore[arg-type]
         aiki.client, idle_v1, {"k": "x"}
     )
@@ -297,7 +310,7 @@ async def test_skip_and_cancel_previous_catch_up_only_the_latest_missed_occurren
 
 async def test_pause_resume_and_delete(aiki: Any) -> None:
     await register_idle(aiki)
-    clock = fake_clock(aiki, "2026-05-01T10:00:30Z")
+    clock = await fake_clock(aiki, "2026-05-01T10:00:30Z")
     handle = await schedule(every=timedelta(minutes=1), overlap="allow").activate(aiki.client, idle_v1, {"k": "x"})
     await advance(aiki, clock, ms("2026-05-01T10:01:00Z"), handle)
 
@@ -336,7 +349,7 @@ async def test_pause_resume_and_delete(aiki: Any) -> None:
 
 async def test_activating_the_same_definition_twice_returns_the_same_schedule(aiki: Any) -> None:
     await register_idle(aiki)
-    fake_clock(aiki, "2026-05-01T10:00:30Z")
+    await fake_clock(aiki, "2026-05-01T10:00:30Z")
     rule = schedule(cron="0 9 * * *", timezone="Europe/Berlin", overlap="skip")
     first = await rule.activate(aiki.client, idle_v1, {"team": "ops"})
     again = await schedule(cron="0  9 * * *", timezone="Europe/Berlin").activate(aiki.client, idle_v1, {"team": "ops"})
@@ -367,7 +380,7 @@ async def test_activating_the_same_definition_twice_returns_the_same_schedule(ai
 
 async def test_an_explicit_reference_id_is_the_identity(aiki: Any) -> None:
     await register_idle(aiki)
-    fake_clock(aiki, "2026-05-01T10:00:30Z")
+    await fake_clock(aiki, "2026-05-01T10:00:30Z")
     ref = new_key("nightly")
     a = await schedule(cron="0 2 * * *").activate(aiki.client, idle_v1, {"k": 1}, reference_id=ref)
     b = await schedule(cron="0 2 * * *").activate(aiki.client, idle_v1, {"k": 1}, reference_id=ref)

@@ -15,6 +15,10 @@ import time
 from aiki.platform.services.context import Services
 from aiki.platform.services.schedules import WAKE_KEY, clock_now, fire_due, next_fire_at
 
+# Notified after every pass, so a test that swaps the clock can wait until no pass that read the
+# old clock is still in flight.
+PASS_KEY = "schedule:pass"
+
 log = logging.getLogger("aiki.runtime.schedules")
 
 
@@ -24,6 +28,7 @@ async def run_schedule_loop(svc: Services, stopping: asyncio.Event) -> None:
         try:
             since = svc.hub.version(WAKE_KEY)
             await fire_due(svc, clock_now(svc))
+            svc.hub.notify(PASS_KEY)
             upcoming = await next_fire_at(svc)
             poll = svc.settings.timer_poll_ms
             delay_ms = poll if upcoming is None else max(0, min(poll, upcoming - clock_now(svc)))

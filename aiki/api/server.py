@@ -15,12 +15,14 @@ from aiki.platform.services.context import Services
 class AikiServer:
     """An Aiki server: mount :attr:`handler` in any ASGI server and start :attr:`runtime`."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, settings: Settings, *, pg_listen: bool = True, redis_url: str | None = None
+    ) -> None:
         self.db = db
         self.settings = settings
         self.services = Services(db, settings)
         self.handler: Litestar = _create_app(self.services)
-        self.runtime = Runtime(self.services)
+        self.runtime = Runtime(self.services, pg_listen=pg_listen, redis_url=redis_url)
 
 
 def _create_app(services: Services) -> Litestar:
@@ -36,6 +38,8 @@ def server(
     heartbeat_interval: timedelta | None = None,
     max_recoveries: int = 10,
     max_payload_bytes: int = 1_048_576,
+    redis_url: str | None = None,
+    pg_listen: bool = True,
 ) -> AikiServer:
     """Create an Aiki server over a database.
 
@@ -45,6 +49,13 @@ def server(
         heartbeat_interval: how often workers heartbeat; a third of ``lease_ttl`` by default.
         max_recoveries: lease expiries a run survives before failing with ``recovery_exhausted``.
         max_payload_bytes: the largest request body accepted (413 beyond).
+        redis_url: also carry wake-ups between server processes over Redis pub/sub
+            (``redis://host:6379/0``; needs ``aiki[redis]``). The channel is named after the
+            database, so deployments sharing one Redis stay apart.
+        pg_listen: receive wake-ups from other processes over PostgreSQL LISTEN/NOTIFY (one
+            extra connection per process). Turn it off where LISTEN is unavailable (e.g. behind a
+            transaction-pooling proxy) and give ``redis_url`` instead; without either, other
+            processes' changes are noticed by polling (about a second for timers).
 
     Example:
         >>> from aiki import database, server
@@ -60,4 +71,4 @@ def server(
         max_recoveries=max_recoveries,
         max_payload_bytes=max_payload_bytes,
     )
-    return AikiServer(db or Database(DEFAULT_URL), settings)
+    return AikiServer(db or Database(DEFAULT_URL), settings, pg_listen=pg_listen, redis_url=redis_url)

@@ -30,6 +30,8 @@ from aiki.platform.db.engine import ConfigurationError, Database
 from aiki.platform.db.wakeups import WakeHub
 
 CHANNEL_PREFIX = "aiki:wake:"
+# How long one read of the subscription blocks before the loop checks whether to stop.
+_READ_TIMEOUT_S = 0.5
 
 log = logging.getLogger("aiki.wakeups.redis")
 
@@ -69,6 +71,7 @@ class RedisRelay:
         self._flush = asyncio.Event()
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
         self._redis: Any = None
 
     async def start(self) -> None:
@@ -79,10 +82,13 @@ class RedisRelay:
                 "REDIS_URL is set but the redis package is not installed: pip install 'aiki[redis]'"
             ) from None
         try:
-            self._redis = redis.from_url(self._url, health_check_interval=30)
+            self._redis = redis.from_url(
+                self._url, health_check_interval=30, socket_timeout=5, socket_connect_timeout=5
+            )
         except ValueError as exc:
             raise ConfigurationError(f"REDIS_URL {self._url!r} is not a Redis URL: {exc}") from None
         self._hub.add_forwarder(self._forward)
+        self._stopping = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._subscribe_loop(), name="aiki-redis-subscriber"),
             asyncio.create_task(self._publish_loop(), name="aiki-redis-publisher"),
@@ -93,11 +99,17 @@ class RedisRelay:
 
     async def stop(self) -> None:
         self._hub.remove_forwarder(self._forward)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # The loops end at their next check: cancelling a Redis read midway may leave the client
+        # unable to close its connection.
+        self._stopping.set()
+        self._flush.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=_READ_TIMEOUT_S + 2)
+            for task in pending:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self._tasks = []
         if self._redis is not None:
             with contextlib.suppress(Exception):
@@ -113,6 +125,8 @@ class RedisRelay:
         while True:
             await self._flush.wait()
             self._flush.clear()
+            if self._stopping.is_set():
+                return
             keys, self._pending = self._pending, set()
             if not keys:
                 continue
@@ -139,12 +153,14 @@ class RedisRelay:
 
     async def _subscribe_loop(self) -> None:
         delay = 0.1
-        while True:
-            pubsub = None
+        while not self._stopping.is_set():
+            pubsub = self._redis.pubsub()
             try:
-                pubsub = self._redis.pubsub()
                 await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
+                while not self._stopping.is_set():
+                    message = await pubsub.get_message(timeout=_READ_TIMEOUT_S)
+                    if message is None:
+                        continue
                     kind = message.get("type")
                     if kind == "subscribe":
                         self._ready.set()
@@ -153,15 +169,11 @@ class RedisRelay:
                         self._hub.notify_all()
                     elif kind == "message":
                         self._on_message(message["data"])
-            except asyncio.CancelledError:
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(pubsub.aclose())
-                raise
             except Exception as exc:  # Redis may be down: retry with backoff
                 log.warning("Redis subscription failed (%s); retrying in %.1fs", exc, delay)
-            if pubsub is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                delay = min(delay * 2, 5.0)
+            finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)

@@ -46,6 +46,10 @@ class WakeHub:
     def version(self, key: str) -> int:
         return self._versions[key]
 
+    def waiting(self, key: str) -> int:
+        """How many waiters are parked on ``key`` right now."""
+        return len(self._waiters.get(key, ()))
+
     def add_forwarder(self, forward: Callable[[str], None]) -> None:
         """Also hand every locally notified key to ``forward`` (it must not block)."""
         self._forwarders.append(forward)

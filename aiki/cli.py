@@ -21,6 +21,7 @@ from typing import Any
 
 DEFAULT_PORT = 9850
 DEV_DATABASE_URL = "sqlite+aiosqlite:///aiki.db"
+SHUTDOWN_GRACE_S = 3
 
 log = logging.getLogger("aiki.cli")
 
@@ -127,7 +128,17 @@ async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        # Parked long-polls (claims, run waits) would hold a stopping server for up to 20 s; cut
+        # them off: clients retry against another replica, and nothing half-done is committed.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
     srv = _Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -167,6 +167,12 @@ async def test_two_servers_and_three_workers_complete_500_runs_with_sleeps_and_e
     )
     assert len(completions) == RUNS
     assert {r["n"] for r in completions} == {1}
+    # Both replicas' timer loops watched every sleep; each ended exactly once.
+    woke = await pg_fetch(
+        e2e_db_url,
+        "SELECT run_id, count(*) AS n FROM run_history WHERE from_status = 'sleeping' GROUP BY run_id",
+    )
+    assert {r["run_id"]: r["n"] for r in woke} == dict.fromkeys(run_ids, 2)
 
     # No task result was recorded twice; each task of each run exactly once; one event per run.
     assert await pg_fetch(e2e_db_url, DUPLICATE_TASKS) == []

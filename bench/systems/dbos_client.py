@@ -19,7 +19,6 @@ from bench.systems import RunHandle, SystemConfig
 from bench.systems.processes import Child
 from bench.systems.remote_workflows_dbos import APP_NAME, QUEUE, SLEEP_S
 
-
 # The client learns of a result by polling (default every 1 s). Figures come from timestamps taken
 # inside steps, so this only paces the harness; for the burst it bounds how fast finished runs are
 # noticed, so it is kept short.

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh dev
 scripts/ensure_postgres.sh
+scripts/ensure_redis.sh
 . .venv/bin/activate
 echo "== ruff"; ruff check aiki tests bench examples; ruff format --check aiki tests bench examples
 echo "== mypy --strict aiki"; mypy aiki

@@ -137,6 +137,15 @@ class WorkerProcs:
         self.children.append(child)
         return child
 
+    def client(self, srv: ServerChild) -> Client:
+        """An SDK client of ``srv`` with the processes' API key (``env["AIKI_API_KEY"]``), if any."""
+        return client(url=srv.url, api_key=self.env.get("AIKI_API_KEY"))
+
+    def http(self, **kwargs: Any) -> httpx.AsyncClient:
+        """A raw HTTP client sending the processes' API key, if any."""
+        key = self.env.get("AIKI_API_KEY")
+        return httpx.AsyncClient(headers={"authorization": f"Bearer {key}"} if key else {}, **kwargs)
+
     async def start_server(
         self,
         *,

@@ -22,6 +22,7 @@ from typing import Any
 DEFAULT_PORT = 9850
 DEV_DATABASE_URL = "sqlite+aiosqlite:///aiki.db"
 SHUTDOWN_GRACE_S = 3
+KEEP_ALIVE_S = 75
 
 log = logging.getLogger("aiki.cli")
 
@@ -138,6 +139,9 @@ async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None
         # Parked long-polls (claims, run waits) would hold a stopping server for up to 20 s; cut
         # them off: clients retry against another replica, and nothing half-done is committed.
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        # Outlive the clients' idle connections (httpx drops them after 5 s): a server closing a
+        # kept-alive connection just as a client reuses it fails that request.
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     srv = _Server(config)
     loop = asyncio.get_running_loop()

@@ -181,18 +181,14 @@ async def test_two_servers_and_three_workers_complete_500_runs_with_sleeps_and_e
     rows = await pg_fetch(e2e_db_url, "SELECT status, count(*) AS n FROM sleeps GROUP BY status")
     assert {r["status"]: r["n"] for r in rows} == {"completed": 2 * RUNS}
 
-    # Each task handler ran once, except in a run whose lease expired (a worker starved of CPU or
-    # connections for a whole lease): there a task whose result was not yet recorded runs again.
-    # That is the at-least-once contract; the database above still holds one result per task.
+    # No live worker lost a lease (30 s, heartbeats every 10 s), so each task handler ran exactly
+    # once. (A stale heartbeat answer once cancelled a run's newer execution here, and a task re-ran.)
+    recovered = await pg_fetch(e2e_db_url, "SELECT id, recoveries FROM runs WHERE recoveries > 0")
+    assert recovered == [], recovered
     lines = read_ledger(ledger)
     counts = Counter((line.run_id, line.task, line.event) for line in lines)
-    expected = {(run_id, t, e) for run_id in run_ids for t in MANY_TASKS for e in ("start", "done")}
-    assert set(counts) == expected
-    rerun = {run_id for (run_id, _, _), n in counts.items() if n > 1}
-    recovered = {r["id"] for r in await pg_fetch(e2e_db_url, "SELECT id FROM runs WHERE recoveries > 0")}
-    print(f"{len(recovered)} run(s) recovered after a lease expiry; {len(rerun)} re-ran a task")
-    assert rerun <= recovered, sorted(rerun - recovered)
-    assert len(recovered) <= RUNS // 50, f"{len(recovered)} leases of live workers expired"
+    expected = {(run_id, t, e): 1 for run_id in run_ids for t in MANY_TASKS for e in ("start", "done")}
+    assert dict(counts) == expected, sorted(k for k, n in counts.items() if n != 1)[:20]
     # ...and every worker process served some of them.
     per_pid = Counter(line.pid for line in lines if line.event == "done")
     assert set(per_pid) == {w.pid for w in workers}, per_pid

@@ -157,7 +157,8 @@ async def test_a_stale_answer_about_an_old_revision_spares_the_run_claimed_again
             if body["runs"] == [["r4", 1]] and not beat_sent.is_set():
                 beat_sent.set()
                 await relaunched.wait()
-                while hang_started.count("r4") < 2:  # the revision-2 execution has started
+                # Until the revision-2 execution has started (the workflow appends to a plain list).
+                while hang_started.count("r4") < 2:  # noqa: ASYNC110
                     await asyncio.sleep(0.005)
                 return httpx.Response(200, json={"stale": ["r4"]})
             return httpx.Response(200, json={"stale": []})

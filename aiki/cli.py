@@ -1,8 +1,9 @@
 """The ``aiki`` command: ``migrate``, ``server``, ``dev`` and ``worker``.
 
 Configuration comes from the environment (``DATABASE_URL``, ``AIKI_SECRET_KEY``, ``AIKI_BASE_URL``,
-``AIKI_HOST``, ``AIKI_PORT``, ``AIKI_LOG_LEVEL``, ``AIKI_API_KEY``); flags override it. A missing or
-malformed setting stops the command with a message naming the variable.
+``AIKI_HOST``, ``AIKI_PORT``, ``AIKI_LOG_LEVEL``, ``AIKI_API_KEY``, ``REDIS_URL``, ``AIKI_PG_LISTEN``,
+``AIKI_DB_POOL_SIZE``); flags override it. A missing or malformed setting stops the command with a
+message naming the variable.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 DEFAULT_PORT = 9850
 DEV_DATABASE_URL = "sqlite+aiosqlite:///aiki.db"
+SHUTDOWN_GRACE_S = 3
+KEEP_ALIVE_S = 75
 
 log = logging.getLogger("aiki.cli")
 
@@ -37,6 +40,39 @@ def _env_port() -> int:
     if not 0 < port < 65536:
         raise CliError(f"AIKI_PORT must be between 1 and 65535, got {port}")
     return port
+
+
+def _env_pool_size(arg: int | None) -> int:
+    if arg is not None:
+        if arg < 1:
+            raise CliError(f"--pool-size must be at least 1, got {arg}")
+        return arg
+    raw = os.environ.get("AIKI_DB_POOL_SIZE", "20")
+    try:
+        size = int(raw)
+    except ValueError:
+        raise CliError(f"AIKI_DB_POOL_SIZE must be a number, got {raw!r}") from None
+    if size < 1:
+        raise CliError(f"AIKI_DB_POOL_SIZE must be at least 1, got {size}")
+    return size
+
+
+def _env_pg_listen(no_listen: bool) -> bool:
+    if no_listen:
+        return False
+    raw = os.environ.get("AIKI_PG_LISTEN", "1").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise CliError(f"AIKI_PG_LISTEN must be 1 or 0, got {raw!r}")
+
+
+def _redis_url(arg: str | None) -> str | None:
+    url = arg or os.environ.get("REDIS_URL") or None
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise CliError(f"REDIS_URL must look like redis://host:6379/0, got {url!r}")
+    return url
 
 
 def _database_url(arg: str | None, default: str | None) -> str:
@@ -93,7 +129,20 @@ async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        # Parked long-polls (claims, run waits) would hold a stopping server for up to 20 s; cut
+        # them off: clients retry against another replica, and nothing half-done is committed.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        # Outlive the clients' idle connections (httpx drops them after 5 s): a server closing a
+        # kept-alive connection just as a client reuses it fails that request.
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     srv = _Server(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -140,12 +189,20 @@ def _dev_secret(url: str) -> str:
     return value
 
 
-async def _server(url: str, host: str, port: int) -> None:
+async def _server(
+    url: str, host: str, port: int, *, pool_size: int = 20, redis_url: str | None = None, pg_listen: bool = True
+) -> None:
     from aiki.api.server import server
-    from aiki.platform.db.engine import Database
+    from aiki.platform.db.engine import ConfigurationError, Database
 
-    aiki_server = server(db=Database(url), iam=_iam_config())
-    await aiki_server.runtime.start()
+    aiki_server = server(
+        db=Database(url, pool_size=pool_size), iam=_iam_config(), redis_url=redis_url, pg_listen=pg_listen
+    )
+    try:
+        await aiki_server.runtime.start()
+    except ConfigurationError as exc:
+        await aiki_server.db.dispose()
+        raise CliError(str(exc)) from None
     log.info("Aiki server on http://%s:%d (API /api/v1, OpenAPI /schema/openapi.json)", host, port)
     try:
         await _serve(aiki_server.handler, host, port)
@@ -281,6 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "dev":
             p.add_argument("--no-demo", action="store_true", help="do not start demo runs")
+        else:
+            p.add_argument(
+                "--redis-url",
+                default=None,
+                help="defaults to $REDIS_URL; also carry wake-ups between server processes over Redis pub/sub",
+            )
+            p.add_argument(
+                "--no-pg-listen",
+                action="store_true",
+                help="do not LISTEN for PostgreSQL wake-ups (or AIKI_PG_LISTEN=0); use with --redis-url",
+            )
+            p.add_argument(
+                "--pool-size", type=int, default=None, help="database connections, defaults to $AIKI_DB_POOL_SIZE or 20"
+            )
 
     wk = sub.add_parser("worker", help="run a worker for the workflows at module:attr")
     wk.add_argument("target", help="module:attr naming a workflow version, a list of them, or a worker")
@@ -300,7 +371,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             host = args.host or os.environ.get("AIKI_HOST", "127.0.0.1")
             port = args.port or _env_port()
             if args.command == "server":
-                asyncio.run(_server(_database_url(args.database_url, None), host, port))
+                asyncio.run(
+                    _server(
+                        _database_url(args.database_url, None),
+                        host,
+                        port,
+                        pool_size=_env_pool_size(args.pool_size),
+                        redis_url=_redis_url(args.redis_url),
+                        pg_listen=_env_pg_listen(args.no_pg_listen),
+                    )
+                )
             else:
                 asyncio.run(_dev(_database_url(args.database_url, DEV_DATABASE_URL), host, port, not args.no_demo))
         elif args.command == "worker":

@@ -38,6 +38,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=_positive, default=2000, help="runs per burst (default 2000)")
     parser.add_argument("--latency-runs", type=_positive, default=200, help="sequential latency samples (default 200)")
+    parser.add_argument(
+        "--probe-runs", type=_positive, default=100, help="samples per cross-process latency probe (default 100)"
+    )
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured runs before each scenario (default 10)")
     parser.add_argument("--concurrency", type=_positive, default=100, help="Aiki worker concurrency (default 100)")
     parser.add_argument("--only", choices=SYSTEMS, help="run one system only")
@@ -99,6 +102,7 @@ def _run_scenario(
         f"--db-url={db_url}",
         f"--runs={args.runs}",
         f"--latency-runs={args.latency_runs}",
+        f"--probe-runs={args.probe_runs}",
         f"--warmup={args.warmup}",
         f"--concurrency={args.concurrency}",
     ]

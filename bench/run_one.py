@@ -30,11 +30,12 @@ def _peak_rss_mb() -> float:
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     config = SystemConfig(db_url=args.db_url, concurrency=args.concurrency)
-    system = load_system(args.system, config)
-    params = Params(runs=args.runs, latency_runs=args.latency_runs, warmup=args.warmup)
+    scenario = SCENARIOS[args.scenario]
+    system = load_system(args.system, config, remote=scenario.remote)
+    params = Params(runs=args.runs, latency_runs=args.latency_runs, warmup=args.warmup, probe_runs=args.probe_runs)
     await system.start()
     try:
-        metrics = await SCENARIOS[args.scenario].func(system, params)
+        metrics = await scenario.func(system, params)
     finally:
         # A hung shutdown must not hold the harness; the measured figures are already in hand.
         await asyncio.wait_for(system.stop(), STOP_TIMEOUT_S)
@@ -47,6 +48,7 @@ def _execute(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.check:
             load_system(args.system, SystemConfig(db_url="", concurrency=1))
+            load_system(args.system, SystemConfig(db_url="", concurrency=1), remote=True)
             outcome: dict[str, Any] = {"ok": True}
         else:
             outcome = asyncio.run(_run(args))
@@ -69,6 +71,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--db-url", default="")
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--latency-runs", type=int, default=200)
+    parser.add_argument("--probe-runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args(argv)

@@ -8,10 +8,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from bench.stats import latency_summary
-from bench.systems import System
+from bench.systems import RemoteSystem, System
 
 Backend = Literal["postgres", "sqlite"]
 Numbers = dict[str, float | int]
@@ -27,6 +27,7 @@ class Params:
     runs: int
     latency_runs: int
     warmup: int
+    probe_runs: int = 100
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,10 @@ class Scenario:
     metrics: tuple[Metric, ...]
     func: Callable[[System, Params], Awaitable[Numbers]]
     # Which `Params` field sets how many runs the scenario measures (shown next to its name).
-    size_param: Literal["runs", "latency_runs"] = "runs"
+    size_param: Literal["runs", "latency_runs", "probe_runs"] = "runs"
     systems: tuple[str, ...] = ("aiki", "dbos")
+    # Runs the system split across processes (`bench.systems.REMOTE_SYSTEM_MODULES`).
+    remote: bool = False
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -135,5 +138,108 @@ register(
         backend="sqlite",
         metrics=(THROUGHPUT, PEAK_RSS),
         func=burst,
+    )
+)
+
+
+# -- across processes -------------------------------------------------------------------------
+
+# Starting many runs over HTTP: at most this many start calls, and this many result waits, at once
+# (one connection each), so the figure measures the system rather than the client's socket pool.
+REMOTE_IN_FLIGHT = 100
+
+
+def _remote(system: System) -> RemoteSystem:
+    assert hasattr(system, "pickup_once"), "a remote scenario needs a RemoteSystem"
+    return system  # type: ignore[return-value]
+
+
+async def _bounded(limit: int, coros: list[Awaitable[float]]) -> list[float]:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(coro: Awaitable[float]) -> float:
+        async with gate:
+            return await coro
+
+    return list(await asyncio.gather(*(one(c) for c in coros)))
+
+
+async def remote_burst(system: System, params: Params) -> Numbers:
+    """Start `runs` 3-task runs from this process; workers in another process run them."""
+    await _warm_up(system, params.warmup)
+    t0 = time.perf_counter()
+    handles = await _bounded(REMOTE_IN_FLIGHT, [system.start_run(i) for i in range(params.runs)])  # type: ignore[misc]
+    started = time.perf_counter()
+
+    async def check(i: int, handle: Any) -> float:
+        output = await handle.result()
+        if output != i + EXPECTED_DELTA:
+            raise WrongResultError(f"run with input {i} returned {output!r}, expected {i + EXPECTED_DELTA}")
+        return 0.0
+
+    await _bounded(REMOTE_IN_FLIGHT, [check(i, h) for i, h in enumerate(handles)])
+    elapsed = time.perf_counter() - t0
+    return {
+        "runs": params.runs,
+        "elapsed_s": elapsed,
+        "start_phase_s": started - t0,
+        "throughput_per_s": params.runs / elapsed,
+    }
+
+
+def _probe(name: str) -> Callable[[System, Params], Awaitable[Numbers]]:
+    async def scenario(system: System, params: Params) -> Numbers:
+        remote = _remote(system)
+        once: Callable[[int], Awaitable[float]] = getattr(remote, f"{name}_once")
+        for i in range(min(params.warmup, 5)):
+            await once(WARMUP_INPUT_BASE + i)
+        samples = [await once(i) for i in range(params.probe_runs)]
+        return {"runs": params.probe_runs, **latency_summary(samples)}
+
+    scenario.__name__ = f"{name}_probe"
+    return scenario
+
+
+register(
+    Scenario(
+        name="http_burst",
+        description="3-task workflow, N runs started from a client process; server and worker in other processes",
+        backend="postgres",
+        metrics=(THROUGHPUT,),
+        func=remote_burst,
+        remote=True,
+    )
+)
+register(
+    Scenario(
+        name="pickup",
+        description="new run -> its first task starts, in a worker process (one run at a time)",
+        backend="postgres",
+        metrics=(Metric("p50_ms", "p50 ms", False), Metric("p99_ms", "p99 ms", False)),
+        func=_probe("pickup"),
+        size_param="probe_runs",
+        remote=True,
+    )
+)
+register(
+    Scenario(
+        name="event_resume",
+        description="event sent from a client process to a waiting run -> the run's next task starts",
+        backend="postgres",
+        metrics=(Metric("p50_ms", "p50 ms", False), Metric("p99_ms", "p99 ms", False)),
+        func=_probe("event"),
+        size_param="probe_runs",
+        remote=True,
+    )
+)
+register(
+    Scenario(
+        name="sleep_overshoot",
+        description="50 ms durable sleep between two tasks in a worker process: gap - 50 ms",
+        backend="postgres",
+        metrics=(Metric("p50_ms", "p50 ms", False), Metric("p99_ms", "p99 ms", False)),
+        func=_probe("sleep"),
+        size_param="probe_runs",
+        remote=True,
     )
 )

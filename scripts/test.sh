@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh dev
 scripts/ensure_postgres.sh
+scripts/ensure_redis.sh
 scripts/ensure_chromium.sh
 # The dashboard browser tests write screenshots of the main pages here (not committed).
 export AIKI_SCREENSHOTS="${AIKI_SCREENSHOTS:-$PWD/test-artifacts/screenshots}"

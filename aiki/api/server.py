@@ -18,13 +18,21 @@ from aiki.platform.services.context import Services
 class AikiServer:
     """An Aiki server: mount :attr:`handler` in any ASGI server and start :attr:`runtime`."""
 
-    def __init__(self, db: Database, settings: Settings, iam: IamConfig | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        iam: IamConfig | None = None,
+        *,
+        pg_listen: bool = True,
+        redis_url: str | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.services = Services(db, settings)
         self.iam = Iam(db, iam) if iam is not None else None
         self.handler: Litestar = _create_app(self.services, self.iam)
-        self.runtime = Runtime(self.services)
+        self.runtime = Runtime(self.services, pg_listen=pg_listen, redis_url=redis_url)
 
 
 def _create_app(services: Services, iam: Iam | None) -> Litestar:
@@ -42,6 +50,8 @@ def server(
     max_payload_bytes: int = 1_048_576,
     stall_after: timedelta | None = None,
     iam: IamConfig | None = None,
+    redis_url: str | None = None,
+    pg_listen: bool = True,
 ) -> AikiServer:
     """Create an Aiki server over a database.
 
@@ -57,6 +67,13 @@ def server(
             namespaces, API keys and sessions, with every route authenticated and scoped to the
             caller's namespace. Without it the server has one implicit ``default`` namespace and no
             authentication (embedded use).
+        redis_url: also carry wake-ups between server processes over Redis pub/sub
+            (``redis://host:6379/0``; needs ``aiki[redis]``). The channel is named after the
+            database, so deployments sharing one Redis stay apart.
+        pg_listen: receive wake-ups from other processes over PostgreSQL LISTEN/NOTIFY (one
+            extra connection per process). Turn it off where LISTEN is unavailable (e.g. behind a
+            transaction-pooling proxy) and give ``redis_url`` instead; without either, other
+            processes' changes are noticed by polling (about a second for timers).
 
     Example:
         >>> from aiki import database, server
@@ -73,7 +90,7 @@ def server(
         max_payload_bytes=max_payload_bytes,
         stall_after_ms=_stall_after_ms(stall_after),
     )
-    return AikiServer(db or Database(DEFAULT_URL), settings, iam)
+    return AikiServer(db or Database(DEFAULT_URL), settings, iam, pg_listen=pg_listen, redis_url=redis_url)
 
 
 def _stall_after_ms(stall_after: timedelta | None) -> int:

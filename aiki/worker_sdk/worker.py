@@ -174,6 +174,7 @@ class WorkerHandle:
         while True:
             await asyncio.sleep(self._heartbeat_interval)
             runs = [HeartbeatRun(run_id, e.revision) for run_id, (e, _) in self._executions.items() if not e.finished]
+            sent = {r.run_id: r.revision for r in runs}
             try:
                 response = await self._client.heartbeat(HeartbeatRequest(worker_id=self.worker_id, runs=runs))
             except AikiError as e:
@@ -181,7 +182,9 @@ class WorkerHandle:
                 continue
             for run_id in response.stale:
                 entry = self._executions.get(run_id)
-                if entry is not None:
+                # While the beat was in flight the run may have been claimed again by this worker: the
+                # newer execution holds the current revision and must go on.
+                if entry is not None and entry[0].revision == sent.get(run_id):
                     log.info("run %s: revision moved on; stopping its execution", run_id)
                     entry[0].finished = True
                     entry[1].cancel()

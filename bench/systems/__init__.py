@@ -14,6 +14,12 @@ SYSTEM_MODULES: dict[str, str] = {
     "aiki": "bench.systems.aiki_embedded",
     "dbos": "bench.systems.dbos_embedded",
 }
+# The same systems split across processes (scenarios with `remote=True`): module defining
+# `create(config) -> RemoteSystem`.
+REMOTE_SYSTEM_MODULES: dict[str, str] = {
+    "aiki": "bench.systems.aiki_http",
+    "dbos": "bench.systems.dbos_client",
+}
 
 
 @dataclass(frozen=True)
@@ -42,12 +48,31 @@ class System(Protocol):
     async def stop(self) -> None: ...
 
 
+class RemoteSystem(System, Protocol):
+    """A system whose workflows run in other processes than the one starting them.
+
+    Each probe returns seconds measured with wall-clock timestamps taken inside tasks/steps.
+    """
+
+    async def pickup_once(self, x: int) -> float:
+        """Start a run; seconds from the start call to its first task starting."""
+        ...
+
+    async def event_once(self, x: int) -> float:
+        """Start a run that waits for an event; once it waits, send it: seconds until the next task starts."""
+        ...
+
+    async def sleep_once(self, x: int) -> float:
+        """A run that sleeps 50 ms between two tasks: seconds the gap exceeded 50 ms."""
+        ...
+
+
 class SystemUnavailableError(Exception):
     """The system's package cannot be imported (for example `aiki` is not built yet)."""
 
 
-def load_system(name: str, config: SystemConfig) -> System:
-    module_name = SYSTEM_MODULES[name]
+def load_system(name: str, config: SystemConfig, *, remote: bool = False) -> System:
+    module_name = (REMOTE_SYSTEM_MODULES if remote else SYSTEM_MODULES)[name]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -1,8 +1,15 @@
-"""Test-side helpers of the end-to-end tests: worker processes, bounded polling, a client-only server.
+"""Test-side helpers of the end-to-end tests: processes, bounded polling, a client-only server.
 
-Worker processes run ``python -m tests.e2e.worker_proc`` from the repository root. Their stderr
-goes to a file under the test's ``tmp_path``; :meth:`WorkerProcs.dump` prints them all (the
-``procs`` fixture does at teardown, so pytest shows them beside a failure).
+Every process a test starts goes through :meth:`WorkerProcs.spawn`, which adds
+:attr:`WorkerProcs.env` (e.g. an API key once the server requires one) to its environment:
+
+* :meth:`WorkerProcs.start` — ``python -m tests.e2e.worker_proc``: an embedded server and worker;
+* :meth:`WorkerProcs.start_server` — ``aiki server`` (the real CLI) on a free port;
+* :meth:`WorkerProcs.start_cli_worker` — ``aiki worker module:attr --url ...`` (the real CLI).
+
+Children run from the repository root and die with the test process (Linux). Their stderr goes to
+a file under the test's ``tmp_path``; :meth:`WorkerProcs.dump` prints them all (the ``procs``
+fixture does at teardown, so pytest shows them beside a failure).
 """
 
 from __future__ import annotations
@@ -11,10 +18,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +36,8 @@ from tests.e2e.workflows import BLOCK_ENV, FSYNC_ENV, LEDGER_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLL_INTERVAL = 0.02
+# `aiki server` runs with IAM on: every server of a test shares this secret (and so its API keys).
+SERVER_SECRET = "e2e-server-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 T = TypeVar("T")
 
 
@@ -55,14 +65,183 @@ class Child:
             return f"<cannot read {self.stderr_path}: {exc}>"
 
 
+@dataclass
+class ServerChild:
+    """One ``aiki server`` process and where it listens."""
+
+    child: Child
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # PR_SET_PDEATHSIG survives exec: the child gets SIGKILL if the test process dies.
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 class WorkerProcs:
-    """Starts worker processes for one test and makes sure none outlives it."""
+    """Starts the processes of one test (servers, workers) and makes sure none outlives it.
+
+    Attributes:
+        env: extra environment of every process started from now on (API keys, settings).
+    """
 
     def __init__(self, tmp_path: Path, db_url: str, ledger: Path) -> None:
         self.tmp_path = tmp_path
         self.db_url = db_url
         self.ledger = ledger
         self.children: list[Child] = []
+        self.env: dict[str, str] = {}
+        self._provisioning = asyncio.Lock()
+
+    def spawn(self, name: str, argv: list[str], *, env: Mapping[str, str] | None = None) -> Child:
+        """Start ``python <argv>`` from the repository root: the one way tests start a process.
+
+        The environment is this process's, plus the ledger's path, :attr:`env`, then ``env``.
+        """
+        ready_file = self.tmp_path / f"{name}.ready"
+        stderr_path = self.tmp_path / f"{name}.stderr"
+        full_env = dict(os.environ)
+        full_env.pop(BLOCK_ENV, None)
+        full_env.update({LEDGER_ENV: str(self.ledger), "PYTHONUNBUFFERED": "1"})
+        full_env.update(self.env)
+        full_env.update(env or {})
+        stderr = stderr_path.open("wb")
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, *argv],
+                cwd=REPO_ROOT,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=stderr,
+                stderr=stderr,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        except BaseException:
+            stderr.close()
+            raise
+        child = Child(name, proc, ready_file, stderr_path, stderr)
+        self.children.append(child)
+        return child
+
+    def client(self, srv: ServerChild) -> Client:
+        """An SDK client of ``srv`` with the processes' API key (``env["AIKI_API_KEY"]``), if any."""
+        return client(url=srv.url, api_key=self.env.get("AIKI_API_KEY"))
+
+    def http(self, **kwargs: Any) -> httpx.AsyncClient:
+        """A raw HTTP client sending the processes' API key, if any."""
+        key = self.env.get("AIKI_API_KEY")
+        return httpx.AsyncClient(headers={"authorization": f"Bearer {key}"} if key else {}, **kwargs)
+
+    async def start_server(
+        self,
+        *,
+        pool_size: int = 5,
+        redis_url: str | None = None,
+        pg_listen: bool = True,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> ServerChild:
+        """Start ``aiki server`` on a free port and wait until it answers ``/health``."""
+        for _ in range(3):
+            port = free_port()
+            argv = ["-m", "aiki.cli", "server", "--port", str(port), "--database-url", self.db_url]
+            argv += ["--pool-size", str(pool_size)]
+            if redis_url is not None:
+                argv += ["--redis-url", redis_url]
+            if not pg_listen:
+                argv.append("--no-pg-listen")
+            extra = {
+                "AIKI_LOG_LEVEL": "INFO",
+                "AIKI_SECRET_KEY": SERVER_SECRET,
+                "AIKI_BASE_URL": f"http://127.0.0.1:{port}",
+                **(env or {}),
+            }
+            name = f"server{sum(1 for c in self.children if c.name.startswith('server')) + 1}"
+            child = self.spawn(name, argv, env=extra)
+            server_child = ServerChild(child, port)
+            if await self._wait_http(server_child, timeout):
+                await self._provision_key(server_child)
+                return server_child
+            # Another process took the port between our probe and the server's bind: try another.
+        raise AssertionError(f"aiki server did not start:\n{child.stderr_text()}")
+
+    async def _provision_key(self, srv: ServerChild) -> None:
+        """Sign up a team and give every later process (and :meth:`client`) an admin key of its namespace."""
+        async with self._provisioning:
+            if "AIKI_API_KEY" in self.env:
+                return
+            async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+                signed = await http.post(
+                    "/api/v1/auth/signup", json={"email": "e2e@example.com", "password": "e2e-password-123"}
+                )
+                assert signed.status_code == 201, signed.text
+                namespace_id = signed.json()["namespace"]["id"]
+                # The session cookie is `Secure` and this is plain http: send it by hand.
+                cookie = signed.headers["set-cookie"].split(";")[0]
+                made = await http.post(
+                    f"/api/v1/namespaces/{namespace_id}/api-keys",
+                    json={"name": "e2e", "role": "admin"},
+                    headers={"cookie": cookie},
+                )
+                assert made.status_code == 201, made.text
+                self.env["AIKI_API_KEY"] = made.json()["key"]
+
+    async def _wait_http(self, srv: ServerChild, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(base_url=srv.url, timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if not srv.child.alive():
+                    if "could not listen" in srv.child.stderr_text():
+                        return False
+                    raise AssertionError(
+                        f"{srv.child.name} exited with {srv.child.proc.returncode}:\n{srv.child.stderr_text()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get("/health")).status_code == 200:
+                        return True
+                await asyncio.sleep(POLL_INTERVAL * 5)
+        raise AssertionError(f"{srv.child.name} did not answer /health within {timeout}s:\n{srv.child.stderr_text()}")
+
+    async def start_cli_worker(
+        self,
+        target: str,
+        server_url: str,
+        *,
+        concurrency: int = 10,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> Child:
+        """Start ``aiki worker target --url server_url`` and wait until it registered."""
+        name = f"cliworker{sum(1 for c in self.children if c.name.startswith('cliworker')) + 1}"
+        argv = ["-m", "aiki.cli", "worker", target, "--url", server_url, "--concurrency", str(concurrency)]
+        child = self.spawn(name, argv, env={"AIKI_LOG_LEVEL": "INFO", **(env or {})})
+
+        def registered() -> bool:
+            if " serving " in child.stderr_text():
+                return True
+            if not child.alive():
+                raise AssertionError(f"{name} exited with {child.proc.returncode}:\n{child.stderr_text()}")
+            return False
+
+        await poll_until(registered, timeout=timeout, what=f"{name} registered")
+        return child
 
     def start(
         self,
@@ -77,22 +256,17 @@ class WorkerProcs:
         log_level: str = "INFO",
         log_http: bool = False,
     ) -> Child:
-        name = f"worker{len(self.children) + 1}"
-        ready_file = self.tmp_path / f"{name}.ready"
-        stderr_path = self.tmp_path / f"{name}.stderr"
-        env = dict(os.environ)
-        env.update({LEDGER_ENV: str(self.ledger), FSYNC_ENV: "1" if fsync else "0", "PYTHONUNBUFFERED": "1"})
-        env.pop(BLOCK_ENV, None)
+        name = f"worker{sum(1 for c in self.children if c.name.startswith('worker')) + 1}"
+        env = {FSYNC_ENV: "1" if fsync else "0"}
         if block_task is not None:
             env[BLOCK_ENV] = block_task
         argv = [
-            sys.executable,
             "-m",
             "tests.e2e.worker_proc",
             "--db-url",
             self.db_url,
             "--ready-file",
-            str(ready_file),
+            str(self.tmp_path / f"{name}.ready"),
             "--workflows",
             workflows,
             "--lease-ttl",
@@ -109,17 +283,7 @@ class WorkerProcs:
             str(os.getpid()),
             *(["--log-http"] if log_http else []),
         ]
-        stderr = stderr_path.open("wb")
-        try:
-            proc = subprocess.Popen(
-                argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
-            )
-        except BaseException:
-            stderr.close()
-            raise
-        child = Child(name, proc, ready_file, stderr_path, stderr)
-        self.children.append(child)
-        return child
+        return self.spawn(name, argv, env=env)
 
     async def wait_ready(self, child: Child, timeout: float = 30.0) -> None:
         """Wait until the child registered its worker (it wrote its ready file)."""

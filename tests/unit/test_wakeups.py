@@ -39,3 +39,22 @@ async def test_notify_all_wakes_every_parked_waiter_and_the_timer() -> None:
     hub.notify_all()
     assert await asyncio.gather(*waits) == [True, True, True]
     assert hub.version("timer") != timer_since
+
+
+async def test_local_notifications_are_forwarded_and_delivered_ones_are_not() -> None:
+    hub = WakeHub()
+    forwarded: list[str] = []
+    hub.add_forwarder(forwarded.append)
+    waiter = asyncio.create_task(hub.wait("ready:ns", hub.version("ready:ns"), timeout=5))
+    await asyncio.sleep(0)
+    assert hub.waiting("ready:ns") == 1
+    hub.deliver("ready:ns")  # came from another process: wakes, is not sent back out
+    assert await waiter is True
+    assert hub.waiting("ready:ns") == 0
+    hub.notify_all()
+    assert forwarded == []
+    hub.notify("run:a")
+    assert forwarded == ["run:a"]
+    hub.remove_forwarder(forwarded.append)
+    hub.notify("run:b")
+    assert forwarded == ["run:a"]

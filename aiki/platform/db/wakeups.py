@@ -2,7 +2,9 @@
 
 In one process a :class:`WakeHub` wakes waiters directly. Across processes PostgreSQL carries the
 same keys: a trigger on ``runs`` sends ``NOTIFY aiki_wake`` (ready work, status changes, new
-deadlines) and :class:`PgListener` feeds them into the local hub. Keys:
+deadlines) and :class:`PgListener` feeds them into the local hub. Optionally Redis carries them too
+(``redis_wakeups.RedisRelay``): it forwards every key notified in this process and delivers the
+keys other processes published. Keys:
 
 * ``ready:<namespace id>`` — a run became claimable;
 * ``run:<run id>`` — a run changed status;
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 CHANNEL = "aiki_wake"
 
@@ -28,16 +31,41 @@ log = logging.getLogger("aiki.wakeups")
 
 
 class WakeHub:
-    """Per-key wake-ups with versions, so a notification between a check and a wait is never lost."""
+    """Per-key wake-ups with versions, so a notification between a check and a wait is never lost.
+
+    :meth:`notify` is for changes made in this process: it also hands the key to every forwarder
+    (a relay to other processes). :meth:`deliver` is for keys that came from another process, so a
+    relay never echoes what it received.
+    """
 
     def __init__(self) -> None:
         self._versions: defaultdict[str, int] = defaultdict(int)
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._forwarders: list[Callable[[str], None]] = []
 
     def version(self, key: str) -> int:
         return self._versions[key]
 
+    def waiting(self, key: str) -> int:
+        """How many waiters are parked on ``key`` right now."""
+        return len(self._waiters.get(key, ()))
+
+    def add_forwarder(self, forward: Callable[[str], None]) -> None:
+        """Also hand every locally notified key to ``forward`` (it must not block)."""
+        self._forwarders.append(forward)
+
+    def remove_forwarder(self, forward: Callable[[str], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._forwarders.remove(forward)
+
     def notify(self, key: str) -> None:
+        """Wake the waiters of ``key`` after a change made in this process."""
+        self.deliver(key)
+        for forward in self._forwarders:
+            forward(key)
+
+    def deliver(self, key: str) -> None:
+        """Wake the waiters of ``key`` after a change another process announced."""
         self._versions[key] += 1
         waiters = self._waiters.pop(key, None)
         if waiters:
@@ -48,8 +76,8 @@ class WakeHub:
     def notify_all(self) -> None:
         """Wake every waiter (after a gap in which notifications from elsewhere may have been lost)."""
         for key in list(self._waiters):
-            self.notify(key)
-        self.notify("timer")
+            self.deliver(key)
+        self.deliver("timer")
 
     async def wait(self, key: str, since: int, timeout: float) -> bool:
         """Wait until ``key`` is notified after version ``since``; False on timeout."""
@@ -95,7 +123,7 @@ class PgListener:
             self._task = None
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._hub.notify(payload)
+        self._hub.deliver(payload)
 
     async def _run(self) -> None:
         import asyncpg

@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from aiki.platform.db import migrate
+from aiki.platform.db.redis_wakeups import RedisRelay, channel_for, cluster_id
 from aiki.platform.db.wakeups import PgListener
 from aiki.platform.runtime.schedule_loop import run_schedule_loop
 from aiki.platform.runtime.timer_loop import run_timer_loop
@@ -16,12 +17,22 @@ log = logging.getLogger("aiki.runtime")
 
 
 class Runtime:
-    """Migrations on start (when enabled), the cross-process wake-up listener and the timer loop."""
+    """Migrations on start (when enabled), the cross-process wake-up relays and the timer loop.
 
-    def __init__(self, services: Services) -> None:
+    Every loop is safe with any number of replicas on one database: the timer loop locks due rows
+    with SKIP LOCKED and re-checks the status it acts on, so a deadline fires (and an expired lease
+    is recovered) once. Wake-ups cross processes over PostgreSQL LISTEN/NOTIFY (``pg_listen``)
+    and/or Redis pub/sub (``redis_url``); without either, the timer loop still polls every
+    ``timer_poll_ms`` and waiters re-check every ``RECHECK_S``.
+    """
+
+    def __init__(self, services: Services, *, pg_listen: bool = True, redis_url: str | None = None) -> None:
         self._svc = services
+        self.pg_listen = pg_listen
+        self.redis_url = redis_url
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: PgListener | None = None
+        self._relay: RedisRelay | None = None
         self._stopping = asyncio.Event()
         self.started = False
 
@@ -31,10 +42,12 @@ class Runtime:
         db = self._svc.db
         if db.auto_migrate:
             await migrate.upgrade(db)
-        if db.is_postgres:
-            dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            self._listener = PgListener(dsn, self._svc.hub)
+        if db.is_postgres and self.pg_listen:
+            self._listener = PgListener(db.driver_dsn, self._svc.hub)
             await self._listener.start()
+        if self.redis_url:
+            self._relay = RedisRelay(self.redis_url, self._svc.hub, channel_for(await cluster_id(db)))
+            await self._relay.start()
         self._stopping = asyncio.Event()
         self._tasks.append(asyncio.create_task(run_timer_loop(self._svc, self._stopping), name="aiki-timers"))
         self._tasks.append(asyncio.create_task(run_schedule_loop(self._svc, self._stopping), name="aiki-schedules"))
@@ -58,6 +71,9 @@ class Runtime:
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        if self._relay is not None:
+            await self._relay.stop()
+            self._relay = None
         self.started = False
 
     async def __aenter__(self) -> Runtime:

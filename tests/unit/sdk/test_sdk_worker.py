@@ -125,3 +125,55 @@ async def test_stop_cancels_after_grace() -> None:
     assert handle.in_flight == 0
     assert script.paths("/transition") == []
     await c.close()
+
+
+async def test_a_stale_answer_about_an_old_revision_spares_the_run_claimed_again_meanwhile() -> None:
+    """A heartbeat names r4 at revision 1; before its answer (stale) arrives, r4 was claimed again at
+    revision 2 by this worker. Only the revision-1 execution may be stopped."""
+    first, second = activation("r4", "hang"), {**activation("r4", "hang"), "revision": 2}
+    beat_sent = asyncio.Event()
+    relaunched = asyncio.Event()
+    beats: list[list[Any]] = []
+    claims = 0
+
+    async def handle_request(request: httpx.Request) -> httpx.Response:
+        nonlocal claims
+        path = request.url.path.removeprefix("/api/v1")
+        body = json.loads(request.content) if request.content else None
+        if path == "/workers/register":
+            return httpx.Response(200, json={"worker_id": "w-1", "lease_ttl_ms": 30000, "heartbeat_interval_ms": 20})
+        if path == "/workers/claim":
+            claims += 1
+            if claims == 1:
+                return httpx.Response(200, json={"activations": [first]})
+            if claims == 2:
+                await beat_sent.wait()
+                relaunched.set()
+                return httpx.Response(200, json={"activations": [second]})
+            await asyncio.sleep(body["wait_ms"] / 1000)
+            return httpx.Response(200, json={"activations": []})
+        if path == "/workers/heartbeat":
+            beats.append(body["runs"])
+            if body["runs"] == [["r4", 1]] and not beat_sent.is_set():
+                beat_sent.set()
+                await relaunched.wait()
+                # Until the revision-2 execution has started (the workflow appends to a plain list).
+                while hang_started.count("r4") < 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.005)
+                return httpx.Response(200, json={"stale": ["r4"]})
+            return httpx.Response(200, json={"stale": []})
+        return httpx.Response(404)
+
+    c = client(transport=httpx.MockTransport(handle_request))
+    handle = await worker([hang], concurrency=2).spawn(c)
+    try:
+        for _ in range(300):
+            if relaunched.is_set() and any(b == [["r4", 2]] for b in beats[-3:]) and len(beats) > 5:
+                break
+            await asyncio.sleep(0.01)
+        # The revision-2 execution is still held and heartbeated after the stale answer.
+        assert beats[-1] == [["r4", 2]], beats[-5:]
+        assert handle.in_flight == 1
+    finally:
+        await handle.stop(grace=timedelta(seconds=0.2))
+        await c.close()

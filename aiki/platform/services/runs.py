@@ -167,6 +167,7 @@ async def send_event(svc: Services, ns: str, run_id: str, name: str, req: p.Send
             woke = True
     if woke:
         svc.hub.notify(f"ready:{ns}")
+        svc.hub.notify(f"run:{run_id}")  # its status changed: waits on it (also via Redis) look again
     return p.SendEventResponse(event_id=event_id, created=True)
 
 

@@ -233,8 +233,15 @@ def sso_enabled(request: Request[Any, Any, Any]) -> bool:
 
 def public_context(request: Request[Any, Any, Any], **extra: Any) -> dict[str, Any]:
     """Context of pages shown signed out (log in, sign up)."""
-    sso = sso_enabled(request)
-    return {"user": None, "groups": [], "current_ns": None, "sso_href": SSO_LOGIN_PATH if sso else None, **extra}
+    # After SSO the callback sends the browser to ``return_to``: the page asked for, else the dashboard.
+    sso_href = f"{SSO_LOGIN_PATH}?return_to={quote(extra.get('next') or PREFIX + '/', safe='/')}"
+    return {
+        "user": None,
+        "groups": [],
+        "current_ns": None,
+        "sso_href": sso_href if sso_enabled(request) else None,
+        **extra,
+    }
 
 
 def redirect(path: str) -> Redirect:

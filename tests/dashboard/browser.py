@@ -92,14 +92,17 @@ class Procs:
         raise AssertionError(f"timed out waiting for {what}\n{self.output()}")
 
 
-def start_server(procs: Procs, db_url: str) -> str:
-    """A real `aiki server` with IAM; returns its base URL (``localhost``: Chromium keeps Secure cookies there)."""
-    port = free_port()
+def start_server(procs: Procs, db_url: str, *, port: int | None = None, env: dict[str, str] | None = None) -> str:
+    """A real `aiki server` with IAM; returns its base URL (``localhost``: Chromium keeps Secure cookies there).
+
+    ``port`` lets a test know the URL before the server starts (an OIDC redirect URI); ``env`` adds settings.
+    """
+    port = port or free_port()
     base = f"http://localhost:{port}"
     procs.start(
         "server",
         ["server", "--host", "127.0.0.1", "--port", str(port)],
-        clean_env(procs.tmp_path, DATABASE_URL=db_url, AIKI_SECRET_KEY=SECRET, AIKI_BASE_URL=base),
+        clean_env(procs.tmp_path, DATABASE_URL=db_url, AIKI_SECRET_KEY=SECRET, AIKI_BASE_URL=base, **(env or {})),
     )
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
         procs.wait("the server", lambda: http.get("/health").status_code == 200)

@@ -167,8 +167,11 @@ async def test_the_sso_link_shows_only_when_oidc_is_on(iam_aiki: IamHarness) -> 
     iam_aiki.handler.state.oidc_enabled = True
     try:
         page = await anonymous.get(f"{UI}/login")
-        assert 'href="/api/v1/auth/oidc/login"' in page.text
+        assert 'href="/api/v1/auth/oidc/login?return_to=/ui/"' in page.text
         assert "Log in with SSO" in page.text
+        # A page that sent the person to log in is where SSO brings them back too.
+        asked = await anonymous.get(f"{UI}/login", params={"next": f"{UI}/namespaces"})
+        assert 'href="/api/v1/auth/oidc/login?return_to=/ui/namespaces"' in asked.text
     finally:
         iam_aiki.handler.state.oidc_enabled = False
 

@@ -21,6 +21,24 @@ _TASK_UPSERT = (
     "WHERE tasks.status = 'awaiting_retry' RETURNING id"
 )
 
+# PostgreSQL only: fencing, the free lease extension and the upsert in ONE statement (one round
+# trip, its own transaction). The run's UPDATE takes its row lock first, exactly as the two-step
+# version does, and the task row is written only when the fence held. Parameters are cast because
+# an INSERT ... SELECT does not infer their types from the target columns.
+_TASK_RECORD_FENCED = (
+    "WITH fence AS (UPDATE runs SET updated_at = $13, wake_at = $15 "
+    "WHERE id = $3 AND namespace_id = $2 AND revision = $14 AND status = 'running' RETURNING id), "
+    "ins AS (INSERT INTO tasks (id, namespace_id, run_id, address, seq, name, status, attempts, input, output, "
+    "error, next_attempt_at, created_at, updated_at) "
+    "SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::int, $6::varchar, $7::varchar, $8::int, "
+    "$9::text, $10::text, $11::text, $12::bigint, $13::bigint, $13::bigint FROM fence "
+    "ON CONFLICT (run_id, address, seq) WHERE status <> 'discarded' DO UPDATE SET "
+    "status = excluded.status, attempts = excluded.attempts, output = excluded.output, error = excluded.error, "
+    "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
+    "WHERE tasks.status = 'awaiting_retry' RETURNING id) "
+    "SELECT (SELECT count(*) FROM fence) AS held, (SELECT count(*) FROM ins) AS recorded"
+)
+
 
 class StepRepository:
     """Task entries, events, sleeps and wait timeouts of runs in one namespace."""
@@ -79,6 +97,35 @@ class StepRepository:
             v["created_at"],
         )
         return row is not None
+
+    async def record_task_fenced(
+        self, run_id: str, revision: int, lease_until: int, v: Mapping[str, Any]
+    ) -> tuple[bool, bool]:
+        """PostgreSQL: fence, extend the lease and upsert in one statement (see ``upsert_task``).
+
+        Returns ``(held, recorded)``: whether the run is still held at ``revision``, and whether
+        the entry was written (False when a finished entry already holds this address and seq).
+        """
+        row = await self.conn.fetchrow(
+            _TASK_RECORD_FENCED,
+            v["id"],
+            self.namespace_id,
+            run_id,
+            v["address"],
+            v["seq"],
+            v["name"],
+            v["status"],
+            v["attempts"],
+            v["input"],
+            v["output"],
+            v["error"],
+            v["next_attempt_at"],
+            v["created_at"],
+            revision,
+            lease_until,
+        )
+        assert row is not None
+        return row["held"] == 1, row["recorded"] == 1
 
     async def get_task(self, run_id: str, address: str, seq: int) -> Row | None:
         return await self.conn.fetchrow(

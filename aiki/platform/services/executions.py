@@ -150,39 +150,52 @@ async def _fence_failed(runs: RunRepository, run_id: str, revision: int) -> Stal
 
 async def record_task(svc: Services, ns: str, run_id: str, req: p.RecordTaskRequest) -> p.RecordTaskResponse:
     now = now_ms()
+    lease_until = now + svc.settings.lease_ttl_ms
+    values = {
+        "id": new_id(),
+        "address": req.address,
+        "seq": req.seq,
+        "name": req.name,
+        "status": req.status,
+        "attempts": req.attempts,
+        "input": msgspec.json.encode(req.input).decode(),
+        "output": msgspec.json.encode(req.output).decode() if req.status == "completed" else None,
+        "error": encode_error(req.error),
+        "next_attempt_at": req.next_attempt_at,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if svc.db.is_postgres:
+        # One statement, one round trip: fence + lease extension + upsert (see StepRepository).
+        async with svc.db.raw_read() as conn:
+            held, recorded = await StepRepository(conn, ns).record_task_fenced(run_id, req.revision, lease_until, values)
+            if not held:
+                raise await _fence_failed(RunRepository(conn, ns), run_id, req.revision)
+            if not recorded:
+                await _check_recorded(StepRepository(conn, ns), run_id, req)
+        return p.RecordTaskResponse(recorded=recorded)
     async with svc.db.raw_transaction() as conn:
         runs = RunRepository(conn, ns)
         # Fencing and a free lease extension in one statement; it also takes the run's row lock,
         # so a concurrent cancel is ordered strictly before or after this write.
-        if not await runs.touch_if_held(run_id, req.revision, now, now + svc.settings.lease_ttl_ms):
+        if not await runs.touch_if_held(run_id, req.revision, now, lease_until):
             raise await _fence_failed(runs, run_id, req.revision)
         steps = StepRepository(conn, ns)
-        recorded = await steps.upsert_task(
-            run_id,
-            {
-                "id": new_id(),
-                "address": req.address,
-                "seq": req.seq,
-                "name": req.name,
-                "status": req.status,
-                "attempts": req.attempts,
-                "input": msgspec.json.encode(req.input).decode(),
-                "output": msgspec.json.encode(req.output).decode() if req.status == "completed" else None,
-                "error": encode_error(req.error),
-                "next_attempt_at": req.next_attempt_at,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
+        recorded = await steps.upsert_task(run_id, values)
         if not recorded:
-            existing = await steps.get_task(run_id, req.address, req.seq)
-            if existing is None or existing["status"] != req.status or existing["attempts"] != req.attempts:
-                raise TaskConflict(
-                    f"task {req.name!r} entry {req.address}#{req.seq} is already recorded as "
-                    f"{existing['status'] if existing else 'missing'}",
-                    run_id=run_id,
-                )
+            await _check_recorded(steps, run_id, req)
     return p.RecordTaskResponse(recorded=recorded)
+
+
+async def _check_recorded(steps: StepRepository, run_id: str, req: p.RecordTaskRequest) -> None:
+    """An entry already holds (address, seq): fine if it is this very outcome (a retried write)."""
+    existing = await steps.get_task(run_id, req.address, req.seq)
+    if existing is None or existing["status"] != req.status or existing["attempts"] != req.attempts:
+        raise TaskConflict(
+            f"task {req.name!r} entry {req.address}#{req.seq} is already recorded as "
+            f"{existing['status'] if existing else 'missing'}",
+            run_id=run_id,
+        )
 
 
 def _require(req: p.TransitionRequest, *fields: str) -> None:

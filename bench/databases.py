@@ -1,6 +1,7 @@
 """Creates and drops the benchmark's own databases. Each scenario run gets a freshly created one."""
 
 import asyncio
+import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,8 +18,12 @@ DRIVERS: dict[str, dict[Backend, str]] = {
 }
 
 
+# Two `python -m bench` on one PostgreSQL (two developers, CI) must not drop each other's databases.
+RUN_TAG = os.environ.get("BENCH_DB_TAG") or str(os.getpid())
+
+
 def database_name(system: str) -> str:
-    return f"{system}_bench"
+    return f"{system}_bench_{RUN_TAG}"
 
 
 def postgres_url(admin_url: str, system: str) -> str:

@@ -49,8 +49,14 @@ class StepRepository:
 
     # -- loading a run's state for replay --------------------------------------------------
 
-    async def state_for(self, run_ids: Sequence[str]) -> dict[str, dict[str, list[Row]]]:
-        """Every live task entry, event, sleep and wait timeout of ``run_ids``, in replay order."""
+    async def state_for(
+        self, run_ids: Sequence[str], *, first_claims: Sequence[str] = ()
+    ) -> dict[str, dict[str, list[Row]]]:
+        """Every live task entry, event, sleep and wait timeout of ``run_ids``, in replay order.
+
+        ``first_claims`` (a subset of ``run_ids``) were never executed before: only events (sent
+        while they were queued) can exist for them, so the other tables are not read for them.
+        """
         state: dict[str, dict[str, list[Row]]] = {
             run_id: {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []} for run_id in run_ids
         }
@@ -65,10 +71,15 @@ class StepRepository:
             "children": "SELECT parent_run_id AS run_id, id, parent_address, parent_seq, workflow_name, version, "
             "status, output, error FROM runs WHERE {ids} ORDER BY id",
         }
+        fresh = set(first_claims)
+        executed = [r for r in run_ids if r not in fresh]
         for kind, template in queries.items():
+            ids = list(run_ids) if kind == "events" else executed
+            if not ids:
+                continue
             p = Params()
             column = "parent_run_id" if kind == "children" else "run_id"
-            sql = template.format(ids=self.conn.any_of(p, column, list(run_ids)))
+            sql = template.format(ids=self.conn.any_of(p, column, ids))
             for row in await self.conn.fetch(sql, *p.values):
                 state[row["run_id"]][kind].append(row)
         return state

@@ -85,25 +85,17 @@ async def _claim_once(
         return []
     now = now_ms()
     ttl = svc.settings.lease_ttl_ms
-    async with svc.db.raw_transaction() as conn:
-        runs = RunRepository(conn, ns)
-        claimed = await runs.claim(versions, pools, limit, worker_id, now, now + ttl)
+    # PostgreSQL: the claim (with its history rows) is one statement and commits on its own; the
+    # replay state is read right after on the same connection. Nothing but the executor holding
+    # the new revision writes tasks, sleeps or children, so reading after the commit loses nothing.
+    session = svc.db.raw_read() if svc.db.is_postgres else svc.db.raw_transaction()
+    async with session as conn:
+        claimed = await RunRepository(conn, ns).claim(versions, pools, limit, worker_id, now, now + ttl)
         if not claimed:
             return []
-        await runs.add_history(
-            [
-                {
-                    "run_id": r["id"],
-                    "attempt": r["attempt"],
-                    "from_status": "queued",
-                    "to_status": "running",
-                    "reason": f"claimed by {worker_id}",
-                    "created_at": now,
-                }
-                for r in claimed
-            ]
-        )
-        state = await StepRepository(conn, ns).state_for([r["id"] for r in claimed])
+        # Revision 1 is the first claim ever (every claim bumps it): such a run has no history yet.
+        first = [r["id"] for r in claimed if r["revision"] == 1]
+        state = await StepRepository(conn, ns).state_for([r["id"] for r in claimed], first_claims=first)
     if any(r["deadline_at"] is not None for r in claimed):
         svc.hub.notify("timer")
     activations = []

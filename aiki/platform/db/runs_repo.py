@@ -123,6 +123,35 @@ class RunRepository:
         )
         return changed == 1
 
+    async def finish_held(
+        self, run_id: str, revision: int, values: Mapping[str, Any], reason: str | None, now: int, child_key: str
+    ) -> Row | None:
+        """PostgreSQL: move a run held at ``revision`` out of ``running`` in one statement.
+
+        Sets ``values`` (``status`` among them), appends the history row and, when the run is a
+        child whose parent waits for it (``wait_event = child_key`` prefix + id), queues that parent
+        with its history row, as ``notify_parent`` does. Returns ``attempt`` and ``woken_parent``,
+        or None when the executor is fenced (nothing changed).
+        """
+        columns = tuple(values)
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=7))
+        status_at = 7 + columns.index("status")
+        sql = (
+            f"WITH u AS (UPDATE runs SET {sets} WHERE id = $1 AND namespace_id = $2 AND revision = $3 "
+            "AND status = 'running' RETURNING id, attempt, parent_run_id), "
+            "h AS (INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
+            f"SELECT $2, u.id, u.attempt, 'running', ${status_at}, $4::text, $5::bigint FROM u), "
+            "w AS (UPDATE runs SET status = 'queued', queued_at = $5, wake_at = NULL, wait_event = NULL, "
+            "wait_seq = NULL, updated_at = $5 FROM u WHERE runs.id = u.parent_run_id AND runs.namespace_id = $2 "
+            "AND runs.status = 'awaiting_child' AND runs.wait_event = $6::varchar || u.id "
+            f"AND ${status_at} IN ('completed', 'failed', 'cancelled') RETURNING runs.id, runs.attempt), "
+            "wh AS (INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
+            f"SELECT $2, w.id, w.attempt, 'awaiting_child', 'queued', 'child ' || $1 || ' ' || ${status_at}, $5 "
+            "FROM w) "
+            "SELECT u.attempt, (SELECT w.id FROM w) AS woken_parent FROM u"
+        )
+        return await self.conn.fetchrow(sql, run_id, self.namespace_id, revision, reason, now, child_key, *values.values())
+
     async def exists(self, run_id: str) -> bool:
         found = await self.conn.fetchval(
             "SELECT 1 FROM runs WHERE id = $1 AND namespace_id = $2", run_id, self.namespace_id

@@ -196,7 +196,45 @@ def _require(req: p.TransitionRequest, *fields: str) -> None:
             raise InputInvalid(f"a {req.kind!r} transition needs {name!r}", field=f"$.{name}")
 
 
+_ONE_STATEMENT_KINDS = frozenset({"complete", "fail", "await_task_retry"})
+
+
+async def _transition_in_one_statement(
+    svc: Services, ns: str, run_id: str, req: p.TransitionRequest
+) -> p.TransitionResponse:
+    """PostgreSQL, for the kinds that read nothing first: fence, update, history, wake a waiting
+    parent, all in one statement (see ``RunRepository.finish_held``)."""
+    now = now_ms()
+    kind = req.kind
+    target = run_states.next_status(kind, "running")
+    values: dict[str, Any] = {"updated_at": now, "lease_owner": None, "status": target}
+    reason: str | None = None
+    if kind == "complete":
+        values.update(output=msgspec.json.encode(req.output).decode(), finished_at=now, wake_at=None, deadline_at=None)
+    elif kind == "fail":
+        values.update(error=encode_error(req.error), finished_at=now, wake_at=None, deadline_at=None)
+        reason = req.error.message if req.error else None
+    else:  # await_task_retry
+        values.update(wake_at=req.wake_at or now)
+        reason = "task retry scheduled"
+    async with svc.db.raw_read() as conn:
+        runs = RunRepository(conn, ns)
+        row = await runs.finish_held(run_id, req.revision, values, reason, now, child_wait_key(""))
+        if row is None:
+            raise await _fence_failed(runs, run_id, req.revision)
+    notify = [f"run:{run_id}"]
+    if row["woken_parent"] is not None:
+        notify += [f"run:{row['woken_parent']}", f"ready:{ns}"]
+    if values.get("wake_at") is not None:
+        notify.append("timer")
+    for key in notify:
+        svc.hub.notify(key)
+    return p.TransitionResponse(status=target, suspended=True)  # type: ignore[arg-type]
+
+
 async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionRequest) -> p.TransitionResponse:
+    if svc.db.is_postgres and req.kind in _ONE_STATEMENT_KINDS:
+        return await _transition_in_one_statement(svc, ns, run_id, req)
     now = now_ms()
     notify: list[str] = [f"run:{run_id}"]
     async with svc.db.raw_transaction() as conn:

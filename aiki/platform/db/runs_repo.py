@@ -124,33 +124,27 @@ class RunRepository:
         return changed == 1
 
     async def finish_held(
-        self, run_id: str, revision: int, values: Mapping[str, Any], reason: str | None, now: int, child_key: str
+        self, run_id: str, revision: int, values: Mapping[str, Any], reason: str | None, now: int
     ) -> Row | None:
-        """PostgreSQL: move a run held at ``revision`` out of ``running`` in one statement.
+        """PostgreSQL: move a top-level run held at ``revision`` out of ``running`` in one statement.
 
-        Sets ``values`` (``status`` among them), appends the history row and, when the run is a
-        child whose parent waits for it (``wait_event = child_key`` prefix + id), queues that parent
-        with its history row, as ``notify_parent`` does. Returns ``attempt`` and ``woken_parent``,
-        or None when the executor is fenced (nothing changed).
+        Sets ``values`` (``status`` among them) and appends the history row. Returns the run as
+        updated, or None when nothing changed: the executor is fenced, or the run is a child. A
+        child's ending must queue a waiting parent in the same transaction, and in one statement
+        the parent would be read from a snapshot older than the child's row lock (a parent that
+        began waiting meanwhile would be missed), so children take the general path.
         """
         columns = tuple(values)
-        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=7))
-        status_at = 7 + columns.index("status")
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=6))
+        status_at = 6 + columns.index("status")
         sql = (
             f"WITH u AS (UPDATE runs SET {sets} WHERE id = $1 AND namespace_id = $2 AND revision = $3 "
-            "AND status = 'running' RETURNING id, attempt, parent_run_id), "
+            f"AND status = 'running' AND parent_run_id IS NULL RETURNING {RUN_COLUMNS}), "
             "h AS (INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
-            f"SELECT $2, u.id, u.attempt, 'running', ${status_at}, $4::text, $5::bigint FROM u), "
-            "w AS (UPDATE runs SET status = 'queued', queued_at = $5, wake_at = NULL, wait_event = NULL, "
-            "wait_seq = NULL, updated_at = $5 FROM u WHERE runs.id = u.parent_run_id AND runs.namespace_id = $2 "
-            "AND runs.status = 'awaiting_child' AND runs.wait_event = $6::varchar || u.id "
-            f"AND ${status_at} IN ('completed', 'failed', 'cancelled') RETURNING runs.id, runs.attempt), "
-            "wh AS (INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
-            f"SELECT $2, w.id, w.attempt, 'awaiting_child', 'queued', 'child ' || $1 || ' ' || ${status_at}, $5 "
-            "FROM w) "
-            "SELECT u.attempt, (SELECT w.id FROM w) AS woken_parent FROM u"
+            f"SELECT $2, u.id, u.attempt, 'running', ${status_at}, $4::text, $5::bigint FROM u) "
+            "SELECT * FROM u"
         )
-        return await self.conn.fetchrow(sql, run_id, self.namespace_id, revision, reason, now, child_key, *values.values())
+        return await self.conn.fetchrow(sql, run_id, self.namespace_id, revision, reason, now, *values.values())
 
     async def exists(self, run_id: str) -> bool:
         found = await self.conn.fetchval(

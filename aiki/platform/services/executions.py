@@ -21,7 +21,7 @@ from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pools
 from aiki.platform.services.children import child_record, child_wait_key, notify_parent
 from aiki.platform.services.context import Services, dump
-from aiki.platform.services.views import encode_error, event_record, retry_policy, task_record
+from aiki.platform.services.views import encode_error, event_record, retry_policy, run_view, task_record
 from aiki.worker_sdk import protocol as p
 
 
@@ -201,9 +201,9 @@ _ONE_STATEMENT_KINDS = frozenset({"complete", "fail", "await_task_retry"})
 
 async def _transition_in_one_statement(
     svc: Services, ns: str, run_id: str, req: p.TransitionRequest
-) -> p.TransitionResponse:
-    """PostgreSQL, for the kinds that read nothing first: fence, update, history, wake a waiting
-    parent, all in one statement (see ``RunRepository.finish_held``)."""
+) -> p.TransitionResponse | None:
+    """PostgreSQL, for a top-level run and a kind that reads nothing first: fence, update and
+    history in one statement (``RunRepository.finish_held``). None: take the general path."""
     now = now_ms()
     kind = req.kind
     target = run_states.next_status(kind, "running")
@@ -218,23 +218,22 @@ async def _transition_in_one_statement(
         values.update(wake_at=req.wake_at or now)
         reason = "task retry scheduled"
     async with svc.db.raw_read() as conn:
-        runs = RunRepository(conn, ns)
-        row = await runs.finish_held(run_id, req.revision, values, reason, now, child_wait_key(""))
-        if row is None:
-            raise await _fence_failed(runs, run_id, req.revision)
-    notify = [f"run:{run_id}"]
-    if row["woken_parent"] is not None:
-        notify += [f"run:{row['woken_parent']}", f"ready:{ns}"]
+        row = await RunRepository(conn, ns).finish_held(run_id, req.revision, values, reason, now)
+    if row is None:
+        return None  # fenced (the general path says how) or a child run
+    if run_states.is_terminal(target):
+        svc.remember_terminal(ns, run_view(row))
+    svc.hub.notify(f"run:{run_id}")
     if values.get("wake_at") is not None:
-        notify.append("timer")
-    for key in notify:
-        svc.hub.notify(key)
+        svc.hub.notify("timer")
     return p.TransitionResponse(status=target, suspended=True)  # type: ignore[arg-type]
 
 
 async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionRequest) -> p.TransitionResponse:
     if svc.db.is_postgres and req.kind in _ONE_STATEMENT_KINDS:
-        return await _transition_in_one_statement(svc, ns, run_id, req)
+        done = await _transition_in_one_statement(svc, ns, run_id, req)
+        if done is not None:
+            return done
     now = now_ms()
     notify: list[str] = [f"run:{run_id}"]
     async with svc.db.raw_transaction() as conn:
@@ -325,6 +324,8 @@ async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionReque
             parent = await notify_parent(runs, run, target, now)
             if parent is not None:
                 notify += [f"run:{parent}", f"ready:{ns}"]
+    if run_states.is_terminal(target):
+        svc.remember_terminal(ns, run_view({**run, **values}))
     if values.get("wake_at") is not None:
         notify.append("timer")
     for key in notify:

@@ -109,6 +109,9 @@ async def _insert_unless_referenced(
 
 
 async def get_run(svc: Services, ns: str, run_id: str) -> p.RunView:
+    ended = svc.terminal_view(ns, run_id)
+    if ended is not None:
+        return ended
     async with svc.db.raw_read() as conn:
         row = await RunRepository(conn, ns).get(run_id)
     if row is None:

@@ -160,7 +160,9 @@ async def record_task(svc: Services, ns: str, run_id: str, req: p.RecordTaskRequ
     if svc.db.is_postgres:
         # One statement, one round trip: fence + lease extension + upsert (see StepRepository).
         async with svc.db.raw_read() as conn:
-            held, recorded = await StepRepository(conn, ns).record_task_fenced(run_id, req.revision, lease_until, values)
+            held, recorded = await StepRepository(conn, ns).record_task_fenced(
+                run_id, req.revision, lease_until, values
+            )
             if not held:
                 raise await _fence_failed(RunRepository(conn, ns), run_id, req.revision)
             if not recorded:

@@ -21,13 +21,17 @@ _TASK_UPSERT = (
     "WHERE tasks.status = 'awaiting_retry' RETURNING id"
 )
 
-# PostgreSQL only: fencing, the free lease extension and the upsert in ONE statement (one round
-# trip, its own transaction). The run's UPDATE takes its row lock first, exactly as the two-step
-# version does, and the task row is written only when the fence held. Parameters are cast because
-# an INSERT ... SELECT does not infer their types from the target columns.
+# PostgreSQL only: fencing, the lease extension and the upsert in ONE statement (one round trip, its
+# own transaction). The fence locks the run's row first, as the two-step version does, and the task
+# row is written only when the fence held. The lease is extended only once less than half of it is
+# left ($16): rewriting the run row on every task would add a row version (and an entry in each of
+# the table's indexes, ``wake_at`` being indexed) per task. Parameters are cast because an
+# INSERT ... SELECT does not infer their types from the target columns.
 _TASK_RECORD_FENCED = (
-    "WITH fence AS (UPDATE runs SET updated_at = $13, wake_at = $15 "
-    "WHERE id = $3 AND namespace_id = $2 AND revision = $14 AND status = 'running' RETURNING id), "
+    "WITH fence AS (SELECT id, wake_at FROM runs "
+    "WHERE id = $3 AND namespace_id = $2 AND revision = $14 AND status = 'running' FOR NO KEY UPDATE), "
+    "ext AS (UPDATE runs SET updated_at = $13, wake_at = $15 FROM fence "
+    "WHERE runs.id = fence.id AND (fence.wake_at IS NULL OR fence.wake_at < $16::bigint)), "
     "ins AS (INSERT INTO tasks (id, namespace_id, run_id, address, seq, name, status, attempts, input, output, "
     "error, next_attempt_at, created_at, updated_at) "
     "SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::int, $6::varchar, $7::varchar, $8::int, "
@@ -110,9 +114,11 @@ class StepRepository:
         return row is not None
 
     async def record_task_fenced(
-        self, run_id: str, revision: int, lease_until: int, v: Mapping[str, Any]
+        self, run_id: str, revision: int, lease_until: int, extend_below: int, v: Mapping[str, Any]
     ) -> tuple[bool, bool]:
         """PostgreSQL: fence, extend the lease and upsert in one statement (see ``upsert_task``).
+
+        The lease becomes ``lease_until`` when it ends before ``extend_below``.
 
         Returns ``(held, recorded)``: whether the run is still held at ``revision``, and whether
         the entry was written (False when a finished entry already holds this address and seq).
@@ -134,6 +140,7 @@ class StepRepository:
             v["created_at"],
             revision,
             lease_until,
+            extend_below,
         )
         assert row is not None
         return row["held"] == 1, row["recorded"] == 1

@@ -158,10 +158,11 @@ async def record_task(svc: Services, ns: str, run_id: str, req: p.RecordTaskRequ
         "updated_at": now,
     }
     if svc.db.is_postgres:
-        # One statement, one round trip: fence + lease extension + upsert (see StepRepository).
+        # One statement, one round trip: fence + lease extension when due + upsert (StepRepository).
+        extend_below = now + svc.settings.lease_ttl_ms // 2
         async with svc.db.raw_read() as conn:
             held, recorded = await StepRepository(conn, ns).record_task_fenced(
-                run_id, req.revision, lease_until, values
+                run_id, req.revision, lease_until, extend_below, values
             )
             if not held:
                 raise await _fence_failed(RunRepository(conn, ns), run_id, req.revision)

@@ -6,13 +6,15 @@ Every test runs the same calls through ``client(handler=...)`` (the local port) 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import msgspec
 import pytest
 
-from aiki import Run, client, task, worker, workflow
+from aiki import Run, client, event, task, worker, workflow
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.errors import (
     AikiError,
@@ -35,7 +37,7 @@ from aiki.worker_sdk.protocol import (
 )
 from aiki.worker_sdk.transport import find_local_port
 
-from .helpers import LEDGER, new_key
+from .helpers import LEDGER, WAIT, get_history, new_key
 
 
 class Order(msgspec.Struct):
@@ -203,3 +205,33 @@ async def test_a_server_with_iam_offers_no_port(iam_aiki: Any) -> None:
     # With IAM on, an embedded client goes through HTTP: API keys, roles and audit apply.
     assert find_local_port(iam_aiki.handler) is None
     assert client(handler=iam_aiki.handler)._port is None
+
+
+inbox_wf = workflow(name="port-inbox")
+
+
+@inbox_wf.v("1.0.0", events={"item": event()})
+async def inbox_v1(run: Run, key: str) -> list[Any]:
+    first = await run.events.item.wait(timeout=timedelta(minutes=5))
+    second = await run.events.item.wait(timeout=timedelta(minutes=5))
+    return [first.data, second.data]
+
+
+async def test_events_sent_before_the_first_claim_are_in_the_first_activation(aiki: Any) -> None:
+    # A first claim reads nothing but the events the claim saw; events sent while the run was queued
+    # reach the workflow in order, without a suspension.
+    await _register_inbox(aiki)
+    handle = await inbox_v1.start(aiki.client, new_key())
+    await handle.events.item.send("first")
+    await handle.events.item.send("second")
+    assert await handle.status() == "queued"
+    await aiki.worker([inbox_v1])
+    assert await asyncio.wait_for(handle.result(), timeout=WAIT.total_seconds()) == ["first", "second"]
+    history = await get_history(aiki.http, handle.id)
+    assert [h["to_status"] for h in history] == ["queued", "running", "completed"]  # never suspended
+
+
+async def _register_inbox(aiki: Any) -> None:
+    # Register the version (so the run can start) without a worker claiming yet.
+    w = await worker(workflows=[inbox_v1], worker_id="port-inbox-registrar").spawn(aiki.client)
+    await w.stop()

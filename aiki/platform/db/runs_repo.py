@@ -163,6 +163,8 @@ class RunRepository:
     ) -> list[Row]:
         """Take up to ``limit`` queued runs, oldest first, lease them to ``worker_id``, write history.
 
+        On PostgreSQL each row also says ``has_events``.
+
         ``pools`` names the pools served; ``DEFAULT_POOL`` among them stands for runs stored with
         no pool. No pools at all means the default pool only.
         """
@@ -191,7 +193,10 @@ class RunRepository:
         sql = (
             f"WITH c AS ({update}), h AS (INSERT INTO run_history "
             "(namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
-            "SELECT $1, c.id, c.attempt, 'queued', 'running', 'claimed by ' || $2, $3 FROM c) SELECT * FROM c"
+            "SELECT $1, c.id, c.attempt, 'queued', 'running', 'claimed by ' || $2, $3 FROM c) "
+            # Whether events wait for the run (sent before this claim): most first claims have none,
+            # and then the activation needs no further read.
+            "SELECT c.*, EXISTS (SELECT 1 FROM events e WHERE e.run_id = c.id) AS has_events FROM c"
         )
         return await self.conn.fetch(sql, *p.values)
 

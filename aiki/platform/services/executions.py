@@ -78,6 +78,9 @@ async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
         await svc.hub.wait(key, since, min(remaining, RECHECK_S))
 
 
+_EMPTY_STATE: dict[str, list[Any]] = {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []}
+
+
 async def _claim_once(
     svc: Services, ns: str, worker_id: str, versions: list[tuple[str, str]], pools: list[str], limit: int
 ) -> list[p.Activation]:
@@ -95,7 +98,11 @@ async def _claim_once(
             return []
         # Revision 1 is the first claim ever (every claim bumps it): such a run has no history yet.
         first = [r["id"] for r in claimed if r["revision"] == 1]
-        state = await StepRepository(conn, ns).state_for([r["id"] for r in claimed], first_claims=first)
+        # ... and when the claim saw no event for it either, there is nothing to read at all.
+        bare = {r["id"] for r in claimed if r["revision"] == 1 and r.get("has_events", True) is False}
+        to_read = [r["id"] for r in claimed if r["id"] not in bare]
+        state = await StepRepository(conn, ns).state_for(to_read, first_claims=first)
+        state.update({run_id: _EMPTY_STATE for run_id in bare})
     if any(r["deadline_at"] is not None for r in claimed):
         svc.hub.notify("timer")
     activations = []

@@ -14,6 +14,7 @@ from aiki.api.auth import audit_declared_actions, iam_guard
 from aiki.api.deps import provide_grant, provide_iam, provide_namespace, provide_principal, provide_services
 from aiki.api.errors import EXCEPTION_HANDLERS
 from aiki.api.health_routes import health, ready
+from aiki.api.local_port import local_port_for
 from aiki.api.query_routes import RunQueryController, WorkerQueryController, WorkflowController
 from aiki.api.runs_routes import RunController
 from aiki.api.schedules_routes import ScheduleController
@@ -68,6 +69,8 @@ def create_app(services: Services, *, iam: Iam | None = None, debug: bool = Fals
     app.state.iam = iam
     # The dashboard offers "Log in with SSO" only when a provider is configured.
     app.state.oidc_enabled = iam is not None and iam.config.oidc is not None
+    # `client(handler=app)` answers its hot calls through this port (None with IAM on: HTTP only).
+    app.state.aiki_local_port = local_port_for(services, iam_enabled=iam is not None)
     return app
 
 

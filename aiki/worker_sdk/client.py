@@ -13,17 +13,13 @@ import msgspec
 
 from aiki.worker_sdk import serde
 from aiki.worker_sdk.errors import (
-    PROBLEM_CODES,
     AikiError,
-    NotFoundError,
-    RateLimitedError,
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
     ServerUnavailableError,
     UnexpectedResponseError,
     UnexpectedStatusError,
-    ValidationError,
     WaitTimeoutError,
 )
 from aiki.worker_sdk.protocol import (
@@ -56,6 +52,7 @@ from aiki.worker_sdk.protocol import (
     WorkerListResponse,
     WorkflowListResponse,
 )
+from aiki.worker_sdk.transport import LocalPort, error_from_problem, find_local_port
 
 R = TypeVar("R")
 O = TypeVar("O")  # noqa: E741
@@ -71,41 +68,29 @@ _EMPTY = msgspec.json.encode({})
 
 def error_from_response(response: httpx.Response) -> AikiError:
     """Map an error response (problem+json, or anything else) to the SDK exception tree."""
-    status = response.status_code
     try:
         problem: Problem | None = msgspec.json.decode(response.content, type=Problem)
     except (msgspec.DecodeError, msgspec.ValidationError):
         problem = None
-    detail = (problem.detail or problem.title) if problem else response.text[:500] or response.reason_phrase
-    run_id = problem.run_id if problem else None
-    code = problem.code if problem else None
-    if status == 429 or code == "rate_limited":
-        retry_after = response.headers.get("retry-after")
-        try:
-            seconds = float(retry_after) if retry_after is not None else None
-        except ValueError:
-            seconds = None
-        return RateLimitedError(detail, retry_after=seconds, status=status)
-    if code == "validation_error" or (code is None and status == 422):
-        return ValidationError(detail, field=problem.field if problem else None, run_id=run_id, status=status)
-    if code is not None and code in PROBLEM_CODES:
-        return PROBLEM_CODES[code](detail, run_id=run_id, status=status)
-    if status >= 500:
-        return ServerUnavailableError(detail, status=status)
-    if status == 404:
-        return NotFoundError(detail, run_id=run_id, status=status)
-    return UnexpectedResponseError(detail, problem_code=code, run_id=run_id, status=status)
+    return error_from_problem(
+        response.status_code,
+        problem,
+        fallback=response.text[:500] or response.reason_phrase,
+        retry_after=response.headers.get("retry-after"),
+    )
 
 
 class Client:
     """Talks to an Aiki server over HTTP (or in-process over ASGI).
 
     Build it with :func:`client`. One instance holds one connection pool; share it, and close it
-    with :meth:`close` or ``async with``.
+    with :meth:`close` or ``async with``. In embedded mode the hot wire calls (start, wait, claim,
+    record, transition ...) go to the server's local port instead (see ``transport.py``).
     """
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, port: LocalPort | None = None) -> None:
         self._http = http
+        self._port = port
 
     async def __aenter__(self) -> Client:
         return self
@@ -171,10 +156,14 @@ class Client:
 
     async def start_run(self, request: StartRunRequest) -> StartRunResponse:
         """``POST /runs``."""
+        if self._port is not None:
+            return await self._port.start_run(request)
         return await self.request("POST", "/runs", StartRunResponse, request)
 
     async def get_run(self, run_id: str, *, wait_for: Sequence[str] = (), timeout_ms: int | None = None) -> RunView:
         """``GET /runs/{id}``, long-polling while ``wait_for`` statuses are not reached."""
+        if self._port is not None:
+            return await self._port.get_run(run_id, tuple(wait_for), timeout_ms)
         params: dict[str, str] = {}
         timeout = None
         if wait_for:
@@ -227,6 +216,8 @@ class Client:
 
     async def send_event(self, run_id: str, name: str, request: SendEventRequest) -> SendEventResponse:
         """``POST /runs/{id}/events/{name}``."""
+        if self._port is not None:
+            return await self._port.send_event(run_id, name, request)
         return await self.request("POST", f"/runs/{run_id}/events/{name}", SendEventResponse, request)
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
@@ -241,27 +232,39 @@ class Client:
 
     async def register_worker(self, request: RegisterWorkerRequest) -> RegisterWorkerResponse:
         """``POST /workers/register``."""
+        if self._port is not None:
+            return await self._port.register_worker(request)
         return await self.request("POST", "/workers/register", RegisterWorkerResponse, request)
 
     async def claim(self, request: ClaimRequest) -> ClaimResponse:
         """``POST /workers/claim`` (long-polls up to ``request.wait_ms``)."""
+        if self._port is not None:
+            return await self._port.claim(request)
         timeout = request.wait_ms / 1000 + _POLL_MARGIN_S
         return await self.request("POST", "/workers/claim", ClaimResponse, request, timeout=timeout)
 
     async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
         """``POST /workers/heartbeat``."""
+        if self._port is not None:
+            return await self._port.heartbeat(request)
         return await self.request("POST", "/workers/heartbeat", HeartbeatResponse, request)
 
     async def record_task(self, run_id: str, request: RecordTaskRequest) -> RecordTaskResponse:
         """``POST /runs/{id}/tasks``."""
+        if self._port is not None:
+            return await self._port.record_task(run_id, request)
         return await self.request("POST", f"/runs/{run_id}/tasks", RecordTaskResponse, request)
 
     async def start_child(self, run_id: str, request: StartChildRequest) -> StartChildResponse:
         """``POST /runs/{id}/children``."""
+        if self._port is not None:
+            return await self._port.start_child(run_id, request)
         return await self.request("POST", f"/runs/{run_id}/children", StartChildResponse, request)
 
     async def transition(self, run_id: str, request: TransitionRequest) -> TransitionResponse:
         """``POST /runs/{id}/transition``."""
+        if self._port is not None:
+            return await self._port.transition(run_id, request)
         return await self.request("POST", f"/runs/{run_id}/transition", TransitionResponse, request)
 
 
@@ -272,6 +275,7 @@ def client(
     handler: Any = None,
     transport: httpx.AsyncBaseTransport | None = None,
     timeout: timedelta = timedelta(seconds=30),
+    local_port: bool = True,
 ) -> Client:
     """Build a client.
 
@@ -281,6 +285,9 @@ def client(
         handler: An ASGI app (``server(...).handler``) to call in-process, without a network hop.
         transport: Any httpx transport (e.g. ``httpx.MockTransport`` in tests).
         timeout: Default request timeout (long-polls extend it as needed).
+        local_port: With ``handler=``, let an Aiki server's app answer the hot calls in-process
+            when it offers that (same validation, limits and fencing as HTTP, without the HTTP
+            round trip). False sends every call through the ASGI app.
 
     Raises:
         ValueError: No target was given, or ``handler`` together with another one.
@@ -289,8 +296,11 @@ def client(
         raise ValueError("pass handler= alone: it is served in-process")
     if handler is None and url is None and transport is None:
         raise ValueError("pass url=, handler= or transport=")
+    port = None
     if handler is not None:
         transport = httpx.ASGITransport(app=handler)
+        # An embedded Aiki server answers the hot calls in-process (same checks, no HTTP).
+        port = find_local_port(handler) if local_port else None
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     http = httpx.AsyncClient(
         base_url=url or "http://aiki",
@@ -298,7 +308,7 @@ def client(
         headers=headers,
         timeout=timeout.total_seconds(),
     )
-    return Client(http)
+    return Client(http, port)
 
 
 class EventSender:

@@ -117,6 +117,8 @@ class ReplayState:
 
     def unconsumed(self) -> list[TaskRecord]:
         """Recorded (non-discarded) task entries no call has reached yet, by address and seq."""
+        if len(self.consumed_tasks) == len(self.tasks):
+            return []  # the common case, checked on every new task: no sort of the whole history
         return [t for key, t in sorted(self.tasks.items()) if key not in self.consumed_tasks]
 
     def next_child(self, address: str) -> tuple[int, ChildRecord | None]:
@@ -136,6 +138,8 @@ class ReplayState:
 
     def unconsumed_children(self) -> list[ChildRecord]:
         """Recorded child starts no call has reached yet, by address and seq."""
+        if len(self.consumed_children) == len(self.children):
+            return []
         return [c for key, c in sorted(self.children.items()) if key not in self.consumed_children]
 
     def next_child_wait(self, child_id: str) -> tuple[int, bool]:

@@ -93,6 +93,16 @@ async def failing_v1(run: Run, key: str) -> str:
 sleepy_wf = workflow(name="orch-sleepy-child")
 
 
+async def sleepy_child_ran(key: str) -> str:
+    """The sleepy child's id once it has run: a parent may suspend before its child is claimed."""
+    deadline = asyncio.get_running_loop().time() + WAIT.total_seconds()
+    while not LEDGER.values("orch-sleepy-child", key):
+        assert asyncio.get_running_loop().time() < deadline, "the child never ran"
+        await asyncio.sleep(0.01)
+    child_id: str = LEDGER.values("orch-sleepy-child", key)[0]
+    return child_id
+
+
 @sleepy_wf.v("1.0.0")
 async def sleepy_v1(run: Run, key: str) -> str:
     LEDGER.hit("orch-sleepy-child", key, run.id)
@@ -139,7 +149,7 @@ async def test_parent_wakes_when_its_child_is_cancelled(aiki: Any) -> None:
     await aiki.worker([waiting_v1, sleepy_v1])
     handle = await waiting_v1.start(aiki.client, {"child": "sleep", "key": key})
     await handle.wait_for_status("awaiting_child", timeout=WAIT)
-    child_id = LEDGER.values("orch-sleepy-child", key)[0]
+    child_id = await sleepy_child_ran(key)
     child = await sleepy_v1.get_handle(aiki.client, child_id)
     await child.wait_for_status("sleeping", timeout=WAIT)
 
@@ -269,6 +279,7 @@ async def test_a_stale_parent_executor_cannot_start_children(aiki: Any) -> None:
     await aiki.worker([waiting_v1, sleepy_v1])
     handle = await waiting_v1.start(aiki.client, {"child": "sleep", "key": key})
     await handle.wait_for_status("awaiting_child", timeout=WAIT)
+    child_id = await sleepy_child_ran(key)
     parent = await get_run(aiki.http, handle.id)
     body = {
         "revision": parent["revision"],  # the revision the last executor held; the run is suspended
@@ -285,7 +296,7 @@ async def test_a_stale_parent_executor_cannot_start_children(aiki: Any) -> None:
     assert resp.status_code == 409, resp.text
     # Exactly one child exists: the one the parent started.
     runs = (await aiki.http.get(f"{API}/runs", params={"workflow": "orch-sleepy-child"})).json()["items"]
-    assert [r["id"] for r in runs if r.get("parent_run_id") == handle.id] == LEDGER.values("orch-sleepy-child", key)[:1]
+    assert [r["id"] for r in runs if r.get("parent_run_id") == handle.id] == [child_id]
     await handle.cancel()
 
 
@@ -324,8 +335,9 @@ async def test_a_parent_that_times_out_cancels_its_live_children(aiki: Any) -> N
     view = (await aiki.http.get(f"{API}/runs/{handle.id}", params={"wait_for": "failed", "timeout_ms": 20_000})).json()
     assert view["status"] == "failed"
     assert view["error"]["cause"] == "timeout"
-    child = await get_run(aiki.http, LEDGER.values("orch-sleepy-child", key)[0])
-    assert child["status"] == "cancelled"
+    # The child may have been cancelled before any worker ran it: find it by its parent.
+    children = (await aiki.http.get(f"{API}/runs", params={"parent_run_id": handle.id})).json()["items"]
+    assert [c["status"] for c in children] == ["cancelled"]
 
 
 async def test_a_child_that_times_out_wakes_its_parent_with_failed(aiki: Any) -> None:

@@ -34,9 +34,31 @@ def _insert_sql(columns: tuple[str, ...]) -> str:
 
 
 @functools.lru_cache(maxsize=256)
+def _insert_started_sql(columns: tuple[str, ...]) -> str:
+    # PostgreSQL: the run and its first history row in one statement (one round trip).
+    index = {c: i for i, c in enumerate(columns, start=2)}
+    return (
+        f"WITH r AS ({_insert_sql(columns)} RETURNING id) "
+        "INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
+        f"SELECT $1, r.id, ${index['attempt']}, NULL, ${index['status']}, NULL, ${index['created_at']} FROM r"
+    )
+
+
+@functools.lru_cache(maxsize=256)
 def _update_sql(columns: tuple[str, ...]) -> str:
     sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
     return f"UPDATE runs SET {sets} WHERE id = $1 AND namespace_id = $2"
+
+
+def _claim_history(row: Row, worker_id: str, now: int) -> dict[str, Any]:
+    return {
+        "run_id": row["id"],
+        "attempt": row["attempt"],
+        "from_status": "queued",
+        "to_status": "running",
+        "reason": f"claimed by {worker_id}",
+        "created_at": now,
+    }
 
 
 class RunRepository:
@@ -49,6 +71,24 @@ class RunRepository:
     async def insert(self, values: Mapping[str, Any]) -> None:
         columns = tuple(values)
         await self.conn.execute(_insert_sql(columns), self.namespace_id, *values.values())
+
+    async def insert_started(self, values: Mapping[str, Any]) -> None:
+        """Insert a new run and its first history row (``None`` → its status, at ``created_at``)."""
+        if self.conn.is_postgres:
+            await self.conn.execute(_insert_started_sql(tuple(values)), self.namespace_id, *values.values())
+            return
+        await self.insert(values)
+        await self.add_history(
+            [
+                {
+                    "run_id": values["id"],
+                    "attempt": values["attempt"],
+                    "from_status": None,
+                    "to_status": values["status"],
+                    "created_at": values["created_at"],
+                }
+            ]
+        )
 
     async def get(self, run_id: str, *, lock: bool = False) -> Row | None:
         suffix = " FOR UPDATE" if lock and self.conn.is_postgres else ""
@@ -83,6 +123,29 @@ class RunRepository:
         )
         return changed == 1
 
+    async def finish_held(
+        self, run_id: str, revision: int, values: Mapping[str, Any], reason: str | None, now: int
+    ) -> Row | None:
+        """PostgreSQL: move a top-level run held at ``revision`` out of ``running`` in one statement.
+
+        Sets ``values`` (``status`` among them) and appends the history row. Returns the run as
+        updated, or None when nothing changed: the executor is fenced, or the run is a child. A
+        child's ending must queue a waiting parent in the same transaction, and in one statement
+        the parent would be read from a snapshot older than the child's row lock (a parent that
+        began waiting meanwhile would be missed), so children take the general path.
+        """
+        columns = tuple(values)
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=6))
+        status_at = 6 + columns.index("status")
+        sql = (
+            f"WITH u AS (UPDATE runs SET {sets} WHERE id = $1 AND namespace_id = $2 AND revision = $3 "
+            f"AND status = 'running' AND parent_run_id IS NULL RETURNING {RUN_COLUMNS}), "
+            "h AS (INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
+            f"SELECT $2, u.id, u.attempt, 'running', ${status_at}, $4::text, $5::bigint FROM u) "
+            "SELECT * FROM u"
+        )
+        return await self.conn.fetchrow(sql, run_id, self.namespace_id, revision, reason, now, *values.values())
+
     async def exists(self, run_id: str) -> bool:
         found = await self.conn.fetchval(
             "SELECT 1 FROM runs WHERE id = $1 AND namespace_id = $2", run_id, self.namespace_id
@@ -98,7 +161,9 @@ class RunRepository:
         now: int,
         lease_until: int,
     ) -> list[Row]:
-        """Take up to ``limit`` queued runs, oldest first, and lease them to ``worker_id``.
+        """Take up to ``limit`` queued runs, oldest first, lease them to ``worker_id``, write history.
+
+        On PostgreSQL each row also says ``has_events``.
 
         ``pools`` names the pools served; ``DEFAULT_POOL`` among them stands for runs stored with
         no pool. No pools at all means the default pool only.
@@ -111,7 +176,7 @@ class RunRepository:
             conditions.append("pool IS NULL")
         pool = f"({' OR '.join(conditions)})"
         lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
-        sql = (
+        update = (
             "UPDATE runs SET status = 'running', revision = revision + 1, lease_owner = $2, wake_at = $4, "
             "queued_at = NULL, updated_at = $3, started_at = COALESCE(started_at, $3), "
             # The execution deadline runs from the first claim (NULL + n is NULL: no time limit).
@@ -119,6 +184,19 @@ class RunRepository:
             "WHERE id IN (SELECT id FROM runs WHERE namespace_id = $1 AND status = 'queued' "
             f"AND ({served}) AND {pool} ORDER BY queued_at LIMIT {p(limit)}{lock}) AND status = 'queued' "
             "RETURNING id, revision, workflow_name, version, attempt, input, retry, reference_id, deadline_at"
+        )
+        if not self.conn.is_postgres:
+            claimed = await self.conn.fetch(update, *p.values)
+            await self.add_history([_claim_history(r, worker_id, now) for r in claimed])
+            return claimed
+        # One statement: the claim and its history rows (one round trip, its own transaction).
+        sql = (
+            f"WITH c AS ({update}), h AS (INSERT INTO run_history "
+            "(namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
+            "SELECT $1, c.id, c.attempt, 'queued', 'running', 'claimed by ' || $2, $3 FROM c) "
+            # Whether events wait for the run (sent before this claim): most first claims have none,
+            # and then the activation needs no further read.
+            "SELECT c.*, EXISTS (SELECT 1 FROM events e WHERE e.run_id = c.id) AS has_events FROM c"
         )
         return await self.conn.fetch(sql, *p.values)
 

@@ -16,9 +16,13 @@ from aiki.platform.db.engine import Database
 from aiki.platform.db.wakeups import WakeHub
 from aiki.platform.domain.errors import InputInvalid, NotFound, WorkflowNotFound
 from aiki.platform.domain.settings import Settings
+from aiki.worker_sdk import protocol as p
 
 # A worker re-registering a version with a new schema reaches other processes within this time.
 _VERSION_CACHE_TTL_S = 5.0
+# Runs that just ended, as their ending write returned them: a terminal run never changes again, so
+# a result long-poll woken by that write answers from here instead of reading the row back.
+_TERMINAL_VIEWS = 4096
 
 
 @dataclass(slots=True)
@@ -60,7 +64,17 @@ class Services:
         self.settings = settings or Settings()
         self.hub = hub or WakeHub()
         self._versions: dict[tuple[str, str, str], VersionInfo] = {}
+        self._terminal: dict[tuple[str, str], p.RunView] = {}
         self.clock: Callable[[], int] | None = None
+
+    def remember_terminal(self, namespace_id: str, view: p.RunView) -> None:
+        """Keep the view of a run that just reached a terminal status (it never changes again)."""
+        self._terminal[(namespace_id, view.id)] = view
+        if len(self._terminal) > _TERMINAL_VIEWS:
+            del self._terminal[next(iter(self._terminal))]
+
+    def terminal_view(self, namespace_id: str, run_id: str) -> p.RunView | None:
+        return self._terminal.get((namespace_id, run_id))
 
     def forget_version(self, namespace_id: str, workflow: str, version: str) -> None:
         self._versions.pop((namespace_id, workflow, version), None)

@@ -21,7 +21,7 @@ from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pools
 from aiki.platform.services.children import child_record, child_wait_key, notify_parent
 from aiki.platform.services.context import Services, dump
-from aiki.platform.services.views import encode_error, event_record, retry_policy, task_record
+from aiki.platform.services.views import encode_error, event_record, retry_policy, run_view, task_record
 from aiki.worker_sdk import protocol as p
 
 
@@ -78,6 +78,9 @@ async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
         await svc.hub.wait(key, since, min(remaining, RECHECK_S))
 
 
+_EMPTY_STATE: dict[str, list[Any]] = {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []}
+
+
 async def _claim_once(
     svc: Services, ns: str, worker_id: str, versions: list[tuple[str, str]], pools: list[str], limit: int
 ) -> list[p.Activation]:
@@ -85,25 +88,21 @@ async def _claim_once(
         return []
     now = now_ms()
     ttl = svc.settings.lease_ttl_ms
-    async with svc.db.raw_transaction() as conn:
-        runs = RunRepository(conn, ns)
-        claimed = await runs.claim(versions, pools, limit, worker_id, now, now + ttl)
+    # PostgreSQL: the claim (with its history rows) is one statement and commits on its own; the
+    # replay state is read right after on the same connection. Nothing but the executor holding
+    # the new revision writes tasks, sleeps or children, so reading after the commit loses nothing.
+    session = svc.db.raw_read() if svc.db.is_postgres else svc.db.raw_transaction()
+    async with session as conn:
+        claimed = await RunRepository(conn, ns).claim(versions, pools, limit, worker_id, now, now + ttl)
         if not claimed:
             return []
-        await runs.add_history(
-            [
-                {
-                    "run_id": r["id"],
-                    "attempt": r["attempt"],
-                    "from_status": "queued",
-                    "to_status": "running",
-                    "reason": f"claimed by {worker_id}",
-                    "created_at": now,
-                }
-                for r in claimed
-            ]
-        )
-        state = await StepRepository(conn, ns).state_for([r["id"] for r in claimed])
+        # Revision 1 is the first claim ever (every claim bumps it): such a run has no history yet.
+        first = [r["id"] for r in claimed if r["revision"] == 1]
+        # ... and when the claim saw no event for it either, there is nothing to read at all.
+        bare = {r["id"] for r in claimed if r["revision"] == 1 and r.get("has_events", True) is False}
+        to_read = [r["id"] for r in claimed if r["id"] not in bare]
+        state = await StepRepository(conn, ns).state_for(to_read, first_claims=first)
+        state.update({run_id: _EMPTY_STATE for run_id in bare})
     if any(r["deadline_at"] is not None for r in claimed):
         svc.hub.notify("timer")
     activations = []
@@ -150,39 +149,55 @@ async def _fence_failed(runs: RunRepository, run_id: str, revision: int) -> Stal
 
 async def record_task(svc: Services, ns: str, run_id: str, req: p.RecordTaskRequest) -> p.RecordTaskResponse:
     now = now_ms()
+    lease_until = now + svc.settings.lease_ttl_ms
+    values = {
+        "id": new_id(),
+        "address": req.address,
+        "seq": req.seq,
+        "name": req.name,
+        "status": req.status,
+        "attempts": req.attempts,
+        "input": msgspec.json.encode(req.input).decode(),
+        "output": msgspec.json.encode(req.output).decode() if req.status == "completed" else None,
+        "error": encode_error(req.error),
+        "next_attempt_at": req.next_attempt_at,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if svc.db.is_postgres:
+        # One statement, one round trip: fence + lease extension when due + upsert (StepRepository).
+        extend_below = now + svc.settings.lease_ttl_ms // 2
+        async with svc.db.raw_read() as conn:
+            held, recorded = await StepRepository(conn, ns).record_task_fenced(
+                run_id, req.revision, lease_until, extend_below, values
+            )
+            if not held:
+                raise await _fence_failed(RunRepository(conn, ns), run_id, req.revision)
+            if not recorded:
+                await _check_recorded(StepRepository(conn, ns), run_id, req)
+        return p.RecordTaskResponse(recorded=recorded)
     async with svc.db.raw_transaction() as conn:
         runs = RunRepository(conn, ns)
         # Fencing and a free lease extension in one statement; it also takes the run's row lock,
         # so a concurrent cancel is ordered strictly before or after this write.
-        if not await runs.touch_if_held(run_id, req.revision, now, now + svc.settings.lease_ttl_ms):
+        if not await runs.touch_if_held(run_id, req.revision, now, lease_until):
             raise await _fence_failed(runs, run_id, req.revision)
         steps = StepRepository(conn, ns)
-        recorded = await steps.upsert_task(
-            run_id,
-            {
-                "id": new_id(),
-                "address": req.address,
-                "seq": req.seq,
-                "name": req.name,
-                "status": req.status,
-                "attempts": req.attempts,
-                "input": msgspec.json.encode(req.input).decode(),
-                "output": msgspec.json.encode(req.output).decode() if req.status == "completed" else None,
-                "error": encode_error(req.error),
-                "next_attempt_at": req.next_attempt_at,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
+        recorded = await steps.upsert_task(run_id, values)
         if not recorded:
-            existing = await steps.get_task(run_id, req.address, req.seq)
-            if existing is None or existing["status"] != req.status or existing["attempts"] != req.attempts:
-                raise TaskConflict(
-                    f"task {req.name!r} entry {req.address}#{req.seq} is already recorded as "
-                    f"{existing['status'] if existing else 'missing'}",
-                    run_id=run_id,
-                )
+            await _check_recorded(steps, run_id, req)
     return p.RecordTaskResponse(recorded=recorded)
+
+
+async def _check_recorded(steps: StepRepository, run_id: str, req: p.RecordTaskRequest) -> None:
+    """An entry already holds (address, seq): fine if it is this very outcome (a retried write)."""
+    existing = await steps.get_task(run_id, req.address, req.seq)
+    if existing is None or existing["status"] != req.status or existing["attempts"] != req.attempts:
+        raise TaskConflict(
+            f"task {req.name!r} entry {req.address}#{req.seq} is already recorded as "
+            f"{existing['status'] if existing else 'missing'}",
+            run_id=run_id,
+        )
 
 
 def _require(req: p.TransitionRequest, *fields: str) -> None:
@@ -191,7 +206,44 @@ def _require(req: p.TransitionRequest, *fields: str) -> None:
             raise InputInvalid(f"a {req.kind!r} transition needs {name!r}", field=f"$.{name}")
 
 
+_ONE_STATEMENT_KINDS = frozenset({"complete", "fail", "await_task_retry"})
+
+
+async def _transition_in_one_statement(
+    svc: Services, ns: str, run_id: str, req: p.TransitionRequest
+) -> p.TransitionResponse | None:
+    """PostgreSQL, for a top-level run and a kind that reads nothing first: fence, update and
+    history in one statement (``RunRepository.finish_held``). None: take the general path."""
+    now = now_ms()
+    kind = req.kind
+    target = run_states.next_status(kind, "running")
+    values: dict[str, Any] = {"updated_at": now, "lease_owner": None, "status": target}
+    reason: str | None = None
+    if kind == "complete":
+        values.update(output=msgspec.json.encode(req.output).decode(), finished_at=now, wake_at=None, deadline_at=None)
+    elif kind == "fail":
+        values.update(error=encode_error(req.error), finished_at=now, wake_at=None, deadline_at=None)
+        reason = req.error.message if req.error else None
+    else:  # await_task_retry
+        values.update(wake_at=req.wake_at or now)
+        reason = "task retry scheduled"
+    async with svc.db.raw_read() as conn:
+        row = await RunRepository(conn, ns).finish_held(run_id, req.revision, values, reason, now)
+    if row is None:
+        return None  # fenced (the general path says how) or a child run
+    if run_states.is_terminal(target):
+        svc.remember_terminal(ns, run_view(row))
+    svc.hub.notify(f"run:{run_id}")
+    if values.get("wake_at") is not None:
+        svc.hub.notify("timer")
+    return p.TransitionResponse(status=target, suspended=True)  # type: ignore[arg-type]
+
+
 async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionRequest) -> p.TransitionResponse:
+    if svc.db.is_postgres and req.kind in _ONE_STATEMENT_KINDS:
+        done = await _transition_in_one_statement(svc, ns, run_id, req)
+        if done is not None:
+            return done
     now = now_ms()
     notify: list[str] = [f"run:{run_id}"]
     async with svc.db.raw_transaction() as conn:
@@ -282,6 +334,8 @@ async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionReque
             parent = await notify_parent(runs, run, target, now)
             if parent is not None:
                 notify += [f"run:{parent}", f"ready:{ns}"]
+    if run_states.is_terminal(target):
+        svc.remember_terminal(ns, run_view({**run, **values}))
     if values.get("wake_at") is not None:
         notify.append("timer")
     for key in notify:

@@ -56,39 +56,14 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
         "created_at": now,
         "updated_at": now,
     }
-    for _ in range(3):
-        try:
-            async with svc.db.raw_transaction() as conn:
-                repo = RunRepository(conn, ns)
-                if req.reference_id is not None:
-                    existing = await repo.find_by_reference(req.workflow, req.version, req.reference_id)
-                    if existing is not None:
-                        if existing["input_hash"] != input_hash and req.conflict != "return_existing":
-                            raise ReferenceConflict(
-                                f"reference id {req.reference_id!r} already names run {existing['id']} "
-                                "of this workflow version with a different input",
-                                run_id=existing["id"],
-                            )
-                        return p.StartRunResponse(run=run_view(existing), created=False)
-                await repo.insert(values)
-                await repo.add_history(
-                    [
-                        {
-                            "run_id": run_id,
-                            "attempt": 1,
-                            "from_status": None,
-                            "to_status": status,
-                            "created_at": now,
-                        }
-                    ]
-                )
-            break
-        except Exception as exc:
-            # Another request inserted the same reference id at the same moment: look again.
-            if req.reference_id is None or not is_unique_violation(exc):
-                raise
-    else:  # pragma: no cover - three concurrent losers in a row
-        raise ReferenceConflict(f"reference id {req.reference_id!r} is being used concurrently")
+    if req.reference_id is None and svc.db.is_postgres:
+        # Nothing to look up first: the run and its history row in one statement, one round trip.
+        async with svc.db.raw_read() as conn:
+            await RunRepository(conn, ns).insert_started(values)
+    else:
+        existing = await _insert_unless_referenced(svc, ns, req, values, input_hash)
+        if existing is not None:
+            return existing
     svc.hub.notify("timer" if delayed else f"ready:{ns}")
     row = {
         **values,
@@ -105,7 +80,38 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
     return p.StartRunResponse(run=run_view(row), created=True)
 
 
+async def _insert_unless_referenced(
+    svc: Services, ns: str, req: p.StartRunRequest, values: dict[str, Any], input_hash: str | None
+) -> p.StartRunResponse | None:
+    """Insert the run unless its reference id already names one: then answer that one."""
+    for _ in range(3):
+        try:
+            async with svc.db.raw_transaction() as conn:
+                repo = RunRepository(conn, ns)
+                if req.reference_id is not None:
+                    existing = await repo.find_by_reference(req.workflow, req.version, req.reference_id)
+                    if existing is not None:
+                        if existing["input_hash"] != input_hash and req.conflict != "return_existing":
+                            raise ReferenceConflict(
+                                f"reference id {req.reference_id!r} already names run {existing['id']} "
+                                "of this workflow version with a different input",
+                                run_id=existing["id"],
+                            )
+                        return p.StartRunResponse(run=run_view(existing), created=False)
+                await repo.insert_started(values)
+            return None
+        except Exception as exc:
+            # Another request inserted the same reference id at the same moment: look again.
+            if req.reference_id is None or not is_unique_violation(exc):
+                raise
+    # pragma: no cover - three concurrent losers in a row
+    raise ReferenceConflict(f"reference id {req.reference_id!r} is being used concurrently")
+
+
 async def get_run(svc: Services, ns: str, run_id: str) -> p.RunView:
+    ended = svc.terminal_view(ns, run_id)
+    if ended is not None:
+        return ended
     async with svc.db.raw_read() as conn:
         row = await RunRepository(conn, ns).get(run_id)
     if row is None:

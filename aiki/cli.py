@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -134,7 +135,9 @@ async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None
         host=host,
         port=port,
         log_level="warning",
-        lifespan="off",
+        # The app's own startup/shutdown hooks (the OpenAPI touch-up, closing the OIDC client);
+        # the runtime is started and stopped by this command, around the server.
+        lifespan="on",
         access_log=False,
         # Parked long-polls (claims, run waits) would hold a stopping server for up to 20 s; cut
         # them off: clients retry against another replica, and nothing half-done is committed.
@@ -148,13 +151,19 @@ async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, lambda: setattr(srv, "should_exit", True))
-    serve_task = asyncio.create_task(srv.serve())
+    # Bind here rather than in uvicorn, which answers a taken port with sys.exit from inside a task.
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise CliError(f"could not listen on {host}:{port}: {exc.strerror or exc}") from None
+    serve_task = asyncio.create_task(srv.serve(sockets=[sock]))
     # uvicorn exposes readiness only as a flag.
     while not srv.started and not serve_task.done():  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     if serve_task.done():
         await serve_task
-        raise CliError(f"could not listen on {host}:{port}")
+        raise CliError(f"could not serve on {host}:{port}")
     if on_started is not None:
         await on_started()
     await serve_task

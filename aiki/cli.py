@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any
 
 DEFAULT_PORT = 9850
@@ -370,17 +370,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the command's coroutine on uvloop when it is installed (the server extra brings it)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _setup_logging()
         if args.command == "migrate":
-            asyncio.run(_migrate(args.action, _database_url(args.database_url, None)))
+            _run(_migrate(args.action, _database_url(args.database_url, None)))
         elif args.command in ("server", "dev"):
             host = args.host or os.environ.get("AIKI_HOST", "127.0.0.1")
             port = args.port or _env_port()
             if args.command == "server":
-                asyncio.run(
+                _run(
                     _server(
                         _database_url(args.database_url, None),
                         host,
@@ -391,10 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
             else:
-                asyncio.run(_dev(_database_url(args.database_url, DEV_DATABASE_URL), host, port, not args.no_demo))
+                _run(_dev(_database_url(args.database_url, DEV_DATABASE_URL), host, port, not args.no_demo))
         elif args.command == "worker":
             url = args.url or os.environ.get("AIKI_URL", f"http://127.0.0.1:{DEFAULT_PORT}")
-            asyncio.run(_worker(args.target, url, args.api_key or os.environ.get("AIKI_API_KEY"), args.concurrency))
+            _run(_worker(args.target, url, args.api_key or os.environ.get("AIKI_API_KEY"), args.concurrency))
     except CliError as exc:
         print(f"aiki: {exc}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ from aiki.api.local_port import local_port_for
 from aiki.api.query_routes import RunQueryController, WorkerQueryController, WorkflowController
 from aiki.api.runs_routes import RunController
 from aiki.api.schedules_routes import ScheduleController
-from aiki.api.worker_routes import ExecutionController, WorkerController
+from aiki.api.worker_routes import ExecutionController, WorkerController, worker_batch_route
 from aiki.iam.context import Iam
 from aiki.platform.services.context import Services
 
@@ -32,6 +32,7 @@ def create_app(services: Services, *, iam: Iam | None = None, debug: bool = Fals
         WorkerQueryController,
         WorkflowController,
         ExecutionController,
+        worker_batch_route(services),
         ScheduleController,
         health,
         ready,

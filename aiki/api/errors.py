@@ -85,19 +85,42 @@ TITLES: dict[int, str] = {
 }
 
 
-def problem(
-    request: Request[Any, Any, Any], code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
-) -> Response[bytes]:
+def problem_body(code: str, detail: str, instance: str, **extra: Any) -> Problem:
+    """The problem+json document for an error ``code`` (its status from the table)."""
     status = STATUS_BY_CODE.get(code, 400)
-    body = Problem(
+    return Problem(
         type=f"https://aiki.dev/problems/{code.replace('_', '-')}",
         title=TITLES.get(status, "Error"),
         status=status,
         code=code,
         detail=detail,
-        instance=request.url.path,
+        instance=instance,
         **extra,
     )
+
+
+def problem_for_exception(exc: Exception, instance: str) -> Problem:
+    """The problem a route answers when its service call raised ``exc`` (core errors, database trouble, bugs).
+
+    For answers that are not a whole HTTP response, such as one operation of a worker batch.
+    """
+    if isinstance(exc, CoreError):
+        return problem_body(exc.code, exc.message, instance, field=exc.field, run_id=exc.run_id)
+    if _is_db_unavailable(exc):
+        log.warning("database unavailable: %s", exc)
+        return problem_body("unavailable", "the database is unavailable; retry shortly", instance)
+    if _is_value_out_of_range(exc):
+        log.warning("value out of range on %s: %s", instance, (str(exc).splitlines() or [""])[0][:300])
+        return problem_body("validation_error", _OUT_OF_RANGE_DETAIL, instance)
+    log.exception("unhandled error on %s", instance)
+    return problem_body("internal_error", "an internal error occurred; it has been logged", instance)
+
+
+def problem(
+    request: Request[Any, Any, Any], code: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[bytes]:
+    body = problem_body(code, detail, request.url.path, **extra)
+    status = body.status
     headers = dict(headers or {})
     if status == 503:
         headers.setdefault("Retry-After", "1")
@@ -152,11 +175,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
         # bits, a string longer than the column, a NUL in PostgreSQL text): the caller's input, a 422.
         first_line = (str(exc).splitlines() or [""])[0][:300]  # not the SQL parameters that follow
         log.warning("value out of range on %s %s: %s", request.method, request.url.path, first_line)
-        return problem(
-            request,
-            "validation_error",
-            "a value in the request cannot be stored: a number out of range, a text too long or a NUL character",
-        )
+        return problem(request, "validation_error", _OUT_OF_RANGE_DETAIL)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(request, "internal_error", "an internal error occurred; it has been logged")
 
@@ -166,6 +185,9 @@ def _is_db_unavailable(exc: BaseException) -> bool:
     return bool(names & {"OperationalError", "InterfaceError", "ConnectionRefusedError", "CannotConnectNowError"})
 
 
+_OUT_OF_RANGE_DETAIL = (
+    "a value in the request cannot be stored: a number out of range, a text too long or a NUL character"
+)
 _OUT_OF_RANGE = frozenset(
     {"OverflowError", "DataError", "NumericValueOutOfRangeError", "StringDataRightTruncationError"}
 )

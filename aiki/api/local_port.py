@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import msgspec
 
-from aiki.api.errors import STATUS_BY_CODE, TITLES, _is_db_unavailable
+from aiki.api.errors import _is_db_unavailable, problem_body
 from aiki.api.runs_routes import MAX_WAIT_MS, _statuses
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.platform.domain.errors import CoreError
@@ -149,18 +149,8 @@ class LocalPort:
     def _problem(
         self, path: str, code: str, detail: str, *, field: str | None = None, run_id: str | None = None
     ) -> AikiError:
-        status = STATUS_BY_CODE.get(code, 400)
-        problem = p.Problem(
-            type=f"https://aiki.dev/problems/{code.replace('_', '-')}",
-            title=TITLES.get(status, "Error"),
-            status=status,
-            code=code,
-            detail=detail,
-            instance=_API + path,
-            field=field,
-            run_id=run_id,
-        )
-        return error_from_problem(status, problem, retry_after="1" if status == 503 else None)
+        problem = problem_body(code, detail, _API + path, field=field, run_id=run_id)
+        return error_from_problem(problem.status, problem, retry_after="1" if problem.status == 503 else None)
 
 
 def local_port_for(services: Services, *, iam_enabled: bool) -> LocalPort | None:

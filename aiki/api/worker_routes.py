@@ -1,14 +1,29 @@
-"""The worker protocol: register, claim (long-poll), heartbeat, record a task, transition a run."""
+"""The worker protocol: register, claim (long-poll), heartbeat, record a task, transition a run, batch."""
 
 from __future__ import annotations
 
+import asyncio
+
+import msgspec
 from litestar import Controller, post
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 
 from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
+from aiki.api.errors import problem_body, problem_for_exception
 from aiki.platform.services import children, executions
+from aiki.platform.services.context import Services
 from aiki.worker_sdk import protocol as p
+
+BATCH_PATH = "/api/v1/workers/batch"
+# A batch may carry several operations of the largest size one request may have.
+BATCH_BODY_FACTOR = 8
+
+
+def batch_max_bytes(services: Services) -> int:
+    """The largest ``POST /workers/batch`` body this server takes."""
+    return services.settings.max_payload_bytes * BATCH_BODY_FACTOR
 
 
 class WorkerController(Controller):
@@ -24,7 +39,10 @@ class WorkerController(Controller):
     async def register(
         self, data: JSONBody[p.RegisterWorkerRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.RegisterWorkerResponse:
-        return await executions.register_worker(svc, namespace_id, data)
+        response = await executions.register_worker(svc, namespace_id, data)
+        # Workers that know the batch route send their writes through it, within these sizes.
+        response.batch_max_bytes = batch_max_bytes(svc)
+        return response
 
     @post("/claim", summary="Claim ready runs (long-poll)", status_code=200, opt=policy("worker:execute"))
     async def claim(self, data: JSONBody[p.ClaimRequest], svc: Svc, namespace_id: NamespaceId) -> p.ClaimResponse:
@@ -68,3 +86,44 @@ class ExecutionController(Controller):
         self, run_id: FromPath[str], data: JSONBody[p.StartChildRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.StartChildResponse:
         return await children.start_child(svc, namespace_id, run_id, data)
+
+
+def worker_batch_route(services: Services) -> HTTPRouteHandler:
+    """``POST /workers/batch``, with the body limit of this server's settings."""
+
+    async def run_batch(
+        data: JSONBody[p.WorkerBatchRequest], svc: Svc, namespace_id: NamespaceId
+    ) -> p.WorkerBatchResponse:
+        limit = svc.settings.max_payload_bytes
+        outcomes = await asyncio.gather(*(_apply(svc, namespace_id, op, limit) for op in data.ops))
+        return p.WorkerBatchResponse(results=list(outcomes))
+
+    return post(
+        BATCH_PATH,
+        summary="Record task attempts and transition runs, several in one request",
+        description=(
+            "Each operation is what `POST /runs/{run_id}/tasks` or `POST /runs/{run_id}/transition` does, "
+            "in its own transaction and fenced by its own revision; the answer lists one outcome per "
+            f"operation, in order: the route's response or its problem. At most {p.BATCH_MAX_OPS} operations."
+        ),
+        status_code=200,
+        tags=["worker protocol"],
+        opt=policy("worker:execute"),
+        request_max_body_size=batch_max_bytes(services),
+    )(run_batch)
+
+
+async def _apply(svc: Services, namespace_id: str, op: p.RecordTaskOp | p.TransitionOp, limit: int) -> p.BatchOutcome:
+    record = isinstance(op, p.RecordTaskOp)
+    instance = f"/api/v1/runs/{op.run_id}/{'tasks' if record else 'transition'}"
+    # One operation may be no larger than the request of its own route.
+    if len(msgspec.json.encode(op.request)) > limit:
+        return p.BatchOutcome(
+            problem=problem_body("payload_too_large", "the operation exceeds the server's size limit", instance)
+        )
+    try:
+        if isinstance(op, p.RecordTaskOp):
+            return p.BatchOutcome(record=await executions.record_task(svc, namespace_id, op.run_id, op.request))
+        return p.BatchOutcome(transition=await executions.transition(svc, namespace_id, op.run_id, op.request))
+    except Exception as exc:  # each operation answers for itself, as its own route would
+        return p.BatchOutcome(problem=problem_for_exception(exc, instance))

@@ -12,6 +12,7 @@ import httpx
 import msgspec
 
 from aiki.worker_sdk import serde
+from aiki.worker_sdk.batching import WriteBatcher, encode_op
 from aiki.worker_sdk.errors import (
     AikiError,
     RunCancelledError,
@@ -24,6 +25,7 @@ from aiki.worker_sdk.errors import (
 )
 from aiki.worker_sdk.protocol import (
     TERMINAL_STATUSES,
+    BatchOutcome,
     CancelRunRequest,
     CancelRunsRequest,
     CancelRunsResponse,
@@ -49,6 +51,7 @@ from aiki.worker_sdk.protocol import (
     StartRunResponse,
     TransitionRequest,
     TransitionResponse,
+    WorkerBatchResponse,
     WorkerListResponse,
     WorkflowListResponse,
 )
@@ -91,6 +94,8 @@ class Client:
     def __init__(self, http: httpx.AsyncClient, port: LocalPort | None = None) -> None:
         self._http = http
         self._port = port
+        # Set when a server that takes batches registers this client's worker (HTTP only).
+        self._batcher: WriteBatcher | None = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -102,6 +107,8 @@ class Client:
 
     async def close(self) -> None:
         """Close the connection pool."""
+        if self._batcher is not None:
+            await self._batcher.aclose()
         await self._http.aclose()
 
     async def request(
@@ -109,7 +116,7 @@ class Client:
         method: str,
         path: str,
         response_type: type[R],
-        body: msgspec.Struct | None = None,
+        body: msgspec.Struct | bytes | None = None,
         *,
         params: dict[str, str] | None = None,
         timeout: float | None = None,
@@ -120,7 +127,7 @@ class Client:
             method: HTTP method.
             path: Path below ``/api/v1``.
             response_type: Type to decode the JSON answer into.
-            body: Request body (a wire Struct), if any.
+            body: Request body (a wire Struct, or its JSON already encoded), if any.
             params: Query parameters.
             timeout: Seconds before the request is abandoned (default: the client's).
 
@@ -128,7 +135,7 @@ class Client:
             AikiError: The subclass matching the server's problem ``code``;
                 ``ServerUnavailableError`` on connection errors and 5xx.
         """
-        content = None if body is None else msgspec.json.encode(body)
+        content = body if body is None or isinstance(body, bytes) else msgspec.json.encode(body)
         kwargs: dict[str, Any] = {}
         if timeout is not None:
             kwargs["timeout"] = timeout
@@ -234,7 +241,10 @@ class Client:
         """``POST /workers/register``."""
         if self._port is not None:
             return await self._port.register_worker(request)
-        return await self.request("POST", "/workers/register", RegisterWorkerResponse, request)
+        response = await self.request("POST", "/workers/register", RegisterWorkerResponse, request)
+        if response.batch_max_bytes and self._batcher is None:
+            self._batcher = WriteBatcher(self._send_batch, response.batch_max_bytes)
+        return response
 
     async def claim(self, request: ClaimRequest) -> ClaimResponse:
         """``POST /workers/claim`` (long-polls up to ``request.wait_ms``)."""
@@ -253,6 +263,11 @@ class Client:
         """``POST /runs/{id}/tasks``."""
         if self._port is not None:
             return await self._port.record_task(run_id, request)
+        if self._batcher is not None:
+            op = encode_op("record_task", run_id, request)
+            if self._batcher.fits(op):
+                outcome = await self._batcher.submit(op)
+                return _answer(outcome, outcome.record, f"/runs/{run_id}/tasks")
         return await self.request("POST", f"/runs/{run_id}/tasks", RecordTaskResponse, request)
 
     async def start_child(self, run_id: str, request: StartChildRequest) -> StartChildResponse:
@@ -265,7 +280,25 @@ class Client:
         """``POST /runs/{id}/transition``."""
         if self._port is not None:
             return await self._port.transition(run_id, request)
+        if self._batcher is not None:
+            op = encode_op("transition", run_id, request)
+            if self._batcher.fits(op):
+                outcome = await self._batcher.submit(op)
+                return _answer(outcome, outcome.transition, f"/runs/{run_id}/transition")
         return await self.request("POST", f"/runs/{run_id}/transition", TransitionResponse, request)
+
+    async def _send_batch(self, body: bytes) -> WorkerBatchResponse:
+        return await self.request("POST", "/workers/batch", WorkerBatchResponse, body)
+
+
+def _answer(outcome: BatchOutcome, response: R | None, path: str) -> R:
+    """One operation's response from its batch outcome, or the exception its own route would cause."""
+    if outcome.problem is not None:
+        status = outcome.problem.status
+        raise error_from_problem(status, outcome.problem, retry_after="1" if status == 503 else None)
+    if response is None:
+        raise UnexpectedResponseError(f"POST {API_PREFIX}{path}: the batch answered neither a response nor a problem")
+    return response
 
 
 def client(

@@ -11,7 +11,7 @@ Times are integer milliseconds since the Unix epoch (UTC); durations are integer
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -326,10 +326,12 @@ class RegisterWorkerRequest(msgspec.Struct, omit_defaults=True):
     pid: int | None = None
 
 
-class RegisterWorkerResponse(msgspec.Struct):
+class RegisterWorkerResponse(msgspec.Struct, omit_defaults=True):
     worker_id: str
     lease_ttl_ms: int
     heartbeat_interval_ms: int
+    batch_max_bytes: int | None = None
+    """The server takes ``POST /workers/batch`` bodies up to this size (absent: no batch route)."""
 
 
 class VersionRef(msgspec.Struct, array_like=True):
@@ -512,6 +514,50 @@ class TransitionResponse(msgspec.Struct, omit_defaults=True):
     events: list[EventRecord] = msgspec.field(default_factory=list)
     revision: int | None = None
     child: ChildRecord | None = None
+
+
+BATCH_MAX_OPS = 256
+"""The most operations one ``POST /workers/batch`` may carry."""
+
+
+class RecordTaskOp(msgspec.Struct, tag="record_task", tag_field="op"):
+    """``POST /runs/{run_id}/tasks`` as one operation of a batch."""
+
+    run_id: str
+    request: RecordTaskRequest
+
+
+class TransitionOp(msgspec.Struct, tag="transition", tag_field="op"):
+    """``POST /runs/{run_id}/transition`` as one operation of a batch."""
+
+    run_id: str
+    request: TransitionRequest
+
+
+class WorkerBatchRequest(msgspec.Struct):
+    """Several executor writes in one request (``POST /workers/batch``).
+
+    Each operation is what its own route does, in its own transaction, fenced by its own revision;
+    one failing does not affect the others. A worker running many runs at once sends the writes that
+    pile up while a batch is in flight as the next batch, so the HTTP cost is paid per batch rather
+    than per write. Operations of one run are never in the same batch (an executor has at most one
+    write in flight).
+    """
+
+    ops: Annotated[list[RecordTaskOp | TransitionOp], msgspec.Meta(min_length=1, max_length=BATCH_MAX_OPS)]
+
+
+class BatchOutcome(msgspec.Struct, omit_defaults=True):
+    """The answer to one operation: its response, or the problem its route would have answered."""
+
+    problem: Problem | None = None
+    record: RecordTaskResponse | None = None
+    transition: TransitionResponse | None = None
+
+
+class WorkerBatchResponse(msgspec.Struct):
+    results: list[BatchOutcome]
+    """One outcome per operation, in the request's order."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -160,6 +160,9 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/workers/heartbeat"): Row(lambda w: {"worker_id": "w-matrix", "runs": [[w.run_a, 1]]}),
     ("POST", "/api/v1/runs/{run_id:str}/tasks"): Row(_record_task),
     ("POST", "/api/v1/runs/{run_id:str}/transition"): Row(lambda w: {"revision": 1, "kind": "complete"}),
+    ("POST", "/api/v1/workers/batch"): Row(
+        lambda w: {"ops": [{"op": "record_task", "run_id": w.run_a, "request": _record_task(w)}]}
+    ),
     ("POST", "/api/v1/runs/{run_id:str}/children"): Row(
         lambda w: {"revision": 1, "address": "child:x", "seq": 0, "workflow": WORKFLOW, "version": VERSION}
     ),

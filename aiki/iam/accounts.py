@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from aiki.iam import audit
 from aiki.iam.context import Iam
 from aiki.iam.crypto import key_prefix, parse_api_key
+from aiki.iam.key_cache import CachedKey
 from aiki.iam.models import Me, NamespaceView, OrganizationView, SignedIn, UserView
 from aiki.iam.policy import Grant, Principal
+from aiki.iam.rate_limit import WINDOW_MS
 from aiki.iam.repos import (
     ApiKeyDirectory,
     NamespaceDirectory,
@@ -28,7 +30,7 @@ from aiki.platform.domain.errors import AlreadyExists, InputInvalid, RateLimited
 from aiki.platform.domain.ids import new_id
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-# `last_seen_at` / `last_used_at` are written at most this often: a read per request, not a write.
+# `last_seen_at` / `last_used_at` are written at most this often (per process), not on every request.
 _TOUCH_EVERY_MS = 60_000
 
 
@@ -334,37 +336,67 @@ async def authenticate_session(iam: Iam, cookie: str) -> Principal:
 
 
 async def authenticate_key(iam: Iam, token: str) -> Principal:
-    """The API key ``token`` is, if live. The format and checksum are checked before any lookup."""
+    """The API key ``token`` is, if live. The format and checksum are checked before any lookup.
+
+    The key's row comes from the verified-key cache when fresh (``aiki.iam.key_cache``); either way
+    the token's HMAC is compared with the row's and the expiry checked. Counting the request
+    against the per-key limit and touching ``last_used_at`` write only now and then.
+    """
     parsed = parse_api_key(token)
     if parsed is None:
         raise Unauthenticated("the API key is malformed (expected aiki_<id>_<secret>)")
-    async with iam.db.engine.connect() as conn:
-        row = await ApiKeyDirectory(conn).get(parsed.key_id)
-    if row is None or not _same(iam.secrets.api_key_hash(token), row["key_hash"]):
-        raise Unauthenticated("the API key is not valid")
+    presented = iam.secrets.api_key_hash(token)
     now = iam.now()
-    if row["revoked_at"] is not None:
-        raise Unauthenticated("the API key has been revoked")
-    if row["expires_at"] is not None and now >= row["expires_at"]:
-        raise Unauthenticated("the API key has expired")
-    limit = iam.config.api_requests_per_minute
-    touch = row["last_used_at"] is None or now - row["last_used_at"] >= _TOUCH_EVERY_MS
-    if limit is not None or touch:
-        async with iam.db.transaction() as conn:
-            if touch:
-                await ApiKeyDirectory(conn).mark_used(row["id"], now)
-            if limit is not None:
-                count, start = await RateLimitRepository(conn).hit(f"api:{row['id']}", now, 60_000)
-        if limit is not None and count > limit:
-            raise RateLimited("too many requests for this API key", retry_after_s=(start + 60_000 - now + 999) // 1000)
+    key = iam.key_cache.get(parsed.key_id, now)
+    if key is None:
+        key = await _look_up_key(iam, parsed.key_id, presented, now)
+    elif not _same(presented, key.key_hash):
+        raise Unauthenticated("the API key is not valid")
+    _check_expiry(key, now)
+    await _meter(iam, key, now)
     return Principal(
         kind="api_key",
-        id=row["id"],
-        label=key_prefix(row["id"]),
-        key_role=row["role"],
-        key_namespace_id=row["namespace_id"],
-        key_organization_id=row["organization_id"],
+        id=key.id,
+        label=key_prefix(key.id),
+        key_role=key.role,
+        key_namespace_id=key.namespace_id,
+        key_organization_id=key.organization_id,
     )
+
+
+async def _look_up_key(iam: Iam, key_id: str, presented: str, now: int) -> CachedKey:
+    async with iam.db.engine.connect() as conn:
+        row = await ApiKeyDirectory(conn).get(key_id)
+    if row is None or not _same(presented, row["key_hash"]):
+        raise Unauthenticated("the API key is not valid")
+    if row["revoked_at"] is not None:
+        raise Unauthenticated("the API key has been revoked")
+    key = CachedKey.of(row, now)
+    _check_expiry(key, now)
+    iam.key_cache.put(key)  # only keys that passed every check
+    return key
+
+
+def _check_expiry(key: CachedKey, now: int) -> None:
+    if key.expires_at is not None and now >= key.expires_at:
+        raise Unauthenticated("the API key has expired")
+
+
+async def _meter(iam: Iam, key: CachedKey, now: int) -> None:
+    """Touch ``last_used_at`` when due, and count the request against the key's limit."""
+    if key.last_used_at is None or now - key.last_used_at >= _TOUCH_EVERY_MS:
+        key.last_used_at = now  # before the write: concurrent requests of this key do not touch too
+        async with iam.db.transaction() as conn:
+            await ApiKeyDirectory(conn).mark_used(key.id, now)
+    limit = iam.config.api_requests_per_minute
+    if limit is None:
+        return
+
+    async def fold(hits: int) -> tuple[int, int]:
+        async with iam.db.transaction() as conn:
+            return await RateLimitRepository(conn).hit(f"api:{key.id}", now, WINDOW_MS, hits)
+
+    await iam.api_limits.hit(key.id, limit, now, fold)
 
 
 def _same(a: str, b: str) -> bool:

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from aiki.iam.oidc_config import OidcConfig
 
 MIN_SECRET_LENGTH = 32
+KEY_CACHE_TTL_ENV = "AIKI_API_KEY_CACHE_TTL_S"
+MAX_KEY_CACHE_TTL_S = 3600
 # Where the API serves the OIDC callback (aiki.api.iam_routes); the default redirect URI points here.
 OIDC_CALLBACK_PATH = "/api/v1/auth/oidc/callback"
 
@@ -34,7 +36,13 @@ class IamConfig:
         login_window_s: the window of the login rate limits.
         login_max_per_account: login attempts allowed per account and window.
         login_max_per_ip: login attempts allowed per client address and window.
-        api_requests_per_minute: requests allowed per API key and minute; ``None`` disables.
+        api_requests_per_minute: requests allowed per API key and minute; ``None`` disables. Each
+            process counts in memory and folds its counts into the shared counter about once a
+            second, so with several replicas a key may overshoot a little (``aiki.iam.rate_limit``).
+        api_key_cache_ttl_s: how long a process trusts a key row it read (``AIKI_API_KEY_CACHE_TTL_S``,
+            0 to 3600; 0 reads the row on every request). Every request still checks the key's
+            secret and expiry. Revoking a key or deleting its namespace takes effect at once on the
+            process that did it; other replicas may accept the key for up to this long.
         secure_cookies: mark the session cookie ``Secure`` (keep on outside tests on plain HTTP).
         claim_default_organization: the first sign-up becomes owner of the implicit ``default``
             organization instead of creating one (``aiki dev``: the example worker serves it).
@@ -51,6 +59,7 @@ class IamConfig:
     login_max_per_account: int = 10
     login_max_per_ip: int = 100
     api_requests_per_minute: int | None = 30_000
+    api_key_cache_ttl_s: float = 5.0
     secure_cookies: bool = True
     claim_default_organization: bool = False
     oidc: OidcConfig | None = None
@@ -66,6 +75,11 @@ class IamConfig:
             raise IamConfigError(
                 f"AIKI_BASE_URL must be an http(s) URL such as https://aiki.example.com, got {self.base_url!r}"
             )
+        ttl = self.api_key_cache_ttl_s
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl <= MAX_KEY_CACHE_TTL_S:
+            raise IamConfigError(
+                f"{KEY_CACHE_TTL_ENV} must be a number of seconds from 0 to {MAX_KEY_CACHE_TTL_S}, got {ttl!r}"
+            )
 
     @property
     def origin(self) -> str:
@@ -75,7 +89,8 @@ class IamConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> IamConfig:
-        """Read ``AIKI_SECRET_KEY`` and ``AIKI_BASE_URL``; raise naming the one that is missing."""
+        """Read ``AIKI_SECRET_KEY``, ``AIKI_BASE_URL`` (and ``AIKI_API_KEY_CACHE_TTL_S``, optional);
+        raise naming the variable that is missing or malformed."""
         env = os.environ if environ is None else environ
         for name in ("AIKI_SECRET_KEY", "AIKI_BASE_URL"):
             if not env.get(name) and name.lower().removeprefix("aiki_") not in overrides:
@@ -84,6 +99,12 @@ class IamConfig:
             "secret_key": env.get("AIKI_SECRET_KEY", ""),
             "base_url": env.get("AIKI_BASE_URL", ""),
         }
+        ttl = env.get(KEY_CACHE_TTL_ENV, "").strip()
+        if ttl:
+            try:
+                values["api_key_cache_ttl_s"] = float(ttl)
+            except ValueError:
+                raise IamConfigError(f"{KEY_CACHE_TTL_ENV} must be a number of seconds, got {ttl!r}") from None
         values.update(overrides)
         if "oidc" not in overrides:
             base_url = str(values["base_url"]).rstrip("/")

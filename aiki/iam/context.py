@@ -6,13 +6,19 @@ from collections.abc import Callable
 
 from aiki.iam.config import IamConfig
 from aiki.iam.crypto import Passwords, Secrets
+from aiki.iam.key_cache import KeyCache
 from aiki.iam.oidc import OidcRelyingParty
+from aiki.iam.rate_limit import ApiRateLimiter
 from aiki.platform.db.engine import Database
 from aiki.platform.domain.ids import now_ms
 
 
 class Iam:
-    """IAM state of one server process. ``clock`` is injectable so tests move time without sleeping."""
+    """IAM state of one server process. ``clock`` is injectable so tests move time without sleeping.
+
+    ``key_cache`` and ``api_limits`` keep API-key authentication off the database in the steady
+    state (``aiki.iam.key_cache``, ``aiki.iam.rate_limit``).
+    """
 
     def __init__(
         self,
@@ -28,6 +34,8 @@ class Iam:
         self.passwords = passwords or Passwords()
         self.clock: Callable[[], int] = clock or now_ms
         self._oidc: OidcRelyingParty | None = None
+        self.key_cache = KeyCache(round(config.api_key_cache_ttl_s * 1000))
+        self.api_limits = ApiRateLimiter()
 
     @property
     def oidc(self) -> OidcRelyingParty | None:

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aiki.iam import key_cache
 from aiki.platform.db.tables import (
     api_keys,
     audit_log,
@@ -170,6 +171,8 @@ class NamespaceDirectory:
         return {r["namespace_id"]: r["role"] for r in _all(await self.conn.execute(query))}
 
     async def delete(self, namespace_id: str) -> None:
+        """Delete a namespace; its keys go with it (cascade), so no cache may keep serving them."""
+        key_cache.forget_namespace(namespace_id)
         await self.conn.execute(namespaces.delete().where(namespaces.c.id == namespace_id))
 
 
@@ -317,7 +320,11 @@ _KEY_COLUMNS = (
 
 
 class ApiKeyRepository:
-    """API keys of one namespace. Reads never return the stored hash."""
+    """API keys of one namespace. Reads never return the stored hash.
+
+    Whatever changes a key's authorization facts (revocation here; a role change, if one is
+    added) must also drop it from the verified-key caches (``aiki.iam.key_cache``).
+    """
 
     def __init__(self, conn: AsyncConnection, namespace_id: str) -> None:
         self.conn = conn
@@ -339,6 +346,7 @@ class ApiKeyRepository:
         return _all(await self.conn.execute(query))
 
     async def revoke(self, key_id: str, now: int) -> None:
+        key_cache.forget_key(key_id)
         await self.conn.execute(
             api_keys.update()
             .where(
@@ -348,6 +356,7 @@ class ApiKeyRepository:
         )
 
     async def revoke_named(self, name: str, now: int) -> None:
+        key_cache.forget_namespace(self.namespace_id)  # rare (``aiki dev`` start): the whole namespace
         await self.conn.execute(
             api_keys.update()
             .where(
@@ -372,9 +381,9 @@ class AuditRepository:
 
 
 _HIT_SQL = sa.text(
-    "INSERT INTO rate_limits (key, window_start, count) VALUES (:key, :now, 1) "
+    "INSERT INTO rate_limits (key, window_start, count) VALUES (:key, :now, :hits) "
     "ON CONFLICT (key) DO UPDATE SET "
-    "count = CASE WHEN rate_limits.window_start <= :cutoff THEN 1 ELSE rate_limits.count + 1 END, "
+    "count = CASE WHEN rate_limits.window_start <= :cutoff THEN :hits ELSE rate_limits.count + :hits END, "
     "window_start = CASE WHEN rate_limits.window_start <= :cutoff THEN :now ELSE rate_limits.window_start END "
     "RETURNING count, window_start"
 )
@@ -386,9 +395,10 @@ class RateLimitRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def hit(self, key: str, now: int, window_ms: int) -> tuple[int, int]:
-        """Count one attempt under ``key``; return the count in the current window and its start."""
-        result = await self.conn.execute(_HIT_SQL, {"key": key, "now": now, "cutoff": now - window_ms})
+    async def hit(self, key: str, now: int, window_ms: int, hits: int = 1) -> tuple[int, int]:
+        """Count ``hits`` attempts under ``key``; return the count in the current window and its start."""
+        params = {"key": key, "now": now, "cutoff": now - window_ms, "hits": hits}
+        result = await self.conn.execute(_HIT_SQL, params)
         row = result.one()
         return int(row[0]), int(row[1])
 

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         databases.drop_postgres(args.pg_url, list(SYSTEMS))
         shutil.rmtree(sqlite_dir, ignore_errors=True)
 
-    runs_label = {s.name: f"{getattr(args, s.size_param)} runs" for s in scenarios}
+    runs_label = {s.name: s.size_label or f"{getattr(args, s.size_param)} runs" for s in scenarios}
     print(table(results, runs_label))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

@@ -46,6 +46,8 @@ class Scenario:
     func: Callable[[System, Params], Awaitable[Numbers]]
     # Which `Params` field sets how many runs the scenario measures (shown next to its name).
     size_param: Literal["runs", "latency_runs", "probe_runs"] = "runs"
+    # Shown instead when the size is fixed by the scenario itself.
+    size_label: str | None = None
     systems: tuple[str, ...] = ("aiki", "dbos")
     # Runs the system split across processes (`bench.systems.REMOTE_SYSTEM_MODULES`).
     remote: bool = False
@@ -131,6 +133,39 @@ register(
         size_param="latency_runs",
     )
 )
+# A 10-task run's cost per task against a 10,000-task run's: what grows with a run's history.
+SHORT_RUN_TASKS = 10
+LONG_RUN_TASKS = 10_000
+SHORT_RUN_SAMPLES = 50
+
+
+async def cost_per_task(system: System, params: Params) -> Numbers:
+    """Seconds per task in a 10-task run (mean of several) and in one 10,000-task run."""
+    await _warm_up(system, params.warmup)
+    await system.run_tasks(SHORT_RUN_TASKS)
+    short = [await system.run_tasks(SHORT_RUN_TASKS) for _ in range(SHORT_RUN_SAMPLES)]
+    short_us = sum(short) / len(short) / SHORT_RUN_TASKS * 1e6
+    long_us = await system.run_tasks(LONG_RUN_TASKS) / LONG_RUN_TASKS * 1e6
+    return {"us_per_task_10": short_us, "us_per_task_10k": long_us, "growth": long_us / short_us}
+
+
+register(
+    Scenario(
+        name="cost_per_task",
+        description=(
+            f"one run of {LONG_RUN_TASKS:,} sequential tasks vs runs of {SHORT_RUN_TASKS}: time per task, "
+            "and how much it grows (10k / 10; 1.0 = no growth)"
+        ),
+        backend="postgres",
+        metrics=(
+            Metric("us_per_task_10", f"µs/task ({SHORT_RUN_TASKS})", False),
+            Metric("us_per_task_10k", f"µs/task ({LONG_RUN_TASKS:,})", False),
+            Metric("growth", "growth 10k/10", False),
+        ),
+        func=cost_per_task,
+        size_label=f"{SHORT_RUN_TASKS} vs {LONG_RUN_TASKS:,} tasks",
+    )
+)
 register(
     Scenario(
         name="burst_sqlite",
@@ -207,6 +242,17 @@ register(
         backend="postgres",
         metrics=(THROUGHPUT,),
         func=remote_burst,
+        remote=True,
+    )
+)
+register(
+    Scenario(
+        name="http_latency",
+        description="3-task workflow, runs one after another from a client process: start call -> result seen",
+        backend="postgres",
+        metrics=LATENCY,
+        func=_probe("latency"),
+        size_param="probe_runs",
         remote=True,
     )
 )

@@ -47,6 +47,10 @@ class System(Protocol):
 
     async def stop(self) -> None: ...
 
+    async def run_tasks(self, n: int) -> float:
+        """Run one workflow of `n` sequential tasks; seconds from the start call to its result."""
+        ...
+
 
 class RemoteSystem(System, Protocol):
     """A system whose workflows run in other processes than the one starting them.
@@ -64,6 +68,10 @@ class RemoteSystem(System, Protocol):
 
     async def sleep_once(self, x: int) -> float:
         """A run that sleeps 50 ms between two tasks: seconds the gap exceeded 50 ms."""
+        ...
+
+    async def latency_once(self, x: int) -> float:
+        """Start a 3-task run and wait for its result, as a client would: seconds from start to result."""
         ...
 
 

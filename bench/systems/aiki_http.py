@@ -104,6 +104,13 @@ class AikiHttpSystem:
         resumed: int = await handle.result()
         return (resumed - t_send) / 1e9
 
+    async def latency_once(self, x: int) -> float:
+        t0 = time.perf_counter()
+        handle = await three_tasks.start(self._client, x)
+        if await handle.result() != x + 3:
+            raise RuntimeError(f"run {handle.id} returned the wrong output")
+        return time.perf_counter() - t0
+
     async def sleep_once(self, x: int) -> float:
         handle = await sleep_overshoot.start(self._client, x)
         before, after = await handle.result()

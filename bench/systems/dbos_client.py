@@ -88,6 +88,14 @@ class DbosClientSystem:
         resumed: int = await handle.get_result(polling_interval_sec=PROBE_RESULT_POLL_S)
         return (resumed - t_send) / 1e9
 
+    async def latency_once(self, x: int) -> float:
+        t0 = time.perf_counter()
+        handle = await self._enqueue("bench_three_tasks", x)
+        output = await handle.get_result(polling_interval_sec=PROBE_RESULT_POLL_S)
+        if output != x + 3:
+            raise RuntimeError(f"workflow {handle.get_workflow_id()} returned {output!r}")
+        return time.perf_counter() - t0
+
     async def sleep_once(self, x: int) -> float:
         handle = await self._enqueue("bench_sleep", x)
         before, after = await handle.get_result(polling_interval_sec=PROBE_RESULT_POLL_S)

@@ -4,6 +4,7 @@ DBOS has no worker-concurrency knob for directly started workflows (each is an a
 `SystemConfig.concurrency` does not apply here.
 """
 
+import time
 from dataclasses import dataclass
 
 from dbos import DBOS, WorkflowHandleAsync
@@ -33,6 +34,19 @@ async def three_tasks(x: int) -> int:
     return await step3(b)
 
 
+@DBOS.step()
+async def step(x: int) -> int:
+    return x + 1
+
+
+@DBOS.workflow()
+async def n_tasks(n: int) -> int:
+    x = 0
+    for _ in range(n):
+        x = await step(x)
+    return x
+
+
 @dataclass
 class _Handle:
     inner: WorkflowHandleAsync[int]
@@ -52,6 +66,13 @@ class DbosSystem:
 
     async def start_run(self, x: int) -> RunHandle:
         return _Handle(await DBOS.start_workflow_async(three_tasks, x))
+
+    async def run_tasks(self, n: int) -> float:
+        t0 = time.perf_counter()
+        handle = await DBOS.start_workflow_async(n_tasks, n)
+        if await handle.get_result() != n:
+            raise RuntimeError(f"the {n}-step workflow returned the wrong count")
+        return time.perf_counter() - t0
 
     async def stop(self) -> None:
         DBOS.destroy()

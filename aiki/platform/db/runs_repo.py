@@ -290,6 +290,25 @@ class RunRepository:
         )
 
 
+_END_DUE_SLEEPS = """
+WITH due AS (
+  SELECT id FROM runs WHERE wake_at IS NOT NULL AND wake_at <= $1 AND status = 'sleeping'
+  ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED
+), woken AS (
+  UPDATE runs AS r SET status = $3, wake_at = NULL, queued_at = $1, updated_at = $1
+  FROM due WHERE r.id = due.id
+  RETURNING r.id, r.namespace_id, r.attempt
+), slept AS (
+  UPDATE sleeps AS s SET status = 'completed' FROM woken
+  WHERE s.run_id = woken.id AND s.namespace_id = woken.namespace_id AND s.status = 'sleeping' AND s.wake_at <= $1
+), logged AS (
+  INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at)
+  SELECT namespace_id, id, attempt, 'sleeping', $3, 'sleep ended', $1 FROM woken
+)
+SELECT id, namespace_id FROM woken
+"""
+
+
 class DueRunRepository:
     """The timer loop's view: due deadlines across every namespace.
 
@@ -299,6 +318,15 @@ class DueRunRepository:
 
     def __init__(self, conn: RawConn) -> None:
         self.conn = conn
+
+    async def end_due_sleeps(self, now: int, limit: int, target: str) -> list[Row]:
+        """PostgreSQL: move up to ``limit`` runs whose sleep is over to ``target`` in one statement.
+
+        Status, the sleep entry and the history row change together (one statement is atomic);
+        rows another replica holds are skipped. Returns the runs moved (``id``, ``namespace_id``).
+        """
+        assert self.conn.is_postgres
+        return await self.conn.fetch(_END_DUE_SLEEPS, now, limit, target)
 
     async def take_due(self, now: int, limit: int) -> list[Row]:
         lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""

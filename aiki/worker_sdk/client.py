@@ -96,6 +96,8 @@ class Client:
         self._port = port
         # Set when a server that takes batches registers this client's worker (HTTP only).
         self._batcher: WriteBatcher | None = None
+        #: The server's request size limit, learnt when a worker registers (None: unknown).
+        self.payload_max_bytes: int | None = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -240,10 +242,12 @@ class Client:
     async def register_worker(self, request: RegisterWorkerRequest) -> RegisterWorkerResponse:
         """``POST /workers/register``."""
         if self._port is not None:
-            return await self._port.register_worker(request)
-        response = await self.request("POST", "/workers/register", RegisterWorkerResponse, request)
-        if response.batch_max_bytes and self._batcher is None:
-            self._batcher = WriteBatcher(self._send_batch, response.batch_max_bytes)
+            response = await self._port.register_worker(request)
+        else:
+            response = await self.request("POST", "/workers/register", RegisterWorkerResponse, request)
+            if response.batch_max_bytes and self._batcher is None:
+                self._batcher = WriteBatcher(self._send_batch, response.batch_max_bytes)
+        self.payload_max_bytes = response.payload_max_bytes
         return response
 
     async def claim(self, request: ClaimRequest) -> ClaimResponse:

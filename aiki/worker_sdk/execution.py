@@ -47,6 +47,10 @@ log = logging.getLogger("aiki.worker")
 R = TypeVar("R")
 _TRACEBACK_LIMIT = 8000
 _SETTLE_TICKS = 3
+# A completed task's record may travel with the execution's next write when it is at most this
+# fraction of the server's request limit (so the two together stay well within it).
+_DEFER_FRACTION = 4
+_MERGE_MARGIN_BYTES = 1024
 
 
 class _Suspend(BaseException):
@@ -110,6 +114,10 @@ class Execution:
         self._lock = asyncio.Lock()
         self._fatal: NonDeterminismError | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # A completed task's record not sent yet (see _defer); at most one at a time.
+        self._deferred: RecordTaskRequest | None = None
+        self._deferred_size = 0
+        self._flushes: set[asyncio.Task[None]] = set()
         self.run = Run(self, {name: e.type for name, e in version.events.items()})
 
     # -- the workflow as a whole --------------------------------------------------------------
@@ -225,13 +233,62 @@ class Execution:
 
     async def _record(self, request: RecordTaskRequest, passthrough: tuple[type[AikiError], ...] = ()) -> None:
         async with self._lock:
+            await self._send_deferred()
             request.revision = self.revision
             await self._send(lambda: self.client.record_task(self.run_id, request), passthrough)
+
+    # A completed task's record is durable before anything that follows the task can have an
+    # effect: new work (a task, a child) sends it first and waits for it. What the workflow does
+    # right after a task is usually its next write, though: a completion, a sleep, a wait. So the
+    # record waits for the rest of the current loop iteration; if that write comes, the record
+    # travels with it (one round trip instead of two), otherwise it goes out on its own at once.
+
+    def _may_defer(self, size: int) -> bool:
+        limit = self.client.payload_max_bytes
+        return limit is not None and self._deferred is None and size <= limit // _DEFER_FRACTION
+
+    def _defer(self, request: RecordTaskRequest, size: int) -> None:
+        self._deferred, self._deferred_size = request, size
+        asyncio.get_running_loop().call_soon(self._flush_deferred_soon)
+
+    def _flush_deferred_soon(self) -> None:
+        if self._deferred is None or self.finished:
+            return
+        flush = asyncio.get_running_loop().create_task(self._flush_deferred())
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    async def _flush_deferred(self) -> None:
+        try:
+            async with self._lock:
+                await self._send_deferred()
+        except (_Suspend, _Abandon):
+            pass  # fenced or given up: ``finished`` is set and the workflow stops at its next step
+
+    async def _send_deferred(self) -> None:
+        """Send the deferred record, if any (the caller holds the lock)."""
+        request, self._deferred = self._deferred, None
+        if request is not None:
+            request.revision = self.revision
+            await self._send(lambda: self.client.record_task(self.run_id, request))
+
+    def _take_deferred_for(self, transition: TransitionRequest) -> bool:
+        """Attach the deferred record to ``transition`` if both fit in one request together."""
+        limit = self.client.payload_max_bytes
+        if self._deferred is None or limit is None:
+            return False
+        if len(msgspec.json.encode(transition)) + self._deferred_size + _MERGE_MARGIN_BYTES > limit:
+            return False
+        transition.task, self._deferred = self._deferred, None
+        transition.task.revision = transition.revision
+        return True
 
     async def _transition(self, request: TransitionRequest) -> bool:
         """Send a transition; True if the run is suspended (or ended), after which nothing is written."""
         async with self._lock:
             request.revision = self.revision
+            if not self._take_deferred_for(request):
+                await self._send_deferred()
             passthrough: tuple[type[AikiError], ...] = (PayloadTooLargeError,) if request.kind == "complete" else ()
             response = await self._send(lambda: self.client.transition(self.run_id, request), passthrough)
             if response.revision is not None:
@@ -294,6 +351,11 @@ class Execution:
         self, task: Task[Any, Any], input: Any, canonical: bytes, address: str, seq: int, attempt: int
     ) -> Any:
         raw_input = msgspec.Raw(canonical)
+        if self._deferred is not None or self._flushes:
+            # New work: an earlier task's record must be durable before this one runs (a flush
+            # already on its way holds the lock until it is).
+            async with self._lock:
+                await self._send_deferred()
 
         def entry(status: Literal["completed", "failed", "awaiting_retry"], **fields: Any) -> RecordTaskRequest:
             return RecordTaskRequest(
@@ -330,8 +392,12 @@ class Execution:
                     continue
                 await self._record(entry("failed", error=error))
                 raise TaskFailedError(task.name, error, run_id=self.run_id) from e
+            completed = entry("completed", output=msgspec.Raw(raw))
+            size = len(raw) + len(canonical)
+            if self._may_defer(size):
+                self._defer(completed, size)
+                return serde.decode(raw, task.output_type)
             try:
-                completed = entry("completed", output=msgspec.Raw(raw))
                 await self._record(completed, passthrough=(PayloadTooLargeError,))
             except PayloadTooLargeError as e:
                 error = error_info(e)
@@ -398,6 +464,7 @@ class Execution:
                 retry=None if version._options.retry is None else version._options.retry.to_wire(),
             )
             async with self._lock:
+                await self._send_deferred()
                 request.revision = self.revision
                 # A refused input or an unknown version is the workflow's error, not the execution's.
                 passthrough: tuple[type[AikiError], ...] = (ValidationError, WorkflowNotFoundError)

@@ -330,6 +330,9 @@ class RegisterWorkerResponse(msgspec.Struct, omit_defaults=True):
     worker_id: str
     lease_ttl_ms: int
     heartbeat_interval_ms: int
+    payload_max_bytes: int | None = None
+    """The largest request body the server takes (a task record sent along with a transition
+    counts toward the transition's body)."""
     batch_max_bytes: int | None = None
     """The server takes ``POST /workers/batch`` bodies up to this size (absent: no batch route)."""
 
@@ -506,6 +509,9 @@ class TransitionRequest(msgspec.Struct, omit_defaults=True):
     consumed: int | None = None
     timeout_ms: int | None = None
     child_run_id: str | None = None
+    task: RecordTaskRequest | None = None
+    """A task attempt to record first, as ``POST /runs/{id}/tasks`` would (its own fence, its own
+    errors): the executor's last write before this transition, sent along to save a round trip."""
 
 
 class TransitionResponse(msgspec.Struct, omit_defaults=True):

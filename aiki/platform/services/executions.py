@@ -58,6 +58,7 @@ async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) 
         worker_id=req.worker_id,
         lease_ttl_ms=svc.settings.lease_ttl_ms,
         heartbeat_interval_ms=svc.settings.heartbeat_interval_ms,
+        payload_max_bytes=svc.settings.max_payload_bytes,
     )
 
 
@@ -240,6 +241,9 @@ async def _transition_in_one_statement(
 
 
 async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionRequest) -> p.TransitionResponse:
+    if req.task is not None:
+        # Exactly what a separate record request would do, first; a refusal refuses the whole.
+        await record_task(svc, ns, run_id, req.task)
     if svc.db.is_postgres and req.kind in _ONE_STATEMENT_KINDS:
         done = await _transition_in_one_statement(svc, ns, run_id, req)
         if done is not None:

@@ -89,6 +89,18 @@ async def aiki(db_url: str) -> AsyncIterator[AikiHarness]:
 
 
 @pytest.fixture
+async def aiki_suspending(db_url: str) -> AsyncIterator[AikiHarness]:
+    """Like ``aiki``, but every sleep suspends its run (no sleep is held by its executor): for tests
+    that use a short sleep to end an activation and see the next one replay."""
+    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
+    harness = await AikiHarness(kind, db_url, sleep_hold_max=timedelta(0)).start()
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+@pytest.fixture
 async def iam_aiki(db_url: str) -> AsyncIterator[Any]:
     """Like ``aiki``, with IAM on (``tests/iam_support.py``): every request needs credentials."""
     from tests.iam_support import IamHarness

@@ -49,6 +49,7 @@ def server(
     max_recoveries: int = 10,
     max_payload_bytes: int = 1_048_576,
     stall_after: timedelta | None = None,
+    sleep_hold_max: timedelta = timedelta(seconds=1),
     iam: IamConfig | None = None,
     redis_url: str | None = None,
     pg_listen: bool = True,
@@ -63,6 +64,9 @@ def server(
         max_payload_bytes: the largest request body accepted (413 beyond).
         stall_after: a run queued this long without being claimed (e.g. no worker serves its
             version) becomes ``stalled``; default ``$AIKI_STALL_AFTER`` seconds, else 24 hours.
+        sleep_hold_max: a sleep this short, on a worker with a slot to spare, is waited out by its
+            executor in memory (recorded as usual, resumed without a claim and a replay);
+            ``timedelta(0)`` makes every sleep suspend the run and release the worker.
         iam: turn on identity and access (``aiki.iam.IamConfig``): users, organizations,
             namespaces, API keys and sessions, with every route authenticated and scoped to the
             caller's namespace. Without it the server has one implicit ``default`` namespace and no
@@ -89,6 +93,7 @@ def server(
         max_recoveries=max_recoveries,
         max_payload_bytes=max_payload_bytes,
         stall_after_ms=_stall_after_ms(stall_after),
+        sleep_hold_max_ms=_non_negative_ms(sleep_hold_max, "sleep_hold_max"),
     )
     return AikiServer(db or Database(DEFAULT_URL), settings, iam, pg_listen=pg_listen, redis_url=redis_url)
 
@@ -106,3 +111,9 @@ def _stall_after_ms(stall_after: timedelta | None) -> int:
     if stall_after <= timedelta(0):
         raise ValueError("stall_after must be positive")
     return int(stall_after.total_seconds() * 1000)
+
+
+def _non_negative_ms(value: timedelta, name: str) -> int:
+    if value < timedelta(0):
+        raise ValueError(f"{name} must not be negative")
+    return int(value.total_seconds() * 1000)

@@ -98,6 +98,8 @@ class Client:
         self._batcher: WriteBatcher | None = None
         #: The server's request size limit, learnt when a worker registers (None: unknown).
         self.payload_max_bytes: int | None = None
+        #: The longest sleep the server lets an executor hold in memory (None: none).
+        self.sleep_hold_max_ms: int | None = None
 
     async def __aenter__(self) -> Client:
         return self
@@ -248,6 +250,7 @@ class Client:
             if response.batch_max_bytes and self._batcher is None:
                 self._batcher = WriteBatcher(self._send_batch, response.batch_max_bytes)
         self.payload_max_bytes = response.payload_max_bytes
+        self.sleep_hold_max_ms = response.sleep_hold_max_ms
         return response
 
     async def claim(self, request: ClaimRequest) -> ClaimResponse:

@@ -39,6 +39,7 @@ from aiki.worker_sdk.protocol import (
     RecordTaskRequest,
     StartChildRequest,
     TransitionRequest,
+    TransitionResponse,
 )
 from aiki.worker_sdk.replay import TIMED_OUT, ChildHandle, ChildResult, EventResult, ReplayState, Run, SleepResult
 from aiki.worker_sdk.retry import RetryPolicy
@@ -102,6 +103,7 @@ class Execution:
         activation: Activation,
         *,
         retry_budget: float = 30.0,
+        may_hold: Callable[[], bool] | None = None,
     ) -> None:
         self.client = client
         self.version = version
@@ -118,6 +120,10 @@ class Execution:
         self._deferred: RecordTaskRequest | None = None
         self._deferred_size = 0
         self._flushes: set[asyncio.Task[None]] = set()
+        # Short sleeps held in memory (see sleep()): whether one is under way, and how many began.
+        self._may_hold = may_hold
+        self.holding = False
+        self.holds = 0
         self.run = Run(self, {name: e.type for name, e in version.events.items()})
 
     # -- the workflow as a whole --------------------------------------------------------------
@@ -285,6 +291,10 @@ class Execution:
 
     async def _transition(self, request: TransitionRequest) -> bool:
         """Send a transition; True if the run is suspended (or ended), after which nothing is written."""
+        return await self._send_transition(request) is None
+
+    async def _send_transition(self, request: TransitionRequest) -> TransitionResponse | None:
+        """Send a transition; its answer, or None if the run is suspended (or ended)."""
         async with self._lock:
             request.revision = self.revision
             if not self._take_deferred_for(request):
@@ -297,9 +307,9 @@ class Execution:
                 self.state.add_child(response.child)
             if response.suspended or request.kind in ("complete", "fail", "retry"):
                 self.finished = True
-                return True
+                return None
             self.state.add_events(response.events)
-            return False
+            return response
 
     async def _settle(self) -> None:
         """Yield until sibling coroutines stop consuming recorded entries."""
@@ -413,12 +423,39 @@ class Execution:
             return SleepResult(cancelled=record.status == "cancelled")
         # A sleep already recorded as sleeping keeps its deadline: ask only for what remains.
         duration_ms = _ms(duration) if record is None else max(0, record.wake_at - now_ms())
+        hold = record is None and self._may_hold_for(duration_ms)
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + duration_ms / 1000
         request = TransitionRequest(
-            revision=self.revision, kind="sleep", sleep_name=name, sleep_seq=seq, duration_ms=duration_ms
+            revision=self.revision, kind="sleep", sleep_name=name, sleep_seq=seq, duration_ms=duration_ms, hold=hold
         )
-        if await self._transition(request):
-            raise _Suspend
+        if not hold:
+            if await self._transition(request):
+                raise _Suspend
+            return SleepResult(cancelled=False)
+        # A short sleep on a worker with slots to spare: wait here and carry on, without a claim
+        # and a replay. The sleep is recorded all the same; were this process lost, the server
+        # would wake the run shortly after the sleep's end and it would be replayed. While the run
+        # is not `running` on the server (from the request to the resume's answer) heartbeats
+        # leave it out, and ``holds`` changes at both ends so an answer to a beat sent before
+        # cannot stop this execution.
+        self.holding, self.holds = True, self.holds + 1
+        try:
+            response = await self._send_transition(request)
+            if response is None:
+                raise _Suspend
+            if response.held:
+                await asyncio.sleep(max(0.0, ends_at - loop.time()))
+                resume = TransitionRequest(revision=self.revision, kind="resume_sleep", sleep_name=name, sleep_seq=seq)
+                if await self._send_transition(resume) is None:
+                    raise _Suspend
+        finally:
+            self.holding, self.holds = False, self.holds + 1
         return SleepResult(cancelled=False)
+
+    def _may_hold_for(self, duration_ms: int) -> bool:
+        limit = self.client.sleep_hold_max_ms
+        return limit is not None and duration_ms <= limit and self._may_hold is not None and self._may_hold()
 
     async def wait_event(self, name: str, type: Any, timeout: timedelta | None) -> EventResult[Any]:
         """``run.events.X.wait()``: return a buffered event or timeout, or suspend until one comes."""

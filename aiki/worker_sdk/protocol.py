@@ -330,6 +330,8 @@ class RegisterWorkerResponse(msgspec.Struct, omit_defaults=True):
     worker_id: str
     lease_ttl_ms: int
     heartbeat_interval_ms: int
+    sleep_hold_max_ms: int | None = None
+    """Sleeps up to this long may be held by their executor (``TransitionRequest.hold``)."""
     payload_max_bytes: int | None = None
     """The largest request body the server takes (a task record sent along with a transition
     counts toward the transition's body)."""
@@ -494,10 +496,17 @@ class TransitionRequest(msgspec.Struct, omit_defaults=True):
     * ``await_child``: ``child_run_id``, ``wait_seq``, optional ``timeout_ms``. The run is woken when
       the child reaches any terminal status; if it already has, the server answers
       ``suspended=False`` with the child's record.
+    * ``sleep`` with ``hold``: the executor asks to keep the run while it sleeps (a short sleep). If
+      the server agrees it answers ``held=True``: the run is ``sleeping`` and stays leased to the
+      executor, which waits in memory and then sends ``resume_sleep`` (``sleep_name``,
+      ``sleep_seq``) to carry on. Should it never come, the server wakes the run itself a grace
+      period after the sleep's end, and it is claimed and replayed as after any sleep.
     """
 
     revision: int
-    kind: Literal["complete", "fail", "retry", "sleep", "await_event", "await_task_retry", "await_child"]
+    kind: Literal[
+        "complete", "fail", "retry", "sleep", "await_event", "await_task_retry", "await_child", "resume_sleep"
+    ]
     output: Any = None
     error: ErrorInfo | None = None
     wake_at: int | None = None
@@ -509,6 +518,7 @@ class TransitionRequest(msgspec.Struct, omit_defaults=True):
     consumed: int | None = None
     timeout_ms: int | None = None
     child_run_id: str | None = None
+    hold: bool = False
     task: RecordTaskRequest | None = None
     """A task attempt to record first, as ``POST /runs/{id}/tasks`` would (its own fence, its own
     errors): the executor's last write before this transition, sent along to save a round trip."""
@@ -517,6 +527,8 @@ class TransitionRequest(msgspec.Struct, omit_defaults=True):
 class TransitionResponse(msgspec.Struct, omit_defaults=True):
     status: RunStatus
     suspended: bool = True
+    held: bool = False
+    """A ``sleep`` with ``hold``: the executor keeps the run and sends ``resume_sleep`` when it ends."""
     events: list[EventRecord] = msgspec.field(default_factory=list)
     revision: int | None = None
     child: ChildRecord | None = None

@@ -305,6 +305,12 @@ class Run:
         Sleeps are matched on replay by name: the ``n``-th sleep of one name is the same sleep in
         every replay, so give distinct sleeps distinct names.
 
+        A short sleep (at most the server's ``sleep_hold_max``, 1 s by default) on a worker with
+        a free slot is waited out in memory instead: it is recorded the same way, and the run goes
+        on without a claim and a replay, a few milliseconds after the time. Should the worker be
+        lost meanwhile, the server wakes the run just after the sleep's end and another worker
+        replays it.
+
         Args:
             duration: How long to sleep.
             name: The sleep's name (default ``"default"``).

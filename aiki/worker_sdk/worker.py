@@ -142,6 +142,9 @@ class WorkerHandle:
             for activation in response.activations:
                 self._launch(activation)
 
+    def _has_a_free_slot(self) -> bool:
+        return self._worker.concurrency - len(self._executions) >= 1
+
     def _launch(self, activation: Activation) -> None:
         version = self._worker.versions.get((activation.workflow, activation.version))
         if version is None:
@@ -153,7 +156,8 @@ class WorkerHandle:
                 activation.version,
             )
             return
-        execution = Execution(self._client, version, activation)
+        # A short sleep may keep its slot only while the worker has another one free for new work.
+        execution = Execution(self._client, version, activation, may_hold=self._has_a_free_slot)
         task = asyncio.create_task(self._execute(execution), name=f"aiki-run-{activation.run_id}")
         self._executions[activation.run_id] = (execution, task)
 
@@ -173,8 +177,12 @@ class WorkerHandle:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self._heartbeat_interval)
-            runs = [HeartbeatRun(run_id, e.revision) for run_id, (e, _) in self._executions.items() if not e.finished]
+            # A run whose sleep its execution holds is not `running` on the server: its lease is the
+            # sleep's own deadline, so it is left out (it would be reported stale).
+            live = [(run_id, e) for run_id, (e, _) in self._executions.items() if not e.finished and not e.holding]
+            runs = [HeartbeatRun(run_id, e.revision) for run_id, e in live]
             sent = {r.run_id: r.revision for r in runs}
+            holds = {run_id: e.holds for run_id, e in live}
             try:
                 response = await self._client.heartbeat(HeartbeatRequest(worker_id=self.worker_id, runs=runs))
             except AikiError as e:
@@ -184,7 +192,8 @@ class WorkerHandle:
                 entry = self._executions.get(run_id)
                 # While the beat was in flight the run may have been claimed again by this worker: the
                 # newer execution holds the current revision and must go on.
-                if entry is not None and entry[0].revision == sent.get(run_id):
+                # So is one that began holding a sleep while the beat was in flight.
+                if entry is not None and entry[0].revision == sent.get(run_id) and entry[0].holds == holds.get(run_id):
                     log.info("run %s: revision moved on; stopping its execution", run_id)
                     entry[0].finished = True
                     entry[1].cancel()

@@ -42,7 +42,8 @@ async def memo_v1(run: Run, key: str) -> list[str]:
     return [a, b]
 
 
-async def test_completed_task_is_not_rerun_on_replay(aiki: Any) -> None:
+async def test_completed_task_is_not_rerun_on_replay(aiki_suspending: Any) -> None:
+    aiki = aiki_suspending  # the sleep must end the activation
     key = new_key()
     await aiki.worker([memo_v1])
 
@@ -88,7 +89,8 @@ async def gather_v1(run: Run, key: str) -> list[str]:
     return list(results)
 
 
-async def test_gather_runs_tasks_in_parallel_and_replays_them_once(aiki: Any) -> None:
+async def test_gather_runs_tasks_in_parallel_and_replays_them_once(aiki_suspending: Any) -> None:
+    aiki = aiki_suspending  # the sleep must end the activation
     key = new_key()
     await aiki.worker([gather_v1])
 

@@ -129,7 +129,8 @@ async def caught_v1(run: Run, key: str) -> str:
     return "fallback"
 
 
-async def test_workflow_can_catch_a_failed_task_and_replay_keeps_the_failure(aiki: Any) -> None:
+async def test_workflow_can_catch_a_failed_task_and_replay_keeps_the_failure(aiki_suspending: Any) -> None:
+    aiki = aiki_suspending  # the sleep must end the activation
     key = new_key()
     await aiki.worker([caught_v1])
 

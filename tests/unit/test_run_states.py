@@ -28,6 +28,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "retry": {"running": "awaiting_retry"},
     "await_task_retry": {"running": "awaiting_retry"},
     "sleep": {"running": "sleeping"},
+    "resume_sleep": {"sleeping": "running"},
     "await_event": {"running": "awaiting_event"},
     "await_child": {"running": "awaiting_child"},
     "due": {

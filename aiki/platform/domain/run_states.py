@@ -43,6 +43,8 @@ TRANSITIONS: Final[dict[str, dict[str, str]]] = {
     "retry": {"running": "awaiting_retry"},
     "await_task_retry": {"running": "awaiting_retry"},
     "sleep": {"running": "sleeping"},
+    # The executor that held its short sleep in memory carries on (no claim, no replay).
+    "resume_sleep": {"sleeping": "running"},
     "await_event": {"running": "awaiting_event"},
     "await_child": {"running": "awaiting_child"},
     # The timer loop.

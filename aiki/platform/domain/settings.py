@@ -17,6 +17,10 @@ class Settings:
         claim_batch_limit: the most runs one claim may take.
         timer_poll_ms: the longest the timer loop sleeps without a notification.
         stall_after_ms: a run queued this long without a claim becomes ``stalled``.
+        sleep_hold_max_ms: a sleep this short may be held by its executor (0: never); see
+            ``docs/internals.md``.
+        sleep_hold_grace_ms: how long after a held sleep's end the server wakes the run itself when
+            its executor has not resumed it (it was lost).
     """
 
     lease_ttl_ms: int = 30_000
@@ -26,6 +30,8 @@ class Settings:
     claim_batch_limit: int = 100
     timer_poll_ms: int = 1_000
     stall_after_ms: int = 24 * 3600 * 1000
+    sleep_hold_max_ms: int = 1_000
+    sleep_hold_grace_ms: int = 1_000
 
     @property
     def stall_sweep_interval_ms(self) -> int:

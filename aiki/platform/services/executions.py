@@ -59,6 +59,7 @@ async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) 
         lease_ttl_ms=svc.settings.lease_ttl_ms,
         heartbeat_interval_ms=svc.settings.heartbeat_interval_ms,
         payload_max_bytes=svc.settings.max_payload_bytes,
+        sleep_hold_max_ms=svc.settings.sleep_hold_max_ms or None,
     )
 
 
@@ -255,11 +256,13 @@ async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionReque
         run = await runs.get(run_id, lock=True)
         if run is None:
             raise RunNotFound(run_id)
-        if run["revision"] != req.revision or run["status"] != "running":
+        held_from = "sleeping" if req.kind == "resume_sleep" else "running"
+        if run["revision"] != req.revision or run["status"] != held_from:
             raise StaleRevision(run_id, req.revision)
         steps = StepRepository(conn, ns)
         values: dict[str, Any] = {"updated_at": now, "lease_owner": None}
         reason: str | None = None
+        held = False
         attempt = run["attempt"]
         kind = req.kind
         if kind == "await_event":
@@ -319,6 +322,20 @@ async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionReque
             )
             values.update(wake_at=wake_at)
             reason = f"sleeping {req.sleep_name!r}"
+            hold_max = svc.settings.sleep_hold_max_ms
+            if req.hold and hold_max and wake_at - now <= hold_max:
+                # The executor keeps the run (its lease stands) and resumes it itself; the server
+                # steps in only a grace period after the sleep should have ended.
+                held = True
+                del values["lease_owner"]
+                values.update(wake_at=wake_at + svc.settings.sleep_hold_grace_ms)
+                reason += " (held by its executor)"
+        elif kind == "resume_sleep":
+            _require(req, "sleep_name", "sleep_seq")
+            await steps.finish_sleeps(run_id, "completed")
+            del values["lease_owner"]
+            values.update(wake_at=now + svc.settings.lease_ttl_ms)
+            reason = f"sleep {req.sleep_name!r} ended (held by its executor)"
         target = run_states.next_status(kind, run["status"])
         values["status"] = target
         await runs.update(run_id, values)
@@ -327,7 +344,7 @@ async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionReque
                 {
                     "run_id": run_id,
                     "attempt": attempt,
-                    "from_status": "running",
+                    "from_status": held_from,
                     "to_status": target,
                     "reason": reason,
                     "created_at": now,
@@ -344,4 +361,6 @@ async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionReque
         notify.append("timer")
     for key in notify:
         svc.hub.notify(key)
+    if held or kind == "resume_sleep":
+        return p.TransitionResponse(status=target, suspended=False, held=held, revision=run["revision"])  # type: ignore[arg-type]
     return p.TransitionResponse(status=target, suspended=True)  # type: ignore[arg-type]

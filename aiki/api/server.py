@@ -41,6 +41,9 @@ def _create_app(services: Services, iam: Iam | None) -> Litestar:
     return create_app(services, iam=iam)
 
 
+MAX_SLEEP_HOLD = timedelta(seconds=30)
+
+
 def server(
     db: Database | None = None,
     *,
@@ -93,7 +96,7 @@ def server(
         max_recoveries=max_recoveries,
         max_payload_bytes=max_payload_bytes,
         stall_after_ms=_stall_after_ms(stall_after),
-        sleep_hold_max_ms=_non_negative_ms(sleep_hold_max, "sleep_hold_max"),
+        sleep_hold_max_ms=_hold_ms(sleep_hold_max),
     )
     return AikiServer(db or Database(DEFAULT_URL), settings, iam, pg_listen=pg_listen, redis_url=redis_url)
 
@@ -113,7 +116,8 @@ def _stall_after_ms(stall_after: timedelta | None) -> int:
     return int(stall_after.total_seconds() * 1000)
 
 
-def _non_negative_ms(value: timedelta, name: str) -> int:
-    if value < timedelta(0):
-        raise ValueError(f"{name} must not be negative")
+def _hold_ms(value: timedelta) -> int:
+    # A held sleep parks its executor's resume request until the sleep's end; keep that short.
+    if not timedelta(0) <= value <= MAX_SLEEP_HOLD:
+        raise ValueError(f"sleep_hold_max must be between 0 and {MAX_SLEEP_HOLD.total_seconds():.0f} seconds")
     return int(value.total_seconds() * 1000)

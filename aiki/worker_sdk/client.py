@@ -67,6 +67,8 @@ _JSON = {"content-type": "application/json"}
 _POLL_MARGIN_S = 15.0
 _POLL_SLICE_MS = 20_000
 _EMPTY = msgspec.json.encode({})
+# A held sleep's resume is answered when the sleep ends (at most the server's 30 s hold limit).
+_PARKED_TIMEOUT_S = 30 + _POLL_MARGIN_S
 
 
 def error_from_response(response: httpx.Response) -> AikiError:
@@ -287,6 +289,10 @@ class Client:
         """``POST /runs/{id}/transition``."""
         if self._port is not None:
             return await self._port.transition(run_id, request)
+        if request.kind == "resume_sleep":
+            # The server answers it at the sleep's end: alone, so that it holds up no batch.
+            path = f"/runs/{run_id}/transition"
+            return await self.request("POST", path, TransitionResponse, request, timeout=_PARKED_TIMEOUT_S)
         if self._batcher is not None:
             op = encode_op("transition", run_id, request)
             if self._batcher.fits(op):

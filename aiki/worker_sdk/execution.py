@@ -424,8 +424,6 @@ class Execution:
         # A sleep already recorded as sleeping keeps its deadline: ask only for what remains.
         duration_ms = _ms(duration) if record is None else max(0, record.wake_at - now_ms())
         hold = record is None and self._may_hold_for(duration_ms)
-        loop = asyncio.get_running_loop()
-        ends_at = loop.time() + duration_ms / 1000
         request = TransitionRequest(
             revision=self.revision, kind="sleep", sleep_name=name, sleep_seq=seq, duration_ms=duration_ms, hold=hold
         )
@@ -433,8 +431,8 @@ class Execution:
             if await self._transition(request):
                 raise _Suspend
             return SleepResult(cancelled=False)
-        # A short sleep on a worker with slots to spare: wait here and carry on, without a claim
-        # and a replay. The sleep is recorded all the same; were this process lost, the server
+        # A short sleep on a worker with slots to spare: wait for it here and carry on, without a
+        # claim and a replay. The sleep is recorded all the same; were this process lost, the server
         # would wake the run shortly after the sleep's end and it would be replayed. While the run
         # is not `running` on the server (from the request to the resume's answer) heartbeats
         # leave it out, and ``holds`` changes at both ends so an answer to a beat sent before
@@ -445,7 +443,7 @@ class Execution:
             if response is None:
                 raise _Suspend
             if response.held:
-                await asyncio.sleep(max(0.0, ends_at - loop.time()))
+                # The server answers this at the sleep's end (at once if the run is cancelled or woken).
                 resume = TransitionRequest(revision=self.revision, kind="resume_sleep", sleep_name=name, sleep_seq=seq)
                 if await self._send_transition(resume) is None:
                     raise _Suspend

@@ -498,9 +498,11 @@ class TransitionRequest(msgspec.Struct, omit_defaults=True):
       ``suspended=False`` with the child's record.
     * ``sleep`` with ``hold``: the executor asks to keep the run while it sleeps (a short sleep). If
       the server agrees it answers ``held=True``: the run is ``sleeping`` and stays leased to the
-      executor, which waits in memory and then sends ``resume_sleep`` (``sleep_name``,
-      ``sleep_seq``) to carry on. Should it never come, the server wakes the run itself a grace
-      period after the sleep's end, and it is claimed and replayed as after any sleep.
+      executor, which sends ``resume_sleep`` (``sleep_name``, ``sleep_seq``) at once; the server
+      answers it at the sleep's end (at once, refused, if the run was cancelled or woken
+      meanwhile) and the executor carries on. Should it never come, the server wakes the run
+      itself a grace period after the sleep's end, and it is claimed and replayed as after any
+      sleep.
     """
 
     revision: int

@@ -146,6 +146,38 @@ class RunRepository:
         )
         return await self.conn.fetchrow(sql, run_id, self.namespace_id, revision, reason, now, *values.values())
 
+    async def sleep_held(
+        self, run_id: str, revision: int, sleep: Mapping[str, Any], grace_ms: int | None, reason: str, now: int
+    ) -> int | None:
+        """PostgreSQL: a run held at ``revision`` starts sleep ``sleep`` (id, name, seq, wake_at) in
+        one statement: the sleep row (an existing one of that name and seq keeps its deadline), the
+        run ``sleeping`` until it, the history row. With ``grace_ms`` the sleep is held: the lease
+        stays with the executor and the run wakes on its own only ``grace_ms`` after the sleep.
+
+        Returns the sleep's end, or None when the executor is fenced.
+        """
+        return await self.conn.fetchval(  # type: ignore[no-any-return]
+            _SLEEP_HELD,
+            run_id,
+            self.namespace_id,
+            revision,
+            sleep["id"],
+            sleep["name"],
+            sleep["seq"],
+            sleep["wake_at"],
+            now,
+            grace_ms,
+            reason,
+        )
+
+    async def resume_held_sleep(self, run_id: str, revision: int, lease_until: int, reason: str, now: int) -> bool:
+        """PostgreSQL: a run sleeping at ``revision`` is ``running`` again, its sleep ``completed``,
+        in one statement; False when the run moved on (cancelled, woken, recovered ...)."""
+        found = await self.conn.fetchval(
+            _RESUME_HELD_SLEEP, run_id, self.namespace_id, revision, now, lease_until, reason
+        )
+        return found is not None
+
     async def exists(self, run_id: str) -> bool:
         found = await self.conn.fetchval(
             "SELECT 1 FROM runs WHERE id = $1 AND namespace_id = $2", run_id, self.namespace_id
@@ -290,6 +322,44 @@ class RunRepository:
         )
 
 
+# $9 (grace) NULL: an ordinary sleep (lease released); a number: a held one (see sleep_held).
+_SLEEP_HELD = """
+WITH r AS (
+  SELECT id, attempt FROM runs
+  WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND status = 'running' FOR UPDATE
+), s AS (
+  INSERT INTO sleeps (id, namespace_id, run_id, name, seq, status, wake_at, created_at)
+  SELECT $4::varchar, $2::varchar, r.id, $5::varchar, $6::int, 'sleeping', $7::bigint, $8::bigint FROM r
+  ON CONFLICT (run_id, name, seq) DO NOTHING RETURNING wake_at
+), w AS (
+  SELECT coalesce(
+    (SELECT wake_at FROM s),
+    (SELECT wake_at FROM sleeps WHERE run_id = $1 AND namespace_id = $2 AND name = $5 AND seq = $6)
+  ) AS wake_at
+), u AS (
+  UPDATE runs SET status = 'sleeping', updated_at = $8,
+    wake_at = (SELECT wake_at FROM w) + coalesce($9::bigint, 0),
+    lease_owner = CASE WHEN $9::bigint IS NULL THEN NULL ELSE runs.lease_owner END
+  FROM r WHERE runs.id = r.id RETURNING runs.id, runs.attempt
+), h AS (
+  INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at)
+  SELECT $2, u.id, u.attempt, 'running', 'sleeping', $10::text, $8 FROM u
+)
+SELECT (SELECT wake_at FROM w) FROM u
+"""
+_RESUME_HELD_SLEEP = """
+WITH r AS (
+  UPDATE runs SET status = 'running', updated_at = $4, wake_at = $5
+  WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND status = 'sleeping' RETURNING id, attempt
+), s AS (
+  UPDATE sleeps SET status = 'completed' FROM r
+  WHERE sleeps.run_id = r.id AND sleeps.namespace_id = $2 AND sleeps.status = 'sleeping'
+), h AS (
+  INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at)
+  SELECT $2, r.id, r.attempt, 'sleeping', 'running', $6::text, $4 FROM r
+)
+SELECT id FROM r
+"""
 _END_DUE_SLEEPS = """
 WITH due AS (
   SELECT id FROM runs WHERE wake_at IS NOT NULL AND wake_at <= $1 AND status = 'sleeping'

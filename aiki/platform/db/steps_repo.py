@@ -266,6 +266,18 @@ class StepRepository:
         )
         return int(value)
 
+    async def sleep_wake_at(self, run_id: str, name: str, seq: int) -> int | None:
+        """When sleep (name, seq) of the run ends, if it is still sleeping."""
+        value = await self.conn.fetchval(
+            "SELECT wake_at FROM sleeps WHERE run_id = $1 AND namespace_id = $2 AND name = $3 AND seq = $4 "
+            "AND status = 'sleeping'",
+            run_id,
+            self.namespace_id,
+            name,
+            seq,
+        )
+        return None if value is None else int(value)
+
     async def finish_sleeps(self, run_id: str, status: str, *, due_by: int | None = None) -> None:
         sql = "UPDATE sleeps SET status = $3 WHERE run_id = $1 AND namespace_id = $2 AND status = 'sleeping'"
         args: list[Any] = [run_id, self.namespace_id, status]

@@ -20,25 +20,29 @@ log = logging.getLogger("aiki.runtime.timers")
 async def run_timer_loop(svc: Services, stopping: asyncio.Event) -> None:
     backoff = 0.05
     next_sweep = 0
+    woken = False  # by a notification, rather than at the deadline it planned
     while not stopping.is_set():
         try:
             since = svc.hub.version("timer")
-            while True:
-                handled = await fire_due(svc, now_ms())
-                if handled < 200:
-                    break
+            # Every new deadline wakes this loop, most of them far off: after such a wake-up one
+            # read says whether anything is due before the (heavier) pass that fires it.
+            upcoming = await next_wake_at(svc) if woken else now_ms()
+            if upcoming is not None and upcoming <= now_ms():
+                while await fire_due(svc, now_ms()) >= 200:
+                    pass
+                upcoming = await next_wake_at(svc)
             if now_ms() >= next_sweep:
                 # The stall sweep rides on this loop: it is a deadline too, only a coarse one.
                 while await stall_sweep(svc, now_ms()) >= 500:
                     pass
                 next_sweep = now_ms() + svc.settings.stall_sweep_interval_ms
-            upcoming = await next_wake_at(svc)
             poll = min(svc.settings.timer_poll_ms, max(1, next_sweep - now_ms()))
             delay_ms = poll if upcoming is None else max(0, min(poll, upcoming - now_ms()))
             backoff = 0.05
+            woken = False
             if delay_ms > 0:
                 started = time.monotonic()
-                await svc.hub.wait("timer", since, delay_ms / 1000)
+                woken = await svc.hub.wait("timer", since, delay_ms / 1000)
                 # A burst of notifications should not turn into a busy loop of queries.
                 if time.monotonic() - started < 0.001:
                     await asyncio.sleep(0.001)

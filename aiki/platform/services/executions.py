@@ -241,12 +241,73 @@ async def _transition_in_one_statement(
     return p.TransitionResponse(status=target, suspended=True)  # type: ignore[arg-type]
 
 
+async def _until_held_sleep_ends(svc: Services, ns: str, run_id: str, req: p.TransitionRequest) -> None:
+    """Park a ``resume_sleep`` until the sleep's end, or until the run changes (cancel, wake ...).
+
+    The executor sends it as soon as the server holds the sleep: the answer then leaves at the
+    sleep's end from a server that is already waiting, rather than starting a round trip then.
+    """
+    key = f"run:{run_id}"
+    while True:
+        since = svc.hub.version(key)
+        async with svc.db.raw_read() as conn:
+            wake_at = await StepRepository(conn, ns).sleep_wake_at(run_id, req.sleep_name or "", req.sleep_seq or 0)
+        if wake_at is None:
+            return  # not sleeping any more (cancelled, woken, ...): the transition says what happened
+        delay_s = (wake_at - now_ms()) / 1000
+        if delay_s <= 0 or not await svc.hub.wait(key, since, delay_s):
+            return  # the sleep is over
+        # The run changed (or another process echoed an earlier change): look again.
+
+
+async def _sleep_in_one_statement(
+    svc: Services, ns: str, run_id: str, req: p.TransitionRequest
+) -> p.TransitionResponse | None:
+    """PostgreSQL: ``sleep`` (held or not) and ``resume_sleep`` in one statement each. None: fenced
+    (the general path says how)."""
+    _require(req, "sleep_name", "sleep_seq")
+    now = now_ms()
+    name, seq = req.sleep_name or "", req.sleep_seq or 0
+    async with svc.db.raw_read() as conn:
+        runs = RunRepository(conn, ns)
+        if req.kind == "resume_sleep":
+            reason = f"sleep {name!r} ended (held by its executor)"
+            if not await runs.resume_held_sleep(run_id, req.revision, now + svc.settings.lease_ttl_ms, reason, now):
+                return None
+            svc.hub.notify(f"run:{run_id}")
+            return p.TransitionResponse(status="running", suspended=False, revision=req.revision)
+        duration = max(0, req.duration_ms or 0)
+        held = _holds(svc, req, duration)
+        sleep = {"id": new_id(), "name": name, "seq": seq, "wake_at": now + duration}
+        reason = f"sleeping {name!r}" + (" (held by its executor)" if held else "")
+        grace = svc.settings.sleep_hold_grace_ms if held else None
+        if await runs.sleep_held(run_id, req.revision, sleep, grace, reason, now) is None:
+            return None
+    svc.hub.notify(f"run:{run_id}")
+    svc.hub.notify("timer")
+    if held:
+        return p.TransitionResponse(status="sleeping", suspended=False, held=True, revision=req.revision)
+    return p.TransitionResponse(status="sleeping", suspended=True)
+
+
+def _holds(svc: Services, req: p.TransitionRequest, duration_ms: int) -> bool:
+    """Whether the server lets the executor hold this sleep (it asked, and it is short enough)."""
+    hold_max = svc.settings.sleep_hold_max_ms
+    return req.hold and bool(hold_max) and duration_ms <= hold_max
+
+
 async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionRequest) -> p.TransitionResponse:
+    if req.kind == "resume_sleep":
+        await _until_held_sleep_ends(svc, ns, run_id, req)
     if req.task is not None:
         # Exactly what a separate record request would do, first; a refusal refuses the whole.
         await record_task(svc, ns, run_id, req.task)
     if svc.db.is_postgres and req.kind in _ONE_STATEMENT_KINDS:
         done = await _transition_in_one_statement(svc, ns, run_id, req)
+        if done is not None:
+            return done
+    if svc.db.is_postgres and req.kind in ("sleep", "resume_sleep"):
+        done = await _sleep_in_one_statement(svc, ns, run_id, req)
         if done is not None:
             return done
     now = now_ms()
@@ -322,8 +383,7 @@ async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionReque
             )
             values.update(wake_at=wake_at)
             reason = f"sleeping {req.sleep_name!r}"
-            hold_max = svc.settings.sleep_hold_max_ms
-            if req.hold and hold_max and wake_at - now <= hold_max:
+            if _holds(svc, req, wake_at - now):
                 # The executor keeps the run (its lease stands) and resumes it itself; the server
                 # steps in only a grace period after the sleep should have ended.
                 held = True

@@ -12,7 +12,15 @@ import pytest
 
 from aiki import Run, client, task, worker, workflow
 from aiki.worker_sdk.client import Client
-from aiki.worker_sdk.protocol import RecordTaskRequest, TransitionRequest
+from aiki.worker_sdk.errors import StaleRevisionError, UnexpectedResponseError
+from aiki.worker_sdk.protocol import (
+    ClaimRequest,
+    RecordTaskRequest,
+    RegisterWorkerRequest,
+    TransitionRequest,
+    VersionRef,
+    VersionSpec,
+)
 
 from .helpers import API, LEDGER, WAIT, new_key
 
@@ -193,3 +201,77 @@ async def test_a_large_record_is_sent_on_its_own(aiki: Any, wclient: Client) -> 
         ("record", "defer-big-step"): 1,  # the large one went first, on its own
         ("transition", "complete"): 1,
     }
+
+
+# -- a completion carrying its last record: one write, with the record's own rules ---------------
+
+
+async def _claimed_defer_run(aiki: Any) -> Any:
+    """A ``defer-three`` run claimed by a registered (idle) worker id: its activation."""
+    worker_id = f"defer-claimer-{new_key()}"
+    await aiki.client.register_worker(
+        RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[VersionSpec("defer-three", "1.0.0")])
+    )
+    handle = await defer_v1.start(aiki.client, new_key())
+    claim = await aiki.client.claim(
+        ClaimRequest(worker_id=worker_id, versions=[VersionRef("defer-three", "1.0.0")], max_runs=1, wait_ms=5000)
+    )
+    [activation] = claim.activations
+    assert activation.run_id == handle.id
+    return activation
+
+
+def _step(revision: int, output: int, *, attempts: int = 1) -> RecordTaskRequest:
+    return RecordTaskRequest(
+        revision=revision,
+        address="defer-step:x",
+        seq=0,
+        name="defer-step",
+        status="completed",
+        attempts=attempts,
+        output=output,
+    )
+
+
+async def _state(aiki: Any, run_id: str) -> tuple[str, list[tuple[int, str, Any]]]:
+    detail = (await aiki.http.get(f"{API}/runs/{run_id}/detail")).json()
+    return detail["run"]["status"], [(t["seq"], t["status"], t["output"]) for t in detail["tasks"]]
+
+
+async def test_a_carried_record_and_its_completion_are_written_together(aiki: Any) -> None:
+    act = await _claimed_defer_run(aiki)
+    answer = await aiki.client.transition(
+        act.run_id, TransitionRequest(revision=act.revision, kind="complete", output=7, task=_step(act.revision, 6))
+    )
+    assert answer.status == "completed"
+    assert await _state(aiki, act.run_id) == ("completed", [(0, "completed", 6)])
+
+
+async def test_a_carried_record_that_conflicts_refuses_the_completion(aiki: Any) -> None:
+    act = await _claimed_defer_run(aiki)
+    await aiki.client.record_task(act.run_id, _step(act.revision, 6))
+    # Another outcome for the same entry (a second attempt's) cannot be recorded over the first.
+    late = _step(act.revision, 8, attempts=2)
+    with pytest.raises(UnexpectedResponseError) as refused:
+        await aiki.client.transition(
+            act.run_id, TransitionRequest(revision=act.revision, kind="complete", output=7, task=late)
+        )
+    assert (refused.value.status, refused.value.problem_code) == (409, "task_conflict")
+    # Nothing moved: the run is still held and the first outcome stands.
+    assert await _state(aiki, act.run_id) == ("running", [(0, "completed", 6)])
+    # The same outcome again (a retried write) is accepted, and the completion goes through.
+    answer = await aiki.client.transition(
+        act.run_id, TransitionRequest(revision=act.revision, kind="complete", output=7, task=_step(act.revision, 6))
+    )
+    assert answer.status == "completed"
+    assert await _state(aiki, act.run_id) == ("completed", [(0, "completed", 6)])
+
+
+async def test_a_fenced_completion_writes_not_its_carried_record(aiki: Any) -> None:
+    act = await _claimed_defer_run(aiki)
+    stale = act.revision - 1
+    with pytest.raises(StaleRevisionError):
+        await aiki.client.transition(
+            act.run_id, TransitionRequest(revision=stale, kind="complete", output=7, task=_step(stale, 6))
+        )
+    assert await _state(aiki, act.run_id) == ("running", [])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from aiki.platform.db.hot_pool import HotPool
 from aiki.platform.db.raw import RawConn
 
 DEFAULT_URL = "sqlite+aiosqlite:///aiki.db"
@@ -54,8 +54,7 @@ class Database:
         self._lock: asyncio.Lock | None = None
         self._engine: AsyncEngine | None = None
         self._pool_size = pool_size
-        self._pool: Any = None
-        self._pool_lock: asyncio.Lock | None = None
+        self._pool: HotPool | None = None
         self._echo = echo
 
     @property
@@ -126,9 +125,13 @@ class Database:
     async def raw_transaction(self) -> AsyncIterator[RawConn]:
         """One transaction on the driver connection, for the hot path (see ``raw.py``)."""
         if self.is_postgres:
-            pool = await self._asyncpg_pool()
-            async with pool.acquire() as driver, driver.transaction():
-                yield RawConn(driver, self.dialect)
+            pool = self._hot_pool()
+            driver = await pool.acquire()
+            try:
+                async with driver.transaction():
+                    yield RawConn(driver, self.dialect)
+            finally:
+                pool.release(driver)
             return
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -146,28 +149,20 @@ class Database:
     async def raw_read(self) -> AsyncIterator[RawConn]:
         """A driver connection for reads outside any transaction."""
         if self.is_postgres:
-            pool = await self._asyncpg_pool()
-            async with pool.acquire() as driver:
+            pool = self._hot_pool()
+            driver = await pool.acquire()
+            try:
                 yield RawConn(driver, self.dialect)
+            finally:
+                pool.release(driver)
             return
         async with self.engine.connect() as conn:
             driver = await _driver(conn)
             yield RawConn(driver, self.dialect)
 
-    async def _asyncpg_pool(self) -> Any:
+    def _hot_pool(self) -> HotPool:
         if self._pool is None:
-            if self._pool_lock is None:
-                self._pool_lock = asyncio.Lock()
-            async with self._pool_lock:
-                if self._pool is None:
-                    import asyncpg
-
-                    self._pool = await asyncpg.create_pool(
-                        self.driver_dsn,
-                        min_size=1,
-                        max_size=self._pool_size,
-                        connection_class=_connection_class(),
-                    )
+            self._pool = HotPool(self.driver_dsn, max_size=self._pool_size)
         return self._pool
 
     @property
@@ -187,25 +182,6 @@ class Database:
             await self._engine.dispose()
             self._engine = None
         self._lock = None
-
-
-@functools.cache
-def _connection_class() -> Any:
-    import asyncpg
-
-    class HotPathConnection(asyncpg.Connection):  # type: ignore[misc]
-        """A pool connection released without asyncpg's reset query.
-
-        asyncpg sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on every
-        release: one more round trip per transaction. The hot path's connections never take
-        session advisory locks, open cursors, LISTEN or SET anything, so there is nothing to
-        reset; an open transaction is still rolled back by the pool on release.
-        """
-
-        def get_reset_query(self) -> str:
-            return ""
-
-    return HotPathConnection
 
 
 async def _driver(conn: AsyncConnection) -> Any:

@@ -146,6 +146,66 @@ class RunRepository:
         )
         return await self.conn.fetchrow(sql, run_id, self.namespace_id, revision, reason, now, *values.values())
 
+    async def finish_held_with_task(
+        self,
+        run_id: str,
+        revision: int,
+        values: Mapping[str, Any],
+        reason: str | None,
+        now: int,
+        task: Mapping[str, Any],
+    ) -> Row | None:
+        """PostgreSQL: ``finish_held`` and the upsert of the run's last task record (``task``, the
+        columns of ``StepRepository.upsert_task``) in one statement.
+
+        The run moves only when the record can be written: when a finished entry already holds the
+        task's address and seq, nothing changes and None is returned, so the caller takes the
+        general path (record, then transition), which tells a retried write from a conflict. The
+        row returned carries ``recorded``.
+        """
+        columns = tuple(values)
+        sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=6))
+        status_at = 6 + columns.index("status")
+        t = 6 + len(columns)  # the task's parameters follow the run's
+        sql = (
+            f"WITH u AS (UPDATE runs SET {sets} WHERE id = $1 AND namespace_id = $2 AND revision = $3 "
+            "AND status = 'running' AND parent_run_id IS NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM tasks WHERE run_id = $1 AND address = ${t + 1}::varchar "
+            f"AND seq = ${t + 2}::int AND status NOT IN ('discarded', 'awaiting_retry')) "
+            f"RETURNING {RUN_COLUMNS}), "
+            "h AS (INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
+            f"SELECT $2, u.id, u.attempt, 'running', ${status_at}, $4::text, $5::bigint FROM u), "
+            "ins AS (INSERT INTO tasks (id, namespace_id, run_id, address, seq, name, status, attempts, input, "
+            "output, error, next_attempt_at, created_at, updated_at) "
+            f"SELECT ${t}::varchar, $2, u.id, ${t + 1}::varchar, ${t + 2}::int, ${t + 3}::varchar, "
+            f"${t + 4}::varchar, ${t + 5}::int, ${t + 6}::text, ${t + 7}::text, ${t + 8}::text, ${t + 9}::bigint, "
+            "$5::bigint, $5::bigint FROM u "
+            "ON CONFLICT (run_id, address, seq) WHERE status <> 'discarded' DO UPDATE SET "
+            "status = excluded.status, attempts = excluded.attempts, output = excluded.output, "
+            "error = excluded.error, next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
+            "WHERE tasks.status = 'awaiting_retry' RETURNING id) "
+            "SELECT u.*, (SELECT count(*) FROM ins) AS recorded FROM u"
+        )
+        return await self.conn.fetchrow(
+            sql,
+            run_id,
+            self.namespace_id,
+            revision,
+            reason,
+            now,
+            *values.values(),
+            task["id"],
+            task["address"],
+            task["seq"],
+            task["name"],
+            task["status"],
+            task["attempts"],
+            task["input"],
+            task["output"],
+            task["error"],
+            task["next_attempt_at"],
+        )
+
     async def sleep_held(
         self, run_id: str, revision: int, sleep: Mapping[str, Any], grace_ms: int | None, reason: str, now: int
     ) -> int | None:

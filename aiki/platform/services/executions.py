@@ -149,10 +149,9 @@ async def _fence_failed(runs: RunRepository, run_id: str, revision: int) -> Stal
     return StaleRevision(run_id, revision) if await runs.exists(run_id) else RunNotFound(run_id)
 
 
-async def record_task(svc: Services, ns: str, run_id: str, req: p.RecordTaskRequest) -> p.RecordTaskResponse:
-    now = now_ms()
-    lease_until = now + svc.settings.lease_ttl_ms
-    values = {
+def _task_values(req: p.RecordTaskRequest, now: int) -> dict[str, Any]:
+    """The ``tasks`` row a record request writes."""
+    return {
         "id": new_id(),
         "address": req.address,
         "seq": req.seq,
@@ -166,6 +165,12 @@ async def record_task(svc: Services, ns: str, run_id: str, req: p.RecordTaskRequ
         "created_at": now,
         "updated_at": now,
     }
+
+
+async def record_task(svc: Services, ns: str, run_id: str, req: p.RecordTaskRequest) -> p.RecordTaskResponse:
+    now = now_ms()
+    lease_until = now + svc.settings.lease_ttl_ms
+    values = _task_values(req, now)
     if svc.db.is_postgres:
         # One statement, one round trip: fence + lease extension when due + upsert (StepRepository).
         extend_below = now + svc.settings.lease_ttl_ms // 2
@@ -215,7 +220,8 @@ async def _transition_in_one_statement(
     svc: Services, ns: str, run_id: str, req: p.TransitionRequest
 ) -> p.TransitionResponse | None:
     """PostgreSQL, for a top-level run and a kind that reads nothing first: fence, update and
-    history in one statement (``RunRepository.finish_held``). None: take the general path."""
+    history in one statement (``RunRepository.finish_held``), with the task record the request
+    carries (``finish_held_with_task``). None: take the general path."""
     now = now_ms()
     kind = req.kind
     target = run_states.next_status(kind, "running")
@@ -230,9 +236,19 @@ async def _transition_in_one_statement(
         values.update(wake_at=req.wake_at or now)
         reason = "task retry scheduled"
     async with svc.db.raw_read() as conn:
-        row = await RunRepository(conn, ns).finish_held(run_id, req.revision, values, reason, now)
+        runs = RunRepository(conn, ns)
+        if req.task is None:
+            row = await runs.finish_held(run_id, req.revision, values, reason, now)
+        else:
+            row = await runs.finish_held_with_task(
+                run_id, req.revision, values, reason, now, _task_values(req.task, now)
+            )
+            if row is not None and not row["recorded"]:
+                # Only the executor holding the revision writes tasks, so the entry that kept this
+                # record out was written by this very executor since the statement began.
+                await _check_recorded(StepRepository(conn, ns), run_id, req.task)
     if row is None:
-        return None  # fenced (the general path says how) or a child run
+        return None  # fenced (the general path says how), a child run, or a recorded task entry
     if run_states.is_terminal(target):
         svc.remember_terminal(ns, run_view(row))
     svc.hub.notify(f"run:{run_id}")
@@ -299,11 +315,17 @@ def _holds(svc: Services, req: p.TransitionRequest, duration_ms: int) -> bool:
 async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionRequest) -> p.TransitionResponse:
     if req.kind == "resume_sleep":
         await _until_held_sleep_ends(svc, ns, run_id, req)
+    one_statement = svc.db.is_postgres and req.kind in _ONE_STATEMENT_KINDS
+    if one_statement and req.task is not None:
+        # The record and the transition together; None when either needs the general path.
+        done = await _transition_in_one_statement(svc, ns, run_id, req)
+        if done is not None:
+            return done
     if req.task is not None:
         # Exactly what a separate record request would do, first; a refusal refuses the whole.
         await record_task(svc, ns, run_id, req.task)
-    if svc.db.is_postgres and req.kind in _ONE_STATEMENT_KINDS:
-        done = await _transition_in_one_statement(svc, ns, run_id, req)
+    if one_statement:
+        done = await _transition_in_one_statement(svc, ns, run_id, msgspec.structs.replace(req, task=None))
         if done is not None:
             return done
     if svc.db.is_postgres and req.kind in ("sleep", "resume_sleep"):

@@ -45,6 +45,20 @@ def _insert_started_sql(columns: tuple[str, ...]) -> str:
 
 
 @functools.lru_cache(maxsize=256)
+def _insert_claimed_sql(columns: tuple[str, ...]) -> str:
+    # PostgreSQL: a run inserted as claimed, and the history of both steps, in one statement.
+    index = {c: i for i, c in enumerate(columns, start=2)}
+    reason = len(columns) + 2
+    attempt, created = f"${index['attempt']}::int", f"${index['created_at']}::bigint"
+    return (
+        f"WITH r AS ({_insert_sql(columns)} RETURNING id) "
+        "INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
+        f"SELECT $1, r.id, {attempt}, NULL, 'queued', NULL, {created} FROM r UNION ALL "
+        f"SELECT $1, r.id, {attempt}, 'queued', 'running', ${reason}::text, {created} FROM r"
+    )
+
+
+@functools.lru_cache(maxsize=256)
 def _update_sql(columns: tuple[str, ...]) -> str:
     sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
     return f"UPDATE runs SET {sets} WHERE id = $1 AND namespace_id = $2"
@@ -89,6 +103,50 @@ class RunRepository:
                 }
             ]
         )
+
+    async def insert_claimed(self, values: Mapping[str, Any], reason: str) -> None:
+        """Insert a new run already claimed (``values`` say by whom) and the history of both
+        steps: ``None`` → ``queued``, then ``queued`` → ``running`` for ``reason``."""
+        if self.conn.is_postgres:
+            await self.conn.execute(_insert_claimed_sql(tuple(values)), self.namespace_id, *values.values(), reason)
+            return
+        await self.insert(values)
+        base = {"run_id": values["id"], "attempt": values["attempt"], "created_at": values["created_at"]}
+        await self.add_history(
+            [
+                {**base, "from_status": None, "to_status": "queued"},
+                {**base, "from_status": "queued", "to_status": "running", "reason": reason},
+            ]
+        )
+
+    async def requeue_unstarted(self, run_id: str, worker_id: str, reason: str, now: int) -> bool:
+        """A run handed to ``worker_id`` that never received it goes back to the queue, as if never
+        claimed (the revision still moves on, fencing any write from that claim)."""
+        row = await self.conn.fetchrow(
+            "UPDATE runs SET status = 'queued', revision = revision + 1, lease_owner = NULL, wake_at = NULL, "
+            "queued_at = $4, updated_at = $4, started_at = NULL, deadline_at = NULL "
+            "WHERE id = $1 AND namespace_id = $2 AND status = 'running' AND revision = 1 AND lease_owner = $3 "
+            "RETURNING attempt",
+            run_id,
+            self.namespace_id,
+            worker_id,
+            now,
+        )
+        if row is None:
+            return False
+        await self.add_history(
+            [
+                {
+                    "run_id": run_id,
+                    "attempt": row["attempt"],
+                    "from_status": "running",
+                    "to_status": "queued",
+                    "reason": reason,
+                    "created_at": now,
+                }
+            ]
+        )
+        return True
 
     async def get(self, run_id: str, *, lock: bool = False) -> Row | None:
         suffix = " FOR UPDATE" if lock and self.conn.is_postgres else ""

@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 CHANNEL = "aiki_wake"
 
@@ -40,7 +41,7 @@ class WakeHub:
 
     def __init__(self) -> None:
         self._versions: defaultdict[str, int] = defaultdict(int)
-        self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._waiters: defaultdict[str, set[asyncio.Future[Any]]] = defaultdict(set)
         self._forwarders: list[Callable[[str], None]] = []
 
     def version(self, key: str) -> int:
@@ -79,13 +80,17 @@ class WakeHub:
             self.deliver(key)
         self.deliver("timer")
 
-    async def wait(self, key: str, since: int, timeout: float) -> bool:
-        """Wait until ``key`` is notified after version ``since``; False on timeout."""
+    async def wait(self, key: str, since: int, timeout: float, future: asyncio.Future[Any] | None = None) -> bool:
+        """Wait until ``key`` is notified after version ``since``; False on timeout.
+
+        With ``future``, wait on that one: a notification sets it to None, and whoever else holds
+        it may set another result (after :meth:`forget`, so no notification gets there first).
+        """
         if self._versions[key] != since:
             return True
         if timeout <= 0:
             return False
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = future if future is not None else asyncio.get_running_loop().create_future()
         self._waiters[key].add(fut)
         try:
             await asyncio.wait_for(fut, timeout)
@@ -93,11 +98,15 @@ class WakeHub:
         except TimeoutError:
             return False
         finally:
-            waiters = self._waiters.get(key)
-            if waiters is not None:
-                waiters.discard(fut)
-                if not waiters:
-                    del self._waiters[key]
+            self.forget(key, fut)
+
+    def forget(self, key: str, future: asyncio.Future[Any]) -> None:
+        """``future`` no longer waits on ``key``."""
+        waiters = self._waiters.get(key)
+        if waiters is not None:
+            waiters.discard(future)
+            if not waiters:
+                del self._waiters[key]
 
 
 class PgListener:

@@ -16,6 +16,7 @@ from aiki.platform.db.engine import Database
 from aiki.platform.db.wakeups import WakeHub
 from aiki.platform.domain.errors import InputInvalid, NotFound, WorkflowNotFound
 from aiki.platform.domain.settings import Settings
+from aiki.platform.services.handoff import ClaimExchange
 from aiki.worker_sdk import protocol as p
 
 # A worker re-registering a version with a new schema reaches other processes within this time.
@@ -63,8 +64,10 @@ class Services:
         self.db = db
         self.settings = settings or Settings()
         self.hub = hub or WakeHub()
+        self.claims = ClaimExchange()
         self._versions: dict[tuple[str, str, str], VersionInfo] = {}
         self._terminal: dict[tuple[str, str], p.RunView] = {}
+        self._started: dict[tuple[str, str], tuple[int, p.RunView]] = {}
         self.clock: Callable[[], int] | None = None
 
     def remember_terminal(self, namespace_id: str, view: p.RunView) -> None:
@@ -75,6 +78,27 @@ class Services:
 
     def terminal_view(self, namespace_id: str, run_id: str) -> p.RunView | None:
         return self._terminal.get((namespace_id, run_id))
+
+    def remember_started(self, namespace_id: str, view: p.RunView, since: int) -> None:
+        """Keep the view of a run this process just inserted, with the version its ``run:`` key
+        had before the insert (``since``).
+
+        Until that key is notified the run is known to be as inserted (every status change
+        notifies it), so a result long-poll arriving right after the start need not read it.
+        """
+        self._started[(namespace_id, view.id)] = (since, view)
+        if len(self._started) > _TERMINAL_VIEWS:
+            del self._started[next(iter(self._started))]
+
+    def started_view(self, namespace_id: str, run_id: str) -> tuple[int, p.RunView] | None:
+        """The view kept by :meth:`remember_started` while its ``run:`` key is not notified since."""
+        kept = self._started.get((namespace_id, run_id))
+        if kept is None:
+            return None
+        if kept[0] != self.hub.version(f"run:{run_id}"):
+            del self._started[(namespace_id, run_id)]
+            return None
+        return kept
 
     def forget_version(self, namespace_id: str, workflow: str, version: str) -> None:
         self._versions.pop((namespace_id, workflow, version), None)

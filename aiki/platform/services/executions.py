@@ -70,17 +70,32 @@ async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
     limit = max(1, min(req.max_runs, svc.settings.claim_batch_limit))
     deadline = time.monotonic() + max(0, req.wait_ms) / 1000
     key = f"ready:{ns}"
+    claims = svc.claims
+    # Right after a claim that found nothing and was then handed a run, nothing else is queued.
+    skip_look = claims.nothing_since(ns, req.worker_id, versions, pools, svc.hub.version(key))
     while True:
         since = svc.hub.version(key)
-        activations = await _claim_once(svc, ns, req.worker_id, versions, pools, limit)
+        activations = [] if skip_look else await _claim_once(svc, ns, req.worker_id, versions, pools, limit)
+        skip_look = False
         remaining = deadline - time.monotonic()
         if activations or remaining <= 0 or not versions:
+            if not activations and versions:
+                claims.found_nothing(ns, req.worker_id, versions, pools, since)
             return p.ClaimResponse(activations=activations)
-        # Look again now and then in case a wake-up from another process was missed.
-        await svc.hub.wait(key, since, min(remaining, RECHECK_S))
+        # While it waits, a run started in this process may be handed to it (handoff.py). Look
+        # again now and then in case a wake-up from another process was missed.
+        offer = claims.park(ns, req.worker_id, versions, pools)
+        try:
+            await svc.hub.wait(key, since, min(remaining, RECHECK_S), offer.future)
+        finally:
+            claims.withdraw(offer)
+        handed = offer.future.result() if offer.future.done() and not offer.future.cancelled() else None
+        if handed is not None:
+            claims.found_nothing(ns, req.worker_id, versions, pools, since)
+            return p.ClaimResponse(activations=[handed])
 
 
-_EMPTY_STATE: dict[str, list[Any]] = {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []}
+EMPTY_STATE: dict[str, list[Any]] = {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []}
 
 
 async def _claim_once(
@@ -104,35 +119,37 @@ async def _claim_once(
         bare = {r["id"] for r in claimed if r["revision"] == 1 and r.get("has_events", True) is False}
         to_read = [r["id"] for r in claimed if r["id"] not in bare]
         state = await StepRepository(conn, ns).state_for(to_read, first_claims=first)
-        state.update({run_id: _EMPTY_STATE for run_id in bare})
+        state.update({run_id: EMPTY_STATE for run_id in bare})
     if any(r["deadline_at"] is not None for r in claimed):
         svc.hub.notify("timer")
-    activations = []
-    for r in claimed:
-        s = state[r["id"]]
-        activations.append(
-            p.Activation(
-                run_id=r["id"],
-                revision=r["revision"],
-                workflow=r["workflow_name"],
-                version=r["version"],
-                attempt=r["attempt"],
-                input=msgspec.Raw(r["input"].encode()),
-                lease_ttl_ms=ttl,
-                tasks=[task_record(t) for t in s["tasks"]],
-                events=[event_record(e) for e in s["events"]],
-                sleeps=[
-                    p.SleepRecord(name=x["name"], seq=x["seq"], status=x["status"], wake_at=x["wake_at"])
-                    for x in s["sleeps"]
-                ],
-                wait_timeouts=[p.WaitTimeoutRecord(name=w["name"], seq=w["seq"]) for w in s["wait_timeouts"]],
-                retry=retry_policy(r["retry"]),
-                reference_id=r["reference_id"],
-                children=[child_record(c) for c in s["children"]],
-                deadline_at=r["deadline_at"],
-            )
-        )
-    return activations
+    if not svc.db.is_postgres:
+        # Each run changed status (PostgreSQL's trigger announces that; SQLite has none).
+        for r in claimed:
+            svc.hub.notify(f"run:{r['id']}")
+    return [activation(r, state[r["id"]], ttl) for r in claimed]
+
+
+def activation(r: Any, s: dict[str, list[Any]], lease_ttl_ms: int) -> p.Activation:
+    """What the executor of a claimed run needs: the run as claimed (``r``) and its state ``s``."""
+    return p.Activation(
+        run_id=r["id"],
+        revision=r["revision"],
+        workflow=r["workflow_name"],
+        version=r["version"],
+        attempt=r["attempt"],
+        input=msgspec.Raw(r["input"].encode()),
+        lease_ttl_ms=lease_ttl_ms,
+        tasks=[task_record(t) for t in s["tasks"]],
+        events=[event_record(e) for e in s["events"]],
+        sleeps=[
+            p.SleepRecord(name=x["name"], seq=x["seq"], status=x["status"], wake_at=x["wake_at"]) for x in s["sleeps"]
+        ],
+        wait_timeouts=[p.WaitTimeoutRecord(name=w["name"], seq=w["seq"]) for w in s["wait_timeouts"]],
+        retry=retry_policy(r["retry"]),
+        reference_id=r["reference_id"],
+        children=[child_record(c) for c in s["children"]],
+        deadline_at=r["deadline_at"],
+    )
 
 
 async def heartbeat(svc: Services, ns: str, req: p.HeartbeatRequest) -> p.HeartbeatResponse:

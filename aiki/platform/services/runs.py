@@ -19,6 +19,8 @@ from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pool
 from aiki.platform.services.children import cancel_descendants, end_run, notify_parent
 from aiki.platform.services.context import Services, check_payload
+from aiki.platform.services.executions import EMPTY_STATE, activation
+from aiki.platform.services.handoff import Offer
 from aiki.platform.services.views import history_entry, run_view
 from aiki.worker_sdk import protocol as p
 
@@ -36,6 +38,7 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
     delayed = req.delay_ms is not None and req.delay_ms > 0
     status = run_states.next_status("start_delayed" if delayed else "start", None)
     run_id = new_id()
+    since = svc.hub.version(f"run:{run_id}")  # for remember_started: taken before the insert
     values: dict[str, Any] = {
         "id": run_id,
         "workflow_name": req.workflow,
@@ -56,6 +59,13 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
         "created_at": now,
         "updated_at": now,
     }
+    # A claimer of this process waiting for such a run gets it directly (handoff.py); a run
+    # with a reference id may turn out to exist already, so it is queued as usual.
+    offer = None
+    if not delayed and req.reference_id is None:
+        offer = svc.claims.take(ns, req.workflow, req.version, values["pool"])
+    if offer is not None:
+        return await _start_handed(svc, ns, values, info.timeout_ms, offer, since)
     if req.reference_id is None and svc.db.is_postgres:
         # Nothing to look up first: the run and its history row in one statement, one round trip.
         async with svc.db.raw_read() as conn:
@@ -65,8 +75,14 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
         if existing is not None:
             return existing
     svc.hub.notify("timer" if delayed else f"ready:{ns}")
-    row = {
-        **values,
+    view = run_view(_new_row(ns, values))
+    svc.remember_started(ns, view, since)
+    return p.StartRunResponse(run=view, created=True)
+
+
+def _new_row(ns: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A run row as just inserted from ``values``: every other column at its default."""
+    return {
         "namespace_id": ns,
         "output": None,
         "error": None,
@@ -76,8 +92,55 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
         "parent_seq": None,
         "deadline_at": None,
         "resume_at": None,
+        **values,
     }
-    return p.StartRunResponse(run=run_view(row), created=True)
+
+
+async def _start_handed(
+    svc: Services, ns: str, values: dict[str, Any], timeout_ms: int | None, offer: Offer, since: int
+) -> p.StartRunResponse:
+    """Insert the run claimed by ``offer``'s worker, as its claim would, and hand it over."""
+    # The offer was withdrawn from the exchange; out of the hub too, so no wake-up completes it.
+    svc.hub.forget(f"ready:{ns}", offer.future)
+    now = values["created_at"]
+    ttl = svc.settings.lease_ttl_ms
+    values.update(
+        status="running",
+        revision=1,
+        lease_owner=offer.worker_id,
+        wake_at=now + ttl,
+        queued_at=None,
+        started_at=now,
+        # The execution deadline runs from the first claim, as ``RunRepository.claim`` sets it.
+        deadline_at=now + timeout_ms if timeout_ms is not None else None,
+    )
+    try:
+        async with svc.db.raw_transaction() if not svc.db.is_postgres else svc.db.raw_read() as conn:
+            await RunRepository(conn, ns).insert_claimed(values, f"claimed by {offer.worker_id}")
+    except BaseException:
+        if not offer.future.done():
+            offer.future.set_result(None)  # the claimer looks again
+        raise
+    if values["deadline_at"] is not None:
+        svc.hub.notify("timer")
+    row = _new_row(ns, values)
+    if offer.future.done():
+        # The claimer stopped waiting while the run was being inserted: back to the queue.
+        await _requeue_unstarted(svc, ns, values["id"], offer.worker_id)
+        async with svc.db.raw_read() as conn:
+            current = await RunRepository(conn, ns).get(values["id"])
+        return p.StartRunResponse(run=run_view(current or row), created=True)
+    view = run_view(row)
+    svc.remember_started(ns, view, since)
+    offer.future.set_result(activation(row, EMPTY_STATE, ttl))
+    return p.StartRunResponse(run=view, created=True)
+
+
+async def _requeue_unstarted(svc: Services, ns: str, run_id: str, worker_id: str) -> None:
+    reason = f"handed to {worker_id}, which had stopped waiting"
+    async with svc.db.raw_transaction() as conn:
+        await RunRepository(conn, ns).requeue_unstarted(run_id, worker_id, reason, now_ms())
+    svc.hub.notify(f"ready:{ns}")
 
 
 async def _insert_unless_referenced(
@@ -124,9 +187,16 @@ async def wait_for_run(svc: Services, ns: str, run_id: str, statuses: Iterable[s
     wanted = set(statuses) | run_states.TERMINAL
     deadline = time.monotonic() + max(0.0, timeout_s)
     key = f"run:{run_id}"
+    # A run this process just started and that has not changed since: known without a read, when
+    # that is only to decide to wait (an answer is always read).
+    started = svc.started_view(ns, run_id)
     while True:
-        since = svc.hub.version(key)
-        view = await get_run(svc, ns, run_id)
+        if started is not None and started[1].status not in wanted and deadline > time.monotonic():
+            since, view = started
+        else:
+            since = svc.hub.version(key)
+            view = await get_run(svc, ns, run_id)
+        started = None
         remaining = deadline - time.monotonic()
         if view.status in wanted or remaining <= 0:
             return view

@@ -1,6 +1,7 @@
 """The Aiki worker SDK: define workflows and tasks, start and drive runs, execute them in workers.
 
-Only ``httpx`` and ``msgspec`` (and the standard library) are imported, so a worker host stays light.
+Only ``aiohttp``, ``httpx`` and ``msgspec`` (and the standard library) are imported, so a worker host stays
+light.
 """
 
 from aiki.worker_sdk.client import Client, EventSender, RunHandle, client

@@ -18,11 +18,11 @@ from aiki.worker_sdk.errors import (
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
-    ServerUnavailableError,
     UnexpectedResponseError,
     UnexpectedStatusError,
     WaitTimeoutError,
 )
+from aiki.worker_sdk.http_backends import AiohttpBackend, HttpAnswer, HttpBackend, HttpxBackend
 from aiki.worker_sdk.protocol import (
     TERMINAL_STATUSES,
     BatchOutcome,
@@ -71,17 +71,17 @@ _EMPTY = msgspec.json.encode({})
 _PARKED_TIMEOUT_S = 30 + _POLL_MARGIN_S
 
 
-def error_from_response(response: httpx.Response) -> AikiError:
-    """Map an error response (problem+json, or anything else) to the SDK exception tree."""
+def error_from_response(answer: HttpAnswer) -> AikiError:
+    """Map an error answer (problem+json, or anything else) to the SDK exception tree."""
     try:
-        problem: Problem | None = msgspec.json.decode(response.content, type=Problem)
+        problem: Problem | None = msgspec.json.decode(answer.body, type=Problem)
     except (msgspec.DecodeError, msgspec.ValidationError):
         problem = None
     return error_from_problem(
-        response.status_code,
+        answer.status,
         problem,
-        fallback=response.text[:500] or response.reason_phrase,
-        retry_after=response.headers.get("retry-after"),
+        fallback=answer.body[:500].decode("utf-8", "replace") or answer.reason,
+        retry_after=answer.retry_after,
     )
 
 
@@ -93,7 +93,7 @@ class Client:
     record, transition ...) go to the server's local port instead (see ``transport.py``).
     """
 
-    def __init__(self, http: httpx.AsyncClient, port: LocalPort | None = None) -> None:
+    def __init__(self, http: HttpBackend, port: LocalPort | None = None) -> None:
         self._http = http
         self._port = port
         # Set when a server that takes batches registers this client's worker (HTTP only).
@@ -142,28 +142,13 @@ class Client:
                 ``ServerUnavailableError`` on connection errors and 5xx.
         """
         content = body if body is None or isinstance(body, bytes) else msgspec.json.encode(body)
-        kwargs: dict[str, Any] = {}
-        if timeout is not None:
-            kwargs["timeout"] = timeout
+        answer = await self._http.send(method, API_PREFIX + path, content, params, timeout)
+        if answer.status >= 400:
+            raise error_from_response(answer)
         try:
-            response = await self._http.request(
-                method,
-                API_PREFIX + path,
-                content=content,
-                headers=_JSON if content is not None else None,
-                params=params,
-                **kwargs,
-            )
-        except httpx.TransportError as e:
-            raise ServerUnavailableError(f"{type(e).__name__}: {e}") from e
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        try:
-            return msgspec.json.decode(response.content, type=response_type)
+            return msgspec.json.decode(answer.body, type=response_type)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            raise UnexpectedResponseError(
-                f"{method} {path}: cannot decode answer: {e}", status=response.status_code
-            ) from e
+            raise UnexpectedResponseError(f"{method} {path}: cannot decode answer: {e}", status=answer.status) from e
 
     # -- client API ---------------------------------------------------------------------------
 
@@ -343,18 +328,21 @@ def client(
     if handler is None and url is None and transport is None:
         raise ValueError("pass url=, handler= or transport=")
     port = None
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    if url is not None and transport is None:
+        # Over the network: aiohttp (see http_backends.py for why).
+        return Client(AiohttpBackend(url, headers, timeout.total_seconds()))
     if handler is not None:
         transport = httpx.ASGITransport(app=handler)
         # An embedded Aiki server answers the hot calls in-process (same checks, no HTTP).
         port = find_local_port(handler) if local_port else None
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     http = httpx.AsyncClient(
         base_url=url or "http://aiki",
         transport=transport,
         headers=headers,
         timeout=timeout.total_seconds(),
     )
-    return Client(http, port)
+    return Client(HttpxBackend(http), port)
 
 
 class EventSender:

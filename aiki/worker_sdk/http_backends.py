@@ -87,6 +87,8 @@ class AiohttpBackend:
                 timeout=aiohttp.ClientTimeout(total=self._timeout_s),
                 # The API sets no cookies a client needs; keeping none saves work per answer.
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # As httpx does: HTTP(S)_PROXY, NO_PROXY and .netrc apply.
+                trust_env=True,
             )
         return self._session
 
@@ -106,7 +108,9 @@ class AiohttpBackend:
         import aiohttp
 
         session = self._open()
-        kwargs: dict[str, Any] = {}
+        # A redirect is answered as itself (an unexpected response), never followed: following one
+        # would resend a POST as a bodiless GET, possibly to another host.
+        kwargs: dict[str, Any] = {"allow_redirects": False}
         if timeout is not None:
             kwargs["timeout"] = self._timeout(timeout)
         if body is not None:

@@ -75,6 +75,7 @@ class AiohttpBackend:
         self._timeout_s = timeout_s
         self._session: Any = None
         self._timeouts: dict[float, Any] = {}
+        self._proxy: dict[str, Any] = {}
 
     def _open(self) -> Any:
         import aiohttp
@@ -87,9 +88,8 @@ class AiohttpBackend:
                 timeout=aiohttp.ClientTimeout(total=self._timeout_s),
                 # The API sets no cookies a client needs; keeping none saves work per answer.
                 cookie_jar=aiohttp.DummyCookieJar(),
-                # As httpx does: HTTP(S)_PROXY, NO_PROXY and .netrc apply.
-                trust_env=True,
             )
+            self._proxy = _proxy_from_env(self._base)
         return self._session
 
     def _timeout(self, seconds: float) -> Any:
@@ -118,6 +118,8 @@ class AiohttpBackend:
             kwargs["headers"] = _JSON
         if params:
             kwargs["params"] = params
+        if self._proxy:
+            kwargs.update(self._proxy)
         try:
             async with session.request(method, self._base + path, **kwargs) as response:
                 content = await response.read()
@@ -129,3 +131,20 @@ class AiohttpBackend:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _proxy_from_env(base_url: str) -> dict[str, Any]:
+    """The proxy for ``base_url`` that ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` (and ``.netrc``
+    for the proxy's credentials) name, as httpx would use it; read once per session.
+
+    aiohttp's ``trust_env=True`` looks all of that up again for every request, which cost a worker
+    more CPU than the request itself.
+    """
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(base_url))
+    except LookupError:
+        return {}
+    return {"proxy": proxy, "proxy_auth": auth} if auth is not None else {"proxy": proxy}

@@ -61,7 +61,6 @@ R = TypeVar("R")
 O = TypeVar("O")  # noqa: E741
 
 API_PREFIX = "/api/v1"
-_JSON = {"content-type": "application/json"}
 # Long-polls are answered by the server at its own deadline; the HTTP timeout only guards against
 # a server that never answers, so it is the poll time plus this margin.
 _POLL_MARGIN_S = 15.0

@@ -74,7 +74,6 @@ class AiohttpBackend:
         self._headers = headers
         self._timeout_s = timeout_s
         self._session: Any = None
-        self._timeouts: dict[float, Any] = {}
         self._proxy: dict[str, Any] = {}
 
     def _open(self) -> Any:
@@ -92,16 +91,6 @@ class AiohttpBackend:
             self._proxy = _proxy_from_env(self._base)
         return self._session
 
-    def _timeout(self, seconds: float) -> Any:
-        import aiohttp
-
-        timeout = self._timeouts.get(seconds)
-        if timeout is None:
-            if len(self._timeouts) > 64:
-                self._timeouts.clear()
-            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
-        return timeout
-
     async def send(
         self, method: str, path: str, body: bytes | None, params: dict[str, str] | None, timeout: float | None
     ) -> HttpAnswer:
@@ -112,7 +101,7 @@ class AiohttpBackend:
         # would resend a POST as a bodiless GET, possibly to another host.
         kwargs: dict[str, Any] = {"allow_redirects": False}
         if timeout is not None:
-            kwargs["timeout"] = self._timeout(timeout)
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
         if body is not None:
             kwargs["data"] = body
             kwargs["headers"] = _JSON

@@ -325,24 +325,35 @@ class RunRepository:
         if not pools or DEFAULT_POOL in pools:
             conditions.append("pool IS NULL")
         pool = f"({' OR '.join(conditions)})"
-        lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
-        update = (
-            "UPDATE runs SET status = 'running', revision = revision + 1, lease_owner = $2, wake_at = $4, "
+        pick = (
+            f"SELECT id FROM runs WHERE namespace_id = $1 AND status = 'queued' AND ({served}) AND {pool} "
+            f"ORDER BY queued_at LIMIT {p(limit)}"
+        )
+        sets = (
+            "SET status = 'running', revision = revision + 1, lease_owner = $2, wake_at = $4, "
             "queued_at = NULL, updated_at = $3, started_at = COALESCE(started_at, $3), "
             # The execution deadline runs from the first claim (NULL + n is NULL: no time limit).
             "deadline_at = COALESCE(deadline_at, $3 + timeout_ms) "
-            "WHERE id IN (SELECT id FROM runs WHERE namespace_id = $1 AND status = 'queued' "
-            f"AND ({served}) AND {pool} ORDER BY queued_at LIMIT {p(limit)}{lock}) AND status = 'queued' "
-            "RETURNING id, revision, workflow_name, version, attempt, input, retry, reference_id, deadline_at"
         )
+        returned = ("id", "revision", "workflow_name", "version", "attempt", "input", "retry", "reference_id")
+        returning = "RETURNING " + ", ".join(f"runs.{c}" for c in (*returned, "deadline_at"))
         if not self.conn.is_postgres:
-            claimed = await self.conn.fetch(update, *p.values)
+            # SQLite runs the uncorrelated subquery once; one writer at a time, so nothing to skip.
+            claimed = await self.conn.fetch(
+                f"UPDATE runs {sets}WHERE id IN ({pick}) AND status = 'queued' "
+                f"RETURNING {', '.join(returned)}, deadline_at",
+                *p.values,
+            )
             await self.add_history([_claim_history(r, worker_id, now) for r in claimed])
             return claimed
         # One statement: the claim and its history rows (one round trip, its own transaction).
+        # The rows are picked once, in a materialized CTE: as ``id IN (SELECT ... LIMIT n FOR
+        # UPDATE SKIP LOCKED)`` PostgreSQL may plan a semi-join that re-runs the subquery, each
+        # time skipping the rows it locked before and taking others, far beyond the limit.
         sql = (
-            f"WITH c AS ({update}), h AS (INSERT INTO run_history "
-            "(namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
+            f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED), "
+            f"c AS (UPDATE runs {sets}FROM picked WHERE runs.id = picked.id AND runs.status = 'queued' {returning}), "
+            "h AS (INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
             "SELECT $1, c.id, c.attempt, 'queued', 'running', 'claimed by ' || $2, $3 FROM c) "
             # Whether events wait for the run (sent before this claim): most first claims have none,
             # and then the activation needs no further read.
@@ -374,8 +385,14 @@ class RunRepository:
                 # A row locked by a slow transaction (a task being recorded, a cancel) is skipped rather
                 # than waited for: waiting would stall the extension of every other lease this worker
                 # holds until theirs expire too. The skipped run gets its extension on the next beat.
-                held_by_me = f"id IN (SELECT id FROM runs WHERE {held_by_me} FOR UPDATE SKIP LOCKED)"
-            await self.conn.execute(f"UPDATE runs SET wake_at = $3, updated_at = $2 WHERE {held_by_me}", *p.values)
+                # The rows are picked once (a materialized CTE), never by a subquery re-run per row.
+                await self.conn.execute(
+                    f"WITH picked AS MATERIALIZED (SELECT id FROM runs WHERE {held_by_me} FOR UPDATE SKIP LOCKED) "
+                    "UPDATE runs SET wake_at = $3, updated_at = $2 FROM picked WHERE runs.id = picked.id",
+                    *p.values,
+                )
+            else:
+                await self.conn.execute(f"UPDATE runs SET wake_at = $3, updated_at = $2 WHERE {held_by_me}", *p.values)
         alive_set = set(alive)
         return [run_id for run_id in held if run_id not in alive_set]
 
@@ -479,7 +496,7 @@ WITH r AS (
 SELECT id FROM r
 """
 _END_DUE_SLEEPS = """
-WITH due AS (
+WITH due AS MATERIALIZED (
   SELECT id FROM runs WHERE wake_at IS NOT NULL AND wake_at <= $1 AND status = 'sleeping'
   ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED
 ), woken AS (
@@ -548,11 +565,22 @@ class DueRunRepository:
         The conditional update (and SKIP LOCKED on PostgreSQL) lets replicas sweep concurrently:
         a run is stalled once, and never one a worker is claiming at that moment.
         """
-        lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
+        pick = "SELECT id FROM runs WHERE status = 'queued' AND queued_at < $1 ORDER BY queued_at LIMIT $3"
+        if not self.conn.is_postgres:
+            return await self.conn.fetch(
+                "UPDATE runs SET status = 'stalled', queued_at = NULL, updated_at = $2 "
+                f"WHERE id IN ({pick}) AND status = 'queued' RETURNING id, namespace_id, attempt",
+                queued_before,
+                now,
+                limit,
+            )
+        # Picked once, in a materialized CTE: as ``id IN (SELECT ... LIMIT n SKIP LOCKED)`` the
+        # subquery may be re-run per row and go beyond the limit (see ``RunRepository.claim``).
         return await self.conn.fetch(
-            "UPDATE runs SET status = 'stalled', queued_at = NULL, updated_at = $2 WHERE id IN "
-            "(SELECT id FROM runs WHERE status = 'queued' AND queued_at < $1 "
-            f"ORDER BY queued_at LIMIT $3{lock}) AND status = 'queued' RETURNING id, namespace_id, attempt",
+            f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) "
+            "UPDATE runs SET status = 'stalled', queued_at = NULL, updated_at = $2 FROM picked "
+            "WHERE runs.id = picked.id AND runs.status = 'queued' "
+            "RETURNING runs.id, runs.namespace_id, runs.attempt",
             queued_before,
             now,
             limit,

@@ -289,3 +289,72 @@ register(
         remote=True,
     )
 )
+
+
+# -- re-queued runs: claimable -> claimed ---------------------------------------------------------
+
+# Probes in flight at once: several runs contending for the same rows and workers, as in a service.
+REQUEUE_IN_FLIGHT = 8
+# A claim later than this is counted as stalled (a missed wake-up waits for the 10 s recheck).
+STALLED_S = 1.0
+REQUEUE_METRICS = (
+    Metric("p50_ms", "p50 ms", False),
+    Metric("p99_ms", "p99 ms", False),
+    Metric("max_ms", "max ms", False),
+    Metric("stalled", f"claims > {STALLED_S:.0f} s", False),
+)
+
+
+def _requeue_probe(name: str) -> Callable[[System, Params], Awaitable[Numbers]]:
+    async def scenario(system: System, params: Params) -> Numbers:
+        once: Callable[[int], Awaitable[list[float]]] = getattr(system, f"{name}_once")
+        for i in range(min(params.warmup, 5)):
+            await once(WARMUP_INPUT_BASE + i)
+        gate = asyncio.Semaphore(REQUEUE_IN_FLIGHT)
+
+        async def one(i: int) -> list[float]:
+            async with gate:
+                return await once(i)
+
+        samples = [s for batch in await asyncio.gather(*(one(i) for i in range(params.probe_runs))) for s in batch]
+        return {
+            "runs": params.probe_runs,
+            "claims": len(samples),
+            "stalled": sum(1 for s in samples if s > STALLED_S),
+            **latency_summary(samples),
+        }
+
+    scenario.__name__ = f"{name}_probe"
+    return scenario
+
+
+register(
+    Scenario(
+        name="event_requeue",
+        description=(
+            "a waiting run gets two events back to back (8 such runs at a time): "
+            "run claimable again (history: -> queued) -> claimed"
+        ),
+        backend="postgres",
+        metrics=REQUEUE_METRICS,
+        func=_requeue_probe("event_pair"),
+        size_param="probe_runs",
+        systems=("aiki",),
+        remote=True,
+    )
+)
+register(
+    Scenario(
+        name="child_chain",
+        description=(
+            "a parent starts 5 children one after another, awaiting each (8 parents at a time): "
+            "child started / parent re-queued -> claimed"
+        ),
+        backend="postgres",
+        metrics=REQUEUE_METRICS,
+        func=_requeue_probe("child_chain"),
+        size_param="probe_runs",
+        systems=("aiki",),
+        remote=True,
+    )
+)

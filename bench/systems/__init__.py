@@ -75,6 +75,19 @@ class RemoteSystem(System, Protocol):
         ...
 
 
+class RequeueProbes(Protocol):
+    """Aiki only: how long a run that becomes claimable again waits for its claim (run history)."""
+
+    async def event_pair_once(self, x: int) -> list[float]:
+        """A run waiting for an event gets two, back to back: seconds from each re-queue to its claim."""
+        ...
+
+    async def child_chain_once(self, x: int) -> list[float]:
+        """A parent runs 5 children one after another: seconds from each child's start, and each
+        re-queue of the parent, to the claim."""
+        ...
+
+
 class SystemUnavailableError(Exception):
     """The system's package cannot be imported (for example `aiki` is not built yet)."""
 

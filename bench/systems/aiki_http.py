@@ -15,7 +15,15 @@ import httpx
 from aiki import client
 from bench.systems import RunHandle, SystemConfig
 from bench.systems.processes import Child, free_port
-from bench.systems.remote_workflows_aiki import SLEEP_MS, event_resume, pickup, sleep_overshoot, three_tasks
+from bench.systems.remote_workflows_aiki import (
+    SLEEP_MS,
+    chain_parent,
+    event_pair,
+    event_resume,
+    pickup,
+    sleep_overshoot,
+    three_tasks,
+)
 
 WORKER_TARGET = "bench.systems.remote_workflows_aiki:WORKFLOWS"
 BENCH_SECRET = "bench-server-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -115,6 +123,38 @@ class AikiHttpSystem:
         handle = await sleep_overshoot.start(self._client, x)
         before, after = await handle.result()
         return (after - before) / 1e9 - SLEEP_MS / 1000
+
+    async def _claim_delays(self, run_id: str, *, first: bool) -> list[float]:
+        """Seconds from each time the run became claimable (``queued``) to its claim, from the
+        server's history; ``first``: its first queueing (its start) counts too."""
+        delays = []
+        queued_at: int | None = None
+        for entry in await self._client.history(run_id):
+            if entry.to_status == "queued":
+                queued_at = entry.created_at if first or entry.from_status is not None else None
+            elif entry.to_status == "running" and entry.from_status == "queued" and queued_at is not None:
+                delays.append((entry.created_at - queued_at) / 1000)
+                queued_at = None
+        return delays
+
+    async def event_pair_once(self, x: int) -> list[float]:
+        handle = await event_pair.start(self._client, x)
+        view = await self._client.get_run(handle.id, wait_for=["awaiting_event"], timeout_ms=30_000)
+        if view.status != "awaiting_event":
+            raise RuntimeError(f"run {handle.id} is {view.status}, not awaiting its event")
+        await handle.events.first.send(x)
+        await handle.events.second.send(x)
+        if await handle.result() != x:
+            raise RuntimeError(f"run {handle.id} returned the wrong output")
+        return await self._claim_delays(handle.id, first=False)
+
+    async def child_chain_once(self, x: int) -> list[float]:
+        handle = await chain_parent.start(self._client, x)
+        children: list[str] = await handle.result()
+        delays = await self._claim_delays(handle.id, first=False)
+        for child_id in children:
+            delays += await self._claim_delays(child_id, first=True)
+        return delays
 
     async def stop(self) -> None:
         if self._client is not None:

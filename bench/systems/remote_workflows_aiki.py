@@ -77,4 +77,41 @@ async def sleep_overshoot(run: Run, input: int) -> list[int]:
     return [before, after]
 
 
-WORKFLOWS = [three_tasks, pickup, event_resume, sleep_overshoot]
+event_pair_wf = workflow(name="bench-event-pair")
+
+
+@event_pair_wf.v("1.0.0", events={"first": event(), "second": event()})
+async def event_pair(run: Run, input: int) -> int:
+    """Waits for `first`, runs a task, waits for `second`: the harness sends both back to back,
+    so the second arrives while the first has just made the run claimable again."""
+    await run.events.first.wait(timeout=timedelta(minutes=5))
+    await step1.start(run, input)
+    await run.events.second.wait(timeout=timedelta(minutes=5))
+    return input
+
+
+CHAIN_CHILDREN = 5
+
+chain_leaf_wf = workflow(name="bench-chain-leaf")
+
+
+@chain_leaf_wf.v("1.0.0")
+async def chain_leaf(run: Run, input: int) -> int:
+    return await step1.start(run, input)
+
+
+chain_wf = workflow(name="bench-chain")
+
+
+@chain_wf.v("1.0.0")
+async def chain_parent(run: Run, input: int) -> list[str]:
+    """Starts CHAIN_CHILDREN children one after another, each awaited; returns their run ids."""
+    ids = []
+    for i in range(CHAIN_CHILDREN):
+        child = await chain_leaf.start_as_child(run, input * CHAIN_CHILDREN + i)
+        await child.wait_for_status("completed", timeout=timedelta(minutes=5))
+        ids.append(child.id)
+    return ids
+
+
+WORKFLOWS = [three_tasks, pickup, event_resume, sleep_overshoot, event_pair, chain_leaf, chain_parent]

@@ -310,10 +310,13 @@ class RunRepository:
         worker_id: str,
         now: int,
         lease_until: int,
-    ) -> list[Row]:
+    ) -> tuple[list[Row], bool]:
         """Take up to ``limit`` queued runs, oldest first, lease them to ``worker_id``, write history.
 
-        On PostgreSQL each row also says ``has_events``.
+        Returns the runs claimed, and whether the claim passed over claimable runs that another
+        transaction held (PostgreSQL's ``SKIP LOCKED``; never on SQLite): that transaction may
+        commit without changing them, and then nothing announces them again, so the caller must
+        look again soon. On PostgreSQL each row also says ``has_events``.
 
         ``pools`` names the pools served; ``DEFAULT_POOL`` among them stands for runs stored with
         no pool. No pools at all means the default pool only.
@@ -345,7 +348,7 @@ class RunRepository:
                 *p.values,
             )
             await self.add_history([_claim_history(r, worker_id, now) for r in claimed])
-            return claimed
+            return claimed, False
         # One statement: the claim and its history rows (one round trip, its own transaction).
         # The rows are picked once, in a materialized CTE: as ``id IN (SELECT ... LIMIT n FOR
         # UPDATE SKIP LOCKED)`` PostgreSQL may plan a semi-join that re-runs the subquery, each
@@ -354,12 +357,20 @@ class RunRepository:
             f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED), "
             f"c AS (UPDATE runs {sets}FROM picked WHERE runs.id = picked.id AND runs.status = 'queued' {returning}), "
             "h AS (INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
-            "SELECT $1, c.id, c.attempt, 'queued', 'running', 'claimed by ' || $2, $3 FROM c) "
+            "SELECT $1, c.id, c.attempt, 'queued', 'running', 'claimed by ' || $2, $3 FROM c), "
+            # Whether runs this claim could take were left queued: with fewer rows picked than the
+            # limit, those were locked by another transaction (statement snapshot: the rows picked
+            # are still queued in it, hence excluded by id).
+            f"s AS (SELECT EXISTS (SELECT 1 FROM runs WHERE namespace_id = $1 AND status = 'queued' AND ({served}) "
+            f"AND {pool} AND id NOT IN (SELECT id FROM picked)) AS skipped) "
             # Whether events wait for the run (sent before this claim): most first claims have none,
-            # and then the activation needs no further read.
-            "SELECT c.*, EXISTS (SELECT 1 FROM events e WHERE e.run_id = c.id) AS has_events FROM c"
+            # and then the activation needs no further read. One row even when nothing was claimed.
+            "SELECT c.*, EXISTS (SELECT 1 FROM events e WHERE e.run_id = c.id) AS has_events, s.skipped "
+            "FROM s LEFT JOIN c ON true"
         )
-        return await self.conn.fetch(sql, *p.values)
+        rows = await self.conn.fetch(sql, *p.values)
+        claimed = [r for r in rows if r["id"] is not None]
+        return claimed, len(claimed) < limit and bool(rows[0]["skipped"])
 
     async def heartbeat(self, worker_id: str, held: Mapping[str, int], now: int, lease_until: int) -> list[str]:
         """Extend the leases ``worker_id`` still holds; return the ids whose revision moved on."""

@@ -21,6 +21,8 @@ class Settings:
             ``docs/internals.md``.
         sleep_hold_grace_ms: how long after a held sleep's end the server wakes the run itself when
             its executor has not resumed it (it was lost).
+        wake_recheck_ms: how often a parked claim looks again without a wake-up (a backstop for
+            a wake-up lost between processes; see ``aiki.platform.db.wakeups.RECHECK_S``).
     """
 
     lease_ttl_ms: int = 30_000
@@ -32,6 +34,7 @@ class Settings:
     stall_after_ms: int = 24 * 3600 * 1000
     sleep_hold_max_ms: int = 1_000
     sleep_hold_grace_ms: int = 1_000
+    wake_recheck_ms: int = 10_000
 
     @property
     def stall_sweep_interval_ms(self) -> int:

@@ -14,7 +14,6 @@ import msgspec
 from aiki.platform.db.catalog_repo import CatalogRepository, WorkerHeartbeats
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.steps_repo import StepRepository
-from aiki.platform.db.wakeups import RECHECK_S
 from aiki.platform.domain import run_states
 from aiki.platform.domain.errors import InputInvalid, RunNotFound, StaleRevision, TaskConflict
 from aiki.platform.domain.ids import new_id, now_ms
@@ -63,6 +62,13 @@ async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) 
     )
 
 
+# A claim that passed over runs another transaction held looks again this soon, doubling while
+# they stay held: that transaction may commit without changing them (an event sent to a run already
+# queued, a parent locking its queued child to wait for it), and then nothing announces them again.
+_SKIPPED_RETRY_S = 0.005
+_SKIPPED_RETRY_MAX_S = 0.25
+
+
 async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
     """Lease up to ``max_runs`` ready runs, waiting up to ``wait_ms`` for one to become ready."""
     versions = [(v.workflow, v.version) for v in req.versions]
@@ -71,27 +77,40 @@ async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
     deadline = time.monotonic() + max(0, req.wait_ms) / 1000
     key = f"ready:{ns}"
     claims = svc.claims
+    recheck_s = svc.settings.wake_recheck_ms / 1000
+    retry_s = _SKIPPED_RETRY_S
     # Right after a claim that found nothing and was then handed a run, nothing else is queued.
     skip_look = claims.nothing_since(ns, req.worker_id, versions, pools, svc.hub.version(key))
     while True:
         since = svc.hub.version(key)
-        activations = [] if skip_look else await _claim_once(svc, ns, req.worker_id, versions, pools, limit)
+        activations, skipped = (
+            ([], False) if skip_look else await _claim_once(svc, ns, req.worker_id, versions, pools, limit)
+        )
         skip_look = False
         remaining = deadline - time.monotonic()
         if activations or remaining <= 0 or not versions:
-            if not activations and versions:
+            # Runs passed over are still there: the next claim must look, not trust the wake-ups.
+            if not activations and versions and not skipped:
                 claims.found_nothing(ns, req.worker_id, versions, pools, since)
             return p.ClaimResponse(activations=activations)
         # While it waits, a run started in this process may be handed to it (handoff.py). Look
-        # again now and then in case a wake-up from another process was missed.
+        # again now and then in case a wake-up from another process was missed; soon when runs
+        # were passed over.
+        wait_s = min(remaining, recheck_s)
+        if skipped:
+            wait_s = min(wait_s, retry_s)
+            retry_s = min(retry_s * 2, _SKIPPED_RETRY_MAX_S)
+        else:
+            retry_s = _SKIPPED_RETRY_S
         offer = claims.park(ns, req.worker_id, versions, pools)
         try:
-            await svc.hub.wait(key, since, min(remaining, RECHECK_S), offer.future)
+            await svc.hub.wait(key, since, wait_s, offer.future)
         finally:
             claims.withdraw(offer)
         handed = offer.future.result() if offer.future.done() and not offer.future.cancelled() else None
         if handed is not None:
-            claims.found_nothing(ns, req.worker_id, versions, pools, since)
+            if not skipped:
+                claims.found_nothing(ns, req.worker_id, versions, pools, since)
             return p.ClaimResponse(activations=[handed])
 
 
@@ -100,9 +119,11 @@ EMPTY_STATE: dict[str, list[Any]] = {"tasks": [], "events": [], "sleeps": [], "w
 
 async def _claim_once(
     svc: Services, ns: str, worker_id: str, versions: list[tuple[str, str]], pools: list[str], limit: int
-) -> list[p.Activation]:
+) -> tuple[list[p.Activation], bool]:
+    """The activations of the runs claimed, and whether claimable runs were passed over (held by
+    another transaction: look again soon)."""
     if not versions:
-        return []
+        return [], False
     now = now_ms()
     ttl = svc.settings.lease_ttl_ms
     # PostgreSQL: the claim (with its history rows) is one statement and commits on its own; the
@@ -110,9 +131,9 @@ async def _claim_once(
     # the new revision writes tasks, sleeps or children, so reading after the commit loses nothing.
     session = svc.db.raw_read() if svc.db.is_postgres else svc.db.raw_transaction()
     async with session as conn:
-        claimed = await RunRepository(conn, ns).claim(versions, pools, limit, worker_id, now, now + ttl)
+        claimed, skipped = await RunRepository(conn, ns).claim(versions, pools, limit, worker_id, now, now + ttl)
         if not claimed:
-            return []
+            return [], skipped
         # Revision 1 is the first claim ever (every claim bumps it): such a run has no history yet.
         first = [r["id"] for r in claimed if r["revision"] == 1]
         # ... and when the claim saw no event for it either, there is nothing to read at all.
@@ -126,7 +147,7 @@ async def _claim_once(
         # Each run changed status (PostgreSQL's trigger announces that; SQLite has none).
         for r in claimed:
             svc.hub.notify(f"run:{r['id']}")
-    return [activation(r, state[r["id"]], ttl) for r in claimed]
+    return [activation(r, state[r["id"]], ttl) for r in claimed], skipped
 
 
 def activation(r: Any, s: dict[str, list[Any]], lease_ttl_ms: int) -> p.Activation:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
-from litestar import Controller, post
+from litestar import Controller, Request, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 
@@ -45,14 +46,34 @@ class WorkerController(Controller):
         return response
 
     @post("/claim", summary="Claim ready runs (long-poll)", status_code=200, opt=policy("worker:execute"))
-    async def claim(self, data: JSONBody[p.ClaimRequest], svc: Svc, namespace_id: NamespaceId) -> p.ClaimResponse:
-        return await executions.claim(svc, namespace_id, data)
+    async def claim(
+        self, data: JSONBody[p.ClaimRequest], svc: Svc, namespace_id: NamespaceId, request: Request[Any, Any, Any]
+    ) -> p.ClaimResponse:
+        # A claimer that is gone (a killed worker) must be handed nothing: its runs would wait out
+        # a whole lease and use up a recovery. Its connection closing is the only sign of it.
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        watch = asyncio.create_task(_until_disconnected(request, gone))
+        try:
+            return await executions.claim(svc, namespace_id, data, gone=gone)
+        finally:
+            watch.cancel()
 
     @post("/heartbeat", summary="Extend the leases of in-flight runs", status_code=200, opt=policy("worker:execute"))
     async def heartbeat(
         self, data: JSONBody[p.HeartbeatRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.HeartbeatResponse:
         return await executions.heartbeat(svc, namespace_id, data)
+
+
+async def _until_disconnected(request: Request[Any, Any, Any], gone: asyncio.Future[None]) -> None:
+    """Complete ``gone`` when the client of ``request`` disconnects (its body is already read, so
+    the next ASGI message is ``http.disconnect``)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            if not gone.done():
+                gone.set_result(None)
+            return
 
 
 class ExecutionController(Controller):

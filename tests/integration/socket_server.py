@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -23,9 +24,22 @@ class _Server(uvicorn.Server):
         yield
 
 
+@dataclass
+class Served:
+    """Where the app listens, and a view of the server's open connections."""
+
+    url: str
+    _server: uvicorn.Server
+
+    def connections(self) -> int:
+        """Client connections open now; a closed one leaves once the server noticed (and told the
+        app, whose ``receive()`` then answers ``http.disconnect``)."""
+        return len(self._server.server_state.connections)
+
+
 @contextlib.asynccontextmanager
-async def serving(handler: Any) -> AsyncIterator[str]:
-    """Serve ``handler`` (``server(...).handler``) on 127.0.0.1; yield its base URL.
+async def serving(handler: Any) -> AsyncIterator[Served]:
+    """Serve ``handler`` (``server(...).handler``) on 127.0.0.1.
 
     The server's runtime is not started here: the harness that built it does that.
     """
@@ -48,7 +62,7 @@ async def serving(handler: Any) -> AsyncIterator[str]:
                     await task
                     raise AssertionError("uvicorn stopped before it started serving")
                 await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
+        yield Served(f"http://127.0.0.1:{port}", srv)
     finally:
         srv.should_exit = True
         with contextlib.suppress(Exception):

@@ -56,8 +56,8 @@ async def sdk(request: pytest.FixtureRequest, aiki: Any) -> AsyncIterator[Client
     if request.param == "in-process":
         yield aiki.client
         return
-    async with serving(aiki.handler) as url:
-        remote = client(url=url)
+    async with serving(aiki.handler) as served:
+        remote = client(url=served.url)
         try:
             yield remote
         finally:

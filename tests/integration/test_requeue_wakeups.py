@@ -50,8 +50,8 @@ async def sdk(request: pytest.FixtureRequest, harness: Any) -> AsyncIterator[Cli
     if request.param == "in-process":
         yield harness.client
         return
-    async with serving(harness.handler) as url:
-        remote = client(url=url)
+    async with serving(harness.handler) as served:
+        remote = client(url=served.url)
         try:
             yield remote
         finally:

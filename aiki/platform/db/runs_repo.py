@@ -119,18 +119,23 @@ class RunRepository:
             ]
         )
 
-    async def requeue_unstarted(self, run_id: str, worker_id: str, reason: str, now: int) -> bool:
-        """A run handed to ``worker_id`` that never received it goes back to the queue, as if never
-        claimed (the revision still moves on, fencing any write from that claim)."""
+    async def requeue_unstarted(self, run_id: str, worker_id: str, reason: str, now: int, *, revision: int = 1) -> bool:
+        """A run claimed by ``worker_id`` at ``revision`` that never reached it goes back to the
+        queue, as if never claimed: no recovery is used, and a first claim's start time and
+        execution deadline are undone (the revision still moves on, fencing any write from that
+        claim). False when the run moved on meanwhile."""
         row = await self.conn.fetchrow(
             "UPDATE runs SET status = 'queued', revision = revision + 1, lease_owner = NULL, wake_at = NULL, "
-            "queued_at = $4, updated_at = $4, started_at = NULL, deadline_at = NULL "
-            "WHERE id = $1 AND namespace_id = $2 AND status = 'running' AND revision = 1 AND lease_owner = $3 "
+            "queued_at = $4, updated_at = $4, "
+            "started_at = CASE WHEN revision = 1 THEN NULL ELSE started_at END, "
+            "deadline_at = CASE WHEN revision = 1 THEN NULL ELSE deadline_at END "
+            "WHERE id = $1 AND namespace_id = $2 AND status = 'running' AND revision = $5 AND lease_owner = $3 "
             "RETURNING attempt",
             run_id,
             self.namespace_id,
             worker_id,
             now,
+            revision,
         )
         if row is None:
             return False

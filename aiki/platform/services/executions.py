@@ -6,7 +6,9 @@ on (cancelled, recovered by another worker) answers :class:`StaleRevision` and c
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -20,6 +22,7 @@ from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pools
 from aiki.platform.services.children import child_record, child_wait_key, notify_parent
 from aiki.platform.services.context import Services, dump
+from aiki.platform.services.handoff import Offer
 from aiki.platform.services.views import encode_error, event_record, retry_policy, run_view, task_record
 from aiki.worker_sdk import protocol as p
 
@@ -69,8 +72,15 @@ _SKIPPED_RETRY_S = 0.005
 _SKIPPED_RETRY_MAX_S = 0.25
 
 
-async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
-    """Lease up to ``max_runs`` ready runs, waiting up to ``wait_ms`` for one to become ready."""
+async def claim(
+    svc: Services, ns: str, req: p.ClaimRequest, gone: asyncio.Future[None] | None = None
+) -> p.ClaimResponse:
+    """Lease up to ``max_runs`` ready runs, waiting up to ``wait_ms`` for one to become ready.
+
+    ``gone`` completes when the claimer can no longer receive the answer (its connection closed):
+    the claim then stops waiting and claims nothing, and runs it claimed meanwhile go back to the
+    queue at once (their revision moves on; no recovery is used).
+    """
     versions = [(v.workflow, v.version) for v in req.versions]
     pools = normalize_pools(req.pools)
     limit = max(1, min(req.max_runs, svc.settings.claim_batch_limit))
@@ -82,11 +92,16 @@ async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
     # Right after a claim that found nothing and was then handed a run, nothing else is queued.
     skip_look = claims.nothing_since(ns, req.worker_id, versions, pools, svc.hub.version(key))
     while True:
+        if gone is not None and gone.done():
+            return p.ClaimResponse(activations=[])
         since = svc.hub.version(key)
         activations, skipped = (
             ([], False) if skip_look else await _claim_once(svc, ns, req.worker_id, versions, pools, limit)
         )
         skip_look = False
+        if activations and gone is not None and gone.done():
+            await _hand_back(svc, ns, req.worker_id, activations)
+            return p.ClaimResponse(activations=[])
         remaining = deadline - time.monotonic()
         if activations or remaining <= 0 or not versions:
             # Runs passed over are still there: the next claim must look, not trust the wake-ups.
@@ -103,15 +118,49 @@ async def claim(svc: Services, ns: str, req: p.ClaimRequest) -> p.ClaimResponse:
         else:
             retry_s = _SKIPPED_RETRY_S
         offer = claims.park(ns, req.worker_id, versions, pools)
+        withdraw = None
+        if gone is not None:
+            withdraw = _withdraw_when_gone(offer)
+            gone.add_done_callback(withdraw)
         try:
             await svc.hub.wait(key, since, wait_s, offer.future)
         finally:
             claims.withdraw(offer)
+            if gone is not None and withdraw is not None:
+                gone.remove_done_callback(withdraw)
         handed = offer.future.result() if offer.future.done() and not offer.future.cancelled() else None
         if handed is not None:
+            if gone is not None and gone.done():
+                await _hand_back(svc, ns, req.worker_id, [handed])
+                return p.ClaimResponse(activations=[])
             if not skipped:
                 claims.found_nothing(ns, req.worker_id, versions, pools, since)
             return p.ClaimResponse(activations=[handed])
+
+
+def _withdraw_when_gone(offer: Offer) -> Callable[[asyncio.Future[None]], None]:
+    """A callback that ends the parked ``offer``'s wait: completed before a handoff takes it, it
+    is never taken (a handoff already under way sees it done and puts its run back itself)."""
+
+    def withdraw(_gone: asyncio.Future[None]) -> None:
+        if not offer.future.done():
+            offer.future.set_result(None)
+
+    return withdraw
+
+
+async def _hand_back(svc: Services, ns: str, worker_id: str, activations: list[p.Activation]) -> None:
+    """Runs claimed for a claimer that is gone go back to the queue, as if never claimed."""
+    now = now_ms()
+    reason = f"claimed by {worker_id}, whose request had ended: handed back"
+    async with svc.db.raw_transaction() as conn:
+        runs = RunRepository(conn, ns)
+        for a in activations:
+            await runs.requeue_unstarted(a.run_id, worker_id, reason, now, revision=a.revision)
+    svc.hub.notify(f"ready:{ns}")
+    if not svc.db.is_postgres:
+        for a in activations:
+            svc.hub.notify(f"run:{a.run_id}")  # PostgreSQL's trigger announces a status change
 
 
 EMPTY_STATE: dict[str, list[Any]] = {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []}

@@ -51,6 +51,8 @@ from aiki.worker_sdk.protocol import (
     StartRunResponse,
     TransitionRequest,
     TransitionResponse,
+    WatchRequest,
+    WatchResponse,
     WorkerBatchResponse,
     WorkerListResponse,
     WorkflowListResponse,
@@ -251,6 +253,13 @@ class Client:
         if self._port is not None:
             return await self._port.heartbeat(request)
         return await self.request("POST", "/workers/heartbeat", HeartbeatResponse, request)
+
+    async def watch(self, request: WatchRequest) -> WatchResponse:
+        """``POST /workers/watch`` (long-polls up to ``request.wait_ms``)."""
+        if self._port is not None:
+            return await self._port.watch(request)
+        timeout = request.wait_ms / 1000 + _POLL_MARGIN_S
+        return await self.request("POST", "/workers/watch", WatchResponse, request, timeout=timeout)
 
     async def record_task(self, run_id: str, request: RecordTaskRequest) -> RecordTaskResponse:
         """``POST /runs/{id}/tasks``."""

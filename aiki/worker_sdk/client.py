@@ -458,7 +458,9 @@ class RunHandle(Generic[O]):
     async def pause(self, reason: str | None = None) -> RunView:
         """Pause a scheduled, queued or running run: it is not executed until :meth:`resume`.
 
-        An executor still working on the run is fenced off (its next write is refused).
+        A running run stops at its next step boundary: the task under way finishes and its result
+        is recorded, and no new task, child or sleep starts (the run's status is ``paused`` at
+        once). Resumed, it goes on from there: no side effect runs twice.
 
         Raises:
             ActionNotAllowedError: The run is in another status.
@@ -467,6 +469,9 @@ class RunHandle(Generic[O]):
 
     async def resume(self, reason: str | None = None) -> RunView:
         """Resume a paused run: ``queued`` again (``scheduled`` if its delayed start is still ahead).
+
+        A run paused while running whose executor has not reached its step boundary yet is
+        ``running`` again: that executor simply goes on.
 
         Raises:
             ActionNotAllowedError: The run is not paused.

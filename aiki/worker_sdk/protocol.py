@@ -456,6 +456,8 @@ class WatchRequest(msgspec.Struct, omit_defaults=True):
     worker_id: str
     runs: list[HeartbeatRun] = msgspec.field(default_factory=list)
     wait_ms: int = 0
+    pausing: list[str] = msgspec.field(default_factory=list)
+    """Runs of ``runs`` whose pause the worker already knows of: answered only once fenced."""
 
 
 class WatchResponse(msgspec.Struct, omit_defaults=True):

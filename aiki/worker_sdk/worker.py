@@ -40,7 +40,7 @@ CLAIM_WAIT_MS = 20_000
 WATCH_WAIT_MS = 20_000
 # A new watch (for runs begun since the last one) goes out at most this often: under load runs
 # begin by the hundred a second, and one watch covers them all.
-WATCH_COALESCE_S = 0.02
+WATCH_COALESCE_S = 0.05
 # Superseded watches still on their way (answered by another server replica at its own time).
 _WATCHES_MAX = 8
 
@@ -255,6 +255,7 @@ class WorkerHandle:
                 worker_id=self.worker_id,
                 runs=[HeartbeatRun(run_id, revision) for run_id, revision in sent.items()],
                 wait_ms=WATCH_WAIT_MS,
+                pausing=[run_id for run_id, (e, _) in self._executions.items() if e.pause_requested and run_id in sent],
             )
             last_sent = loop.time()
             call = asyncio.create_task(self._watch_once(request, sent))

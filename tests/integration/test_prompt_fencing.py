@@ -133,7 +133,17 @@ class Setup:
     client: Client
     """What the worker and the test use: ``client(handler=...)`` or ``client(url=...)``."""
 
+    watches: int = 0
+    """How many watch requests the worker has sent."""
+
     async def worker(self, *, concurrency: int = 10) -> Any:
+        watch = self.client.watch
+
+        async def counted(request: Any) -> Any:
+            self.watches += 1
+            return await watch(request)
+
+        self.client.watch = counted  # type: ignore[method-assign]
         handle = await worker(workflows=ALL, concurrency=concurrency).spawn(self.client)
         self.aiki._workers.append(handle)
         return handle
@@ -322,7 +332,9 @@ async def test_pause_waits_for_every_task_under_way(setup: Setup) -> None:
     RELEASE[one].set()
 
     async def first_recorded() -> None:
-        while (await _task_statuses(setup.client, handle.id)).get(f'pf-blocking:"{one}"') != "completed":
+        while True:
+            if (await _task_statuses(setup.client, handle.id)).get(f'pf-blocking:"{one}"') == "completed":
+                return
             await asyncio.sleep(0.01)
 
     await asyncio.wait_for(first_recorded(), WAIT.total_seconds())
@@ -340,6 +352,8 @@ async def test_pause_waits_for_every_task_under_way(setup: Setup) -> None:
     await asyncio.wait_for(handle.result(), WAIT.total_seconds())
     assert [LEDGER.count("pf-blocking", k) for k in (one, two)] == [1, 1]
     assert LEDGER.count("pf-next", key) == 1
+    # A watch answered "paused" is not asked again about that pause (it would spin until task 2 ends).
+    assert setup.watches < 10
 
 
 async def test_resume_before_the_step_boundary_lets_the_execution_go_on(setup: Setup) -> None:

@@ -178,6 +178,7 @@ async def watch(svc: Services, ns: str, req: p.WatchRequest) -> p.WatchResponse:
     watch whenever it starts executing a run, without closing the old request.
     """
     held = {r.run_id: r.revision for r in req.runs}
+    known = set(req.pausing)  # already told: answer only once they are fenced
     mine = f"watch:{ns}:{req.worker_id}"
     svc.hub.deliver(mine)  # local only: a watch parked on another server ends at its own time
     superseded_after = svc.hub.version(mine)
@@ -195,7 +196,10 @@ async def watch(svc: Services, ns: str, req: p.WatchRequest) -> p.WatchResponse:
         paused = [
             r["id"]
             for r in rows
-            if r["revision"] == held[r["id"]] and r["status"] == "paused" and r["lease_owner"] is not None
+            if r["revision"] == held[r["id"]]
+            and r["status"] == "paused"
+            and r["lease_owner"] is not None
+            and r["id"] not in known
         ]
         remaining = deadline - time.monotonic()
         if stale or paused or remaining <= 0:

@@ -25,6 +25,17 @@ import pytest
 import uvicorn
 
 from aiki import Client, InvalidTransitionError, Run, client, event, task, worker, workflow
+from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
+from aiki.worker_sdk.protocol import (
+    ClaimRequest,
+    HeartbeatRequest,
+    HeartbeatRun,
+    RecordTaskRequest,
+    RegisterWorkerRequest,
+    VersionRef,
+    VersionSpec,
+    WatchRequest,
+)
 from tests.conftest import AikiHarness
 
 from .helpers import LEDGER, WAIT, new_key
@@ -374,3 +385,88 @@ async def test_resume_before_the_step_boundary_lets_the_execution_go_on(setup: S
     assert LEDGER.count("pf-blocking", key) == 1
     assert LEDGER.count("pf-next", key) == 1
     assert not any("step boundary" in r for r in await _history_reasons(setup.client, handle.id))
+
+
+async def test_cancel_of_a_pausing_run_reaches_its_running_task_at_once(setup: Setup) -> None:
+    key = new_key()
+    _events(key)
+    w = await setup.worker()
+    handle = await two_steps_v1.start(setup.client, key)
+    await _prompt(ENTERED[key], "task A started")
+    await handle.pause()
+    await _until(lambda: any(e.pause_requested for e, _ in w._executions.values()), "the executor heard of the pause")
+
+    await handle.cancel("cancelled while pausing")
+    await _prompt(CANCELLED[key], "task A got CancelledError")
+    await _until(lambda: w.in_flight == 0, "the execution ended")
+    assert (await handle.describe()).status == "cancelled"
+    assert LEDGER.count("pf-blocking-returned", key) == 0
+    assert LEDGER.count("pf-next", key) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The wire: watch, heartbeat and task records of a pausing run
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_the_watch_heartbeat_and_records_of_a_pausing_run(setup: Setup) -> None:
+    c, key = setup.client, new_key()
+    worker_id = f"pf-watcher-{key}"
+    spec = VersionSpec("pf-two-steps", "1.0.0")
+    await c.register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
+    handle = await two_steps_v1.start(c, key)
+    refs = [VersionRef("pf-two-steps", "1.0.0")]
+    [claimed] = (await c.claim(ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000))).activations
+    runs = [HeartbeatRun(claimed.run_id, claimed.revision)]
+
+    # A watch parks while nothing happens to its runs, and answers a pause at once.
+    watching = asyncio.create_task(c.watch(WatchRequest(worker_id=worker_id, runs=runs, wait_ms=30_000)))
+    await handle.pause()
+    answer = await asyncio.wait_for(watching, PROMPT_S)
+    assert (answer.stale, answer.paused) == ([], [handle.id])
+
+    # The run is still held by its executor: alive for a heartbeat, a task record is accepted.
+    beat = await c.heartbeat(HeartbeatRequest(worker_id=worker_id, runs=runs))
+    assert (beat.stale, beat.paused) == ([], [handle.id])
+    record = RecordTaskRequest(
+        revision=claimed.revision,
+        address="pf-blocking:x",
+        seq=0,
+        name="pf-blocking",
+        status="completed",
+        attempts=1,
+        input=key,
+        output="done",
+    )
+    recorded = await c.record_task(handle.id, record)
+    assert recorded.recorded
+    assert recorded.paused
+
+    # A pause the worker already knows of is not answered again; a cancel is, at once.
+    request = WatchRequest(worker_id=worker_id, runs=runs, wait_ms=30_000, pausing=[handle.id])
+    watching = asyncio.create_task(c.watch(request))
+    await handle.cancel()
+    answer = await asyncio.wait_for(watching, PROMPT_S)
+    assert (answer.stale, answer.paused) == ([handle.id], [])
+
+
+async def test_a_newer_watch_of_a_worker_ends_the_older_one(setup: Setup) -> None:
+    c, key = setup.client, new_key()
+    worker_id = f"pf-watcher-{key}"
+    spec = VersionSpec("pf-two-steps", "1.0.0")
+    await c.register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
+    await two_steps_v1.start(c, key)
+    refs = [VersionRef("pf-two-steps", "1.0.0")]
+    [claimed] = (await c.claim(ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000))).activations
+    request = WatchRequest(worker_id=worker_id, runs=[HeartbeatRun(claimed.run_id, claimed.revision)], wait_ms=30_000)
+    hub = setup.aiki.server.services.hub
+    key_of_worker = f"watch:{DEFAULT_NAMESPACE_ID}:{worker_id}"
+
+    first = asyncio.create_task(c.watch(request))
+    await _until(lambda: hub.waiting(key_of_worker) == 1, "the first watch is parked")
+    second = asyncio.create_task(c.watch(request))
+    answer = await asyncio.wait_for(first, PROMPT_S)
+    assert (answer.stale, answer.paused) == ([], [])
+    await _until(lambda: hub.waiting(key_of_worker) == 1, "the second watch is parked")
+    assert not second.done()
+    second.cancel()

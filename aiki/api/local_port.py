@@ -99,6 +99,11 @@ class LocalPort:
         req = self._body(request, p.HeartbeatRequest, path)
         return await self._call(path, lambda: executions.heartbeat(self._svc, self._ns, req))
 
+    async def watch(self, request: p.WatchRequest) -> p.WatchResponse:
+        path = "/workers/watch"
+        req = self._body(request, p.WatchRequest, path)
+        return await self._call(path, lambda: executions.watch(self._svc, self._ns, req))
+
     async def record_task(self, run_id: str, request: p.RecordTaskRequest) -> p.RecordTaskResponse:
         path = f"/runs/{run_id}/tasks"
         req = self._body(request, p.RecordTaskRequest, path)

@@ -1,4 +1,5 @@
-"""The worker protocol: register, claim (long-poll), heartbeat, record a task, transition a run, batch."""
+"""The worker protocol: register, claim (long-poll), heartbeat, watch (long-poll), record a task, transition a run,
+batch."""
 
 from __future__ import annotations
 
@@ -63,6 +64,21 @@ class WorkerController(Controller):
         self, data: JSONBody[p.HeartbeatRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.HeartbeatResponse:
         return await executions.heartbeat(svc, namespace_id, data)
+
+    @post(
+        "/watch",
+        summary="Wait until one of the worker's executions must stop (long-poll)",
+        description=(
+            "Answered as soon as one of `runs` is fenced (its revision moved on: cancelled, timed out, "
+            "recovered; `stale`: stop at once) or a pause of it is requested (`paused`: stop at the next "
+            "step boundary), else after `wait_ms`. A newer watch of the same worker answers an older one "
+            "parked on the same server at once, empty."
+        ),
+        status_code=200,
+        opt=policy("worker:execute"),
+    )
+    async def watch(self, data: JSONBody[p.WatchRequest], svc: Svc, namespace_id: NamespaceId) -> p.WatchResponse:
+        return await executions.watch(svc, namespace_id, data)
 
 
 async def _until_disconnected(request: Request[Any, Any, Any], gone: asyncio.Future[None]) -> None:

@@ -51,6 +51,8 @@ from aiki.worker_sdk.protocol import (
     StartRunResponse,
     TransitionRequest,
     TransitionResponse,
+    WatchRequest,
+    WatchResponse,
     WorkerBatchResponse,
     WorkerListResponse,
     WorkflowListResponse,
@@ -252,6 +254,13 @@ class Client:
             return await self._port.heartbeat(request)
         return await self.request("POST", "/workers/heartbeat", HeartbeatResponse, request)
 
+    async def watch(self, request: WatchRequest) -> WatchResponse:
+        """``POST /workers/watch`` (long-polls up to ``request.wait_ms``)."""
+        if self._port is not None:
+            return await self._port.watch(request)
+        timeout = request.wait_ms / 1000 + _POLL_MARGIN_S
+        return await self.request("POST", "/workers/watch", WatchResponse, request, timeout=timeout)
+
     async def record_task(self, run_id: str, request: RecordTaskRequest) -> RecordTaskResponse:
         """``POST /runs/{id}/tasks``."""
         if self._port is not None:
@@ -449,7 +458,9 @@ class RunHandle(Generic[O]):
     async def pause(self, reason: str | None = None) -> RunView:
         """Pause a scheduled, queued or running run: it is not executed until :meth:`resume`.
 
-        An executor still working on the run is fenced off (its next write is refused).
+        A running run stops at its next step boundary: the task under way finishes and its result
+        is recorded, and no new task, child or sleep starts (the run's status is ``paused`` at
+        once). Resumed, it goes on from there: no side effect runs twice.
 
         Raises:
             ActionNotAllowedError: The run is in another status.
@@ -458,6 +469,9 @@ class RunHandle(Generic[O]):
 
     async def resume(self, reason: str | None = None) -> RunView:
         """Resume a paused run: ``queued`` again (``scheduled`` if its delayed start is still ahead).
+
+        A run paused while running whose executor has not reached its step boundary yet is
+        ``running`` again: that executor simply goes on.
 
         Raises:
             ActionNotAllowedError: The run is not paused.

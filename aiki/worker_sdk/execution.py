@@ -3,6 +3,11 @@
 Every write names the revision the execution holds. Once a suspending or terminal transition is
 sent (or the execution is fenced off) ``finished`` is set and nothing else is written: sibling
 coroutines that reach the SDK afterwards stop quietly.
+
+A pause requested while the execution runs (the worker hears of it through its watch or a
+heartbeat, or a task record's answer says so) is honoured at the next step boundary: tasks under
+way finish and are recorded, then instead of the next new task, child or sleep the execution sends
+a ``yield`` transition and stops (see ``services/lifecycle.py`` on the server).
 """
 
 from __future__ import annotations
@@ -124,6 +129,11 @@ class Execution:
         self._may_hold = may_hold
         self.holding = False
         self.holds = 0
+        # A pause was requested (see the module docstring); task attempts under way, and when none is.
+        self.pause_requested = False
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.run = Run(self, {name: e.type for name, e in version.events.items()})
 
     # -- the workflow as a whole --------------------------------------------------------------
@@ -241,7 +251,36 @@ class Execution:
         async with self._lock:
             await self._send_deferred()
             request.revision = self.revision
-            await self._send(lambda: self.client.record_task(self.run_id, request), passthrough)
+            response = await self._send(lambda: self.client.record_task(self.run_id, request), passthrough)
+            self.pause_requested |= response.paused
+
+    # -- pause at the step boundary -----------------------------------------------------------
+
+    def _attempt_began(self) -> None:
+        self._busy += 1
+        self._idle.clear()
+
+    def _attempt_ended(self) -> None:
+        self._busy -= 1
+        if not self._busy:
+            self._idle.set()
+
+    async def _boundary(self) -> None:
+        """Called before new work (a task attempt, a child, a sleep): stop here if a pause is requested.
+
+        Task attempts under way on sibling coroutines finish and are recorded first; then the run is
+        released with a ``yield``. If it was resumed meanwhile the server says so and work goes on.
+        """
+        if not self.pause_requested:
+            return
+        while self._busy:
+            await self._idle.wait()
+        self._enter()
+        if not self.pause_requested:
+            return  # a sibling yielded and heard the run was resumed
+        if await self._send_transition(TransitionRequest(revision=self.revision, kind="yield")) is None:
+            raise _Suspend
+        self.pause_requested = False
 
     # A completed task's record is durable before anything that follows the task can have an
     # effect: new work (a task, a child) sends it first and waits for it. What the workflow does
@@ -276,7 +315,8 @@ class Execution:
         request, self._deferred = self._deferred, None
         if request is not None:
             request.revision = self.revision
-            await self._send(lambda: self.client.record_task(self.run_id, request))
+            response = await self._send(lambda: self.client.record_task(self.run_id, request))
+            self.pause_requested |= response.paused
 
     def _take_deferred_for(self, transition: TransitionRequest) -> bool:
         """Attach the deferred record to ``transition`` if both fit in one request together."""
@@ -381,39 +421,45 @@ class Execution:
 
         while True:
             self._enter()
-            limit = asyncio.timeout(None if task.timeout is None else task.timeout.total_seconds())
+            await self._boundary()
+            # The attempt runs and its outcome is recorded before a pause can stop the execution.
+            self._attempt_began()
             try:
-                async with limit:
-                    output = await task.invoke(input)
-                raw = serde.encode_checked(output, task.output_type)
-            except Exception as e:
-                error = error_info(e)
-                if isinstance(e, TimeoutError) and limit.expired():
-                    # The handler was cancelled at its limit; the attempt counts as failed.
-                    error.message = f"task {task.name!r} exceeded its timeout of {task.timeout}"
-                    error.cause = "timeout"
-                if task.retry.should_retry(attempt, e):
-                    next_at = now_ms() + _ms(task.retry.delay_for(attempt))
-                    await self._record(entry("awaiting_retry", error=error, next_attempt_at=next_at))
-                    request = TransitionRequest(revision=self.revision, kind="await_task_retry", wake_at=next_at)
-                    if await self._transition(request):
-                        raise _Suspend from None
-                    attempt += 1
-                    continue
-                await self._record(entry("failed", error=error))
-                raise TaskFailedError(task.name, error, run_id=self.run_id) from e
-            completed = entry("completed", output=msgspec.Raw(raw))
-            size = len(raw) + len(canonical)
-            if self._may_defer(size):
-                self._defer(completed, size)
+                limit = asyncio.timeout(None if task.timeout is None else task.timeout.total_seconds())
+                try:
+                    async with limit:
+                        output = await task.invoke(input)
+                    raw = serde.encode_checked(output, task.output_type)
+                except Exception as e:
+                    error = error_info(e)
+                    if isinstance(e, TimeoutError) and limit.expired():
+                        # The handler was cancelled at its limit; the attempt counts as failed.
+                        error.message = f"task {task.name!r} exceeded its timeout of {task.timeout}"
+                        error.cause = "timeout"
+                    if task.retry.should_retry(attempt, e):
+                        next_at = now_ms() + _ms(task.retry.delay_for(attempt))
+                        await self._record(entry("awaiting_retry", error=error, next_attempt_at=next_at))
+                        request = TransitionRequest(revision=self.revision, kind="await_task_retry", wake_at=next_at)
+                        if await self._transition(request):
+                            raise _Suspend from None
+                        attempt += 1
+                        continue
+                    await self._record(entry("failed", error=error))
+                    raise TaskFailedError(task.name, error, run_id=self.run_id) from e
+                completed = entry("completed", output=msgspec.Raw(raw))
+                size = len(raw) + len(canonical)
+                if self._may_defer(size):
+                    self._defer(completed, size)
+                    return serde.decode(raw, task.output_type)
+                try:
+                    await self._record(completed, passthrough=(PayloadTooLargeError,))
+                except PayloadTooLargeError as e:
+                    error = error_info(e)
+                    await self._record(entry("failed", error=error))
+                    raise TaskFailedError(task.name, error, run_id=self.run_id) from e
                 return serde.decode(raw, task.output_type)
-            try:
-                await self._record(completed, passthrough=(PayloadTooLargeError,))
-            except PayloadTooLargeError as e:
-                error = error_info(e)
-                await self._record(entry("failed", error=error))
-                raise TaskFailedError(task.name, error, run_id=self.run_id) from e
-            return serde.decode(raw, task.output_type)
+            finally:
+                self._attempt_ended()
 
     async def sleep(self, duration: timedelta, name: str) -> SleepResult:
         """``run.sleep()``: return a recorded sleep's outcome or suspend until it ends."""
@@ -421,6 +467,8 @@ class Execution:
         seq, record = self.state.next_sleep(name)
         if record is not None and record.status != "sleeping":
             return SleepResult(cancelled=record.status == "cancelled")
+        if record is None:
+            await self._boundary()
         # A sleep already recorded as sleeping keeps its deadline: ask only for what remains.
         duration_ms = _ms(duration) if record is None else max(0, record.wake_at - now_ms())
         hold = record is None and self._may_hold_for(duration_ms)
@@ -489,6 +537,11 @@ class Execution:
             await self._settle()
             self._enter()
             self._check_determinism(address)
+            if self._deferred is not None or self._flushes:
+                # Its answer may say a pause is requested: then no child starts.
+                async with self._lock:
+                    await self._send_deferred()
+            await self._boundary()
             request = StartChildRequest(
                 revision=self.revision,
                 address=address,

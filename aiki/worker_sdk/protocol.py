@@ -438,6 +438,33 @@ class HeartbeatRequest(msgspec.Struct, omit_defaults=True):
 class HeartbeatResponse(msgspec.Struct):
     stale: list[str]
     """Runs the worker must stop executing: their revision moved on (cancelled, recovered, ...)."""
+    paused: list[str] = msgspec.field(default_factory=list)
+    """Runs a user paused while their executor was running: it stops at its next step boundary
+    (the task under way finishes and is recorded; nothing new starts)."""
+
+
+class WatchRequest(msgspec.Struct, omit_defaults=True):
+    """``POST /workers/watch``: tell me at once when one of these executions must stop.
+
+    A long-poll the worker keeps open while it executes runs. The server answers as soon as one of
+    ``runs`` is fenced (its revision moved on: cancelled, timed out, recovered) or a pause of it is
+    requested, else after ``wait_ms``. A newer watch of the same worker ends an older one parked on
+    the same server (answered empty), so the worker sends a new one whenever it starts executing a
+    run, without closing the old request.
+    """
+
+    worker_id: str
+    runs: list[HeartbeatRun] = msgspec.field(default_factory=list)
+    wait_ms: int = 0
+    pausing: list[str] = msgspec.field(default_factory=list)
+    """Runs of ``runs`` whose pause the worker already knows of: answered only once fenced."""
+
+
+class WatchResponse(msgspec.Struct, omit_defaults=True):
+    stale: list[str] = msgspec.field(default_factory=list)
+    """Executions to stop at once (their tasks get ``asyncio.CancelledError``): the revision moved on."""
+    paused: list[str] = msgspec.field(default_factory=list)
+    """Executions to stop at their next step boundary: a pause is requested."""
 
 
 class RecordTaskRequest(msgspec.Struct, omit_defaults=True):
@@ -455,9 +482,11 @@ class RecordTaskRequest(msgspec.Struct, omit_defaults=True):
     next_attempt_at: int | None = None
 
 
-class RecordTaskResponse(msgspec.Struct):
+class RecordTaskResponse(msgspec.Struct, omit_defaults=True):
     recorded: bool
     """False when the same entry was already recorded with this outcome (an idempotent retry)."""
+    paused: bool = False
+    """A pause of the run is requested: the executor starts nothing new and stops (``yield``)."""
 
 
 class StartChildRequest(msgspec.Struct, omit_defaults=True):
@@ -496,6 +525,9 @@ class TransitionRequest(msgspec.Struct, omit_defaults=True):
     * ``await_child``: ``child_run_id``, ``wait_seq``, optional ``timeout_ms``. The run is woken when
       the child reaches any terminal status; if it already has, the server answers
       ``suspended=False`` with the child's record.
+    * ``yield``: a pause of the run was requested; the executor stopped at a step boundary. The run
+      stays ``paused`` and is released (answered ``suspended=True``); if it was resumed meanwhile
+      the answer is ``suspended=False`` and the executor goes on.
     * ``sleep`` with ``hold``: the executor asks to keep the run while it sleeps (a short sleep). If
       the server agrees it answers ``held=True``: the run is ``sleeping`` and stays leased to the
       executor, which sends ``resume_sleep`` (``sleep_name``, ``sleep_seq``) at once; the server
@@ -503,11 +535,22 @@ class TransitionRequest(msgspec.Struct, omit_defaults=True):
       meanwhile) and the executor carries on. Should it never come, the server wakes the run
       itself a grace period after the sleep's end, and it is claimed and replayed as after any
       sleep.
+
+    While a pause is requested (the run is ``paused`` and still leased to its executor) every
+    transition is taken as a ``yield``: its task record is recorded, nothing else it asks for.
     """
 
     revision: int
     kind: Literal[
-        "complete", "fail", "retry", "sleep", "await_event", "await_task_retry", "await_child", "resume_sleep"
+        "complete",
+        "fail",
+        "retry",
+        "sleep",
+        "await_event",
+        "await_task_retry",
+        "await_child",
+        "resume_sleep",
+        "yield",
     ]
     output: Any = None
     error: ErrorInfo | None = None

@@ -41,6 +41,8 @@ from aiki.worker_sdk.protocol import (
     StartRunResponse,
     TransitionRequest,
     TransitionResponse,
+    WatchRequest,
+    WatchResponse,
 )
 
 LOCAL_PORT_ATTRIBUTE = "aiki_local_port"
@@ -61,6 +63,8 @@ class LocalPort(Protocol):
     async def claim(self, request: ClaimRequest) -> ClaimResponse: ...
 
     async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse: ...
+
+    async def watch(self, request: WatchRequest) -> WatchResponse: ...
 
     async def record_task(self, run_id: str, request: RecordTaskRequest) -> RecordTaskResponse: ...
 

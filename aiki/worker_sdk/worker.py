@@ -1,4 +1,10 @@
-"""The worker: registers versions, claims activations, executes them, heartbeats."""
+"""The worker: registers versions, claims activations, executes them, heartbeats.
+
+While it executes runs it keeps a watch open (``POST /workers/watch``, a long-poll): the server
+answers it as soon as one of those runs is cancelled (or otherwise fenced) or a pause of it is
+requested, so the execution stops at once (its running tasks get ``asyncio.CancelledError``) or at
+its next step boundary, rather than at the next heartbeat.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from typing import Any
 from aiki.worker_sdk import serde
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.definitions import WorkflowVersion
-from aiki.worker_sdk.errors import AikiError, ServerUnavailableError
+from aiki.worker_sdk.errors import AikiError, NotFoundError, ServerUnavailableError
 from aiki.worker_sdk.execution import Execution
 from aiki.worker_sdk.protocol import (
     Activation,
@@ -25,10 +31,18 @@ from aiki.worker_sdk.protocol import (
     RegisterWorkerRequest,
     VersionRef,
     VersionSpec,
+    WatchRequest,
+    WatchResponse,
 )
 
 log = logging.getLogger("aiki.worker")
 CLAIM_WAIT_MS = 20_000
+WATCH_WAIT_MS = 20_000
+# A new watch (for runs begun since the last one) goes out at most this often: under load runs
+# begin by the hundred a second, and one watch covers them all.
+WATCH_COALESCE_S = 0.05
+# Superseded watches still on their way (answered by another server replica at its own time).
+_WATCHES_MAX = 8
 
 
 class Worker:
@@ -101,6 +115,9 @@ class WorkerHandle:
         self._stopping = False
         self._claim_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        # Set when an execution begins: the open watch does not cover it yet.
+        self._watch_wanted = asyncio.Event()
 
     @property
     def in_flight(self) -> int:
@@ -110,6 +127,7 @@ class WorkerHandle:
     def _start(self) -> None:
         self._claim_task = asyncio.create_task(self._claim_loop(), name=f"aiki-claim-{self.worker_id}")
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name=f"aiki-hb-{self.worker_id}")
+        self._watch_task = asyncio.create_task(self._watch_loop(), name=f"aiki-watch-{self.worker_id}")
 
     async def _claim_loop(self) -> None:
         refs = [VersionRef(name, version) for name, version in self._worker.versions]
@@ -160,6 +178,7 @@ class WorkerHandle:
         execution = Execution(self._client, version, activation, may_hold=self._has_a_free_slot)
         task = asyncio.create_task(self._execute(execution), name=f"aiki-run-{activation.run_id}")
         self._executions[activation.run_id] = (execution, task)
+        self._watch_wanted.set()
 
     async def _execute(self, execution: Execution) -> None:
         try:
@@ -194,9 +213,86 @@ class WorkerHandle:
                 # newer execution holds the current revision and must go on.
                 # So is one that began holding a sleep while the beat was in flight.
                 if entry is not None and entry[0].revision == sent.get(run_id) and entry[0].holds == holds.get(run_id):
-                    log.info("run %s: revision moved on; stopping its execution", run_id)
-                    entry[0].finished = True
-                    entry[1].cancel()
+                    self._stop_execution(run_id, entry)
+            self._pause_executions(response.paused, sent)
+
+    def _stop_execution(self, run_id: str, entry: tuple[Execution, asyncio.Task[None]]) -> None:
+        """Stop an execution whose run moved on: it writes nothing more, its tasks get CancelledError."""
+        if entry[0].finished and entry[1].done():
+            return
+        log.info("run %s: revision moved on; stopping its execution", run_id)
+        entry[0].finished = True
+        entry[1].cancel()
+
+    def _pause_executions(self, run_ids: Sequence[str], sent: dict[str, int]) -> None:
+        """A pause of these runs is requested: their executions stop at their next step boundary."""
+        for run_id in run_ids:
+            entry = self._executions.get(run_id)
+            if entry is not None and entry[0].revision == sent.get(run_id) and not entry[0].pause_requested:
+                log.info("run %s: pause requested; stopping at the next step boundary", run_id)
+                entry[0].pause_requested = True
+
+    async def _watch_loop(self) -> None:
+        """Keep a watch open on the runs being executed (see the module docstring)."""
+        outstanding: list[asyncio.Task[None]] = []
+        try:
+            await self._watch_forever(outstanding)
+        finally:
+            for call in outstanding:
+                call.cancel()
+
+    async def _watch_forever(self, outstanding: list[asyncio.Task[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        last_sent = float("-inf")
+        backoff = 0.2
+        while True:
+            self._watch_wanted.clear()
+            sent = {run_id: e.revision for run_id, (e, _) in self._executions.items() if not e.finished}
+            if not sent:
+                await self._watch_wanted.wait()
+                continue
+            request = WatchRequest(
+                worker_id=self.worker_id,
+                runs=[HeartbeatRun(run_id, revision) for run_id, revision in sent.items()],
+                wait_ms=WATCH_WAIT_MS,
+                pausing=[run_id for run_id, (e, _) in self._executions.items() if e.pause_requested and run_id in sent],
+            )
+            last_sent = loop.time()
+            call = asyncio.create_task(self._watch_once(request, sent))
+            call.add_done_callback(_ignore_outcome)
+            outstanding[:] = [c for c in outstanding if not c.done()]
+            outstanding.append(call)
+            while len(outstanding) > _WATCHES_MAX:
+                outstanding.pop(0).cancel()
+            wanted = asyncio.create_task(self._watch_wanted.wait())
+            try:
+                await asyncio.wait((call, wanted), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                wanted.cancel()
+            if not call.done():
+                # Runs began since: a new watch covers them too and ends this one on its server (whose
+                # answer, should it come, is applied all the same).
+                await asyncio.sleep(max(0.0, last_sent + WATCH_COALESCE_S - loop.time()))
+                continue
+            error = call.exception()
+            if isinstance(error, NotFoundError):
+                log.warning("worker %s: the server has no watch route; cancels reach runs by heartbeat", self.worker_id)
+                return
+            if error is not None:
+                log.warning("worker %s: watch failed, retrying in %.1fs: %r", self.worker_id, backoff, error)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.2
+
+    async def _watch_once(self, request: WatchRequest, sent: dict[str, int]) -> None:
+        response: WatchResponse = await self._client.watch(request)
+        for run_id in response.stale:
+            entry = self._executions.get(run_id)
+            # Only the execution the watch named (a newer one of the same run holds the new revision).
+            if entry is not None and entry[0].revision == sent[run_id]:
+                self._stop_execution(run_id, entry)
+        self._pause_executions(response.paused, sent)
 
     async def stop(self, grace: timedelta | None = timedelta(seconds=10)) -> None:
         """Stop claiming, let in-flight executions finish, then stop.
@@ -221,10 +317,17 @@ class WorkerHandle:
                 task.cancel()
             if still:
                 await asyncio.wait(still)
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
+        for background in (self._heartbeat_task, self._watch_task):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+
+
+def _ignore_outcome(call: asyncio.Task[None]) -> None:
+    # A superseded watch's failure is of no interest (the current one's is read where it ends).
+    if not call.cancelled():
+        call.exception()
 
 
 def worker(

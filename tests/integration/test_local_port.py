@@ -168,7 +168,7 @@ async def test_stale_revisions_are_fenced_the_same_way(aiki: Any, clients: dict[
         )
         [activation] = claim.activations
         assert activation.run_id == handle.id
-        await handle.pause()  # bumps the revision: the claim's executor is fenced off
+        await handle.cancel()  # bumps the revision: the claim's executor is fenced off
         record = RecordTaskRequest(
             revision=activation.revision, address="port-step:x", seq=0, name="port-step", status="completed", attempts=1
         )
@@ -180,12 +180,12 @@ async def test_stale_revisions_are_fenced_the_same_way(aiki: Any, clients: dict[
         assert stale_record.value.run_id == handle.id
 
         # An executor holding the stale revision runs its first task, is refused, and stops
-        # without writing anything: the run stays paused with no task recorded.
+        # without writing anything: the run stays cancelled with no task recorded.
         execution = Execution(c, port_v1, activation)
         await execution.execute()
         assert execution.finished
         detail = await c.run_detail(handle.id)
-        assert detail.run.status == "paused"
+        assert detail.run.status == "cancelled"
         assert detail.tasks == []
 
 

@@ -84,7 +84,7 @@ async def test_a_busy_http_worker_sends_its_writes_in_batches(aiki: Any) -> None
 
 async def test_each_operation_answers_for_itself(aiki: Any) -> None:
     fresh, stale = await _claimed(aiki, 2)
-    await aiki.http.post(f"{API}/runs/{stale.run_id}/pause", json={})  # fences the claim's revision
+    await aiki.http.post(f"{API}/runs/{stale.run_id}/cancel", json={})  # fences the claim's revision
     too_big = _record(fresh.revision, address="b:1", output="x" * (70 * 1024))  # the harness allows 64 KiB
     body = {
         "ops": [
@@ -114,7 +114,7 @@ async def test_each_operation_answers_for_itself(aiki: Any) -> None:
 
 async def test_a_stale_write_in_a_batch_is_the_same_error_as_alone(aiki: Any) -> None:
     [activation] = await _claimed(aiki, 1)
-    await aiki.http.post(f"{API}/runs/{activation.run_id}/pause", json={})
+    await aiki.http.post(f"{API}/runs/{activation.run_id}/cancel", json={})
     alone = await aiki.http.post(f"{API}/runs/{activation.run_id}/tasks", json=_record(activation.revision))
     batched = await aiki.http.post(
         f"{API}/workers/batch",

@@ -66,8 +66,10 @@ EXPECTED: dict[str, dict[str, str]] = {
         "stalled": "cancelled",
     },
     "pause": {"scheduled": "paused", "queued": "paused", "running": "paused"},
+    "yield": {"paused": "paused"},
     "resume": {"paused": "queued"},
     "resume_delayed": {"paused": "scheduled"},
+    "resume_pausing": {"paused": "running"},
     "wake": {"sleeping": "queued"},
     "requeue": {"stalled": "queued"},
 }

@@ -19,6 +19,10 @@ RUN_COLUMNS = (
     "deadline_at, resume_at"
 )
 
+# A run its executor still holds at its revision: running, or paused while the pause waits for
+# the executor's next step boundary (see services/lifecycle.py).
+HELD = "(status = 'running' OR (status = 'paused' AND lease_owner IS NOT NULL))"
+
 CHILD_COLUMNS = "id, parent_run_id, parent_address, parent_seq, workflow_name, version, status, output, error"
 
 _HISTORY_INSERT = (
@@ -173,18 +177,30 @@ class RunRepository:
         columns = tuple(values)
         await self.conn.execute(_update_sql(columns), run_id, self.namespace_id, *values.values())
 
-    async def touch_if_held(self, run_id: str, revision: int, now: int, lease_until: int) -> bool:
-        """Extend the lease of a run still held at ``revision``; False if the executor is fenced."""
-        changed = await self.conn.execute(
-            "UPDATE runs SET updated_at = $4, wake_at = $5 "
-            "WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND status = 'running'",
+    async def touch_if_held(self, run_id: str, revision: int, now: int, lease_until: int) -> str | None:
+        """Extend the lease of a run still held at ``revision``.
+
+        Returns its status: ``running``, or ``paused`` while a pause waits for the executor's next
+        step boundary (held, no lease to extend); None if the executor is fenced.
+        """
+        status: str | None = await self.conn.fetchval(
+            "UPDATE runs SET updated_at = $4, wake_at = CASE WHEN status = 'running' THEN $5 ELSE wake_at END "
+            f"WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND {HELD} RETURNING status",
             run_id,
             self.namespace_id,
             revision,
             now,
             lease_until,
         )
-        return changed == 1
+        return status
+
+    async def held_states(self, run_ids: Sequence[str]) -> list[Row]:
+        """``id, revision, status, lease_owner`` of these runs (those that exist)."""
+        p = Params(self.namespace_id)
+        ids = self.conn.any_of(p, "id", list(run_ids))
+        return await self.conn.fetch(
+            f"SELECT id, revision, status, lease_owner FROM runs WHERE namespace_id = $1 AND {ids}", *p.values
+        )
 
     async def finish_held(
         self, run_id: str, revision: int, values: Mapping[str, Any], reason: str | None, now: int
@@ -377,21 +393,20 @@ class RunRepository:
         claimed = [r for r in rows if r["id"] is not None]
         return claimed, len(claimed) < limit and bool(rows[0]["skipped"])
 
-    async def heartbeat(self, worker_id: str, held: Mapping[str, int], now: int, lease_until: int) -> list[str]:
-        """Extend the leases ``worker_id`` still holds; return the ids whose revision moved on."""
+    async def heartbeat(
+        self, worker_id: str, held: Mapping[str, int], now: int, lease_until: int
+    ) -> tuple[list[str], list[str]]:
+        """Extend the leases ``worker_id`` still holds.
+
+        Returns the ids whose revision moved on (stale), and those a pause is requested of
+        (``paused`` but still held by ``worker_id``: alive, with no lease to extend).
+        """
         if not held:
-            return []
-        p = Params(self.namespace_id)
-        rows = await self.conn.fetch(
-            "SELECT id, revision, status, lease_owner FROM runs "
-            f"WHERE namespace_id = $1 AND {self.conn.any_of(p, 'id', list(held))}",
-            *p.values,
-        )
-        alive = [
-            r["id"]
-            for r in rows
-            if r["revision"] == held[r["id"]] and r["status"] == "running" and r["lease_owner"] == worker_id
-        ]
+            return [], []
+        rows = await self.held_states(list(held))
+        mine = [r for r in rows if r["revision"] == held[r["id"]] and r["lease_owner"] == worker_id]
+        alive = [r["id"] for r in mine if r["status"] == "running"]
+        pausing = [r["id"] for r in mine if r["status"] == "paused"]
         if alive:
             p = Params(self.namespace_id, now, lease_until, worker_id)
             held_by_me = (
@@ -409,8 +424,8 @@ class RunRepository:
                 )
             else:
                 await self.conn.execute(f"UPDATE runs SET wake_at = $3, updated_at = $2 WHERE {held_by_me}", *p.values)
-        alive_set = set(alive)
-        return [run_id for run_id in held if run_id not in alive_set]
+        kept = set(alive) | set(pausing)
+        return [run_id for run_id in held if run_id not in kept], pausing
 
     # -- run trees -----------------------------------------------------------------------------
 

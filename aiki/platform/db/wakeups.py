@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 CHANNEL = "aiki_wake"
@@ -99,6 +99,24 @@ class WakeHub:
             return False
         finally:
             self.forget(key, fut)
+
+    async def wait_any(self, since: Mapping[str, int], timeout: float) -> bool:
+        """Wait until one of the keys of ``since`` is notified after its version there; False on timeout."""
+        if any(self._versions[key] != version for key, version in since.items()):
+            return True
+        if timeout <= 0:
+            return False
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        for key in since:
+            self._waiters[key].add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            for key in since:
+                self.forget(key, fut)
 
     def forget(self, key: str, future: asyncio.Future[Any]) -> None:
         """``future`` no longer waits on ``key``."""

@@ -66,10 +66,15 @@ TRANSITIONS: Final[dict[str, dict[str, str]]] = {
     "child_ended": {"awaiting_child": "queued"},
     # A person or a program acting on the run.
     "cancel": {status: "cancelled" for status in LIVE},
+    # Pausing a running run is a request: the run is `paused` at once but stays leased to its
+    # executor until it stops at its next step boundary (`yield`), so the task under way finishes
+    # and is recorded. Resumed before that, the executor simply goes on (`resume_pausing`).
     "pause": {"scheduled": "paused", "queued": "paused", "running": "paused"},
+    "yield": {"paused": "paused"},
     # Resume goes back to `queued`, or to `scheduled` while a delayed start is still in the future.
     "resume": {"paused": "queued"},
     "resume_delayed": {"paused": "scheduled"},
+    "resume_pausing": {"paused": "running"},
     "wake": {"sleeping": "queued"},
     "requeue": {"stalled": "queued"},
 }

@@ -226,10 +226,58 @@ async def heartbeat(svc: Services, ns: str, req: p.HeartbeatRequest) -> p.Heartb
     now = now_ms()
     async with svc.db.raw_transaction() as conn:
         await WorkerHeartbeats(conn, ns).seen(req.worker_id, now)
-        stale = await RunRepository(conn, ns).heartbeat(
+        stale, paused = await RunRepository(conn, ns).heartbeat(
             req.worker_id, {r.run_id: r.revision for r in req.runs}, now, now + svc.settings.lease_ttl_ms
         )
-    return p.HeartbeatResponse(stale=stale)
+    return p.HeartbeatResponse(stale=stale, paused=paused)
+
+
+# The longest a watch stays parked (the worker asks for less; see worker_sdk/worker.py).
+WATCH_MAX_MS = 60_000
+
+
+async def watch(svc: Services, ns: str, req: p.WatchRequest) -> p.WatchResponse:
+    """Answer as soon as one of the executions ``req.runs`` must stop, or after ``req.wait_ms``.
+
+    An execution must stop at once when its run's revision moved on (cancelled, timed out,
+    recovered: ``stale``), or at its next step boundary when a pause of it is requested
+    (``paused``). Every such change is a status change, announced on ``run:<id>`` (in this process
+    by the service that made it, from other processes through PostgreSQL NOTIFY or Redis), so the
+    watch reads the runs, waits for one of their keys, and reads again. A newer watch of the same
+    worker answers an older one parked in this process at once (empty): the worker sends a new
+    watch whenever it starts executing a run, without closing the old request.
+    """
+    held = {r.run_id: r.revision for r in req.runs}
+    known = set(req.pausing)  # already told: answer only once they are fenced
+    mine = f"watch:{ns}:{req.worker_id}"
+    svc.hub.deliver(mine)  # local only: a watch parked on another server ends at its own time
+    superseded_after = svc.hub.version(mine)
+    if not held:
+        return p.WatchResponse()
+    deadline = time.monotonic() + max(0, min(req.wait_ms, WATCH_MAX_MS)) / 1000
+    keys = [f"run:{run_id}" for run_id in held]
+    while True:
+        since = {key: svc.hub.version(key) for key in keys}
+        since[mine] = superseded_after
+        async with svc.db.raw_read() as conn:
+            rows = await RunRepository(conn, ns).held_states(list(held))
+        found = {r["id"]: r for r in rows}
+        stale = [run_id for run_id, rev in held.items() if run_id not in found or found[run_id]["revision"] != rev]
+        paused = [
+            r["id"]
+            for r in rows
+            if r["revision"] == held[r["id"]]
+            and r["status"] == "paused"
+            and r["lease_owner"] is not None
+            and r["id"] not in known
+        ]
+        remaining = deadline - time.monotonic()
+        if stale or paused or remaining <= 0:
+            return p.WatchResponse(stale=stale, paused=paused)
+        # Look again now and then in case a wake-up from another process was missed.
+        await svc.hub.wait_any(since, min(remaining, RECHECK_S))
+        if svc.hub.version(mine) != superseded_after:
+            return p.WatchResponse()
 
 
 async def _fence_failed(runs: RunRepository, run_id: str, revision: int) -> StaleRevision | RunNotFound:
@@ -262,25 +310,28 @@ async def record_task(svc: Services, ns: str, run_id: str, req: p.RecordTaskRequ
         # One statement, one round trip: fence + lease extension when due + upsert (StepRepository).
         extend_below = now + svc.settings.lease_ttl_ms // 2
         async with svc.db.raw_read() as conn:
-            held, recorded = await StepRepository(conn, ns).record_task_fenced(
+            held, recorded, paused = await StepRepository(conn, ns).record_task_fenced(
                 run_id, req.revision, lease_until, extend_below, values
             )
             if not held:
                 raise await _fence_failed(RunRepository(conn, ns), run_id, req.revision)
             if not recorded:
                 await _check_recorded(StepRepository(conn, ns), run_id, req)
-        return p.RecordTaskResponse(recorded=recorded)
+        return p.RecordTaskResponse(recorded=recorded, paused=paused)
     async with svc.db.raw_transaction() as conn:
         runs = RunRepository(conn, ns)
         # Fencing and a free lease extension in one statement; it also takes the run's row lock,
-        # so a concurrent cancel is ordered strictly before or after this write.
-        if not await runs.touch_if_held(run_id, req.revision, now, lease_until):
+        # so a concurrent cancel is ordered strictly before or after this write. A run paused
+        # while the task ran is still held: the task's result is recorded (pause never makes a
+        # side effect run twice) and the answer tells the executor to start nothing new.
+        status = await runs.touch_if_held(run_id, req.revision, now, lease_until)
+        if status is None:
             raise await _fence_failed(runs, run_id, req.revision)
         steps = StepRepository(conn, ns)
         recorded = await steps.upsert_task(run_id, values)
         if not recorded:
             await _check_recorded(steps, run_id, req)
-    return p.RecordTaskResponse(recorded=recorded)
+    return p.RecordTaskResponse(recorded=recorded, paused=status == "paused")
 
 
 async def _check_recorded(steps: StepRepository, run_id: str, req: p.RecordTaskRequest) -> None:
@@ -426,16 +477,31 @@ async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionReque
         run = await runs.get(run_id, lock=True)
         if run is None:
             raise RunNotFound(run_id)
-        held_from = "sleeping" if req.kind == "resume_sleep" else "running"
-        if run["revision"] != req.revision or run["status"] != held_from:
+        if run["revision"] != req.revision:
+            raise StaleRevision(run_id, req.revision)
+        # A pause is requested (the run is paused, still leased to this executor): this transition
+        # is the executor's step boundary. Whatever it asks for (its task record aside, written
+        # above) waits for the resume: the run is released here and its next execution replays.
+        pausing = run["status"] == "paused" and run["lease_owner"] is not None
+        if req.kind == "yield" and not pausing:
+            if run["status"] != "running":
+                raise StaleRevision(run_id, req.revision)
+            # Resumed before the executor stopped: it goes on.
+            return p.TransitionResponse(status="running", suspended=False, revision=run["revision"])
+        held_from = "paused" if pausing else "sleeping" if req.kind == "resume_sleep" else "running"
+        if run["status"] != held_from:
             raise StaleRevision(run_id, req.revision)
         steps = StepRepository(conn, ns)
         values: dict[str, Any] = {"updated_at": now, "lease_owner": None}
         reason: str | None = None
         held = False
         attempt = run["attempt"]
-        kind = req.kind
-        if kind == "await_event":
+        kind = "yield" if pausing else req.kind
+        if kind == "yield":
+            # The revision moves on: nothing this executor might still send lands.
+            values.update(revision=run["revision"] + 1, wake_at=None)
+            reason = "stopped at a step boundary (pause requested)"
+        elif kind == "await_event":
             _require(req, "event_name", "consumed", "wait_seq")
             buffered = await steps.events_from(run_id, req.event_name or "", req.consumed or 0)
             if buffered:

@@ -3,11 +3,17 @@
 Each is one transaction on the locked run row, valid only from its statuses
 (:func:`run_states.check_action` raises ``ActionNotAllowed`` naming the action and the status):
 
-* ``pause`` (scheduled, queued, running → paused) bumps the revision, so an executor still working
-  on the run is fenced (its next write gets 409) and its lease is dropped. A paused delayed start
-  keeps its start time in ``resume_at``.
+* ``pause`` (scheduled, queued, running → paused). A run that is not running leaves the ready
+  queue (its revision is bumped); a paused delayed start keeps its start time in ``resume_at``.
+  A running run is *pausing*: ``paused`` at once, but still leased to its executor (``lease_owner``
+  set, revision unchanged), which learns of it at once (``POST /workers/watch``), starts nothing
+  new, lets the task under way finish and be recorded, and stops at its next step boundary (the
+  ``yield`` transition, or any transition it sends meanwhile: ``executions.transition``). That
+  releases the run and bumps its revision. So pause/resume never runs a side effect twice.
 * ``resume`` (paused →) goes back to ``scheduled`` while a delayed start is still in the future,
-  else to ``queued`` (a run paused while running replays from its history when claimed again).
+  else to ``queued`` (the run replays its recorded history when claimed again). A pausing run,
+  whose executor has not stopped yet, goes back to ``running``: the executor goes on (should it
+  be gone, its lease, renewed here, expires and the run is recovered as usual).
 * ``wake`` (sleeping → queued) ends the current sleep early: it is recorded ``cancelled`` and the
   workflow's ``run.sleep()`` returns ``SleepResult(cancelled=True)``.
 * ``requeue`` (stalled → queued) puts a stalled run back in the ready queue with a fresh
@@ -45,17 +51,19 @@ async def act(svc: Services, ns: str, run_id: str, action: str, reason: str | No
         values: dict[str, Any] = {"updated_at": now}
         if action == "pause":
             target = run_states.next_status("pause", status)
-            values.update(
-                # Fences a running executor; a queued run leaves the ready queue.
-                revision=run["revision"] + 1,
-                lease_owner=None,
-                queued_at=None,
-                wake_at=None,
-                resume_at=run["wake_at"] if status == "scheduled" else None,
-            )
+            values.update(queued_at=None, wake_at=None, resume_at=run["wake_at"] if status == "scheduled" else None)
+            if status != "running" or run["lease_owner"] is None:
+                # A queued run leaves the ready queue; nothing executes it, nothing to wait for.
+                values.update(revision=run["revision"] + 1, lease_owner=None)
+            # else pausing: the executor keeps its lease and revision until its next step boundary
+            # (``wake_at`` is no lease while paused: heartbeats keep it alive, resume renews it).
         elif action == "resume":
             resume_at = run["resume_at"]
-            if resume_at is not None and resume_at > now:
+            if run["lease_owner"] is not None:
+                # Pausing: its executor has not stopped yet, and simply goes on.
+                target = run_states.next_status("resume_pausing", status)
+                values.update(wake_at=now + svc.settings.lease_ttl_ms)
+            elif resume_at is not None and resume_at > now:
                 target = run_states.next_status("resume_delayed", status)
                 values.update(wake_at=resume_at, resume_at=None)
             else:

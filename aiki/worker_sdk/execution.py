@@ -25,6 +25,7 @@ from aiki.worker_sdk.errors import (
     NonDeterminismError,
     PayloadTooLargeError,
     RateLimitedError,
+    ReferenceConflictError,
     ServerUnavailableError,
     StaleRevisionError,
     TaskFailedError,
@@ -489,6 +490,7 @@ class Execution:
             await self._settle()
             self._enter()
             self._check_determinism(address)
+            options = version._options
             request = StartChildRequest(
                 revision=self.revision,
                 address=address,
@@ -496,13 +498,22 @@ class Execution:
                 workflow=version.name,
                 version=version.version,
                 input=msgspec.Raw(raw),
-                retry=None if version._options.retry is None else version._options.retry.to_wire(),
+                retry=None if options.retry is None else options.retry.to_wire(),
+                reference_id=options.reference_id,
+                conflict=options.conflict,
+                delay_ms=options.delay_ms,
+                pool=options.pool,
+                require_registered=options.require_registered,
             )
             async with self._lock:
                 await self._send_deferred()
                 request.revision = self.revision
-                # A refused input or an unknown version is the workflow's error, not the execution's.
-                passthrough: tuple[type[AikiError], ...] = (ValidationError, WorkflowNotFoundError)
+                # A refused input, reference or unknown version is the workflow's error, not the execution's.
+                passthrough: tuple[type[AikiError], ...] = (
+                    ValidationError,
+                    WorkflowNotFoundError,
+                    ReferenceConflictError,
+                )
                 response = await self._send(lambda: self.client.start_child(self.run_id, request), passthrough)
             record = response.child
             self.state.add_child(record)

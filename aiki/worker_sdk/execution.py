@@ -184,6 +184,7 @@ class Execution:
         return None if self.version.timeout is None else self.version.timeout.total_seconds()
 
     async def _on_error(self, error: Exception) -> None:
+        self.state.end_replay()  # the engine's own lines below are about this execution
         error = self._fatal or error
         wire = self.activation.retry
         policy = RetryPolicy.from_wire(wire) if wire is not None else self.version.retry
@@ -197,6 +198,7 @@ class Execution:
         await self._fail(error)
 
     async def _fail(self, error: BaseException) -> None:
+        self.state.end_replay()
         self.run.logger.info("run failed: %r", error)
         await self._transition(TransitionRequest(revision=self.revision, kind="fail", error=error_info(error)))
 

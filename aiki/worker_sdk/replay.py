@@ -77,12 +77,19 @@ class ChildResult(Generic[T]):
         return self.status == "completed"
 
 
+_PASSING: Literal["passing"] = "passing"
+_SUSPENDING: Literal["suspending"] = "suspending"
+_Step = Literal["passing", "suspending"] | None
+
+
 class ReplayState:
     """Cursors over one activation's recorded history.
 
     Attributes:
         progress: Bumped on every consumption of a recorded entry; the engine watches it to let
             sibling coroutines consume their entries before it declares new work.
+        replaying: True while the workflow code re-executes what an earlier execution of the run
+            already executed (``run.logger`` is silent meanwhile). See :meth:`_stepped`.
     """
 
     def __init__(self, activation: Activation) -> None:
@@ -104,6 +111,53 @@ class ReplayState:
         self.child_cursor: dict[str, int] = {}
         self.consumed_children: set[tuple[str, int]] = set()
         self.progress = 0
+        self._consumed_sleeps: set[tuple[str, int]] = set()
+        self._consumed_timeouts: set[tuple[str, int]] = set()
+        # A run's first claim (revision 1) has executed nothing before. After that, recorded steps
+        # say an earlier execution ran; so do buffered events (it may have suspended on a wait).
+        self.replaying = bool(self.tasks or self.sleeps or self.children or self.wait_timeouts) or (
+            activation.revision > 1 and bool(self.events)
+        )
+        self._frontier_pending = False
+
+    def _remaining(self) -> int:
+        """Recorded steps (tasks, child starts, sleeps, wait timeouts) no call has reached yet."""
+        return (
+            len(self.tasks)
+            - len(self.consumed_tasks)
+            + len(self.children)
+            - len(self.consumed_children)
+            + len(self.sleeps)
+            - len(self._consumed_sleeps)
+            + len(self.wait_timeouts)
+            - len(self._consumed_timeouts)
+        )
+
+    def _stepped(self, recorded: _Step) -> None:
+        """The workflow reached a step: end the replay once it is past the earlier executions.
+
+        The earlier executions got as far as the last recorded step, or further: a recorded
+        step an execution went on from (``passing``: a completed or failed task, a child start)
+        may be followed by code it ran before it suspended on a step that leaves no record (an
+        event or child wait) or was lost. So when the last recorded step is ``passing`` the
+        replay ends at the next step; when it is one an execution stopped at (``suspending``: a
+        sleep, a wait timeout, a task awaiting a retry or interrupted), it ends there. This
+        errs toward logging a line again (after a held sleep followed by a wait) rather than
+        never logging it.
+        """
+        if not self.replaying:
+            return
+        if self._frontier_pending:
+            self.replaying = False
+        elif self._remaining() == 0:
+            if recorded == _PASSING:
+                self._frontier_pending = True
+            else:
+                self.replaying = False
+
+    def end_replay(self) -> None:
+        """The workflow is done with its history (it ended, or failed): nothing is replay now."""
+        self.replaying = False
 
     def next_task(self, address: str) -> tuple[int, TaskRecord | None]:
         """Take the next call at ``address``: its ``seq`` and recorded entry, if any."""
@@ -113,6 +167,9 @@ class ReplayState:
         if record is not None:
             self.consumed_tasks.add((address, seq))
             self.progress += 1
+            self._stepped(_PASSING if record.status in ("completed", "failed") else _SUSPENDING)
+        else:
+            self._stepped(None)
         return seq, record
 
     def unconsumed(self) -> list[TaskRecord]:
@@ -129,6 +186,7 @@ class ReplayState:
         if record is not None:
             self.consumed_children.add((address, seq))
             self.progress += 1
+        self._stepped(_PASSING if record is not None else None)
         return seq, record
 
     def add_child(self, record: ChildRecord) -> None:
@@ -147,7 +205,11 @@ class ReplayState:
         name = "@child:" + child_id
         seq = self.wait_cursor.get(name, 0)
         self.wait_cursor[name] = seq + 1
-        return seq, (name, seq) in self.wait_timeouts
+        timed_out = (name, seq) in self.wait_timeouts
+        if timed_out:
+            self._consumed_timeouts.add((name, seq))
+        self._stepped(_SUSPENDING if timed_out else None)
+        return seq, timed_out
 
     def next_sleep(self, name: str) -> tuple[int, SleepRecord | None]:
         """Take the next sleep named ``name``: its ``seq`` and recorded row, if any."""
@@ -156,6 +218,8 @@ class ReplayState:
         record = self.sleeps.get((name, seq))
         if record is not None:
             self.progress += 1
+            self._consumed_sleeps.add((name, seq))
+        self._stepped(_SUSPENDING if record is not None else None)
         return seq, record
 
     def add_events(self, records: list[EventRecord]) -> None:
@@ -190,8 +254,12 @@ class ReplayState:
         self.wait_cursor[name] = seq + 1
         if (name, seq) in self.wait_timeouts:
             self.progress += 1
+            self._consumed_timeouts.add((name, seq))
+            self._stepped(_SUSPENDING)
             return seq, TIMED_OUT
-        return seq, self.take_event(name)
+        event = self.take_event(name)
+        self._stepped(None)
+        return seq, event
 
 
 class EventWaiter(Generic[T]):
@@ -272,6 +340,24 @@ class _RunEvents:
         return EventWaiter(self._execution, name, self._types[name])
 
 
+class _RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """``run.logger``: drops records while the run replays its history."""
+
+    def __init__(self, logger: logging.Logger, extra: dict[str, Any], state: ReplayState | None) -> None:
+        super().__init__(logger, extra)
+        self._state = state
+
+    def isEnabledFor(self, level: int) -> bool:
+        if self._state is not None and self._state.replaying:
+            return False
+        return super().isEnabledFor(level)
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self._state is not None and self._state.replaying:
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
 class Run:
     """The context a workflow handler receives as its first argument.
 
@@ -281,7 +367,12 @@ class Run:
         workflow: The workflow name.
         version: The workflow version.
         reference_id: The reference id the run was started with, if any.
-        logger: A logger bound to the run id, workflow and version.
+        logger: A logger bound to the run id, workflow and version (``extra``: ``run_id``,
+            ``workflow``, ``version``). It is silent while the workflow replays what an earlier
+            execution of the run already did (Temporal's rule), so a line is logged once, not
+            again on every resume. A line logged right before a wait that suspends the run may
+            be logged once more when the run resumes after an interruption (a crash, or a short
+            sleep held in memory): a line is never lost.
         events: ``run.events.<name>.wait(timeout=...)`` waits for the declared event ``name``.
     """
 
@@ -293,11 +384,18 @@ class Run:
         self.workflow = activation.workflow
         self.version = activation.version
         self.reference_id = activation.reference_id
-        self.logger = logging.LoggerAdapter(
+        self.logger: logging.LoggerAdapter[logging.Logger] = _RunLogger(
             logging.getLogger("aiki.workflow"),
             {"run_id": self.id, "workflow": self.workflow, "version": self.version},
+            getattr(execution, "state", None),
         )
         self.events = _RunEvents(execution, event_types)
+
+    @property
+    def replaying(self) -> bool:
+        """True while the workflow re-executes what an earlier execution already did."""
+        state = getattr(self._execution, "state", None)
+        return bool(state is not None and state.replaying)
 
     async def sleep(self, duration: timedelta, name: str = "default") -> SleepResult:
         """Sleep durably: the run suspends and the worker is released until the time comes.

@@ -40,6 +40,8 @@ async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) 
                 now,
                 spec.timeout_ms,
             )
+            if spec.timeout_ms is not None:
+                await catalog.time_limit_unstarted_runs(spec.workflow, spec.version, spec.timeout_ms)
         await catalog.upsert_worker(
             {
                 "id": req.worker_id,

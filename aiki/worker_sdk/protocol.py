@@ -396,6 +396,13 @@ class WaitTimeoutRecord(msgspec.Struct):
     seq: int
 
 
+class WaitRef(msgspec.Struct):
+    """The ``seq``-th wait on ``name`` (an event name, or ``@child:<run id>`` for a child)."""
+
+    name: str
+    seq: int
+
+
 class ChildRecord(msgspec.Struct, omit_defaults=True):
     """A child run started by the parent: entry ``seq`` at ``address`` of the parent's replay."""
 
@@ -428,6 +435,9 @@ class Activation(msgspec.Struct, omit_defaults=True):
     children: list[ChildRecord] = msgspec.field(default_factory=list)
     deadline_at: int | None = None
     """When the run's execution time limit expires (the server fails it with cause ``timeout`` then)."""
+    resumed_wait: WaitRef | None = None
+    """The last wait the run suspended on (an earlier execution reached it); the replay of
+    earlier executions lasts at least until this wait is reached again."""
 
 
 class ClaimResponse(msgspec.Struct):

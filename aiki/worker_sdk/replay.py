@@ -113,11 +113,12 @@ class ReplayState:
         self.progress = 0
         self._consumed_sleeps: set[tuple[str, int]] = set()
         self._consumed_timeouts: set[tuple[str, int]] = set()
-        # A run's first claim (revision 1) has executed nothing before. After that, recorded steps
-        # say an earlier execution ran; so do buffered events (it may have suspended on a wait).
-        self.replaying = bool(self.tasks or self.sleeps or self.children or self.wait_timeouts) or (
-            activation.revision > 1 and bool(self.events)
-        )
+        # Where earlier executions got to: their recorded steps, and the last wait the run
+        # suspended on (a wait leaves no record of its own unless it timed out).
+        resumed = activation.resumed_wait
+        self._resumed_wait = None if resumed is None else (resumed.name, resumed.seq)
+        self.replaying = bool(self.tasks or self.sleeps or self.children or self.wait_timeouts or resumed)
+        self._past_records = False
         self._frontier_pending = False
 
     def _remaining(self) -> int:
@@ -133,27 +134,35 @@ class ReplayState:
             - len(self._consumed_timeouts)
         )
 
-    def _stepped(self, recorded: _Step) -> None:
-        """The workflow reached a step: end the replay once it is past the earlier executions.
+    def _stepped(self, recorded: _Step, wait: tuple[str, int] | None = None, new_work: bool = False) -> None:
+        """The workflow reached a step: end the replay once it is past every earlier execution.
 
-        The earlier executions got as far as the last recorded step, or further: a recorded
-        step an execution went on from (``passing``: a completed or failed task, a child start)
-        may be followed by code it ran before it suspended on a step that leaves no record (an
-        event or child wait) or was lost. So when the last recorded step is ``passing`` the
-        replay ends at the next step; when it is one an execution stopped at (``suspending``: a
-        sleep, a wait timeout, a task awaiting a retry or interrupted), it ends there. This
-        errs toward logging a line again (after a held sleep followed by a wait) rather than
-        never logging it.
+        Earlier executions got at least as far as the last recorded step, and as far as the
+        wait the run last suspended on (``resumed_wait``). The replay ends once both are
+        reached: when the last recorded step is one an execution stopped at (``suspending``: a
+        sleep, a wait timeout, a task awaiting a retry or interrupted by a crash), right there;
+        when it is one an execution went on from (``passing``: a completed or failed task, a
+        child start), at the next step, since the code up to that step ran before (then the
+        execution was lost). New work (a task, child or sleep with no record) always ends it.
+        Where this cannot tell, it errs toward logging a line again rather than never.
         """
         if not self.replaying:
             return
-        if self._frontier_pending:
+        if wait is not None and wait == self._resumed_wait:
+            self._resumed_wait = None
+        if new_work:
             self.replaying = False
-        elif self._remaining() == 0:
-            if recorded == _PASSING:
-                self._frontier_pending = True
-            else:
-                self.replaying = False
+            return
+        if not self._past_records:
+            if self._frontier_pending:
+                self._past_records = True
+            elif self._remaining() == 0:
+                if recorded == _PASSING:
+                    self._frontier_pending = True
+                else:
+                    self._past_records = True
+        if self._past_records and self._resumed_wait is None:
+            self.replaying = False
 
     def end_replay(self) -> None:
         """The workflow is done with its history (it ended, or failed): nothing is replay now."""
@@ -169,7 +178,7 @@ class ReplayState:
             self.progress += 1
             self._stepped(_PASSING if record.status in ("completed", "failed") else _SUSPENDING)
         else:
-            self._stepped(None)
+            self._stepped(None, new_work=True)
         return seq, record
 
     def unconsumed(self) -> list[TaskRecord]:
@@ -186,7 +195,7 @@ class ReplayState:
         if record is not None:
             self.consumed_children.add((address, seq))
             self.progress += 1
-        self._stepped(_PASSING if record is not None else None)
+        self._stepped(_PASSING if record is not None else None, new_work=record is None)
         return seq, record
 
     def add_child(self, record: ChildRecord) -> None:
@@ -208,7 +217,7 @@ class ReplayState:
         timed_out = (name, seq) in self.wait_timeouts
         if timed_out:
             self._consumed_timeouts.add((name, seq))
-        self._stepped(_SUSPENDING if timed_out else None)
+        self._stepped(_SUSPENDING if timed_out else None, wait=(name, seq))
         return seq, timed_out
 
     def next_sleep(self, name: str) -> tuple[int, SleepRecord | None]:
@@ -219,7 +228,7 @@ class ReplayState:
         if record is not None:
             self.progress += 1
             self._consumed_sleeps.add((name, seq))
-        self._stepped(_SUSPENDING if record is not None else None)
+        self._stepped(_SUSPENDING if record is not None else None, new_work=record is None)
         return seq, record
 
     def add_events(self, records: list[EventRecord]) -> None:
@@ -255,10 +264,10 @@ class ReplayState:
         if (name, seq) in self.wait_timeouts:
             self.progress += 1
             self._consumed_timeouts.add((name, seq))
-            self._stepped(_SUSPENDING)
+            self._stepped(_SUSPENDING, wait=(name, seq))
             return seq, TIMED_OUT
         event = self.take_event(name)
-        self._stepped(None)
+        self._stepped(None, wait=(name, seq))
         return seq, event
 
 
@@ -370,9 +379,8 @@ class Run:
         logger: A logger bound to the run id, workflow and version (``extra``: ``run_id``,
             ``workflow``, ``version``). It is silent while the workflow replays what an earlier
             execution of the run already did (Temporal's rule), so a line is logged once, not
-            again on every resume. A line logged right before a wait that suspends the run may
-            be logged once more when the run resumes after an interruption (a crash, or a short
-            sleep held in memory): a line is never lost.
+            again on every resume. After a crash the lines logged between the last recorded
+            step and the crash may be logged again: a line is never lost.
         events: ``run.events.<name>.wait(timeout=...)`` waits for the declared event ``name``.
     """
 

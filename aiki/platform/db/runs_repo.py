@@ -402,9 +402,12 @@ class RunRepository:
         )
 
     async def wake_parent(self, parent_id: str, wait_key: str, now: int) -> Row | None:
-        """Queue ``parent_id`` if it is suspended on ``wait_key``; return its attempt if it was."""
+        """Queue ``parent_id`` if it is suspended on ``wait_key``; return its attempt if it was.
+
+        ``wait_event``/``wait_seq`` stay: the next activation names the wait it resumes.
+        """
         return await self.conn.fetchrow(
-            "UPDATE runs SET status = 'queued', queued_at = $3, wake_at = NULL, wait_event = NULL, wait_seq = NULL, "
+            "UPDATE runs SET status = 'queued', queued_at = $3, wake_at = NULL, "
             "updated_at = $3 WHERE id = $1 AND namespace_id = $2 AND status = 'awaiting_child' AND wait_event = $4 "
             "RETURNING attempt",
             parent_id,

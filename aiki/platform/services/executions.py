@@ -151,6 +151,7 @@ def activation(r: Any, s: dict[str, list[Any]], lease_ttl_ms: int) -> p.Activati
         reference_id=r["reference_id"],
         children=[child_record(c) for c in s["children"]],
         deadline_at=r["deadline_at"],
+        resumed_wait=p.WaitRef(name=r["wait_event"], seq=r["wait_seq"] or 0) if r.get("wait_event") else None,
     )
 
 

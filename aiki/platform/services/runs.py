@@ -259,8 +259,7 @@ async def _requeue(runs: RunRepository, run: Any, now: int, action: str, reason:
             "status": target,
             "queued_at": now,
             "wake_at": None,
-            "wait_event": None,
-            "wait_seq": None,
+            # wait_event/wait_seq stay: the next activation names the wait it resumes (replay.py).
             "updated_at": now,
         },
     )

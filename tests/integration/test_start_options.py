@@ -146,7 +146,8 @@ async def test_schedule_runs_get_the_versions_retry_and_pool(env: Env) -> None:
     try:
         described = await handle.describe()
         assert described.pool == POOL
-        assert described.retry is not None and described.retry.max_attempts == 2
+        assert described.retry is not None
+        assert described.retry.max_attempts == 2
         run = await _schedule_run(env, handle.id)
         assert run.pool == POOL
         ended = await asyncio.wait_for(
@@ -155,7 +156,8 @@ async def test_schedule_runs_get_the_versions_retry_and_pool(env: Env) -> None:
         assert ended.attempt == 2  # retried: the policy reached the run
         # Activating the same rule without the options is another schedule (options are part of it).
         other = await schedule(every=timedelta(seconds=1)).activate(env.client, flaky_v1, key)
-        assert other.id != handle.id and other.created
+        assert other.id != handle.id
+        assert other.created
         await other.delete()
     finally:
         await handle.delete()

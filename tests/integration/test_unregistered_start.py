@@ -71,7 +71,8 @@ async def test_an_input_that_does_not_fit_fails_the_run_naming_the_field_once_re
     response = await env.client.start_run(
         StartRunRequest(workflow="unreg-late", version="1.0.0", input=msgspec.Raw(msgspec.json.encode(body)))
     )
-    assert response.created and response.run.status == "queued"
+    assert response.created
+    assert response.run.status == "queued"
     handle = late_v1._handle(env.client, response.run.id)
 
     await env.worker([late_v1])

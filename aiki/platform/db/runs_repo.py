@@ -333,7 +333,9 @@ class RunRepository:
             "deadline_at = COALESCE(deadline_at, $3 + timeout_ms) "
             "WHERE id IN (SELECT id FROM runs WHERE namespace_id = $1 AND status = 'queued' "
             f"AND ({served}) AND {pool} ORDER BY queued_at LIMIT {p(limit)}{lock}) AND status = 'queued' "
-            "RETURNING id, revision, workflow_name, version, attempt, input, retry, reference_id, deadline_at"
+            "RETURNING id, revision, workflow_name, version, attempt, input, retry, reference_id, deadline_at, "
+            # The wait the run last suspended on: its replay lasts until that wait (replay.py).
+            "wait_event, wait_seq"
         )
         if not self.conn.is_postgres:
             claimed = await self.conn.fetch(update, *p.values)

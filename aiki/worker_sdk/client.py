@@ -299,6 +299,16 @@ def _seconds(value: timedelta | float | None, name: str) -> float | None:
     raise TypeError(f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}")
 
 
+def as_timedelta(value: timedelta | float | None, name: str) -> timedelta | None:
+    """A duration argument as a ``timedelta``: a ``timedelta`` or seconds as a number, or None.
+
+    Raises:
+        TypeError: Anything else (a bool too), naming the argument ``name``.
+    """
+    seconds = _seconds(value, name)
+    return None if seconds is None else timedelta(seconds=seconds)
+
+
 def _answer(outcome: BatchOutcome, response: R | None, path: str) -> R:
     """One operation's response from its batch outcome, or the exception its own route would cause."""
     if outcome.problem is not None:

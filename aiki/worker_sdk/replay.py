@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+from aiki.worker_sdk.client import as_timedelta
 from aiki.worker_sdk.protocol import (
     TERMINAL_STATUSES,
     Activation,
@@ -277,19 +278,24 @@ class EventWaiter(Generic[T]):
     def __init__(self, execution: Execution, name: str, type: Any) -> None:
         self._execution, self.name, self._type = execution, name, type
 
-    async def wait(self, timeout: timedelta | None = None) -> EventResult[T]:
+    async def wait(self, timeout: timedelta | float | None = None) -> EventResult[T]:
         """Wait durably for the next event of this name.
 
         Events sent before the wait are buffered and returned in arrival order. While none is
         buffered the run suspends and the worker is released.
 
         Args:
-            timeout: Give up after this long (None: wait without limit).
+            timeout: Give up after this long: a ``timedelta`` or seconds as a number (None: wait
+                without limit).
 
         Returns:
             ``EventResult(data=...)``, or ``EventResult(timeout=True)``.
+
+        Raises:
+            TypeError: ``timeout`` is neither a number, a ``timedelta`` nor None.
         """
-        result: EventResult[T] = await self._execution.wait_event(self.name, self._type, timeout)
+        limit = as_timedelta(timeout, "timeout")
+        result: EventResult[T] = await self._execution.wait_event(self.name, self._type, limit)
         return result
 
 
@@ -310,7 +316,7 @@ class ChildHandle(Generic[T]):
         self.version = record.version
 
     async def wait_for_status(
-        self, status: str | tuple[str, ...] | list[str] = "completed", timeout: timedelta | None = None
+        self, status: str | tuple[str, ...] | list[str] = "completed", timeout: timedelta | float | None = None
     ) -> ChildResult[T]:
         """Wait durably until the child ends; the parent suspends (``awaiting_child``) meanwhile.
 
@@ -319,7 +325,8 @@ class ChildHandle(Generic[T]):
 
         Args:
             status: The terminal status (or statuses) hoped for: ``completed``, ``failed`` or ``cancelled``.
-            timeout: Give up after this long (None: wait without limit); ``result.timeout`` is then True.
+            timeout: Give up after this long, a ``timedelta`` or seconds as a number (None: wait
+                without limit); ``result.timeout`` is then True.
 
         Returns:
             The :class:`ChildResult` (status reached, or timeout; output when completed).
@@ -327,12 +334,14 @@ class ChildHandle(Generic[T]):
         Raises:
             ValueError: ``status`` names a non-terminal status (waits on those would not replay
                 deterministically).
+            TypeError: ``timeout`` is neither a number, a ``timedelta`` nor None.
         """
+        limit = as_timedelta(timeout, "timeout")
         wanted = (status,) if isinstance(status, str) else tuple(status)
         bad = [s for s in wanted if s not in TERMINAL_STATUSES]
         if bad:
             raise ValueError(f"a child can be awaited only for terminal statuses, not {bad[0]!r}")
-        result: ChildResult[T] = await self._execution.wait_child(self.id, self._output_type, timeout)
+        result: ChildResult[T] = await self._execution.wait_child(self.id, self._output_type, limit)
         return result
 
     def __repr__(self) -> str:

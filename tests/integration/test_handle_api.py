@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from aiki import InvalidTransitionError, Run, WaitTimeoutError, workflow
+from aiki import InvalidTransitionError, Run, WaitTimeoutError, event, workflow
 
 from .helpers import WAIT, new_key
 from .loopback import MODES, Env, open_env
@@ -28,6 +28,37 @@ handle_wf = workflow(name="handle-api")
 @handle_wf.v("1.0.0")
 async def handle_v1(run: Run, key: str) -> str:
     return key
+
+
+numbers_wf = workflow(name="handle-api-numbers")
+
+
+@numbers_wf.v("1.0.0", events={"never": event()})
+async def numbers_v1(run: Run, key: str) -> dict[str, Any]:
+    """Timeouts in seconds as numbers inside a workflow too (event and child waits)."""
+    waited = await run.events.never.wait(timeout=0.05)
+    child = await handle_v1.start_as_child(run, key)
+    result = await child.wait_for_status("completed", timeout=30)
+    try:
+        await run.events.never.wait(timeout="soon")  # type: ignore[arg-type]
+        refused = ""
+    except TypeError as exc:
+        refused = str(exc)
+    return {"timed_out": waited.timeout, "child": result.output, "refused": refused}
+
+
+async def test_waits_inside_a_workflow_take_seconds_as_a_number(env: Env) -> None:
+    await env.worker([numbers_v1, handle_v1])
+    key = new_key()
+    output = await asyncio.wait_for(_run(env, key), WAIT.total_seconds())
+    assert output["timed_out"] is True
+    assert output["child"] == key
+    assert "timeout" in output["refused"]
+
+
+async def _run(env: Env, key: str) -> dict[str, Any]:
+    handle = await numbers_v1.start(env.client, key)
+    return await handle.result()
 
 
 @pytest.mark.parametrize("timeout", [0, 0.05, timedelta(milliseconds=50)], ids=["int", "float", "timedelta"])

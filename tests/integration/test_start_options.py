@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from aiki import ReferenceConflictError, RetryPolicy, Run, ValidationError, schedule, workflow
+from aiki import ReferenceConflictError, RetryPolicy, Run, ValidationError, WorkflowNotFoundError, schedule, workflow
 from aiki.worker_sdk.protocol import RunView
 
 from .helpers import WAIT, new_key
@@ -180,3 +180,62 @@ async def test_schedule_refuses_options_it_cannot_honour(env: Env, options: dict
     assert field in str(info.value)
     listed = await env.client.request("GET", "/schedules", dict)
     assert listed["items"] == []
+
+
+async def test_client_start_carries_every_option(env: Env) -> None:
+    key = new_key()
+    await env.worker([flaky_v1], pools=[POOL])
+    version = flaky_v1.with_options(
+        reference_id=f"client-{key}",
+        delay=timedelta(milliseconds=200),
+        retry=FAST_RETRY,
+        pool=POOL,
+        require_registered=True,
+    )
+    handle = await version.start(env.client, key)
+    assert await asyncio.wait_for(handle.result(), WAIT.total_seconds()) == {
+        "key": key,
+        "attempt": 2,
+        "reference_id": f"client-{key}",
+    }
+    view = await handle.describe()
+    assert (view.reference_id, view.pool) == (f"client-{key}", POOL)
+    assert (await _history_statuses(env, handle.id))[:2] == ["scheduled", "queued"]
+    assert (await version.start(env.client, key)).id == handle.id
+    with pytest.raises(ReferenceConflictError):
+        await version.start(env.client, key + "-other")
+    other = await version.with_options(reference_id=f"client-{key}", conflict="return_existing").start(
+        env.client, key + "-other"
+    )
+    assert other.id == handle.id
+
+
+unserved_wf = workflow(name="opts-unserved")
+
+
+@unserved_wf.v("1.0.0")
+async def unserved_v1(run: Run, key: str) -> str:  # pragma: no cover - no worker serves it
+    return key
+
+
+strict_parent_wf = workflow(name="opts-strict-parent")
+
+
+@strict_parent_wf.v("1.0.0")
+async def strict_parent_v1(run: Run, key: str) -> dict[str, Any]:
+    try:
+        await unserved_v1.with_options(require_registered=True).start_as_child(run, key)
+        strict = "started"
+    except WorkflowNotFoundError:
+        strict = "refused"
+    child = await unserved_v1.start_as_child(run, key)
+    return {"strict": strict, "child": child.id}
+
+
+async def test_child_of_an_unregistered_version_waits_unless_registration_is_required(env: Env) -> None:
+    await env.worker([strict_parent_v1])
+    handle = await strict_parent_v1.start(env.client, new_key())
+    output = await asyncio.wait_for(handle.result(), WAIT.total_seconds())
+    assert output["strict"] == "refused"
+    child = await env.client.get_run(output["child"])
+    assert (child.status, child.parent_run_id) == ("queued", handle.id)

@@ -123,7 +123,11 @@ class ReplayState:
         self._frontier_pending = False
 
     def _remaining(self) -> int:
-        """Recorded steps (tasks, child starts, sleeps, wait timeouts) no call has reached yet."""
+        """Recorded steps (tasks, child starts, sleeps, wait timeouts) no call has reached yet.
+
+        May go below zero: a child found by its reference id is consumed at an entry other than
+        its own.
+        """
         return (
             len(self.tasks)
             - len(self.consumed_tasks)
@@ -157,7 +161,7 @@ class ReplayState:
         if not self._past_records:
             if self._frontier_pending:
                 self._past_records = True
-            elif self._remaining() == 0:
+            elif self._remaining() <= 0:
                 if recorded == _PASSING:
                     self._frontier_pending = True
                 else:

@@ -121,7 +121,7 @@ class RunController(Controller):
 
     @post(
         "/{run_id:str}/cancel",
-        summary="Cancel a run",
+        summary="Cancel a live run and its live children (idempotent: a cancelled run is answered as it is)",
         status_code=200,
         opt=policy("runs:manage", audit="run.cancel"),
     )

@@ -113,7 +113,7 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (idempotent; a client that never sent a request holds none)."""
         if self._batcher is not None:
             await self._batcher.aclose()
         await self._http.aclose()
@@ -220,7 +220,7 @@ class Client:
         return await self.request("POST", f"/runs/{run_id}/events/{name}", SendEventResponse, request)
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
-        """``POST /runs/{id}/cancel``."""
+        """``POST /runs/{id}/cancel`` (idempotent: an already cancelled run is returned as it is)."""
         return await self.request("POST", f"/runs/{run_id}/cancel", RunView, CancelRunRequest(reason=reason))
 
     async def run_action(self, run_id: str, action: str, reason: str | None = None) -> RunView:
@@ -295,6 +295,27 @@ class Client:
 
     async def _send_batch(self, body: bytes) -> WorkerBatchResponse:
         return await self.request("POST", "/workers/batch", WorkerBatchResponse, body)
+
+
+def _seconds(value: timedelta | float | None, name: str) -> float | None:
+    """A duration argument in seconds: a ``timedelta`` or a number (not a bool), or None."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"{name} must be a timedelta or a number of seconds, not {type(value).__name__}")
+
+
+def as_timedelta(value: timedelta | float | None, name: str) -> timedelta | None:
+    """A duration argument as a ``timedelta``: a ``timedelta`` or seconds as a number, or None.
+
+    Raises:
+        TypeError: Anything else (a bool too), naming the argument ``name``.
+    """
+    seconds = _seconds(value, name)
+    return None if seconds is None else timedelta(seconds=seconds)
 
 
 def _answer(outcome: BatchOutcome, response: R | None, path: str) -> R:
@@ -406,12 +427,13 @@ class RunHandle(Generic[O]):
         """The run's current status (``queued``, ``running``, ``completed`` ...)."""
         return (await self.describe()).status
 
-    async def wait_for_status(self, status: str | Sequence[str], timeout: timedelta | None = None) -> RunView:
+    async def wait_for_status(self, status: str | Sequence[str], timeout: timedelta | float | None = None) -> RunView:
         """Wait until the run reaches ``status`` (or one of several).
 
         Args:
             status: The status, or statuses, to wait for.
-            timeout: Give up after this long (None: wait without limit).
+            timeout: Give up after this long: a ``timedelta``, or seconds as a number (as
+                ``asyncio.wait_for`` takes them). None: wait without limit.
 
         Returns:
             The run as it was when the status was reached.
@@ -421,9 +443,11 @@ class RunHandle(Generic[O]):
             RunCancelledError: The run was cancelled instead.
             UnexpectedStatusError: The run completed while another status was awaited.
             WaitTimeoutError: ``timeout`` elapsed first.
+            TypeError: ``timeout`` is neither a number, a ``timedelta`` nor None.
         """
         wanted = (status,) if isinstance(status, str) else tuple(status)
-        deadline = None if timeout is None else time.monotonic() + timeout.total_seconds()
+        seconds = _seconds(timeout, "timeout")
+        deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             slice_ms = _POLL_SLICE_MS
             if deadline is not None:
@@ -450,8 +474,11 @@ class RunHandle(Generic[O]):
     async def cancel(self, reason: str | None = None) -> RunView:
         """Cancel the run (and, on the server, its live children).
 
+        Idempotent: cancelling a run that is already cancelled changes nothing and returns it as
+        it is (so a retried or repeated cancel is safe).
+
         Raises:
-            InvalidTransitionError: The run already ended.
+            InvalidTransitionError: The run already completed or failed.
         """
         return await self._client.cancel_run(self.id, reason)
 

@@ -165,6 +165,11 @@ class StartOptions:
     delay: timedelta | None = None
     retry: RetryPolicy | None = None
     pool: str | None = None
+    require_registered: bool = False
+
+    @property
+    def delay_ms(self) -> int | None:
+        return None if self.delay is None else int(self.delay.total_seconds() * 1000)
 
 
 class WorkflowVersion(Generic[I, O]):
@@ -214,8 +219,13 @@ class WorkflowVersion(Generic[I, O]):
         delay: timedelta | None = None,
         retry: RetryPolicy | None = None,
         pool: str | None = None,
+        require_registered: bool = False,
     ) -> WorkflowVersion[I, O]:
-        """A copy of this version whose :meth:`start` uses these options.
+        """A copy of this version whose starts use these options.
+
+        The options apply wherever the copy starts a run: :meth:`start`, :meth:`start_as_child`
+        and :meth:`Schedule.activate <aiki.worker_sdk.schedules.Schedule.activate>` (which
+        refuses the ones a schedule cannot honour, see there). None is ever dropped silently.
 
         Args:
             reference_id: Idempotency key: the same reference and input returns the existing run.
@@ -226,9 +236,22 @@ class WorkflowVersion(Generic[I, O]):
             pool: Worker pool whose workers may claim the run (only workers that list it in
                 ``worker(pools=...)``). None or ``"default"``: the default pool, served by workers
                 that name no pools.
+            require_registered: Refuse the start with ``WorkflowNotFoundError`` when no worker has
+                registered this version yet. By default such a start is accepted and the run
+                waits in ``queued`` until a worker that serves the version comes (so a producer
+                can be deployed before its workers, as in Temporal and DBOS); its input is then
+                checked by that worker, and a run whose input does not fit fails with a
+                ``ValidationError`` naming the field. A run no worker claims becomes
+                ``stalled`` after the server's stall age, like any unserved run.
         """
         options = replace(
-            self._options, reference_id=reference_id, conflict=conflict, delay=delay, retry=retry, pool=pool
+            self._options,
+            reference_id=reference_id,
+            conflict=conflict,
+            delay=delay,
+            retry=retry,
+            pool=pool,
+            require_registered=require_registered,
         )
         return WorkflowVersion(self.fn, self.name, self.version, self.events, self.retry, self.timeout, options)
 
@@ -239,10 +262,14 @@ class WorkflowVersion(Generic[I, O]):
             client: The Aiki client.
             input: The run input; it must fit the handler's annotation.
 
+        A version no worker has registered yet is accepted by default (the run waits in
+        ``queued`` for a worker); see ``with_options(require_registered=True)`` for the strict check.
+
         Raises:
             ValidationError: The input does not fit its type (no request is sent).
             ReferenceConflictError: The reference id is taken by a run with another input.
-            WorkflowNotFoundError: No worker registered this version yet.
+            WorkflowNotFoundError: No worker registered this version yet, and the start was made
+                with ``with_options(require_registered=True)``.
         """
         raw = serde.encode_checked(input, self.input_type)
         o = self._options
@@ -252,9 +279,10 @@ class WorkflowVersion(Generic[I, O]):
             input=msgspec.Raw(raw),
             reference_id=o.reference_id,
             conflict=o.conflict,
-            delay_ms=None if o.delay is None else int(o.delay.total_seconds() * 1000),
+            delay_ms=o.delay_ms,
             retry=None if o.retry is None else o.retry.to_wire(),
             pool=o.pool,
+            require_registered=o.require_registered,
         )
         response = await client.start_run(request)
         return self._handle(client, response.run.id)
@@ -265,7 +293,17 @@ class WorkflowVersion(Generic[I, O]):
         Memoized like a task: the ``n``-th start with the same version and input is the same child
         in every replay, so replaying the parent never starts a second one. The start is fenced by
         the parent's revision. The child runs on any worker (in parallel with its siblings), in
-        the parent's worker pool; cancelling the parent cancels it.
+        the parent's worker pool unless ``with_options(pool=...)`` names another; cancelling the
+        parent cancels it.
+
+        Every option of :meth:`with_options` applies: ``delay`` starts the child later,
+        ``retry`` and ``pool`` are the child's, and ``reference_id`` names the child, so
+        :meth:`get_handle_by_reference` finds it and a client start with the same reference and
+        input returns it instead of starting a second run. A reference that already names a child
+        of the same parent returns that child (same input, or ``conflict="return_existing"``);
+        one naming any other run raises ``ReferenceConflictError`` (a child cannot adopt a run
+        started elsewhere). Like an unregistered version's start, a child of a version no worker
+        registered yet waits in ``queued`` unless ``require_registered=True``.
 
         Args:
             run: The parent workflow's run context.
@@ -276,7 +314,9 @@ class WorkflowVersion(Generic[I, O]):
 
         Raises:
             ValidationError: The input does not fit this version's input type.
-            WorkflowNotFoundError: No worker ever registered this version.
+            ReferenceConflictError: The reference id names another run (see above).
+            WorkflowNotFoundError: No worker registered this version and the start was made with
+                ``with_options(require_registered=True)``.
         """
         handle: ChildHandle[O] = await run._start_child(self, input)
         return handle

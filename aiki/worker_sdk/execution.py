@@ -30,6 +30,7 @@ from aiki.worker_sdk.errors import (
     NonDeterminismError,
     PayloadTooLargeError,
     RateLimitedError,
+    ReferenceConflictError,
     ServerUnavailableError,
     StaleRevisionError,
     TaskFailedError,
@@ -193,6 +194,7 @@ class Execution:
         return None if self.version.timeout is None else self.version.timeout.total_seconds()
 
     async def _on_error(self, error: Exception) -> None:
+        self.state.end_replay()  # the engine's own lines below are about this execution
         error = self._fatal or error
         wire = self.activation.retry
         policy = RetryPolicy.from_wire(wire) if wire is not None else self.version.retry
@@ -206,6 +208,7 @@ class Execution:
         await self._fail(error)
 
     async def _fail(self, error: BaseException) -> None:
+        self.state.end_replay()
         self.run.logger.info("run failed: %r", error)
         await self._transition(TransitionRequest(revision=self.revision, kind="fail", error=error_info(error)))
 
@@ -542,6 +545,7 @@ class Execution:
                 async with self._lock:
                     await self._send_deferred()
             await self._boundary()
+            options = version._options
             request = StartChildRequest(
                 revision=self.revision,
                 address=address,
@@ -549,13 +553,22 @@ class Execution:
                 workflow=version.name,
                 version=version.version,
                 input=msgspec.Raw(raw),
-                retry=None if version._options.retry is None else version._options.retry.to_wire(),
+                retry=None if options.retry is None else options.retry.to_wire(),
+                reference_id=options.reference_id,
+                conflict=options.conflict,
+                delay_ms=options.delay_ms,
+                pool=options.pool,
+                require_registered=options.require_registered,
             )
             async with self._lock:
                 await self._send_deferred()
                 request.revision = self.revision
-                # A refused input or an unknown version is the workflow's error, not the execution's.
-                passthrough: tuple[type[AikiError], ...] = (ValidationError, WorkflowNotFoundError)
+                # A refused input, reference or unknown version is the workflow's error, not the execution's.
+                passthrough: tuple[type[AikiError], ...] = (
+                    ValidationError,
+                    WorkflowNotFoundError,
+                    ReferenceConflictError,
+                )
                 response = await self._send(lambda: self.client.start_child(self.run_id, request), passthrough)
             record = response.child
             self.state.add_child(record)

@@ -13,6 +13,7 @@ that kept the request from getting an answer (refused or reset connection, timeo
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, NamedTuple, Protocol
 
 import httpx
@@ -117,9 +118,24 @@ class AiohttpBackend:
             raise ServerUnavailableError(f"{type(e).__name__}: {e}") from e
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    def __del__(self) -> None:
+        # Dropped without aclose(): close the session's sockets here, quietly. aiohttp would log
+        # "Unclosed client session" and "Unclosed connector" at garbage collection, noise that
+        # says nothing to a script that merely ended without closing its client. (A client that
+        # never sent a request has no session at all.)
+        session = self._session
+        if session is None or session.closed:
+            return
+        self._session = None
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            with contextlib.suppress(Exception):
+                connector._close()
 
 
 def _proxy_from_env(base_url: str) -> dict[str, Any]:

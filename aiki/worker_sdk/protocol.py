@@ -62,6 +62,14 @@ class RetryPolicyWire(msgspec.Struct, omit_defaults=True):
 
 
 class StartRunRequest(msgspec.Struct, omit_defaults=True):
+    """``POST /runs``.
+
+    A version no worker has registered yet is accepted by default: the run waits in ``queued``
+    and its input is checked by the first worker that registers the version (a misfit fails the
+    run with ``validation_error``). ``require_registered`` refuses it instead (404
+    ``workflow_not_found``).
+    """
+
     workflow: str
     version: str
     input: Any = None
@@ -70,6 +78,7 @@ class StartRunRequest(msgspec.Struct, omit_defaults=True):
     delay_ms: int | None = None
     retry: RetryPolicyWire | None = None
     pool: str | None = None
+    require_registered: bool = False
 
 
 class RunView(msgspec.Struct, omit_defaults=True):
@@ -387,6 +396,13 @@ class WaitTimeoutRecord(msgspec.Struct):
     seq: int
 
 
+class WaitRef(msgspec.Struct):
+    """The ``seq``-th wait on ``name`` (an event name, or ``@child:<run id>`` for a child)."""
+
+    name: str
+    seq: int
+
+
 class ChildRecord(msgspec.Struct, omit_defaults=True):
     """A child run started by the parent: entry ``seq`` at ``address`` of the parent's replay."""
 
@@ -419,6 +435,9 @@ class Activation(msgspec.Struct, omit_defaults=True):
     children: list[ChildRecord] = msgspec.field(default_factory=list)
     deadline_at: int | None = None
     """When the run's execution time limit expires (the server fails it with cause ``timeout`` then)."""
+    resumed_wait: WaitRef | None = None
+    """The last wait the run suspended on (an earlier execution reached it); the replay of
+    earlier executions lasts at least until this wait is reached again."""
 
 
 class ClaimResponse(msgspec.Struct):
@@ -493,6 +512,10 @@ class StartChildRequest(msgspec.Struct, omit_defaults=True):
     """Start a child run as entry ``seq`` at ``address`` of the parent's replay, fenced by its revision.
 
     A second request for the same entry returns the child already started (``created=False``).
+    The start options mean what they mean for ``StartRunRequest``: ``pool`` defaults to the
+    parent's pool; a ``reference_id`` already naming a child of the same parent with the same
+    input (or with ``conflict="return_existing"``) returns that child, and one naming any other
+    run is a ``reference_conflict``.
     """
 
     revision: int
@@ -502,6 +525,11 @@ class StartChildRequest(msgspec.Struct, omit_defaults=True):
     version: str
     input: Any = None
     retry: RetryPolicyWire | None = None
+    reference_id: str | None = None
+    conflict: ConflictPolicy = "error"
+    delay_ms: int | None = None
+    pool: str | None = None
+    require_registered: bool = False
 
 
 class StartChildResponse(msgspec.Struct):
@@ -662,6 +690,10 @@ class ActivateScheduleRequest(msgspec.Struct, omit_defaults=True):
     timezone: str = "UTC"
     overlap: OverlapPolicy = "skip"
     reference_id: str | None = None
+    retry: RetryPolicyWire | None = None
+    """The workflow retry policy of every run the schedule starts."""
+    pool: str | None = None
+    """The worker pool of every run the schedule starts (None: the default pool)."""
 
 
 class ScheduleView(msgspec.Struct, omit_defaults=True):
@@ -682,6 +714,8 @@ class ScheduleView(msgspec.Struct, omit_defaults=True):
     next_fire_at: int | None = None
     last_fire_at: int | None = None
     last_run_id: str | None = None
+    retry: RetryPolicyWire | None = None
+    pool: str | None = None
 
 
 class ActivateScheduleResponse(msgspec.Struct):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+from aiki.worker_sdk.client import as_timedelta
 from aiki.worker_sdk.protocol import (
     TERMINAL_STATUSES,
     Activation,
@@ -77,12 +78,19 @@ class ChildResult(Generic[T]):
         return self.status == "completed"
 
 
+_PASSING: Literal["passing"] = "passing"
+_SUSPENDING: Literal["suspending"] = "suspending"
+_Step = Literal["passing", "suspending"] | None
+
+
 class ReplayState:
     """Cursors over one activation's recorded history.
 
     Attributes:
         progress: Bumped on every consumption of a recorded entry; the engine watches it to let
             sibling coroutines consume their entries before it declares new work.
+        replaying: True while the workflow code re-executes what an earlier execution of the run
+            already executed (``run.logger`` is silent meanwhile). See :meth:`_stepped`.
     """
 
     def __init__(self, activation: Activation) -> None:
@@ -104,6 +112,66 @@ class ReplayState:
         self.child_cursor: dict[str, int] = {}
         self.consumed_children: set[tuple[str, int]] = set()
         self.progress = 0
+        self._consumed_sleeps: set[tuple[str, int]] = set()
+        self._consumed_timeouts: set[tuple[str, int]] = set()
+        # Where earlier executions got to: their recorded steps, and the last wait the run
+        # suspended on (a wait leaves no record of its own unless it timed out).
+        resumed = activation.resumed_wait
+        self._resumed_wait = None if resumed is None else (resumed.name, resumed.seq)
+        self.replaying = bool(self.tasks or self.sleeps or self.children or self.wait_timeouts or resumed)
+        self._past_records = False
+        self._frontier_pending = False
+
+    def _remaining(self) -> int:
+        """Recorded steps (tasks, child starts, sleeps, wait timeouts) no call has reached yet.
+
+        May go below zero: a child found by its reference id is consumed at an entry other than
+        its own.
+        """
+        return (
+            len(self.tasks)
+            - len(self.consumed_tasks)
+            + len(self.children)
+            - len(self.consumed_children)
+            + len(self.sleeps)
+            - len(self._consumed_sleeps)
+            + len(self.wait_timeouts)
+            - len(self._consumed_timeouts)
+        )
+
+    def _stepped(self, recorded: _Step, wait: tuple[str, int] | None = None, new_work: bool = False) -> None:
+        """The workflow reached a step: end the replay once it is past every earlier execution.
+
+        Earlier executions got at least as far as the last recorded step, and as far as the
+        wait the run last suspended on (``resumed_wait``). The replay ends once both are
+        reached: when the last recorded step is one an execution stopped at (``suspending``: a
+        sleep, a wait timeout, a task awaiting a retry or interrupted by a crash), right there;
+        when it is one an execution went on from (``passing``: a completed or failed task, a
+        child start), at the next step, since the code up to that step ran before (then the
+        execution was lost). New work (a task, child or sleep with no record) always ends it.
+        Where this cannot tell, it errs toward logging a line again rather than never.
+        """
+        if not self.replaying:
+            return
+        if wait is not None and wait == self._resumed_wait:
+            self._resumed_wait = None
+        if new_work:
+            self.replaying = False
+            return
+        if not self._past_records:
+            if self._frontier_pending:
+                self._past_records = True
+            elif self._remaining() <= 0:
+                if recorded == _PASSING:
+                    self._frontier_pending = True
+                else:
+                    self._past_records = True
+        if self._past_records and self._resumed_wait is None:
+            self.replaying = False
+
+    def end_replay(self) -> None:
+        """The workflow is done with its history (it ended, or failed): nothing is replay now."""
+        self.replaying = False
 
     def next_task(self, address: str) -> tuple[int, TaskRecord | None]:
         """Take the next call at ``address``: its ``seq`` and recorded entry, if any."""
@@ -113,6 +181,9 @@ class ReplayState:
         if record is not None:
             self.consumed_tasks.add((address, seq))
             self.progress += 1
+            self._stepped(_PASSING if record.status in ("completed", "failed") else _SUSPENDING)
+        else:
+            self._stepped(None, new_work=True)
         return seq, record
 
     def unconsumed(self) -> list[TaskRecord]:
@@ -129,6 +200,7 @@ class ReplayState:
         if record is not None:
             self.consumed_children.add((address, seq))
             self.progress += 1
+        self._stepped(_PASSING if record is not None else None, new_work=record is None)
         return seq, record
 
     def add_child(self, record: ChildRecord) -> None:
@@ -147,7 +219,11 @@ class ReplayState:
         name = "@child:" + child_id
         seq = self.wait_cursor.get(name, 0)
         self.wait_cursor[name] = seq + 1
-        return seq, (name, seq) in self.wait_timeouts
+        timed_out = (name, seq) in self.wait_timeouts
+        if timed_out:
+            self._consumed_timeouts.add((name, seq))
+        self._stepped(_SUSPENDING if timed_out else None, wait=(name, seq))
+        return seq, timed_out
 
     def next_sleep(self, name: str) -> tuple[int, SleepRecord | None]:
         """Take the next sleep named ``name``: its ``seq`` and recorded row, if any."""
@@ -156,6 +232,8 @@ class ReplayState:
         record = self.sleeps.get((name, seq))
         if record is not None:
             self.progress += 1
+            self._consumed_sleeps.add((name, seq))
+        self._stepped(_SUSPENDING if record is not None else None, new_work=record is None)
         return seq, record
 
     def add_events(self, records: list[EventRecord]) -> None:
@@ -190,8 +268,12 @@ class ReplayState:
         self.wait_cursor[name] = seq + 1
         if (name, seq) in self.wait_timeouts:
             self.progress += 1
+            self._consumed_timeouts.add((name, seq))
+            self._stepped(_SUSPENDING, wait=(name, seq))
             return seq, TIMED_OUT
-        return seq, self.take_event(name)
+        event = self.take_event(name)
+        self._stepped(None, wait=(name, seq))
+        return seq, event
 
 
 class EventWaiter(Generic[T]):
@@ -200,19 +282,24 @@ class EventWaiter(Generic[T]):
     def __init__(self, execution: Execution, name: str, type: Any) -> None:
         self._execution, self.name, self._type = execution, name, type
 
-    async def wait(self, timeout: timedelta | None = None) -> EventResult[T]:
+    async def wait(self, timeout: timedelta | float | None = None) -> EventResult[T]:
         """Wait durably for the next event of this name.
 
         Events sent before the wait are buffered and returned in arrival order. While none is
         buffered the run suspends and the worker is released.
 
         Args:
-            timeout: Give up after this long (None: wait without limit).
+            timeout: Give up after this long: a ``timedelta`` or seconds as a number (None: wait
+                without limit).
 
         Returns:
             ``EventResult(data=...)``, or ``EventResult(timeout=True)``.
+
+        Raises:
+            TypeError: ``timeout`` is neither a number, a ``timedelta`` nor None.
         """
-        result: EventResult[T] = await self._execution.wait_event(self.name, self._type, timeout)
+        limit = as_timedelta(timeout, "timeout")
+        result: EventResult[T] = await self._execution.wait_event(self.name, self._type, limit)
         return result
 
 
@@ -233,7 +320,7 @@ class ChildHandle(Generic[T]):
         self.version = record.version
 
     async def wait_for_status(
-        self, status: str | tuple[str, ...] | list[str] = "completed", timeout: timedelta | None = None
+        self, status: str | tuple[str, ...] | list[str] = "completed", timeout: timedelta | float | None = None
     ) -> ChildResult[T]:
         """Wait durably until the child ends; the parent suspends (``awaiting_child``) meanwhile.
 
@@ -242,7 +329,8 @@ class ChildHandle(Generic[T]):
 
         Args:
             status: The terminal status (or statuses) hoped for: ``completed``, ``failed`` or ``cancelled``.
-            timeout: Give up after this long (None: wait without limit); ``result.timeout`` is then True.
+            timeout: Give up after this long, a ``timedelta`` or seconds as a number (None: wait
+                without limit); ``result.timeout`` is then True.
 
         Returns:
             The :class:`ChildResult` (status reached, or timeout; output when completed).
@@ -250,12 +338,14 @@ class ChildHandle(Generic[T]):
         Raises:
             ValueError: ``status`` names a non-terminal status (waits on those would not replay
                 deterministically).
+            TypeError: ``timeout`` is neither a number, a ``timedelta`` nor None.
         """
+        limit = as_timedelta(timeout, "timeout")
         wanted = (status,) if isinstance(status, str) else tuple(status)
         bad = [s for s in wanted if s not in TERMINAL_STATUSES]
         if bad:
             raise ValueError(f"a child can be awaited only for terminal statuses, not {bad[0]!r}")
-        result: ChildResult[T] = await self._execution.wait_child(self.id, self._output_type, timeout)
+        result: ChildResult[T] = await self._execution.wait_child(self.id, self._output_type, limit)
         return result
 
     def __repr__(self) -> str:
@@ -272,6 +362,24 @@ class _RunEvents:
         return EventWaiter(self._execution, name, self._types[name])
 
 
+class _RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """``run.logger``: drops records while the run replays its history."""
+
+    def __init__(self, logger: logging.Logger, extra: dict[str, Any], state: ReplayState | None) -> None:
+        super().__init__(logger, extra)
+        self._state = state
+
+    def isEnabledFor(self, level: int) -> bool:
+        if self._state is not None and self._state.replaying:
+            return False
+        return super().isEnabledFor(level)
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self._state is not None and self._state.replaying:
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
 class Run:
     """The context a workflow handler receives as its first argument.
 
@@ -281,7 +389,11 @@ class Run:
         workflow: The workflow name.
         version: The workflow version.
         reference_id: The reference id the run was started with, if any.
-        logger: A logger bound to the run id, workflow and version.
+        logger: A logger bound to the run id, workflow and version (``extra``: ``run_id``,
+            ``workflow``, ``version``). It is silent while the workflow replays what an earlier
+            execution of the run already did (Temporal's rule), so a line is logged once, not
+            again on every resume. After a crash the lines logged between the last recorded
+            step and the crash may be logged again: a line is never lost.
         events: ``run.events.<name>.wait(timeout=...)`` waits for the declared event ``name``.
     """
 
@@ -293,11 +405,18 @@ class Run:
         self.workflow = activation.workflow
         self.version = activation.version
         self.reference_id = activation.reference_id
-        self.logger = logging.LoggerAdapter(
+        self.logger: logging.LoggerAdapter[logging.Logger] = _RunLogger(
             logging.getLogger("aiki.workflow"),
             {"run_id": self.id, "workflow": self.workflow, "version": self.version},
+            getattr(execution, "state", None),
         )
         self.events = _RunEvents(execution, event_types)
+
+    @property
+    def replaying(self) -> bool:
+        """True while the workflow re-executes what an earlier execution already did."""
+        state = getattr(self._execution, "state", None)
+        return bool(state is not None and state.replaying)
 
     async def sleep(self, duration: timedelta, name: str = "default") -> SleepResult:
         """Sleep durably: the run suspends and the worker is released until the time comes.

@@ -64,9 +64,16 @@ class Schedule:
         reference is the identity instead: the same reference with another definition raises
         ``ReferenceConflictError``.
 
+        Start options of ``version`` (``version.with_options(retry=..., pool=...)``) apply to every
+        run the schedule starts and are part of its definition. ``reference_id``, ``conflict``
+        and ``delay`` cannot apply to scheduled runs (the schedule names each occurrence's run
+        and starts it at the occurrence) and are refused with ``ValidationError``. Unlike a
+        run start, activation requires a version some worker has registered, so its input is
+        checked once, here, for every occurrence to come.
+
         Args:
             client: The Aiki client.
-            version: The workflow version each occurrence starts a run of.
+            version: The workflow version each occurrence starts a run of, with its start options.
             input: The input of every run; it must fit the version's input type.
             reference_id: An explicit identity for the schedule.
 
@@ -74,7 +81,8 @@ class Schedule:
             A handle on the schedule (``handle.created`` says whether this call created it).
 
         Raises:
-            ValidationError: The input does not fit its type (nothing is sent), or the server
+            ValidationError: The input does not fit its type, or ``version`` carries an option a
+                schedule cannot honour (nothing is sent; ``field`` names the option), or the server
                 refused the rule (``field`` names it: ``$.cron``, ``$.timezone`` ...).
             WorkflowNotFoundError: No worker registered the version yet.
             ReferenceConflictError: ``reference_id`` names a schedule with another definition.
@@ -85,6 +93,25 @@ class Schedule:
             >>> # handle = await nightly.activate(client, report_v1, ReportInput(team="ops"))
             >>> # await handle.pause(); await handle.resume(); await handle.delete()
         """
+        options = version._options
+        refused = [
+            name
+            for name, given in (
+                ("reference_id", options.reference_id is not None),
+                ("conflict", options.conflict != "error"),
+                ("delay", options.delay is not None),
+            )
+            if given
+        ]
+        if refused:
+            # Each occurrence's run is named by the schedule (its reference id) and starts at the
+            # occurrence: these options cannot apply, and dropping them would hide that.
+            raise ValidationError(
+                f"a schedule cannot start runs with with_options({refused[0]}=...): each occurrence names its "
+                "run by the reference id schedule:{id}:{occurrence} and starts it at the occurrence "
+                "(to start later, shift the rule); only retry= and pool= apply to scheduled runs",
+                field=refused[0],
+            )
         raw = serde.encode_checked(input, version.input_type)
         request = ActivateScheduleRequest(
             workflow=version.name,
@@ -95,6 +122,8 @@ class Schedule:
             timezone=self.timezone,
             overlap=self.overlap,
             reference_id=reference_id,
+            retry=None if options.retry is None else options.retry.to_wire(),
+            pool=options.pool,
         )
         response = await client.request("POST", "/schedules", ActivateScheduleResponse, request)
         return ScheduleHandle(client, response.schedule.id, created=response.created)

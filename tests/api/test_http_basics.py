@@ -125,7 +125,7 @@ async def test_unknown_run_is_run_not_found_on_sub_routes(aiki: AikiHarness, suf
         (
             "POST",
             "/api/v1/runs",
-            {"json": {"workflow": "never-registered", "version": "9.9.9", "input": {}}},
+            {"json": {"workflow": "never-registered", "version": "9.9.9", "input": {}, "require_registered": True}},
             404,
             "workflow_not_found",
         ),

@@ -52,14 +52,17 @@ def _assert_problem(resp: Any, status: int, code: str) -> dict[str, Any]:
     return body
 
 
-async def test_unknown_workflow_or_version_is_404_naming_the_workflow(aiki: Any) -> None:
+async def test_unknown_workflow_or_version_is_404_naming_the_workflow_when_registration_is_required(
+    aiki: Any,
+) -> None:
     runs = await _one_good_run(aiki)
+    strict = {"require_registered": True}
 
-    resp = await aiki.http.post(f"{API}/runs", json=_start_body({}, workflow="bad-input-no-such-workflow"))
+    resp = await aiki.http.post(f"{API}/runs", json=_start_body({}, workflow="bad-input-no-such-workflow") | strict)
     body = _assert_problem(resp, 404, "workflow_not_found")
     assert "bad-input-no-such-workflow" in body["detail"]
 
-    resp = await aiki.http.post(f"{API}/runs", json=_start_body({"user_id": "u1"}, version="9.9.9"))
+    resp = await aiki.http.post(f"{API}/runs", json=_start_body({"user_id": "u1"}, version="9.9.9") | strict)
     body = _assert_problem(resp, 404, "workflow_not_found")
     assert WORKFLOW in body["detail"]
 

@@ -104,7 +104,9 @@ async def test_unknown_workflow_is_the_same_not_found_error(clients: dict[str, C
     errors: dict[str, AikiError] = {}
     for name, c in clients.items():
         with pytest.raises(WorkflowNotFoundError) as info:
-            await c.start_run(StartRunRequest(workflow="port-nowhere", version="9.9.9", input=1))
+            await c.start_run(
+                StartRunRequest(workflow="port-nowhere", version="9.9.9", input=1, require_registered=True)
+            )
         errors[name] = info.value
     error = _same(errors)
     assert isinstance(error, NotFoundError)

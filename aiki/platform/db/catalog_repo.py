@@ -9,7 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aiki.platform.db.raw import RawConn
-from aiki.platform.db.tables import workers, workflow_versions, workflows
+from aiki.platform.db.tables import runs, workers, workflow_versions, workflows
 
 Row = sa.RowMapping
 
@@ -31,6 +31,25 @@ class CatalogRepository:
             workflow_versions.c.version == version,
         )
         return (await self.conn.execute(stmt)).mappings().first()
+
+    async def time_limit_unstarted_runs(self, workflow: str, version: str, timeout_ms: int) -> None:
+        """Give the version's execution time limit to its runs that never started and have none.
+
+        Those are runs started before any worker registered the version (a start copies the
+        limit from the catalogue, which had none for it yet); their first claim turns the limit
+        into a deadline as for any run.
+        """
+        await self.conn.execute(
+            sa.update(runs)
+            .where(
+                runs.c.namespace_id == self.namespace_id,
+                runs.c.workflow_name == workflow,
+                runs.c.version == version,
+                runs.c.timeout_ms.is_(None),
+                runs.c.started_at.is_(None),
+            )
+            .values(timeout_ms=timeout_ms)
+        )
 
     async def upsert_version(
         self,

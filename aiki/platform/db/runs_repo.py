@@ -359,7 +359,11 @@ class RunRepository:
             # The execution deadline runs from the first claim (NULL + n is NULL: no time limit).
             "deadline_at = COALESCE(deadline_at, $3 + timeout_ms) "
         )
-        returned = ("id", "revision", "workflow_name", "version", "attempt", "input", "retry", "reference_id")
+        # wait_event/wait_seq: the wait the run last suspended on; its replay lasts until it (replay.py).
+        returned = (
+            "id", "revision", "workflow_name", "version", "attempt", "input", "retry", "reference_id",
+            "wait_event", "wait_seq",
+        )
         returning = "RETURNING " + ", ".join(f"runs.{c}" for c in (*returned, "deadline_at"))
         if not self.conn.is_postgres:
             # SQLite runs the uncorrelated subquery once; one writer at a time, so nothing to skip.
@@ -450,9 +454,12 @@ class RunRepository:
         )
 
     async def wake_parent(self, parent_id: str, wait_key: str, now: int) -> Row | None:
-        """Queue ``parent_id`` if it is suspended on ``wait_key``; return its attempt if it was."""
+        """Queue ``parent_id`` if it is suspended on ``wait_key``; return its attempt if it was.
+
+        ``wait_event``/``wait_seq`` stay: the next activation names the wait it resumes.
+        """
         return await self.conn.fetchrow(
-            "UPDATE runs SET status = 'queued', queued_at = $3, wake_at = NULL, wait_event = NULL, wait_seq = NULL, "
+            "UPDATE runs SET status = 'queued', queued_at = $3, wake_at = NULL, "
             "updated_at = $3 WHERE id = $1 AND namespace_id = $2 AND status = 'awaiting_child' AND wait_event = $4 "
             "RETURNING attempt",
             parent_id,

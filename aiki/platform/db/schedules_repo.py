@@ -14,7 +14,8 @@ from aiki.platform.db.raw import Params, RawConn, Row
 
 SCHEDULE_COLUMNS = (
     "id, namespace_id, identity, reference_id, definition_hash, workflow_name, version, input, input_hash, "
-    "cron, every_ms, timezone, overlap, status, next_fire_at, last_fire_at, last_run_id, created_at, updated_at"
+    "cron, every_ms, timezone, overlap, status, next_fire_at, last_fire_at, last_run_id, created_at, updated_at, "
+    "retry, pool"
 )
 
 

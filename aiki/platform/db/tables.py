@@ -300,6 +300,9 @@ schedules = sa.Table(
     sa.Column("last_run_id", Id, nullable=True),
     sa.Column("created_at", Ms, nullable=False),
     sa.Column("updated_at", Ms, nullable=False),
+    # Start options of every run the schedule starts (as the runs' own columns hold them).
+    sa.Column("retry", sa.Text, nullable=True),
+    sa.Column("pool", sa.String(100), nullable=True),
     sa.UniqueConstraint("namespace_id", "identity"),
     sa.Index(
         "ix_schedules_next_fire_at",

@@ -15,12 +15,14 @@ from typing import Any
 
 import msgspec
 
+from aiki.platform.db.raw import is_unique_violation
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.steps_repo import StepRepository
 from aiki.platform.domain import run_states
-from aiki.platform.domain.errors import RunNotFound, StaleRevision
+from aiki.platform.domain.errors import ReferenceConflict, RunNotFound, StaleRevision
 from aiki.platform.domain.ids import new_id, now_ms
-from aiki.platform.services.context import Services, check_payload
+from aiki.platform.domain.queries import normalize_pool
+from aiki.platform.services.context import Services, check_payload, input_hash, version_or_none
 from aiki.platform.services.views import encode_error, error_info, raw
 from aiki.worker_sdk import protocol as p
 
@@ -51,64 +53,112 @@ def child_record(row: Mapping[Any, Any]) -> p.ChildRecord:
 async def start_child(svc: Services, ns: str, parent_id: str, req: p.StartChildRequest) -> p.StartChildResponse:
     """Start child run ``(address, seq)`` of ``parent_id``, or return the one already started.
 
-    Fenced by the parent's revision: a stale executor cannot start children.
+    Fenced by the parent's revision: a stale executor cannot start children. The start options
+    mean what they mean for a client start (``runs.start_run``): a delayed child is ``scheduled``,
+    its pool defaults to the parent's, and a reference id de-duplicates, within the parent's own
+    children only (see :func:`_referenced_child`).
     """
-    info = await svc.version(ns, req.workflow, req.version)
-    check_payload(info.input_validator, req.input, "child input")
+    info = await version_or_none(svc, ns, req.workflow, req.version, req.require_registered)
+    if info is not None:
+        check_payload(info.input_validator, req.input, "child input")
+    pool = normalize_pool(req.pool, "$.pool") if req.pool is not None else None
     now = now_ms()
-    async with svc.db.raw_transaction() as conn:
-        runs = RunRepository(conn, ns)
-        # The parent's row lock also serializes concurrent starts of the same entry.
-        parent = await runs.get(parent_id, lock=True)
-        if parent is None:
-            raise RunNotFound(parent_id)
-        if parent["revision"] != req.revision or parent["status"] != "running":
-            raise StaleRevision(parent_id, req.revision)
-        lease = {"updated_at": now, "wake_at": now + svc.settings.lease_ttl_ms}
-        existing = await runs.find_child(parent_id, req.address, req.seq)
-        if existing is not None:
+    delayed = req.delay_ms is not None and req.delay_ms > 0
+    try:
+        async with svc.db.raw_transaction() as conn:
+            runs = RunRepository(conn, ns)
+            # The parent's row lock also serializes concurrent starts of the same entry.
+            parent = await runs.get(parent_id, lock=True)
+            if parent is None:
+                raise RunNotFound(parent_id)
+            if parent["revision"] != req.revision or parent["status"] != "running":
+                raise StaleRevision(parent_id, req.revision)
+            lease = {"updated_at": now, "wake_at": now + svc.settings.lease_ttl_ms}
+            existing = await runs.find_child(parent_id, req.address, req.seq)
+            if existing is None and req.reference_id is not None:
+                existing = await _referenced_child(runs, parent_id, req)
+            if existing is not None:
+                await runs.update(parent_id, lease)
+                return p.StartChildResponse(child=child_record(existing), created=False)
+            child_id = new_id()
+            status = run_states.next_status("start_delayed" if delayed else "start", None)
+            values: dict[str, Any] = {
+                "id": child_id,
+                "workflow_name": req.workflow,
+                "version": req.version,
+                "status": status,
+                "revision": 0,
+                "attempt": 1,
+                "recoveries": 0,
+                "max_recoveries": svc.settings.max_recoveries,
+                "input": msgspec.json.encode(req.input).decode(),
+                "input_hash": input_hash(req.input) if req.reference_id is not None else None,
+                "reference_id": req.reference_id,
+                "parent_run_id": parent_id,
+                "parent_address": req.address,
+                "parent_seq": req.seq,
+                # Children run in their parent's worker pool unless the start names another.
+                "pool": pool if req.pool is not None else parent["pool"],
+                "retry": msgspec.json.encode(req.retry).decode() if req.retry is not None else None,
+                "timeout_ms": info.timeout_ms if info is not None else None,
+                "wake_at": now + req.delay_ms if delayed and req.delay_ms is not None else None,
+                "queued_at": None if delayed else now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            await runs.insert(values)
+            await runs.add_history(
+                [
+                    {
+                        "run_id": child_id,
+                        "attempt": 1,
+                        "from_status": None,
+                        "to_status": status,
+                        "reason": f"started by parent {parent_id}",
+                        "created_at": now,
+                    }
+                ]
+            )
             await runs.update(parent_id, lease)
-            return p.StartChildResponse(child=child_record(existing), created=False)
-        child_id = new_id()
-        status = run_states.next_status("start", None)
-        values: dict[str, Any] = {
-            "id": child_id,
-            "workflow_name": req.workflow,
-            "version": req.version,
-            "status": status,
-            "revision": 0,
-            "attempt": 1,
-            "recoveries": 0,
-            "max_recoveries": svc.settings.max_recoveries,
-            "input": msgspec.json.encode(req.input).decode(),
-            "parent_run_id": parent_id,
-            "parent_address": req.address,
-            "parent_seq": req.seq,
-            # Children run in their parent's worker pool.
-            "pool": parent["pool"],
-            "retry": msgspec.json.encode(req.retry).decode() if req.retry is not None else None,
-            "timeout_ms": info.timeout_ms,
-            "queued_at": now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        await runs.insert(values)
-        await runs.add_history(
-            [
-                {
-                    "run_id": child_id,
-                    "attempt": 1,
-                    "from_status": None,
-                    "to_status": status,
-                    "reason": f"started by parent {parent_id}",
-                    "created_at": now,
-                }
-            ]
-        )
-        await runs.update(parent_id, lease)
-    svc.hub.notify(f"ready:{ns}")
+    except Exception as exc:
+        # Another parent (or a client) took the same reference id at the same moment.
+        if req.reference_id is None or not is_unique_violation(exc):
+            raise
+        raise ReferenceConflict(
+            f"reference id {req.reference_id!r} was just taken by another run of {req.workflow}@{req.version}"
+        ) from exc
+    svc.hub.notify("timer" if delayed else f"ready:{ns}")
     row = {**values, "output": None, "error": None}
     return p.StartChildResponse(child=child_record(row), created=True)
+
+
+async def _referenced_child(runs: RunRepository, parent_id: str, req: p.StartChildRequest) -> Any | None:
+    """The child of ``parent_id`` that ``req.reference_id`` already names, if any.
+
+    A child is memoized by its entry in the parent's replay; a reference id names it across
+    entries (and for clients). It cannot name a run outside the parent's children: the parent
+    would replay a child it did not start and wait for a run that never wakes it.
+
+    Raises:
+        ReferenceConflict: The reference names another run, or a child with another input
+            (unless ``conflict="return_existing"``).
+    """
+    assert req.reference_id is not None
+    existing = await runs.find_by_reference(req.workflow, req.version, req.reference_id)
+    if existing is None:
+        return None
+    if existing["parent_run_id"] != parent_id:
+        raise ReferenceConflict(
+            f"reference id {req.reference_id!r} already names run {existing['id']} of {req.workflow}@{req.version}, "
+            f"which is not a child of run {parent_id}: a child cannot take over a run started elsewhere",
+            run_id=existing["id"],
+        )
+    if existing["input_hash"] != input_hash(req.input) and req.conflict != "return_existing":
+        raise ReferenceConflict(
+            f"reference id {req.reference_id!r} already names child {existing['id']} with a different input",
+            run_id=existing["id"],
+        )
+    return existing
 
 
 async def end_run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -127,6 +128,30 @@ class Services:
                 f"event {name!r} is not declared by workflow {workflow!r} version {version!r} (declared: {declared})"
             )
         return info.event_validators[name]
+
+
+def input_hash(value: Any) -> str:
+    """The hash a reference id's run keeps of its input (same input: same hash)."""
+    return hashlib.sha256(msgspec.json.encode(value, order="sorted")).hexdigest()
+
+
+async def version_or_none(
+    svc: Services, namespace_id: str, workflow: str, version: str, require_registered: bool
+) -> VersionInfo | None:
+    """The version's catalogue entry, or None when no worker registered it yet.
+
+    A start of an unregistered version is accepted (the run waits for a worker, which checks its
+    input) unless the caller asks for ``require_registered``.
+
+    Raises:
+        WorkflowNotFound: No worker registered the version and ``require_registered`` is set.
+    """
+    try:
+        return await svc.version(namespace_id, workflow, version)
+    except WorkflowNotFound:
+        if require_registered:
+            raise
+        return None
 
 
 def _load(text: str | None) -> Any:

@@ -42,6 +42,8 @@ async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) 
                 now,
                 spec.timeout_ms,
             )
+            if spec.timeout_ms is not None:
+                await catalog.time_limit_unstarted_runs(spec.workflow, spec.version, spec.timeout_ms)
         await catalog.upsert_worker(
             {
                 "id": req.worker_id,
@@ -219,6 +221,7 @@ def activation(r: Any, s: dict[str, list[Any]], lease_ttl_ms: int) -> p.Activati
         reference_id=r["reference_id"],
         children=[child_record(c) for c in s["children"]],
         deadline_at=r["deadline_at"],
+        resumed_wait=p.WaitRef(name=r["wait_event"], seq=r["wait_seq"] or 0) if r.get("wait_event") else None,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -18,22 +17,24 @@ from aiki.platform.domain.errors import InvalidTransition, ReferenceConflict, Ru
 from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pool
 from aiki.platform.services.children import cancel_descendants, end_run, notify_parent
-from aiki.platform.services.context import Services, check_payload
+from aiki.platform.services.context import Services, check_payload, version_or_none
+from aiki.platform.services.context import input_hash as hash_input
 from aiki.platform.services.executions import EMPTY_STATE, activation
 from aiki.platform.services.handoff import Offer
 from aiki.platform.services.views import history_entry, run_view
 from aiki.worker_sdk import protocol as p
 
 
-def _canonical_hash(value: Any) -> str:
-    return hashlib.sha256(msgspec.json.encode(value, order="sorted")).hexdigest()
-
-
 async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRunResponse:
-    info = await svc.version(ns, req.workflow, req.version)
-    check_payload(info.input_validator, req.input, "input")
+    # A version no worker registered yet is accepted unless the caller asks otherwise: the run
+    # waits in `queued`, and the worker that registers the version checks the input when it
+    # claims the run (a misfit fails the run with a validation error naming the field).
+    info = await version_or_none(svc, ns, req.workflow, req.version, req.require_registered)
+    if info is not None:
+        check_payload(info.input_validator, req.input, "input")
+    timeout_ms = info.timeout_ms if info is not None else None
     raw_input = msgspec.json.encode(req.input)
-    input_hash = _canonical_hash(req.input) if req.reference_id is not None else None
+    input_hash = hash_input(req.input) if req.reference_id is not None else None
     now = now_ms()
     delayed = req.delay_ms is not None and req.delay_ms > 0
     status = run_states.next_status("start_delayed" if delayed else "start", None)
@@ -53,7 +54,7 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
         "reference_id": req.reference_id,
         "pool": normalize_pool(req.pool, "$.pool"),
         "retry": msgspec.json.encode(req.retry).decode() if req.retry is not None else None,
-        "timeout_ms": info.timeout_ms,
+        "timeout_ms": timeout_ms,
         "wake_at": now + req.delay_ms if delayed and req.delay_ms is not None else None,
         "queued_at": None if delayed else now,
         "created_at": now,
@@ -65,7 +66,7 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
     if not delayed and req.reference_id is None:
         offer = svc.claims.take(ns, req.workflow, req.version, values["pool"])
     if offer is not None:
-        return await _start_handed(svc, ns, values, info.timeout_ms, offer, since)
+        return await _start_handed(svc, ns, values, timeout_ms, offer, since)
     if req.reference_id is None and svc.db.is_postgres:
         # Nothing to look up first: the run and its history row in one statement, one round trip.
         async with svc.db.raw_read() as conn:
@@ -218,9 +219,12 @@ async def send_event(svc: Services, ns: str, run_id: str, name: str, req: p.Send
         head = await RunRepository(conn, ns).get(run_id)
     if head is None:
         raise RunNotFound(run_id)
-    info = await svc.version(ns, head["workflow_name"], head["version"])
-    validator = svc.event_validator(info, head["workflow_name"], head["version"], name)
-    check_payload(validator, req.data, f"event {name!r}")
+    info = await version_or_none(svc, ns, head["workflow_name"], head["version"], False)
+    if info is not None:
+        validator = svc.event_validator(info, head["workflow_name"], head["version"], name)
+        check_payload(validator, req.data, f"event {name!r}")
+    # else: the run was started before any worker registered its version; the event is buffered
+    # unchecked and the worker decodes it into the declared type when the run waits for it.
     data = msgspec.json.encode(req.data)
     now = now_ms()
     woke = False
@@ -255,8 +259,7 @@ async def _requeue(runs: RunRepository, run: Any, now: int, action: str, reason:
             "status": target,
             "queued_at": now,
             "wake_at": None,
-            "wait_event": None,
-            "wait_seq": None,
+            # wait_event/wait_seq stay: the next activation names the wait it resumes (replay.py).
             "updated_at": now,
         },
     )

@@ -38,6 +38,7 @@ from aiki.platform.domain.errors import (
     ScheduleNotFound,
 )
 from aiki.platform.domain.ids import new_id, now_ms
+from aiki.platform.domain.queries import normalize_pool
 from aiki.platform.services.context import Services, check_payload
 from aiki.platform.services.runs import cancel_run
 from aiki.platform.services.views import raw
@@ -78,6 +79,8 @@ def schedule_view(row: Mapping[Any, Any]) -> p.ScheduleView:
         next_fire_at=row["next_fire_at"],
         last_fire_at=row["last_fire_at"],
         last_run_id=row["last_run_id"],
+        retry=msgspec.json.decode(row["retry"], type=p.RetryPolicyWire) if row.get("retry") else None,
+        pool=row.get("pool"),
     )
 
 
@@ -108,17 +111,24 @@ async def activate_schedule(
     info = await svc.version(ns, req.workflow, req.version)
     check_payload(info.input_validator, req.input, "input")
     input_hash = _hash(req.input)
-    definition_hash = _hash(
-        {
-            "workflow": req.workflow,
-            "version": req.version,
-            "input": input_hash,
-            "cron": rule.cron,
-            "every_ms": rule.every_ms,
-            "timezone": rule.timezone,
-            "overlap": req.overlap,
-        }
-    )
+    pool = normalize_pool(req.pool, "$.pool")
+    retry = msgspec.json.encode(req.retry).decode() if req.retry is not None else None
+    definition: dict[str, Any] = {
+        "workflow": req.workflow,
+        "version": req.version,
+        "input": input_hash,
+        "cron": rule.cron,
+        "every_ms": rule.every_ms,
+        "timezone": rule.timezone,
+        "overlap": req.overlap,
+    }
+    # The run options are part of the definition; left out when unset, so that the identity of
+    # a schedule activated without them stays what it was before they existed.
+    if pool is not None:
+        definition["pool"] = pool
+    if req.retry is not None:
+        definition["retry"] = msgspec.to_builtins(req.retry)
+    definition_hash = _hash(definition)
     identity = f"ref:{req.reference_id}" if req.reference_id is not None else f"def:{definition_hash}"
     at = clock_now(svc, now)
     values: dict[str, Any] = {
@@ -140,6 +150,8 @@ async def activate_schedule(
         "last_run_id": None,
         "created_at": at,
         "updated_at": at,
+        "retry": retry,
+        "pool": pool,
     }
     for _ in range(3):
         try:
@@ -350,6 +362,8 @@ async def _start_occurrence(
             "input": schedule["input"],
             "input_hash": schedule["input_hash"],
             "reference_id": reference,
+            "pool": schedule.get("pool"),
+            "retry": schedule.get("retry"),
             "queued_at": now,
             "created_at": now,
             "updated_at": now,

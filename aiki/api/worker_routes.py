@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody
 from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.api.errors import problem_body, problem_for_exception
-from aiki.platform.services import children, executions
+from aiki.platform.services import children, executions, leases
 from aiki.platform.services.context import Services
 from aiki.worker_sdk import protocol as p
 
@@ -53,6 +53,15 @@ class WorkerController(Controller):
         self, data: JSONBody[p.HeartbeatRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.HeartbeatResponse:
         return await executions.heartbeat(svc, namespace_id, data)
+
+    @post(
+        "/release",
+        summary="Hand back the leases of a stopping worker (its runs are queued again at once)",
+        status_code=200,
+        opt=policy("worker:execute"),
+    )
+    async def release(self, data: JSONBody[p.ReleaseRequest], svc: Svc, namespace_id: NamespaceId) -> p.ReleaseResponse:
+        return await leases.release(svc, namespace_id, data)
 
 
 class ExecutionController(Controller):

@@ -258,7 +258,12 @@ def after_action(request: Request[Any, Any, Any], path: str) -> Response[Any]:
 
 
 def _error_page(
-    request: Request[Any, Any, Any], status: int, title: str, message: str, *, extra_headers: dict[str, str] | None = None
+    request: Request[Any, Any, Any],
+    status: int,
+    title: str,
+    message: str,
+    *,
+    extra_headers: dict[str, str] | None = None,
 ) -> Response[Any]:
     context = {"status": status, "title": title, "message": message, "user": None, "groups": []}
     headers = dict(SECURITY_HEADERS)

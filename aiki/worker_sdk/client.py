@@ -39,6 +39,8 @@ from aiki.worker_sdk.protocol import (
     RecordTaskResponse,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
+    ReleaseRequest,
+    ReleaseResponse,
     RunActionRequest,
     RunDetail,
     RunListResponse,
@@ -251,6 +253,10 @@ class Client:
         if self._port is not None:
             return await self._port.heartbeat(request)
         return await self.request("POST", "/workers/heartbeat", HeartbeatResponse, request)
+
+    async def release(self, request: ReleaseRequest) -> ReleaseResponse:
+        """``POST /workers/release``: a stopping worker hands back the runs it holds."""
+        return await self.request("POST", "/workers/release", ReleaseResponse, request)
 
     async def record_task(self, run_id: str, request: RecordTaskRequest) -> RecordTaskResponse:
         """``POST /runs/{id}/tasks``."""

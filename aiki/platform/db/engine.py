@@ -240,9 +240,7 @@ class Database:
 
     def _hot_pool(self) -> HotPool:
         if self._pool is None:
-            self._pool = HotPool(
-                self.driver_dsn, max_size=self._pool_size - self._reserved, timeout=self._pool_timeout
-            )
+            self._pool = HotPool(self.driver_dsn, max_size=self._pool_size - self._reserved, timeout=self._pool_timeout)
         return self._pool
 
     async def _borrow(self) -> Any:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 
 from aiki.platform.db.hot_pool import DatabaseUnavailable, HotPool
-from aiki.platform.db.raw import RawConn
+from aiki.platform.db.raw import RawConn, is_connection_failure
 
 DEFAULT_URL = "sqlite+aiosqlite:///aiki.db"
 DEFAULT_POOL_SIZE = 20
@@ -208,6 +208,9 @@ class Database:
             try:
                 async with driver.transaction():
                     yield RawConn(driver, self.dialect)
+            except BaseException as exc:
+                _drop_if_broken(driver, exc)
+                raise
             finally:
                 pool.release(driver)
             return
@@ -231,6 +234,9 @@ class Database:
             driver = await pool.acquire()
             try:
                 yield RawConn(driver, self.dialect)
+            except BaseException as exc:
+                _drop_if_broken(driver, exc)
+                raise
             finally:
                 pool.release(driver)
             return
@@ -274,6 +280,17 @@ class Database:
             await self._engine.dispose()
             self._engine = None
         self._lock = None
+
+
+def _drop_if_broken(driver: Any, exc: BaseException) -> None:
+    """Terminate a connection whose session failed (the server shut it down, the socket broke).
+
+    asyncpg raises such an error as soon as it reads it, before it notices the socket closing:
+    given back as it is, the connection would look healthy and fail its next user with "another
+    operation is in progress".
+    """
+    if is_connection_failure(exc):
+        driver.terminate()
 
 
 async def _driver(conn: AsyncConnection) -> Any:

@@ -22,7 +22,13 @@ from aiki.worker_sdk.errors import (
     UnexpectedStatusError,
     WaitTimeoutError,
 )
-from aiki.worker_sdk.http_backends import AiohttpBackend, HttpAnswer, HttpBackend, HttpxBackend
+from aiki.worker_sdk.http_backends import (
+    AiohttpBackend,
+    HttpAnswer,
+    HttpBackend,
+    HttpxBackend,
+    send_retrying_unavailable,
+)
 from aiki.worker_sdk.protocol import (
     TERMINAL_STATUSES,
     BatchOutcome,
@@ -138,12 +144,15 @@ class Client:
             params: Query parameters.
             timeout: Seconds before the request is abandoned (default: the client's).
 
+        A 503 answer (the server's database is unavailable or busy; nothing was done) is retried a
+        few times with backoff before it is raised.
+
         Raises:
             AikiError: The subclass matching the server's problem ``code``;
                 ``ServerUnavailableError`` on connection errors and 5xx.
         """
         content = body if body is None or isinstance(body, bytes) else msgspec.json.encode(body)
-        answer = await self._http.send(method, API_PREFIX + path, content, params, timeout)
+        answer = await send_retrying_unavailable(self._http, method, API_PREFIX + path, content, params, timeout)
         if answer.status >= 400:
             raise error_from_response(answer)
         try:

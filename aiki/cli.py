@@ -2,8 +2,9 @@
 
 Configuration comes from the environment (``DATABASE_URL``, ``AIKI_SECRET_KEY``, ``AIKI_BASE_URL``,
 ``AIKI_HOST``, ``AIKI_PORT``, ``AIKI_LOG_LEVEL``, ``AIKI_API_KEY``, ``REDIS_URL``, ``AIKI_PG_LISTEN``,
-``AIKI_DB_POOL_SIZE``); flags override it. A missing or malformed setting stops the command with a
-message naming the variable.
+``AIKI_DB_POOL_SIZE``, ``AIKI_DB_POOL_TIMEOUT``, ``AIKI_LEASE_TTL``, ``AIKI_HEARTBEAT_INTERVAL``,
+``AIKI_SHUTDOWN_GRACE``); flags override it. A missing or malformed setting stops the command with a
+one-line message naming the flag or variable, and exit status 2.
 """
 
 from __future__ import annotations
@@ -58,6 +59,79 @@ def _env_pool_size(arg: int | None) -> int:
     return size
 
 
+def _seconds(arg: float | None, flag: str, env: str, default: float | None) -> float | None:
+    """A duration in seconds from ``flag`` or else ``$env`` (else ``default``); must be positive."""
+    if arg is not None:
+        value, name = arg, flag
+    else:
+        raw = os.environ.get(env, "").strip()
+        if not raw:
+            return default
+        name = env
+        try:
+            value = float(raw)
+        except ValueError:
+            raise CliError(f"{env} must be a number of seconds, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise CliError(f"{name} must be a positive number of seconds, got {value:g}")
+    return value
+
+
+def _lease_settings(ttl_arg: float | None, hb_arg: float | None) -> tuple[Any, Any]:
+    """``server(lease_ttl=..., heartbeat_interval=...)`` from the flags and environment, checked."""
+    from datetime import timedelta
+
+    from aiki.api.server import lease_settings_ms
+
+    ttl_s = _seconds(ttl_arg, "--lease-ttl", "AIKI_LEASE_TTL", 30.0)
+    hb_s = _seconds(hb_arg, "--heartbeat-interval", "AIKI_HEARTBEAT_INTERVAL", None)
+    assert ttl_s is not None
+    lease_ttl = timedelta(seconds=ttl_s)
+    heartbeat = None if hb_s is None else timedelta(seconds=hb_s)
+    try:
+        lease_settings_ms(
+            lease_ttl,
+            heartbeat,
+            ttl_name="--lease-ttl" if ttl_arg is not None else "AIKI_LEASE_TTL",
+            heartbeat_name="--heartbeat-interval" if hb_arg is not None else "AIKI_HEARTBEAT_INTERVAL",
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return lease_ttl, heartbeat
+
+
+def _pool_timeout(arg: float | None) -> float:
+    value = _seconds(arg, "--pool-timeout", "AIKI_DB_POOL_TIMEOUT", 10.0)
+    assert value is not None
+    return value
+
+
+def _worker_url(arg: str | None) -> str:
+    url = arg or os.environ.get("AIKI_URL") or f"http://127.0.0.1:{DEFAULT_PORT}"
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
+        name = "--url" if arg else "AIKI_URL"
+        raise CliError(f"{name} must be the server's http(s) URL, like http://127.0.0.1:{DEFAULT_PORT}, got {url!r}")
+    return url
+
+
+def _grace(arg: float | None) -> float:
+    """``--shutdown-grace``/``AIKI_SHUTDOWN_GRACE``: seconds, 0 allowed (hand runs back at once)."""
+    if arg is None:
+        raw = os.environ.get("AIKI_SHUTDOWN_GRACE", "").strip()
+        if not raw:
+            return 10.0
+        try:
+            arg = float(raw)
+        except ValueError:
+            raise CliError(f"AIKI_SHUTDOWN_GRACE must be a number of seconds, got {raw!r}") from None
+        name = "AIKI_SHUTDOWN_GRACE"
+    else:
+        name = "--shutdown-grace"
+    if not 0 <= arg < float("inf"):
+        raise CliError(f"{name} must be 0 or more seconds, got {arg:g}")
+    return arg
+
+
 def _env_pg_listen(no_listen: bool) -> bool:
     if no_listen:
         return False
@@ -96,6 +170,9 @@ def _setup_logging() -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # One line per HTTP request from the in-process client would drown everything else.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic narrates every migration context at INFO; only say it when asked (DEBUG).
+    if level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 # -- migrate ---------------------------------------------------------------------------------
@@ -199,13 +276,29 @@ def _dev_secret(url: str) -> str:
 
 
 async def _server(
-    url: str, host: str, port: int, *, pool_size: int = 20, redis_url: str | None = None, pg_listen: bool = True
+    url: str,
+    host: str,
+    port: int,
+    *,
+    pool_size: int = 20,
+    pool_timeout: float = 10.0,
+    redis_url: str | None = None,
+    pg_listen: bool = True,
+    lease: tuple[Any, Any] | None = None,
 ) -> None:
+    from datetime import timedelta
+
     from aiki.api.server import server
     from aiki.platform.db.engine import ConfigurationError, Database
 
+    lease_ttl, heartbeat_interval = lease or (timedelta(seconds=30), None)
     aiki_server = server(
-        db=Database(url, pool_size=pool_size), iam=_iam_config(), redis_url=redis_url, pg_listen=pg_listen
+        db=Database(url, pool_size=pool_size, pool_timeout=pool_timeout),
+        iam=_iam_config(),
+        redis_url=redis_url,
+        pg_listen=pg_listen,
+        lease_ttl=lease_ttl,
+        heartbeat_interval=heartbeat_interval,
     )
     try:
         await aiki_server.runtime.start()
@@ -306,21 +399,54 @@ def load_target(spec: str) -> list[Any]:
     return [target]
 
 
-async def _worker(spec: str, url: str, api_key: str | None, concurrency: int) -> None:
-    from aiki.worker_sdk import client, worker
+async def _worker(
+    spec: str,
+    url: str,
+    api_key: str | None,
+    concurrency: int,
+    *,
+    heartbeat_interval: float | None = None,
+    shutdown_grace: float = 10.0,
+) -> None:
+    from datetime import timedelta
+
+    from aiki.worker_sdk import AikiError, client, worker
 
     workflows = load_target(spec)
-    aiki_client = client(url=url, api_key=api_key)
-    handle = await worker(workflows=workflows, concurrency=concurrency).spawn(aiki_client)
-    log.info("worker %s serving %d workflow version(s) from %s", handle.worker_id, len(workflows), url)
+    try:
+        definition = worker(
+            workflows=workflows,
+            concurrency=concurrency,
+            heartbeat_interval=None if heartbeat_interval is None else timedelta(seconds=heartbeat_interval),
+        )
+    except ValueError as exc:
+        raise CliError(f"worker {spec}: {exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await handle.stop()
-    await aiki_client.close()
+    aiki_client = client(url=url, api_key=api_key)
+    try:
+        # Registration retries while the server is down or unavailable; stop may come meanwhile.
+        spawning = asyncio.create_task(definition.spawn(aiki_client))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({spawning, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not spawning.done():
+            spawning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await spawning
+            return
+        try:
+            handle = spawning.result()
+        except AikiError as exc:  # refused: a bad or revoked key, a version it may not serve ...
+            raise CliError(f"the server at {url} refused to register this worker: {exc}") from None
+        log.info("worker %s serving %d workflow version(s) from %s", handle.worker_id, len(workflows), url)
+        await stop.wait()
+        await handle.stop(grace=timedelta(seconds=shutdown_grace))
+    finally:
+        await aiki_client.close()
 
 
 # -- entry point -----------------------------------------------------------------------------
@@ -359,7 +485,35 @@ def build_parser() -> argparse.ArgumentParser:
                 help="do not LISTEN for PostgreSQL wake-ups (or AIKI_PG_LISTEN=0); use with --redis-url",
             )
             p.add_argument(
-                "--pool-size", type=int, default=None, help="database connections, defaults to $AIKI_DB_POOL_SIZE or 20"
+                "--pool-size",
+                type=int,
+                default=None,
+                help="the most database connections of this process, all uses together (the LISTEN "
+                "connection is one of them); defaults to $AIKI_DB_POOL_SIZE or 20",
+            )
+            p.add_argument(
+                "--pool-timeout",
+                type=float,
+                default=None,
+                metavar="SECONDS",
+                help="how long a request waits for a free connection before it is answered 503; "
+                "defaults to $AIKI_DB_POOL_TIMEOUT or 10",
+            )
+            p.add_argument(
+                "--lease-ttl",
+                type=float,
+                default=None,
+                metavar="SECONDS",
+                help="how long a crashed worker's runs wait before another worker gets them; "
+                "defaults to $AIKI_LEASE_TTL or 30",
+            )
+            p.add_argument(
+                "--heartbeat-interval",
+                type=float,
+                default=None,
+                metavar="SECONDS",
+                help="how often workers heartbeat, at most half the lease TTL; "
+                "defaults to $AIKI_HEARTBEAT_INTERVAL or a third of the lease TTL",
             )
 
     wk = sub.add_parser("worker", help="run a worker for the workflows at module:attr")
@@ -367,6 +521,21 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--url", default=None, help="server URL, defaults to $AIKI_URL or http://127.0.0.1:9850")
     wk.add_argument("--api-key", default=None, help="defaults to $AIKI_API_KEY")
     wk.add_argument("--concurrency", type=int, default=10)
+    wk.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="heartbeat more often than the server asks; defaults to $AIKI_HEARTBEAT_INTERVAL or the server's",
+    )
+    wk.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="on SIGTERM, how long in-flight runs may go on before they are handed back to the server; "
+        "defaults to $AIKI_SHUTDOWN_GRACE or 10",
+    )
     return parser
 
 
@@ -397,15 +566,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                         host,
                         port,
                         pool_size=_env_pool_size(args.pool_size),
+                        pool_timeout=_pool_timeout(args.pool_timeout),
                         redis_url=_redis_url(args.redis_url),
                         pg_listen=_env_pg_listen(args.no_pg_listen),
+                        lease=_lease_settings(args.lease_ttl, args.heartbeat_interval),
                     )
                 )
             else:
                 _run(_dev(_database_url(args.database_url, DEV_DATABASE_URL), host, port, not args.no_demo))
         elif args.command == "worker":
-            url = args.url or os.environ.get("AIKI_URL", f"http://127.0.0.1:{DEFAULT_PORT}")
-            _run(_worker(args.target, url, args.api_key or os.environ.get("AIKI_API_KEY"), args.concurrency))
+            url = _worker_url(args.url)
+            if args.concurrency < 1:
+                raise CliError(f"--concurrency must be at least 1, got {args.concurrency}")
+            _run(
+                _worker(
+                    args.target,
+                    url,
+                    args.api_key or os.environ.get("AIKI_API_KEY"),
+                    args.concurrency,
+                    heartbeat_interval=_seconds(
+                        args.heartbeat_interval, "--heartbeat-interval", "AIKI_HEARTBEAT_INTERVAL", None
+                    ),
+                    shutdown_grace=_grace(args.shutdown_grace),
+                )
+            )
     except CliError as exc:
         print(f"aiki: {exc}", file=sys.stderr)
         return 2

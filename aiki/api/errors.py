@@ -21,6 +21,7 @@ from litestar.exceptions import (
 )
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
+from aiki.platform.db.raw import is_connection_failure
 from aiki.platform.domain.errors import CoreError, RateLimited
 from aiki.worker_sdk.protocol import Problem
 
@@ -181,8 +182,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
 
 
 def _is_db_unavailable(exc: BaseException) -> bool:
-    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
-    return bool(names & {"OperationalError", "InterfaceError", "ConnectionRefusedError", "CannotConnectNowError"})
+    return is_connection_failure(exc)
 
 
 _OUT_OF_RANGE_DETAIL = (

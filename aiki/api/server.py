@@ -61,8 +61,11 @@ def server(
 
     Args:
         db: where state lives; ``database()`` (SQLite ``aiki.db``) when omitted.
-        lease_ttl: how long a worker holds a run without heartbeats before it is recovered.
-        heartbeat_interval: how often workers heartbeat; a third of ``lease_ttl`` by default.
+        lease_ttl: how long a worker holds a run without heartbeats before it is recovered (given
+            to another worker): the time a crashed worker's runs wait. A worker that stops in an
+            orderly way hands its runs back at once. At least 0.2 s.
+        heartbeat_interval: how often workers heartbeat; a third of ``lease_ttl`` by default, and
+            at most half of it (a worker may beat more often, never less).
         max_recoveries: lease expiries a run survives before failing with ``recovery_exhausted``.
         max_payload_bytes: the largest request body accepted (413 beyond).
         stall_after: a run queued this long without being claimed (e.g. no worker serves its
@@ -88,8 +91,7 @@ def server(
         >>> type(aiki_server.handler).__name__
         'Litestar'
     """
-    ttl_ms = int(lease_ttl.total_seconds() * 1000)
-    hb_ms = int(heartbeat_interval.total_seconds() * 1000) if heartbeat_interval else max(100, ttl_ms // 3)
+    ttl_ms, hb_ms = lease_settings_ms(lease_ttl, heartbeat_interval)
     settings = Settings(
         lease_ttl_ms=ttl_ms,
         heartbeat_interval_ms=hb_ms,
@@ -99,6 +101,41 @@ def server(
         sleep_hold_max_ms=_hold_ms(sleep_hold_max),
     )
     return AikiServer(db or Database(DEFAULT_URL), settings, iam, pg_listen=pg_listen, redis_url=redis_url)
+
+
+MIN_LEASE_TTL = timedelta(milliseconds=200)
+
+
+def lease_settings_ms(
+    lease_ttl: timedelta,
+    heartbeat_interval: timedelta | None,
+    *,
+    ttl_name: str = "lease_ttl",
+    heartbeat_name: str = "heartbeat_interval",
+) -> tuple[int, int]:
+    """The lease TTL and heartbeat interval in ms, checked; errors name the settings as given.
+
+    A heartbeat must come well within the lease: at most half of it, so one late or lost beat does
+    not lose the lease.
+    """
+    if lease_ttl < MIN_LEASE_TTL:
+        raise ValueError(f"{ttl_name} must be at least {MIN_LEASE_TTL.total_seconds():g} s, got {_s(lease_ttl)}")
+    ttl_ms = int(lease_ttl.total_seconds() * 1000)
+    if heartbeat_interval is None:
+        return ttl_ms, max(100, ttl_ms // 3)
+    hb_ms = int(heartbeat_interval.total_seconds() * 1000)
+    if hb_ms <= 0:
+        raise ValueError(f"{heartbeat_name} must be positive, got {_s(heartbeat_interval)}")
+    if hb_ms * 2 > ttl_ms:
+        raise ValueError(
+            f"{heartbeat_name} ({_s(heartbeat_interval)}) must be at most half of {ttl_name} ({_s(lease_ttl)}): "
+            "a worker must beat several times within its lease"
+        )
+    return ttl_ms, hb_ms
+
+
+def _s(value: timedelta) -> str:
+    return f"{value.total_seconds():g} s"
 
 
 def _stall_after_ms(stall_after: timedelta | None) -> int:

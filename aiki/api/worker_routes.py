@@ -14,7 +14,7 @@ from litestar.params import FromPath, JSONBody
 from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.api.errors import problem_body, problem_for_exception
-from aiki.platform.services import children, executions
+from aiki.platform.services import children, executions, leases
 from aiki.platform.services.context import Services
 from aiki.worker_sdk import protocol as p
 
@@ -79,6 +79,15 @@ class WorkerController(Controller):
     )
     async def watch(self, data: JSONBody[p.WatchRequest], svc: Svc, namespace_id: NamespaceId) -> p.WatchResponse:
         return await executions.watch(svc, namespace_id, data)
+
+    @post(
+        "/release",
+        summary="Hand back the leases of a stopping worker (its runs are queued again at once)",
+        status_code=200,
+        opt=policy("worker:execute"),
+    )
+    async def release(self, data: JSONBody[p.ReleaseRequest], svc: Svc, namespace_id: NamespaceId) -> p.ReleaseResponse:
+        return await leases.release(svc, namespace_id, data)
 
 
 async def _until_disconnected(request: Request[Any, Any, Any], gone: asyncio.Future[None]) -> None:

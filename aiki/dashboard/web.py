@@ -22,6 +22,7 @@ from aiki.iam import accounts, orgs
 from aiki.iam.context import Iam
 from aiki.iam.models import NamespaceView, OrganizationView
 from aiki.iam.policy import Grant, Principal, effective_namespace_role, rule
+from aiki.platform.db.raw import is_connection_failure
 from aiki.platform.domain.errors import CoreError, PermissionDenied, Unauthenticated
 from aiki.platform.services.context import Services
 
@@ -256,9 +257,17 @@ def after_action(request: Request[Any, Any, Any], path: str) -> Response[Any]:
 # -- errors --------------------------------------------------------------------------------------
 
 
-def _error_page(request: Request[Any, Any, Any], status: int, title: str, message: str) -> Response[Any]:
+def _error_page(
+    request: Request[Any, Any, Any],
+    status: int,
+    title: str,
+    message: str,
+    *,
+    extra_headers: dict[str, str] | None = None,
+) -> Response[Any]:
     context = {"status": status, "title": title, "message": message, "user": None, "groups": []}
     headers = dict(SECURITY_HEADERS)
+    headers.update(extra_headers or {})
     if is_htmx(request):
         # htmx swaps error responses too (see base.html's htmx-config): into the message area.
         headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
@@ -299,6 +308,15 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
 
 
 def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if is_connection_failure(exc):
+        log.warning("database unavailable on dashboard %s %s: %s", request.method, request.url.path, exc)
+        return _error_page(
+            request,
+            503,
+            "Temporarily unavailable",
+            "The database cannot be reached right now; try again in a moment.",
+            extra_headers={"Retry-After": "1"},
+        )
     log.exception("unhandled error on dashboard %s %s", request.method, request.url.path)
     return _error_page(request, 500, "Something went wrong", "An internal error occurred; it has been logged.")
 

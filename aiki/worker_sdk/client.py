@@ -22,7 +22,13 @@ from aiki.worker_sdk.errors import (
     UnexpectedStatusError,
     WaitTimeoutError,
 )
-from aiki.worker_sdk.http_backends import AiohttpBackend, HttpAnswer, HttpBackend, HttpxBackend
+from aiki.worker_sdk.http_backends import (
+    AiohttpBackend,
+    HttpAnswer,
+    HttpBackend,
+    HttpxBackend,
+    send_retrying_unavailable,
+)
 from aiki.worker_sdk.protocol import (
     TERMINAL_STATUSES,
     BatchOutcome,
@@ -39,6 +45,8 @@ from aiki.worker_sdk.protocol import (
     RecordTaskResponse,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
+    ReleaseRequest,
+    ReleaseResponse,
     RunActionRequest,
     RunDetail,
     RunListResponse,
@@ -138,12 +146,15 @@ class Client:
             params: Query parameters.
             timeout: Seconds before the request is abandoned (default: the client's).
 
+        A 503 answer (the server's database is unavailable or busy; nothing was done) is retried a
+        few times with backoff before it is raised.
+
         Raises:
             AikiError: The subclass matching the server's problem ``code``;
                 ``ServerUnavailableError`` on connection errors and 5xx.
         """
         content = body if body is None or isinstance(body, bytes) else msgspec.json.encode(body)
-        answer = await self._http.send(method, API_PREFIX + path, content, params, timeout)
+        answer = await send_retrying_unavailable(self._http, method, API_PREFIX + path, content, params, timeout)
         if answer.status >= 400:
             raise error_from_response(answer)
         try:
@@ -260,6 +271,10 @@ class Client:
             return await self._port.watch(request)
         timeout = request.wait_ms / 1000 + _POLL_MARGIN_S
         return await self.request("POST", "/workers/watch", WatchResponse, request, timeout=timeout)
+
+    async def release(self, request: ReleaseRequest) -> ReleaseResponse:
+        """``POST /workers/release``: a stopping worker hands back the runs it holds."""
+        return await self.request("POST", "/workers/release", ReleaseResponse, request)
 
     async def record_task(self, run_id: str, request: RecordTaskRequest) -> RecordTaskResponse:
         """``POST /runs/{id}/tasks``."""

@@ -9,11 +9,15 @@ about 0.95 ms. ``client(url=...)`` therefore uses aiohttp. httpx stays for ``cli
 
 Both answer with an :class:`HttpAnswer` and raise :class:`ServerUnavailableError` for anything
 that kept the request from getting an answer (refused or reset connection, timeout).
+:func:`send_retrying_unavailable` sends a request again after a 503 answer (the server's database
+is restarting or its connections are all busy; the request changed nothing), with backoff.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 from typing import Any, NamedTuple, Protocol
 
 import httpx
@@ -136,6 +140,50 @@ class AiohttpBackend:
         if connector is not None:
             with contextlib.suppress(Exception):
                 connector._close()
+
+
+UNAVAILABLE_ATTEMPTS = 6
+
+
+async def send_retrying_unavailable(
+    backend: HttpBackend,
+    method: str,
+    path: str,
+    body: bytes | None,
+    params: dict[str, str] | None,
+    timeout: float | None,
+    *,
+    attempts: int = UNAVAILABLE_ATTEMPTS,
+    first_delay: float = 0.1,
+    max_delay: float = 2.0,
+) -> HttpAnswer:
+    """Send a request, and again while the server answers 503 Service Unavailable, with backoff.
+
+    A 503 from an Aiki server means the request did not get its transaction done (no database
+    connection came free, the database is restarting), so sending it again is safe. The wait
+    honours ``Retry-After`` when the server gives one, else doubles from ``first_delay``, with
+    jitter so that many clients do not come back at once; after ``attempts`` answers the last 503
+    is returned (the caller raises ``ServerUnavailableError``).
+    """
+    delay = first_delay
+    attempt = 1
+    while True:
+        answer = await backend.send(method, path, body, params, timeout)
+        if answer.status != 503 or attempt >= attempts:
+            return answer
+        wait = min(_retry_after(answer.retry_after, delay), max_delay)
+        await asyncio.sleep(wait * random.uniform(0.5, 1.0))
+        delay = min(delay * 2, max_delay)
+        attempt += 1
+
+
+def _retry_after(header: str | None, default: float) -> float:
+    if header is None:
+        return default
+    try:
+        return max(float(header), default)
+    except ValueError:  # an HTTP date: not sent by Aiki servers
+        return default
 
 
 def _proxy_from_env(base_url: str) -> dict[str, Any]:

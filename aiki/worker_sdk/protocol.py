@@ -726,3 +726,15 @@ class ActivateScheduleResponse(msgspec.Struct):
 class ScheduleListResponse(msgspec.Struct, omit_defaults=True):
     items: list[ScheduleView]
     next_cursor: str | None = None
+
+
+class ReleaseRequest(msgspec.Struct, omit_defaults=True):
+    """A stopping worker hands back the runs it holds (each at the revision it holds)."""
+
+    worker_id: str
+    runs: list[HeartbeatRun] = msgspec.field(default_factory=list)
+
+
+class ReleaseResponse(msgspec.Struct):
+    released: list[str]
+    """Runs put back in the queue; the others had moved on (ended, suspended, cancelled, recovered)."""

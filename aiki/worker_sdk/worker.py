@@ -21,7 +21,7 @@ from typing import Any
 from aiki.worker_sdk import serde
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.definitions import WorkflowVersion
-from aiki.worker_sdk.errors import AikiError, NotFoundError, ServerUnavailableError
+from aiki.worker_sdk.errors import AikiError, NotFoundError, RateLimitedError, ServerUnavailableError
 from aiki.worker_sdk.execution import Execution
 from aiki.worker_sdk.protocol import (
     Activation,
@@ -29,6 +29,7 @@ from aiki.worker_sdk.protocol import (
     HeartbeatRequest,
     HeartbeatRun,
     RegisterWorkerRequest,
+    ReleaseRequest,
     VersionRef,
     VersionSpec,
     WatchRequest,
@@ -54,9 +55,13 @@ class Worker:
         concurrency: int,
         pools: Sequence[str] | None,
         worker_id: str | None,
+        heartbeat_interval: timedelta | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
+        if heartbeat_interval is not None and heartbeat_interval <= timedelta(0):
+            raise ValueError(f"heartbeat_interval must be positive, got {heartbeat_interval}")
+        self.heartbeat_interval = heartbeat_interval
         self.versions = {(v.name, v.version): v for v in workflows}
         if len(self.versions) != len(workflows):
             raise ValueError("a workflow version is listed twice")
@@ -80,20 +85,35 @@ class Worker:
     async def spawn(self, client: Client) -> WorkerHandle:
         """Register with the server and start claiming in the background.
 
+        While the server cannot be reached or answers 503 (it is starting, its database restarts),
+        registration is retried with backoff, without limit: a worker may start before its server.
+
         Raises:
-            AikiError: Registration was refused (e.g. ``AuthenticationError``).
+            AikiError: Registration was refused (e.g. ``AuthenticationError`` for a bad key).
         """
-        response = await client.register_worker(
-            RegisterWorkerRequest(
-                worker_id=self.worker_id,
-                host=socket.gethostname(),
-                versions=self.specs(),
-                pools=self.pools,
-                concurrency=self.concurrency,
-                pid=os.getpid(),
-            )
+        request = RegisterWorkerRequest(
+            worker_id=self.worker_id,
+            host=socket.gethostname(),
+            versions=self.specs(),
+            pools=self.pools,
+            concurrency=self.concurrency,
+            pid=os.getpid(),
         )
-        handle = WorkerHandle(self, client, response.worker_id, response.heartbeat_interval_ms / 1000)
+        delay = 0.2
+        while True:
+            try:
+                response = await client.register_worker(request)
+                break
+            except ServerUnavailableError as e:
+                wait = e.retry_after if isinstance(e, RateLimitedError) and e.retry_after else delay
+                log.warning("worker %s: cannot register yet, retrying in %.1fs: %s", self.worker_id, wait, e)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 5.0)
+        # The server's interval keeps its leases alive; a worker may ask to beat more often.
+        interval = response.heartbeat_interval_ms / 1000
+        if self.heartbeat_interval is not None:
+            interval = min(interval, self.heartbeat_interval.total_seconds())
+        handle = WorkerHandle(self, client, response.worker_id, interval)
         handle._start()
         return handle
 
@@ -297,11 +317,14 @@ class WorkerHandle:
     async def stop(self, grace: timedelta | None = timedelta(seconds=10)) -> None:
         """Stop claiming, let in-flight executions finish, then stop.
 
-        Executions still running after ``grace`` are cancelled without writing anything; lease
-        recovery hands their runs out again.
+        Executions still running after ``grace`` are cancelled without writing anything, and their
+        runs are handed back to the server, which queues them again at once for another worker (no
+        lease expiry to wait out, no recovery counted). Should the server be unreachable then, lease
+        expiry recovers them as after a crash.
 
         Args:
-            grace: How long to wait for in-flight executions (None: without limit).
+            grace: How long to wait for in-flight executions (None: without limit; 0: cancel them
+                at once).
         """
         self._stopping = True
         for background in (self._claim_task,):
@@ -312,22 +335,30 @@ class WorkerHandle:
         pending = [task for _, task in self._executions.values()]
         if pending:
             timeout = None if grace is None else grace.total_seconds()
-            _, still = await asyncio.wait(pending, timeout=timeout)
+            _, still = await asyncio.wait(pending, timeout=timeout) if timeout != 0 else (set(), set(pending))
+            # What each cancelled execution held, read before it is cancelled (it then leaves the map).
+            held = [HeartbeatRun(run_id, e.revision) for run_id, (e, t) in self._executions.items() if t in still]
             for task in still:
                 task.cancel()
             if still:
                 await asyncio.wait(still)
+            await self._release(held)
         for background in (self._heartbeat_task, self._watch_task):
             if background is not None:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
 
-
-def _ignore_outcome(call: asyncio.Task[None]) -> None:
-    # A superseded watch's failure is of no interest (the current one's is read where it ends).
-    if not call.cancelled():
-        call.exception()
+    async def _release(self, held: list[HeartbeatRun]) -> None:
+        """Hand the runs of cancelled executions back (once; on failure, lease expiry recovers them)."""
+        if not held:
+            return
+        try:
+            response = await self._client.release(ReleaseRequest(worker_id=self.worker_id, runs=held))
+        except AikiError as e:
+            log.warning("worker %s: could not hand back %d run(s), lease expiry will: %r", self.worker_id, len(held), e)
+            return
+        log.info("worker %s: handed back %d run(s)", self.worker_id, len(response.released))
 
 
 def worker(
@@ -336,6 +367,7 @@ def worker(
     concurrency: int = 10,
     pools: Sequence[str] | None = None,
     worker_id: str | None = None,
+    heartbeat_interval: timedelta | None = None,
 ) -> Worker:
     """Define a worker.
 
@@ -346,8 +378,16 @@ def worker(
             default pool only, i.e. runs started without a pool. A worker naming pools serves
             only those; list ``"default"`` among them to serve the default pool as well.
         worker_id: A stable id (default: host, pid and a random suffix).
+        heartbeat_interval: Heartbeat more often than the server asks (never less often: the
+            server's lease TTL and heartbeat interval rule, see ``server(lease_ttl=...)``).
 
     Returns:
         The worker; ``await worker(...).spawn(client)`` starts it.
     """
-    return Worker(workflows, concurrency, pools, worker_id)
+    return Worker(workflows, concurrency, pools, worker_id, heartbeat_interval)
+
+
+def _ignore_outcome(call: asyncio.Task[None]) -> None:
+    # A superseded watch's failure is of no interest (the current one's is read where it ends).
+    if not call.cancelled():
+        call.exception()

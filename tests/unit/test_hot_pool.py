@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from aiki.platform.db.engine import Database
-from aiki.platform.db.hot_pool import HotPool
+from aiki.platform.db.hot_pool import DatabaseUnavailable, HotPool
 from tests.db_support import PG_ADMIN_DSN, pg_url
 
 TIMEOUT = 5.0
@@ -281,7 +281,7 @@ async def test_close_closes_idle_connections_and_refuses_new_acquires(pools: Poo
     assert in_use.is_closed()
     assert (pool.size, pool.idle) == (0, 0)
 
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(DatabaseUnavailable, match="closed"):
         await pool.acquire()
     assert pool.size == 0
 
@@ -293,7 +293,7 @@ async def test_close_fails_a_waiter(pools: Pools) -> None:
     await assert_still_waiting(waiter)
 
     await asyncio.wait_for(pool.close(), TIMEOUT)
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(DatabaseUnavailable, match="closed"):
         await asyncio.wait_for(waiter, TIMEOUT)
 
     pool.release(held)

@@ -108,3 +108,43 @@ def is_unique_violation(exc: BaseException) -> bool:
 def is_deadlock(exc: BaseException) -> bool:
     """True when PostgreSQL aborted the transaction to break a deadlock (safe to run it again)."""
     return type(exc).__name__ == "DeadlockDetectedError"
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """True when ``exc`` (or what it wraps) says the database could not be reached or used.
+
+    A refused or dropped connection, a server shutting down or starting up, too many clients, no
+    pool connection free in time: the request did not get its work done and may simply be sent
+    again. Matched by exception class, through SQLAlchemy's and the drivers' wrapping.
+    """
+    import sqlite3
+
+    import sqlalchemy.exc as sa_exc
+
+    try:
+        import asyncpg.exceptions as pg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        pg_classes: tuple[type[BaseException], ...] = ()
+    else:
+        pg_classes = (
+            pg.PostgresConnectionError,  # class 08: connection exceptions, ConnectionDoesNotExistError
+            pg.InterfaceError,  # the client side of a connection in a bad state
+            pg.AdminShutdownError,
+            pg.CrashShutdownError,
+            pg.CannotConnectNowError,
+            pg.InsufficientResourcesError,  # class 53: too many connections, out of memory or disk
+        )
+    unavailable = (*pg_classes, OSError, sqlite3.OperationalError, sa_exc.OperationalError, sa_exc.TimeoutError)
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or len(seen) > 20:
+            continue
+        seen.add(id(e))
+        if isinstance(e, unavailable):  # OSError: ConnectionError and its kin, TimeoutError
+            return True
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+    return False

@@ -361,8 +361,16 @@ class RunRepository:
         )
         # wait_event/wait_seq: the wait the run last suspended on; its replay lasts until it (replay.py).
         returned = (
-            "id", "revision", "workflow_name", "version", "attempt", "input", "retry", "reference_id",
-            "wait_event", "wait_seq",
+            "id",
+            "revision",
+            "workflow_name",
+            "version",
+            "attempt",
+            "input",
+            "retry",
+            "reference_id",
+            "wait_event",
+            "wait_seq",
         )
         returning = "RETURNING " + ", ".join(f"runs.{c}" for c in (*returned, "deadline_at"))
         if not self.conn.is_postgres:
@@ -493,6 +501,43 @@ class RunRepository:
             self.namespace_id,
             run_id,
         )
+
+    async def release(self, worker_id: str, held: Mapping[str, int], reason: str, now: int) -> list[str]:
+        """Put the runs ``worker_id`` holds, each at its revision in ``held``, back in the queue.
+
+        The revision moves on (fencing any late write of the old execution); no recovery is counted,
+        the lease was not lost but given back. Returns the ids requeued; a run that moved on (ended,
+        suspended, cancelled, recovered by another worker) is left alone.
+        """
+        released: list[str] = []
+        for run_id, revision in held.items():
+            row = await self.conn.fetchrow(
+                "UPDATE runs SET status = 'queued', revision = revision + 1, lease_owner = NULL, wake_at = NULL, "
+                "queued_at = $5, updated_at = $5 "
+                "WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND lease_owner = $4 AND status = 'running' "
+                "RETURNING attempt",
+                run_id,
+                self.namespace_id,
+                revision,
+                worker_id,
+                now,
+            )
+            if row is None:
+                continue
+            released.append(run_id)
+            await self.add_history(
+                [
+                    {
+                        "run_id": run_id,
+                        "attempt": row["attempt"],
+                        "from_status": "running",
+                        "to_status": "queued",
+                        "reason": reason,
+                        "created_at": now,
+                    }
+                ]
+            )
+        return released
 
 
 # $9 (grace) NULL: an ordinary sleep (lease released); a number: a held one (see sleep_held).

@@ -43,6 +43,8 @@ class Runtime:
         if db.auto_migrate:
             await migrate.upgrade(db)
         if db.is_postgres and self.pg_listen:
+            # The LISTEN connection is one of the database's pool_size: the pool shrinks by one.
+            db.reserve_connection("the LISTEN connection")
             self._listener = PgListener(db.driver_dsn, self._svc.hub)
             await self._listener.start()
         if self.redis_url:
@@ -71,6 +73,7 @@ class Runtime:
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+            self._svc.db.unreserve_connection()
         if self._relay is not None:
             await self._relay.stop()
             self._relay = None

@@ -1,0 +1,67 @@
+"""A PostgreSQL cluster of one test, on its own port, that the test may stop and restart.
+
+Made with Debian's ``pg_createcluster`` (trust authentication, localhost only) and dropped at the
+end with ``pg_dropcluster``; the shared cluster on 5432 is never touched. Tests that need it skip
+where the tools are missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.e2e.procs import free_port
+
+PG_VERSION = "15"
+
+
+def _pg(*argv: str) -> None:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
+@dataclass
+class ScratchCluster:
+    name: str
+    port: int
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _ctl(self, action: str, *extra: str) -> None:
+        _pg("pg_ctlcluster", "--skip-systemctl-redirect", PG_VERSION, self.name, action, *extra)
+
+    def start(self) -> None:
+        self._ctl("start")
+
+    def stop(self) -> None:
+        """Fast shutdown: sessions are ended (``AdminShutdownError``), then the server goes away."""
+        self._ctl("stop", "-m", "fast")
+
+    def restart(self) -> None:
+        self._ctl("restart", "-m", "fast")
+
+
+@contextlib.contextmanager
+def scratch_cluster() -> Iterator[ScratchCluster]:
+    """A new, started cluster; dropped (stopped first) when the block ends."""
+    if not (shutil.which("pg_createcluster") and shutil.which("pg_ctlcluster")):
+        pytest.skip("pg_createcluster/pg_ctlcluster (postgresql-common) are not installed")
+    cluster = ScratchCluster(f"aiki_test_{uuid.uuid4().hex[:8]}", free_port())
+    _pg("pg_createcluster", "-p", str(cluster.port), PG_VERSION, cluster.name, "--", "--auth=trust")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        _pg("pg_dropcluster", "--stop", PG_VERSION, cluster.name)

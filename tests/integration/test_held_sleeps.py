@@ -42,15 +42,15 @@ def _statuses(history: list[dict[str, Any]]) -> list[str]:
     return [h["to_status"] for h in history]
 
 
-async def _harness(db_url: str, **options: Any) -> AikiHarness:
+async def _harness(db_url: str, transport: str, **options: Any) -> AikiHarness:
     kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
-    return await AikiHarness(kind, db_url, **options).start()
+    return await AikiHarness(kind, db_url, transport=transport, **options).start()
 
 
 @pytest.fixture
-async def quick_leases(db_url: str) -> AsyncIterator[AikiHarness]:
+async def quick_leases(db_url: str, transport: str) -> AsyncIterator[AikiHarness]:
     """Leases of 300 ms: workers heartbeat every 100 ms, several times during a held sleep."""
-    harness = await _harness(db_url, lease_ttl=timedelta(milliseconds=300))
+    harness = await _harness(db_url, transport, lease_ttl=timedelta(milliseconds=300))
     try:
         yield harness
     finally:
@@ -90,8 +90,8 @@ async def test_a_worker_without_a_free_slot_does_not_hold(aiki: Any) -> None:
     assert LEDGER.count("held-body", key) == 2
 
 
-async def test_a_sleep_longer_than_the_limit_suspends(db_url: str) -> None:
-    harness = await _harness(db_url, sleep_hold_max=timedelta(milliseconds=100))
+async def test_a_sleep_longer_than_the_limit_suspends(db_url: str, transport: str) -> None:
+    harness = await _harness(db_url, transport, sleep_hold_max=timedelta(milliseconds=100))
     try:
         key = new_key()
         await harness.worker([held_v1], concurrency=5)

@@ -117,6 +117,12 @@ async def test_a_held_sleep_survives_the_loss_of_its_worker(aiki: Any) -> None:
     assert LEDGER.count("held-clock", key) == 1  # the task before the sleep did not run again
     assert LEDGER.count("held-clock", key + "-after") == 1
     assert LEDGER.count("held-body", key) == 2
+    # Nothing resumed the sleep for the executor that was gone (over HTTP its parked resume must
+    # not outlive its connection, or the run is leased to nobody until the lease expires): the
+    # server ended the sleep.
+    reasons = [h.get("reason") or "" for h in await get_history(aiki.http, handle.id)]
+    assert "sleep ended" in reasons
+    assert not [r for r in reasons if "(held by its executor)" in r and "ended" in r], reasons
 
 
 async def test_a_cancelled_run_does_not_go_on_after_its_held_sleep(aiki: Any) -> None:

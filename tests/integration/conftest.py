@@ -1,4 +1,4 @@
-"""The core integration tests run on {SQLite, PostgreSQL} × {local port, HTTP}: ids like ``[postgres-http]``."""
+"""The core integration tests run on {SQLite, PostgreSQL} x {local port, HTTP}: ids like ``[postgres-http]``."""
 
 from __future__ import annotations
 

@@ -1,9 +1,16 @@
-"""Shared fixtures: every core test runs on PostgreSQL and on SQLite."""
+"""Shared fixtures: every core test runs on PostgreSQL and on SQLite.
+
+The core integration tests (``tests/integration/``) also run over both ways an SDK client reaches a
+server: the in-process local port (``client(handler=...)``) and HTTP on a real loopback socket
+(``client(url=...)``: aiohttp, workers writing in batches), as users run it. ``tests/integration/
+conftest.py`` parametrizes the ``transport`` fixture for that; elsewhere it is ``"port"``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,12 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from aiki import client, server, worker
 from aiki.platform.db.engine import Database
 from tests import db_support
 
 DATABASES = ("sqlite", "postgres")
+TRANSPORTS = ("port", "http")
+"""How the harness's SDK client reaches its server: the in-process local port, or HTTP on loopback."""
 
 
 @pytest.fixture(scope="session")
@@ -45,22 +55,98 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return db_support.copy_sqlite(template, tmp_path / "aiki.db")
 
 
-class AikiHarness:
-    """A running embedded server, an SDK client and a raw HTTP client on one fresh database."""
+@pytest.fixture
+def transport() -> str:
+    """How the harness's client reaches its server (see ``TRANSPORTS``); ``tests/integration`` runs both."""
+    return "port"
 
-    def __init__(self, db: str, url: str, **server_options: Any) -> None:
+
+class _LoopbackUvicorn(uvicorn.Server):
+    """uvicorn serving an app in the test's own event loop (where the server's runtime and database
+    pools live), on a socket bound beforehand; it says when it is serving."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # pytest owns the signals (Ctrl-C must stop the run, not this server).
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+class LoopbackHttp:
+    """An ASGI app served over HTTP on ``127.0.0.1`` (a free port), in the running event loop."""
+
+    def __init__(self, app: Any) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        config = uvicorn.Config(
+            app,
+            # The app's only startup hook builds the OpenAPI document (~60 ms a test, unused here);
+            # the runtime is started by the harness, as `aiki server` does around uvicorn.
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            log_level="warning",
+            # Above the SDK's 4 s keep-alive, as in `aiki server`.
+            timeout_keep_alive=10,
+            # At teardown, cut off requests still parked (a stopped worker's long-poll claim stays
+            # parked on the server until its wait ends): the test is over.
+            timeout_graceful_shutdown=0.1,
+        )
+        self._server = _LoopbackUvicorn(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
+        ready = asyncio.create_task(self._server.ready.wait())
+        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not self._server.ready.is_set():
+            ready.cancel()
+            await self._task  # raises what kept it from serving
+            raise RuntimeError(f"uvicorn did not serve on {self.url}")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            self._socket.close()
+            return
+        self._server.should_exit = True
+        await self._task
+
+
+class AikiHarness:
+    """A running embedded server, an SDK client and a raw HTTP client on one fresh database.
+
+    ``transport="port"``: the SDK client calls the server in-process (``client(handler=...)``).
+    ``transport="http"``: the server is also served on a loopback socket and the SDK client (and so
+    every worker spawned with :meth:`worker`) talks to it over HTTP (``client(url=...)``).
+    :attr:`http` always calls the ASGI app in-process, to inspect the API directly.
+    """
+
+    def __init__(self, db: str, url: str, *, transport: str = "port", **server_options: Any) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
         self.db = db
         self.url = url
+        self.transport = transport
         options: dict[str, Any] = {"lease_ttl": timedelta(seconds=5), "max_payload_bytes": 64 * 1024}
         options.update(server_options)
         self.server = server(db=Database(url, migrate=False), **options)
         self.handler = self.server.handler
-        self.client = client(handler=self.handler)
+        self.loopback = LoopbackHttp(self.handler) if transport == "http" else None
+        self.client = client(url=self.loopback.url) if self.loopback else client(handler=self.handler)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.handler), base_url="http://aiki")
         self._workers: list[Any] = []
 
     async def start(self) -> AikiHarness:
         await self.server.runtime.start()
+        if self.loopback is not None:
+            await self.loopback.start()
         return self
 
     async def worker(self, workflows: list[Any], *, concurrency: int = 10, **kw: Any) -> Any:
@@ -72,16 +158,21 @@ class AikiHarness:
         for handle in self._workers:
             with contextlib.suppress(Exception):
                 await handle.stop(grace=timedelta(seconds=1))
-        await self.server.runtime.stop()
         await self.client.close()
+        if self.loopback is not None:
+            await self.loopback.stop()
+        await self.server.runtime.stop()
         await self.http.aclose()
         await self.server.db.dispose()
 
 
+def _kind(db_url: str) -> str:
+    return "postgres" if db_url.startswith("postgresql") else "sqlite"
+
+
 @pytest.fixture
-async def aiki(db_url: str) -> AsyncIterator[AikiHarness]:
-    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
-    harness = await AikiHarness(kind, db_url).start()
+async def aiki(db_url: str, transport: str) -> AsyncIterator[AikiHarness]:
+    harness = await AikiHarness(_kind(db_url), db_url, transport=transport).start()
     try:
         yield harness
     finally:
@@ -89,11 +180,10 @@ async def aiki(db_url: str) -> AsyncIterator[AikiHarness]:
 
 
 @pytest.fixture
-async def aiki_suspending(db_url: str) -> AsyncIterator[AikiHarness]:
+async def aiki_suspending(db_url: str, transport: str) -> AsyncIterator[AikiHarness]:
     """Like ``aiki``, but every sleep suspends its run (no sleep is held by its executor): for tests
     that use a short sleep to end an activation and see the next one replay."""
-    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
-    harness = await AikiHarness(kind, db_url, sleep_hold_max=timedelta(0)).start()
+    harness = await AikiHarness(_kind(db_url), db_url, transport=transport, sleep_hold_max=timedelta(0)).start()
     try:
         yield harness
     finally:

@@ -4,7 +4,8 @@ batch."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Controller, Request, post
@@ -14,9 +15,12 @@ from litestar.params import FromPath, JSONBody
 from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.api.errors import problem_body, problem_for_exception
+from aiki.platform.domain.errors import StaleRevision
 from aiki.platform.services import children, executions, leases
 from aiki.platform.services.context import Services
 from aiki.worker_sdk import protocol as p
+
+T = TypeVar("T")
 
 BATCH_PATH = "/api/v1/workers/batch"
 # A batch may carry several operations of the largest size one request may have.
@@ -118,9 +122,23 @@ class ExecutionController(Controller):
         opt=policy("worker:execute"),
     )
     async def transition(
-        self, run_id: FromPath[str], data: JSONBody[p.TransitionRequest], svc: Svc, namespace_id: NamespaceId
+        self,
+        request: Request[Any, Any, Any],
+        run_id: FromPath[str],
+        data: JSONBody[p.TransitionRequest],
+        svc: Svc,
+        namespace_id: NamespaceId,
     ) -> p.TransitionResponse:
-        return await executions.transition(svc, namespace_id, run_id, data)
+        work = executions.transition(svc, namespace_id, run_id, data)
+        if data.kind != "resume_sleep":
+            return await work
+        # A resume is parked until the sleep's end. If its executor is gone by then (its worker
+        # stopped or died: the connection closed), resuming would lease the run to nobody until
+        # the lease expires; leave the sleep to the server, which wakes the run after its grace.
+        resumed = await _unless_client_leaves(request, work)
+        if resumed is None:
+            raise StaleRevision(run_id, data.revision)
+        return resumed
 
     @post(
         "/children",
@@ -132,6 +150,33 @@ class ExecutionController(Controller):
         self, run_id: FromPath[str], data: JSONBody[p.StartChildRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.StartChildResponse:
         return await children.start_child(svc, namespace_id, run_id, data)
+
+
+async def _unless_client_leaves(request: Request[Any, Any, Any], work: Coroutine[Any, Any, T]) -> T | None:
+    """Await ``work``, or cancel it and return None if the client disconnects first.
+
+    The body has been read, so the next ASGI message is ``http.disconnect`` (sent when the client
+    closes the connection, or once the answer is out).
+    """
+
+    async def left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    job = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(left())
+    try:
+        done, _ = await asyncio.wait((job, watch), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request itself is cancelled (server shutdown): so is the work
+        job.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if job in done:
+        return job.result()
+    job.cancel()
+    await asyncio.wait((job,))  # let it roll back; it may also have finished meanwhile
+    return None if job.cancelled() else job.result()
 
 
 def worker_batch_route(services: Services) -> HTTPRouteHandler:

@@ -1,14 +1,17 @@
 """A server process whose runtime fires schedules on a fast fake clock (for tests/e2e/test_schedules.py).
 
-The clock reads ``start_ms`` until wall time ``go_at``, then runs ``speed`` times faster than real
-time, and stops at ``end_ms``. Once the clock reached ``end_ms`` and one more firing pass is done,
-the process writes its done file; it runs until SIGTERM (or until its parent is gone).
+The clock reads ``start_ms`` until the test writes the go file (a wall time ``go_at``, which this
+process shifts by its ``--lag``), then runs ``speed`` times faster than real time, and stops at
+``end_ms``. The test writes the go file once every process is ready, so a slow start (a loaded
+machine) does not eat into the run. Once the clock reached ``end_ms`` and one more firing pass is
+done, the process writes its done file; it runs until SIGTERM (or until its parent is gone).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import time
@@ -21,8 +24,9 @@ from aiki.platform.services.schedules import fire_due
 
 
 class FastClock:
-    def __init__(self, start_ms: int, end_ms: int, go_at: float, speed: float) -> None:
-        self.start_ms, self.end_ms, self.go_at, self.speed = start_ms, end_ms, go_at, speed
+    def __init__(self, start_ms: int, end_ms: int, speed: float) -> None:
+        self.start_ms, self.end_ms, self.speed = start_ms, end_ms, speed
+        self.go_at = math.inf  # stopped until the go file says when to start
 
     def __call__(self) -> int:
         elapsed = max(0.0, time.time() - self.go_at)
@@ -35,10 +39,16 @@ def _touch(path: str) -> None:
     tmp.replace(path)
 
 
+def _go_at(go_file: Path) -> float:
+    """The wall time the test said the clocks start at (infinity: not said yet)."""
+    return float(go_file.read_text()) if go_file.exists() else math.inf
+
+
 async def main(args: argparse.Namespace) -> None:
     db = Database(args.db_url, migrate=False, pool_size=5)
     aiki_server = AikiServer(db, Settings(timer_poll_ms=20))
-    clock = FastClock(args.start_ms, args.end_ms, args.go_at, args.speed)
+    clock = FastClock(args.start_ms, args.end_ms, args.speed)
+    go_file = Path(args.go_file)
     aiki_server.services.clock = clock
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -48,6 +58,8 @@ async def main(args: argparse.Namespace) -> None:
     done = False
     try:
         while not stop.is_set():
+            if clock.go_at == math.inf:
+                clock.go_at = _go_at(go_file) + args.lag
             if not done and clock() >= args.end_ms:
                 # The loop has seen the end of time; one more pass makes sure nothing is left here.
                 await fire_due(aiki_server.services, args.end_ms)
@@ -68,7 +80,8 @@ if __name__ == "__main__":
     parser.add_argument("--done-file", required=True)
     parser.add_argument("--start-ms", type=int, required=True)
     parser.add_argument("--end-ms", type=int, required=True)
-    parser.add_argument("--go-at", type=float, required=True)
+    parser.add_argument("--go-file", required=True)
+    parser.add_argument("--lag", type=float, default=0.0)
     parser.add_argument("--speed", type=float, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     asyncio.run(main(parser.parse_args()))

@@ -27,7 +27,7 @@ from aiki.platform.domain.schedules import run_reference
 from aiki.platform.domain.settings import Settings
 from aiki.platform.services.schedules import activate_schedule, fire_due
 from aiki.worker_sdk import protocol as p
-from tests.e2e.procs import REPO_ROOT, pg_fetch, poll_until
+from tests.e2e.procs import REPO_ROOT, pg_fetch, poll_until, poll_until_async
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only, pytest.mark.timeout(180)]
 
@@ -118,7 +118,7 @@ async def test_two_replicas_racing_fire_due_start_exactly_one_run_per_occurrence
 
 
 def _start_server_proc(
-    db_url: str, tmp_path: Path, name: str, *, end_ms: int, go_at: float, speed: float
+    db_url: str, tmp_path: Path, name: str, *, end_ms: int, lag: float, speed: float
 ) -> tuple[subprocess.Popen[bytes], Path, Path, Path]:
     ready, done, log = (tmp_path / f"{name}.{suffix}" for suffix in ("ready", "done", "log"))
     argv = [
@@ -135,8 +135,10 @@ def _start_server_proc(
         str(T0),
         "--end-ms",
         str(end_ms),
-        "--go-at",
-        str(go_at),
+        "--go-file",
+        str(tmp_path / "go"),
+        "--lag",
+        str(lag),
         "--speed",
         str(speed),
         "--parent-pid",
@@ -163,23 +165,31 @@ async def test_two_server_processes_fire_each_occurrence_once(e2e_db_url: str, t
                 await register(setup, name)
             allow = await activate(setup, "procs-allow", "allow")
             cancel = await activate(setup, "procs-cancel", "cancel_previous")
-        # Both clocks start 6 s from now and run 20x real time: 50 one-second occurrences in ~2.5 s.
-        # The second process starts its clock 40 ms later: the replicas' clocks disagree a little.
-        go_at = time.time() + 6
+        # Both clocks run 20x real time: 50 one-second occurrences in ~2.5 s. The second process
+        # starts its clock 40 ms later: the replicas' clocks disagree a little.
         for i, name in enumerate(("server1", "server2")):
-            procs.append(
-                _start_server_proc(e2e_db_url, tmp_path, name, end_ms=end_ms, go_at=go_at + i * 0.04, speed=20)
-            )
+            procs.append(_start_server_proc(e2e_db_url, tmp_path, name, end_ms=end_ms, lag=i * 0.04, speed=20))
 
-        def all_done() -> bool:
-            for proc, _, done, log in procs:
+        def all_are(what: str) -> bool:
+            for proc, ready, done, log in procs:
                 if proc.poll() is not None:
                     raise AssertionError(f"server process exited early:\n{log.read_text(errors='replace')}")
-                if not done.exists():
+                if not (ready if what == "ready" else done).exists():
                     return False
             return True
 
-        await poll_until(all_done, timeout=90, what="both server processes to reach the end of their clocks")
+        # The clocks start once both runtimes run, however long the processes took to start.
+        await poll_until(lambda: all_are("ready"), timeout=90, what="both server processes to start")
+        (tmp_path / "go").write_text(str(time.time() + 0.2))
+        await poll_until(lambda: all_are("done"), timeout=90, what="both processes to reach the end of their clocks")
+        # A process's last pass skips a schedule the other one holds (SKIP LOCKED) and may finish
+        # first: the end of time is reached once no schedule has an occurrence up to it unfired.
+        await poll_until_async(
+            lambda: pg_fetch(e2e_db_url, "SELECT id FROM schedules WHERE next_fire_at <= $1", end_ms),
+            lambda due: not due,
+            timeout=90,
+            what="every occurrence up to the end to be fired",
+        )
         allow_runs = await runs_of(e2e_db_url, allow)
         cancel_runs = await runs_of(e2e_db_url, cancel)
     finally:

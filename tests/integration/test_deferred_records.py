@@ -1,16 +1,16 @@
 """A completed task's record travels with the execution's next write when that write comes at once,
-and is durable before any later work starts. Embedded (local port) and HTTP, both databases."""
+and is durable before any later work starts. Embedded (local port) and HTTP, both databases
+(the ``aiki`` fixture's matrix)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from aiki import Run, client, task, worker, workflow
+from aiki import Run, task, worker, workflow
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.errors import StaleRevisionError, UnexpectedResponseError
 from aiki.worker_sdk.protocol import (
@@ -45,15 +45,11 @@ class WriteLog:
         c.transition = logged_transition  # type: ignore[method-assign]
 
 
-@pytest.fixture(params=["port", "http"])
-async def wclient(request: Any, aiki: Any) -> AsyncIterator[Client]:
-    """The client a worker uses: the embedded one (local port) or HTTP over ASGI."""
-    if request.param == "port":
-        yield client(handler=aiki.handler)
-        return
-    c = client(handler=aiki.handler, local_port=False)
-    yield c
-    await c.close()
+@pytest.fixture
+def wclient(aiki: Any) -> Client:
+    """The client a worker uses: the harness's, so the local port or HTTP on loopback (batched)."""
+    c: Client = aiki.client
+    return c
 
 
 @task(name="defer-step")

@@ -124,8 +124,10 @@ async def test_a_run_handed_to_a_claimer_that_stopped_waiting_goes_back_to_the_q
     finally:
         claims.take = take
     assert claim.cancelled() or claim.done()
-    run = (await aiki.http.get(f"{API}/runs/{handle.id}")).json()
-    assert (run["status"], run["revision"]) == ("queued", 2)
+    # In process the claim's end reaches the handoff at once; over HTTP the server learns of it
+    # when the connection closes, so wait for the run to be back in the queue.
+    run = await aiki.client.get_run(handle.id, wait_for=("queued",), timeout_ms=int(WAIT.total_seconds() * 1000))
+    assert (run.status, run.revision) == ("queued", 2)
     assert await _history(aiki, handle.id) == [
         (None, "queued", None),
         ("queued", "running", f"claimed by {worker_id}"),

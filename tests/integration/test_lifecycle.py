@@ -191,9 +191,9 @@ STALL_AFTER = timedelta(milliseconds=300)
 
 
 @pytest.fixture
-async def aiki_stall(db_url: str) -> AsyncIterator[AikiHarness]:
+async def aiki_stall(db_url: str, transport: str) -> AsyncIterator[AikiHarness]:
     kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
-    harness = await AikiHarness(kind, db_url, stall_after=STALL_AFTER).start()
+    harness = await AikiHarness(kind, db_url, transport=transport, stall_after=STALL_AFTER).start()
     try:
         yield harness
     finally:

@@ -40,6 +40,13 @@ from aiki.worker_sdk.transport import find_local_port
 from .helpers import LEDGER, WAIT, get_history, new_key
 
 
+@pytest.fixture
+def transport() -> str:
+    """Port only: this file compares the local port with HTTP itself (each test drives both), so the
+    integration suite's HTTP-on-loopback leg would only repeat it."""
+    return "port"
+
+
 class Order(msgspec.Struct):
     sku: str
     quantity: int

@@ -90,9 +90,11 @@ async def test_workers_list_shows_a_connected_worker_with_its_versions_and_in_fl
     assert workers[idle.worker_id]["in_flight"] == 0
 
 
-async def test_a_worker_that_stopped_heartbeating_is_listed_as_stale(db_url: str, tmp_path: Path) -> None:
+async def test_a_worker_that_stopped_heartbeating_is_listed_as_stale(
+    db_url: str, transport: str, tmp_path: Path
+) -> None:
     kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
-    aiki = await AikiHarness(kind, db_url, lease_ttl=timedelta(milliseconds=300)).start()
+    aiki = await AikiHarness(kind, db_url, transport=transport, lease_ttl=timedelta(milliseconds=300)).start()
     try:
         # A worker that registered and then vanished (it never heartbeats)...
         await register(aiki.http, ("workers-hold-wf", "1.0.0"), worker_id="ghost")

@@ -278,7 +278,7 @@ async def watch(svc: Services, ns: str, req: p.WatchRequest) -> p.WatchResponse:
         if stale or paused or remaining <= 0:
             return p.WatchResponse(stale=stale, paused=paused)
         # Look again now and then in case a wake-up from another process was missed.
-        await svc.hub.wait_any(since, min(remaining, RECHECK_S))
+        await svc.hub.wait_any(since, min(remaining, svc.settings.wake_recheck_ms / 1000))
         if svc.hub.version(mine) != superseded_after:
             return p.WatchResponse()
 

@@ -93,6 +93,7 @@ class Cluster:
         version = _version()
         assert version is not None
         drop_orphans()
+        error: Exception | None = None
         for _ in range(3):
             name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
             port = free_port()
@@ -110,22 +111,22 @@ class Cluster:
                     "fsync=off",
                     "-o",
                     "max_connections=200",
-                    "-o",
-                    "listen_addresses=127.0.0.1",
                     "--",
                     "--auth=trust",
                 )
-            except RuntimeError:
+            except RuntimeError as exc:
+                error = exc
                 continue
             (CONF_ROOT / version / name / OWNER_FILE).write_text(f"{os.getpid()}\n")
             cluster = cls(version, name, port)
             try:
                 cluster.start()
-            except RuntimeError:
+            except RuntimeError as exc:
+                error = exc
                 cluster.drop()
                 continue  # the port was taken meanwhile
             return cluster
-        raise RuntimeError("could not create a PostgreSQL cluster for the chaos suite")
+        raise RuntimeError(f"could not create a PostgreSQL cluster for the chaos suite: {error}")
 
     @property
     def admin_url(self) -> str:

@@ -209,6 +209,10 @@ class Fleet:
         """pid -> epoch of its SIGKILL (by the suite or by itself: the poison pill)."""
         self.stopped_pids: dict[int, float] = {}
         """pid -> epoch of its SIGSTOP."""
+        self.server_of: dict[int, int] = {}
+        """Worker pid -> the index of the one server it talks to."""
+        self.server_outages: list[tuple[int, float, float]] = []
+        """(server index, SIGKILL epoch, epoch it served again)."""
         self.start_failures: list[str] = []
         """Workers that exited before serving (the last line of their output)."""
         self._supervisor: asyncio.Task[None] | None = None
@@ -244,7 +248,9 @@ class Fleet:
         os.kill(pid, signal.SIGKILL)
         await asyncio.to_thread(slot.child.proc.wait, 10)
         await self.start_server(slot)
-        return Fault("server_kill", at, time.time(), pid, note=f"server {slot.index} back on :{slot.port}")
+        back = time.time()
+        self.server_outages.append((slot.index, at, back))
+        return Fault("server_kill", at, back, pid, note=f"server {slot.index} serving again after {back - at:.1f}s")
 
     # -- workers --
 
@@ -254,6 +260,7 @@ class Fleet:
         argv += ["--concurrency", str(self.concurrency)]
         name = f"worker{slot.index}-{slot.spawned}"
         slot.child = self.procs.spawn(name, argv, env={LEDGER_ENV: str(self.ledger), "AIKI_LOG_LEVEL": "INFO"})
+        self.server_of[slot.child.pid] = slot.server.index
         slot.serving = False
 
     def _check_worker(self, slot: WorkerSlot) -> None:
@@ -294,17 +301,32 @@ class Fleet:
         return [s for s in self.workers if s.serving and not s.zombie and s.child is not None and s.child.alive()]
 
     async def leased_by(self, pid: int) -> dict[str, int]:
-        """Runs a worker process holds now (best effort: empty if the database does not answer)."""
+        """Runs a worker process holds now: id -> revision (best effort: empty if the database does not answer)."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(3):
                 rows = await pg_fetch(
                     self.db_url,
-                    "SELECT r.id, r.revision FROM runs r JOIN workers w ON w.id = r.lease_owner "
-                    "WHERE w.pid = $1 AND r.status = 'running'",
+                    "SELECT r.id, r.revision FROM runs r JOIN workers w ON w.id = r.lease_owner WHERE w.pid = $1",
                     pid,
                 )
                 return {r["id"]: r["revision"] for r in rows}
         return {}
+
+    async def busiest(self, rng: random.Random) -> WorkerSlot:
+        """A serving worker holding the most runs now (a fault there interrupts the most work)."""
+        if not self.serving_slots():
+            await poll_until(lambda: bool(self.serving_slots()), timeout=60, what="a serving worker")
+        held: dict[int, int] = {}
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(3):
+                rows = await pg_fetch(
+                    self.db_url,
+                    "SELECT w.pid, count(*) AS n FROM runs r JOIN workers w ON w.id = r.lease_owner GROUP BY w.pid",
+                )
+                held = {r["pid"]: r["n"] for r in rows}
+        slots = self.serving_slots() or [s for s in self.workers if s.child is not None and not s.zombie]
+        most = max(held.get(s.child.pid, 0) for s in slots if s.child is not None)
+        return rng.choice([s for s in slots if s.child is not None and held.get(s.child.pid, 0) == most])
 
     async def kill_worker(self, slot: WorkerSlot) -> Fault:
         assert slot.child is not None
@@ -370,15 +392,33 @@ async def pg_fetch_retrying(db_url: str, query: str, *args: Any, timeout: float 
             await asyncio.sleep(0.3)
 
 
-async def retrying(call: Callable[[int], Awaitable[T]], errors: Counter[str], *, timeout: float = 120.0) -> T:
-    """Call ``call(attempt)`` until it answers; count each error by type (outages are expected)."""
+class ErrorLog:
+    """Errors a client met (outages are expected): a count and the first message of each kind."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.samples: dict[str, str] = {}
+
+    def add(self, error: AikiError) -> None:
+        kind = f"{type(error).__name__}{'' if error.status is None else f'({error.status})'}"
+        self.counts[kind] += 1
+        self.samples.setdefault(kind, str(error)[:200])
+
+    def lines(self, what: str) -> list[str]:
+        if not self.counts:
+            return []
+        return [f"{what}: {_counts(self.counts)}"] + [f"  {k}: {v}" for k, v in self.samples.items()]
+
+
+async def retrying(call: Callable[[int], Awaitable[T]], errors: ErrorLog, *, timeout: float = 120.0) -> T:
+    """Call ``call(attempt)`` until it answers; log each error (outages are expected)."""
     deadline = time.monotonic() + timeout
     attempt, delay = 0, 0.2
     while True:
         try:
             return await call(attempt)
         except AikiError as e:
-            errors[f"{type(e).__name__}{'' if e.status is None else f'({e.status})'}"] += 1
+            errors.add(e)
             if time.monotonic() > deadline:
                 raise
         attempt += 1
@@ -460,7 +500,7 @@ class Campaign:
         self.seed = seed
         self.faults: list[Fault] = []
         self.run_ids: dict[int, str] = {}
-        self.errors: Counter[str] = Counter()
+        self.errors = ErrorLog()
         self.clients: list[Client] = []
         self.began = 0.0
 
@@ -511,11 +551,7 @@ class Campaign:
                 server_turn += 1
                 self.faults.append(await self.fleet.kill_server(slot))
             else:
-                candidates = self.fleet.serving_slots()
-                if not candidates:
-                    await poll_until(lambda: bool(self.fleet.serving_slots()), timeout=60, what="a serving worker")
-                    candidates = self.fleet.serving_slots()
-                slot = self.rng.choice(candidates)
+                slot = await self.fleet.busiest(self.rng)
                 if kind == "worker_kill":
                     self.faults.append(await self.fleet.kill_worker(slot))
                 else:
@@ -590,7 +626,8 @@ class Campaign:
                 if not f.leased:
                     parts.append("held no run")
                 elif any(w is None for w in waits):
-                    parts.append(f"held {len(f.leased)} runs, {sum(w is None for w in waits)} never re-claimed")
+                    lost = [run_id for run_id, w in zip(f.leased, waits, strict=True) if w is None]
+                    parts.append(f"held {len(f.leased)} runs, {len(lost)} never re-claimed ({', '.join(lost)})")
                 else:
                     parts.append(f"held {len(f.leased)} runs, all re-claimed after {max(waits) - f.at:.1f}s")  # type: ignore[type-var,operator]
             nxt = next((t for t in finished if t > f.done), None)
@@ -612,8 +649,7 @@ class Campaign:
             lost_effects=len(lost),
             lines=lines,
         )
-        if self.errors:
-            lines.append("client errors while starting runs / sending events (retried): " + _counts(self.errors))
+        lines += self.errors.lines("client errors while starting runs / sending events (retried)")
         if fleet.start_failures:
             lines.append(f"workers that exited before serving: {len(fleet.start_failures)}")
             lines += [f"  {line}" for line in fleet.start_failures[:10]]
@@ -626,9 +662,31 @@ class Campaign:
         lines.append(verdict.summary)
         return verdict
 
+    def _interruption(self, pid: int, began: float, ended: float | None) -> str | None:
+        """What cut an execution short, if anything: a fault on its process, or on the one server it talks to.
+
+        A fault counts if it came after the execution began and at most ``INTERRUPT_WINDOW_S`` after
+        it ended (its result may not have reached the server yet).
+        """
+        fleet = self.fleet
+        latest = None if ended is None else ended + INTERRUPT_WINDOW_S
+
+        def hits(at: float) -> bool:
+            return at >= began and (latest is None or at <= latest)
+
+        if pid in fleet.killed_pids and hits(fleet.killed_pids[pid]):
+            return "worker SIGKILL"
+        if pid in fleet.stopped_pids and hits(fleet.stopped_pids[pid]):
+            return "worker SIGSTOP"
+        server = fleet.server_of.get(pid)
+        for index, down, back in fleet.server_outages:
+            # The worker could not report while its server was down: its leases may have expired.
+            if index == server and back >= began and (latest is None or down <= latest):
+                return "its server's SIGKILL"
+        return None
+
     def _duplicates(self) -> tuple[int, list[str]]:
         """Task keys executed more than once where an earlier execution was not interrupted by a fault."""
-        faults_by_pid: dict[int, float] = {**self.fleet.stopped_pids, **self.fleet.killed_pids}
         executions: dict[str, list[tuple[int, float, float | None]]] = defaultdict(list)
         open_: dict[tuple[str, int], int] = {}
         for line in read_ledger(self.fleet.ledger):
@@ -641,25 +699,25 @@ class Campaign:
                     pid, began, _ = executions[line.key][index]
                     executions[line.key][index] = (pid, began, line.at)
 
-        def interrupted(pid: int, began: float, ended: float | None) -> bool:
-            at = faults_by_pid.get(pid)
-            if at is None or at < began:
-                return False
-            return ended is None or at - ended <= INTERRUPT_WINDOW_S
-
         count, detail = 0, []
+        excused: Counter[str] = Counter()
         for key, runs in executions.items():
             if len(runs) < 2:
                 continue
-            # Every execution but the last must have been cut short by a fault on its process.
-            if not all(interrupted(*e) for e in runs[:-1]):
-                count += 1
-                described = ", ".join(
-                    f"pid {pid} {began - self.began:+.1f}s..{'?' if ended is None else f'{ended - self.began:+.1f}s'}"
-                    + (f" (fault {faults_by_pid[pid] - self.began:+.1f}s)" if pid in faults_by_pid else "")
-                    for pid, began, ended in runs
-                )
-                detail.append(f"duplicate task {key}: {described}")
+            # Every execution but the last must have been cut short by a fault.
+            causes = [self._interruption(*e) for e in runs[:-1]]
+            if all(causes):
+                excused.update(c for c in causes if c)
+                continue
+            count += 1
+            described = ", ".join(
+                f"pid {pid} {began - self.began:+.1f}s..{'?' if ended is None else f'{ended - self.began:+.1f}s'}"
+                + (f" ({cause})" if cause else "")
+                for (pid, began, ended), cause in zip(runs, [*causes, None], strict=True)
+            )
+            detail.append(f"duplicate task {key}: {described}")
+        if excused:
+            detail.insert(0, "task re-runs after an interrupted execution (allowed): " + _counts(excused))
         return count, detail
 
     async def _double_records(self) -> int:

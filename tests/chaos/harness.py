@@ -188,7 +188,7 @@ class Fleet:
         ledger: Path,
         lease_ttl_s: float,
         heartbeat_s: float,
-        target: str,
+        target: str | list[str],
         servers: int,
         workers: int,
         concurrency: int,
@@ -196,7 +196,7 @@ class Fleet:
         self.procs = procs
         self.db_url = db_url
         self.ledger = ledger
-        self.target = target
+        self.targets = [target] if isinstance(target, str) else target
         self.concurrency = concurrency
         self.server_env = {
             "DATABASE_URL": db_url,
@@ -213,6 +213,8 @@ class Fleet:
         """Worker pid -> the index of the one server it talks to."""
         self.server_outages: list[tuple[int, float, float]] = []
         """(server index, SIGKILL epoch, epoch it served again)."""
+        self.deaths: list[tuple[int, int | None, float]] = []
+        """Workers that died after they were serving: (pid, exit code, epoch the supervisor saw it)."""
         self.start_failures: list[str] = []
         """Workers that exited before serving (the last line of their output)."""
         self._supervisor: asyncio.Task[None] | None = None
@@ -252,11 +254,16 @@ class Fleet:
         self.server_outages.append((slot.index, at, back))
         return Fault("server_kill", at, back, pid, note=f"server {slot.index} serving again after {back - at:.1f}s")
 
+    def client(self, index: int) -> Client:
+        """An SDK client of server ``index`` with the admin API key."""
+        return client(url=self.servers[index].url, api_key=self.procs.env["AIKI_API_KEY"])
+
     # -- workers --
 
     def _spawn_worker(self, slot: WorkerSlot) -> None:
         slot.spawned += 1
-        argv = ["-m", "aiki.cli", "worker", self.target, "--url", slot.server.url]
+        target = self.targets[slot.index % len(self.targets)]
+        argv = ["-m", "aiki.cli", "worker", target, "--url", slot.server.url]
         argv += ["--concurrency", str(self.concurrency)]
         name = f"worker{slot.index}-{slot.spawned}"
         slot.child = self.procs.spawn(name, argv, env={LEDGER_ENV: str(self.ledger), "AIKI_LOG_LEVEL": "INFO"})
@@ -274,7 +281,9 @@ class Fleet:
             if not slot.serving and " serving " in child.stderr_text():
                 slot.serving = True
             return
-        if not slot.serving:
+        if slot.serving:
+            self.deaths.append((child.pid, child.proc.returncode, time.time()))
+        else:
             tail = child.stderr_text().strip().splitlines()[-1:] or ["<no output>"]
             self.start_failures.append(f"{child.name} exit {child.proc.returncode}: {tail[0][:300]}")
         self._spawn_worker(slot)
@@ -635,6 +644,14 @@ class Campaign:
                 "no run completed after it" if nxt is None else f"next completion {nxt - f.at:.1f}s after the fault"
             )
             lines.append(" ".join(parts))
+            if f.kind in ("worker_kill", "zombie"):
+                for run_id in [r for r in f.leased if not any(t > f.at for t in reclaims[r])][:3]:
+                    steps = [
+                        f"{h['from_status']}->{h['to_status']}@{h['created_at'] / 1000 - self.began:+.1f}s"
+                        for h in history
+                        if h["run_id"] == run_id and h["created_at"] / 1000 > f.at - 5
+                    ]
+                    lines.append(f"    run {run_id} around the fault: {' '.join(steps)}")
 
         duplicates, dup_detail = self._duplicates()
         double_records = await self._double_records()

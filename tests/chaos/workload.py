@@ -132,3 +132,6 @@ VERSIONS: list[WorkflowVersion[Any, Any]] = [mix_v1, child_v1, plain_v1]
 
 WITH_PILL: list[WorkflowVersion[Any, Any]] = [pill_v1, plain_v1]
 """What the poison-pill test's dying workers serve."""
+
+PLAIN: list[WorkflowVersion[Any, Any]] = [plain_v1]
+"""What the poison-pill test's healthy worker serves."""

@@ -173,7 +173,9 @@ class Fault:
     """Epoch seconds the fault ended (a restarted process serving, a stopped one resumed)."""
     pid: int | None = None
     leased: dict[str, int] = field(default_factory=dict)
-    """Runs the faulted worker held at that moment: id -> revision."""
+    """Runs the faulted worker held just before: id -> revision."""
+    leased_at: float = 0.0
+    """Epoch seconds ``leased`` was read (a run may end between that and the fault)."""
     note: str = ""
 
 
@@ -340,11 +342,12 @@ class Fleet:
     async def kill_worker(self, slot: WorkerSlot) -> Fault:
         assert slot.child is not None
         pid = slot.child.pid
+        leased_at = time.time()
         leased = await self.leased_by(pid)
         at = time.time()
         os.kill(pid, signal.SIGKILL)
         self.killed_pids[pid] = at
-        return Fault("worker_kill", at, at, pid, leased)
+        return Fault("worker_kill", at, at, pid, leased, leased_at)
 
     async def zombie(self, slot: WorkerSlot, lease_ttl_s: float) -> Fault:
         """SIGSTOP a worker until its runs were recovered (its leases expired), then SIGCONT it."""
@@ -352,6 +355,7 @@ class Fleet:
         slot.zombie = True
         pid = slot.child.pid
         try:
+            leased_at = time.time()
             leased = await self.leased_by(pid)
             os.kill(pid, signal.SIGSTOP)
             at = time.time()
@@ -372,7 +376,7 @@ class Fleet:
                         break
                 await asyncio.sleep(0.2)
             os.kill(pid, signal.SIGCONT)
-            return Fault("zombie", at, time.time(), pid, leased, note=f"stopped {time.time() - at:.1f}s")
+            return Fault("zombie", at, time.time(), pid, leased, leased_at, note=f"stopped {time.time() - at:.1f}s")
         finally:
             slot.zombie = False
 
@@ -631,21 +635,22 @@ class Campaign:
             if f.note:
                 parts.append(f.note)
             if f.kind in ("worker_kill", "zombie"):
-                waits = [next((t for t in reclaims[run_id] if t > f.at), None) for run_id in f.leased]
+                waits = [next((t for t in reclaims[run_id] if t > f.leased_at), None) for run_id in f.leased]
                 if not f.leased:
                     parts.append("held no run")
                 elif any(w is None for w in waits):
                     lost = [run_id for run_id, w in zip(f.leased, waits, strict=True) if w is None]
                     parts.append(f"held {len(f.leased)} runs, {len(lost)} never re-claimed ({', '.join(lost)})")
                 else:
-                    parts.append(f"held {len(f.leased)} runs, all re-claimed after {max(waits) - f.at:.1f}s")  # type: ignore[type-var,operator]
+                    last = max(0.0, max(w for w in waits if w is not None) - f.at)
+                    parts.append(f"held {len(f.leased)} runs, all re-claimed or ended {last:.1f}s after")
             nxt = next((t for t in finished if t > f.done), None)
             parts.append(
                 "no run completed after it" if nxt is None else f"next completion {nxt - f.at:.1f}s after the fault"
             )
             lines.append(" ".join(parts))
             if f.kind in ("worker_kill", "zombie"):
-                for run_id in [r for r in f.leased if not any(t > f.at for t in reclaims[r])][:3]:
+                for run_id in [r for r in f.leased if not any(t > f.leased_at for t in reclaims[r])][:3]:
                     steps = [
                         f"{h['from_status']}->{h['to_status']}@{h['created_at'] / 1000 - self.began:+.1f}s"
                         for h in history

@@ -362,10 +362,15 @@ class Fleet:
             self.stopped_pids[pid] = at
 
             async def moved_on() -> bool:
-                if not leased:
-                    return True
-                rows = await pg_fetch(self.db_url, "SELECT id, revision FROM runs WHERE id = ANY($1)", list(leased))
-                return all(r["revision"] > leased[r["id"]] for r in rows)
+                """None of the runs it held is still leased to it (recovered, or ended before the stop)."""
+                rows = await pg_fetch(
+                    self.db_url,
+                    "SELECT count(*) AS n FROM runs r JOIN workers w ON w.id = r.lease_owner "
+                    "WHERE w.pid = $1 AND r.id = ANY($2::text[])",
+                    pid,
+                    list(leased),
+                )
+                return rows[0]["n"] == 0
 
             # Past its lease for sure, then until each run it held was taken from it.
             await asyncio.sleep(lease_ttl_s * 1.5)

@@ -42,6 +42,8 @@ from aiki.worker_sdk.protocol import (
     Activation,
     ChildRecord,
     ErrorInfo,
+    HeartbeatRequest,
+    HeartbeatRun,
     RecordTaskRequest,
     StartChildRequest,
     TransitionRequest,
@@ -100,6 +102,8 @@ class Execution:
         revision: The run revision this execution holds (its fencing token).
         finished: True once no more writes may be made.
         retry_budget: Seconds to keep retrying a write while the server is unavailable.
+        lease_until: ``time.monotonic()`` until which the lease is surely ours: a lease TTL after the
+            last request the server answered for this run (a claim, a write, a heartbeat) was sent.
     """
 
     def __init__(
@@ -110,6 +114,8 @@ class Execution:
         *,
         retry_budget: float = 30.0,
         may_hold: Callable[[], bool] | None = None,
+        worker_id: str | None = None,
+        claimed_at: float | None = None,
     ) -> None:
         self.client = client
         self.version = version
@@ -135,6 +141,9 @@ class Execution:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.worker_id = worker_id
+        self._lease_ttl = activation.lease_ttl_ms / 1000
+        self.lease_until = (time.monotonic() if claimed_at is None else claimed_at) + self._lease_ttl
         self.run = Run(self, {name: e.type for name, e in version.events.items()})
 
     # -- the workflow as a whole --------------------------------------------------------------
@@ -230,7 +239,10 @@ class Execution:
             if self.finished:
                 raise _Suspend
             try:
-                return await call()
+                sent = time.monotonic()
+                answer = await call()
+                self.renew_lease(sent)
+                return answer
             except passthrough:
                 raise
             except ServerUnavailableError as e:
@@ -249,6 +261,26 @@ class Execution:
                 log.error("run %s: write refused, abandoning the execution: %r", self.run_id, e)
                 self.finished = True
                 raise _Abandon from e
+
+    def renew_lease(self, sent: float) -> None:
+        """The server answered a request for this run sent at ``sent`` (monotonic): the lease held then."""
+        self.lease_until = max(self.lease_until, sent + self._lease_ttl)
+
+    async def _confirm_lease(self) -> None:
+        """Before a task runs: if nothing renewed the lease for a whole TTL, ask the server whether it is still ours.
+
+        A worker process stopped (SIGSTOP, a VM paused) past its lease reads, once resumed, answers
+        its server gave long ago (a claim, a sleep's end): the run may since have been recovered and
+        run elsewhere. Its writes are fenced, but a task's side effect is not: so it asks first.
+        """
+        if self.worker_id is None or time.monotonic() < self.lease_until:
+            return
+        beat = HeartbeatRequest(worker_id=self.worker_id, runs=[HeartbeatRun(self.run_id, self.revision)])
+        response = await self._send(lambda: self.client.heartbeat(beat))
+        if self.run_id in response.stale:
+            log.info("run %s: lease lost while this worker was away, abandoning the execution", self.run_id)
+            self.finished = True
+            raise _Abandon
 
     async def _record(self, request: RecordTaskRequest, passthrough: tuple[type[AikiError], ...] = ()) -> None:
         async with self._lock:
@@ -390,6 +422,7 @@ class Execution:
             await self._settle()
             self._enter()
             self._check_determinism(address)
+        await self._confirm_lease()
         return await self._run_attempts(task, input, canonical, address, seq, attempt)
 
     def _check_determinism(self, address: str) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -166,6 +167,7 @@ class WorkerHandle:
                 pools=self._worker.pools,
             )
             try:
+                sent = time.monotonic()
                 response = await self._client.claim(request)
             except ServerUnavailableError as e:
                 log.warning("worker %s: claim failed, retrying in %.1fs: %s", self.worker_id, backoff, e)
@@ -178,12 +180,12 @@ class WorkerHandle:
                 continue
             backoff = 0.2
             for activation in response.activations:
-                self._launch(activation)
+                self._launch(activation, sent)
 
     def _has_a_free_slot(self) -> bool:
         return self._worker.concurrency - len(self._executions) >= 1
 
-    def _launch(self, activation: Activation) -> None:
+    def _launch(self, activation: Activation, claimed_at: float) -> None:
         version = self._worker.versions.get((activation.workflow, activation.version))
         if version is None:
             # The server only hands out versions we registered; leave the lease to expire.
@@ -195,7 +197,15 @@ class WorkerHandle:
             )
             return
         # A short sleep may keep its slot only while the worker has another one free for new work.
-        execution = Execution(self._client, version, activation, may_hold=self._has_a_free_slot)
+        execution = Execution(
+            self._client,
+            version,
+            activation,
+            may_hold=self._has_a_free_slot,
+            worker_id=self.worker_id,
+            # The lease may have been granted any time after the claim was sent (a long-poll).
+            claimed_at=claimed_at,
+        )
         task = asyncio.create_task(self._execute(execution), name=f"aiki-run-{activation.run_id}")
         self._executions[activation.run_id] = (execution, task)
         self._watch_wanted.set()
@@ -222,11 +232,15 @@ class WorkerHandle:
             runs = [HeartbeatRun(run_id, e.revision) for run_id, e in live]
             sent = {r.run_id: r.revision for r in runs}
             holds = {run_id: e.holds for run_id, e in live}
+            sent_at = time.monotonic()
             try:
                 response = await self._client.heartbeat(HeartbeatRequest(worker_id=self.worker_id, runs=runs))
             except AikiError as e:
                 log.warning("worker %s: heartbeat failed: %r", self.worker_id, e)
                 continue
+            for run_id, execution in live:
+                if run_id not in response.stale:
+                    execution.renew_lease(sent_at)
             for run_id in response.stale:
                 entry = self._executions.get(run_id)
                 # While the beat was in flight the run may have been claimed again by this worker: the

@@ -216,6 +216,8 @@ class Fleet:
         """Worker pid -> the index of the one server it talks to."""
         self.server_outages: list[tuple[int, float, float]] = []
         """(server index, SIGKILL epoch, epoch it served again)."""
+        self.db_outages: list[tuple[float, float]] = []
+        """(epoch a PostgreSQL restart was asked for, epoch it was done)."""
         self.deaths: list[tuple[int, int | None, float]] = []
         """Workers that died after they were serving: (pid, exit code, epoch the supervisor saw it)."""
         self.start_failures: list[str] = []
@@ -564,6 +566,7 @@ class Campaign:
             if kind == "pg_restart":
                 at = time.time()
                 took = await asyncio.to_thread(self.cluster.restart, p.pg_restart_mode)
+                self.fleet.db_outages.append((at, time.time()))
                 self.faults.append(Fault(kind, at, time.time(), note=f"restart -m {p.pg_restart_mode} {took:.1f}s"))
             elif kind == "server_kill":
                 slot = self.fleet.servers[server_turn % len(self.fleet.servers)]
@@ -691,7 +694,7 @@ class Campaign:
         return verdict
 
     def _interruption(self, pid: int, began: float, ended: float | None) -> str | None:
-        """What cut an execution short, if anything: a fault on its process, or on the one server it talks to.
+        """What cut an execution short, if anything: a fault on its process, its server or the database.
 
         A fault counts if it came after the execution began and at most ``INTERRUPT_WINDOW_S`` after
         it ended (its result may not have reached the server yet).
@@ -711,6 +714,10 @@ class Campaign:
             # The worker could not report while its server was down: its leases may have expired.
             if index == server and back >= began and (latest is None or down <= latest):
                 return "its server's SIGKILL"
+        for down, back in fleet.db_outages:
+            # Nobody could heartbeat while PostgreSQL was down: leases may have expired meanwhile.
+            if back >= began and (latest is None or down <= latest):
+                return "a PostgreSQL restart"
         return None
 
     def _duplicates(self) -> tuple[int, list[str]]:

@@ -9,9 +9,11 @@ end, and the ledger and the database are checked:
 
 * ``stuck``: runs not terminal when the settle deadline passed;
 * ``duplicate_tasks``: task keys (= one run, task address and seq) whose code ran more than once,
-  not counting executions interrupted by a fault on their process (a SIGKILL or SIGSTOP after the
-  execution began, and at most ``INTERRUPT_WINDOW_S`` after it ended: its result may not have
-  reached the server), which the platform may and must re-run;
+  not counting re-runs after an execution cut short by a fault: a SIGKILL or SIGSTOP of its
+  process, a SIGKILL of the one server its worker talks to, or a PostgreSQL restart (nobody could
+  heartbeat meanwhile), after the execution began and at most ``INTERRUPT_WINDOW_S`` after it
+  ended (its result may not have reached the server yet). The platform may and must re-run those;
+  the verdict prints how many there were, by cause;
 * ``double_records``: a task result recorded twice for one (run, address, seq), or a parent with
   two children at one entry, in the database.
 

@@ -357,12 +357,15 @@ class Fleet:
     async def zombie(self, slot: WorkerSlot, lease_ttl_s: float) -> Fault:
         """SIGSTOP a worker until its runs were recovered (its leases expired), then SIGCONT it."""
         assert slot.child is not None
-        slot.zombie = True
         pid = slot.child.pid
+        slot.zombie = True
         try:
             leased_at = time.time()
             leased = await self.leased_by(pid)
-            os.kill(pid, signal.SIGSTOP)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                return Fault("zombie", time.time(), time.time(), pid, note="the worker exited before its SIGSTOP")
             at = time.time()
             self.stopped_pids[pid] = at
 
@@ -575,10 +578,14 @@ class Campaign:
                 server_turn += 1
                 self.faults.append(await self.fleet.kill_server(slot))
             else:
-                slot = await self.fleet.busiest(self.rng)
                 if kind == "worker_kill":
-                    self.faults.append(await self.fleet.kill_worker(slot))
+                    for _ in range(5):
+                        slot = await self.fleet.busiest(self.rng)
+                        with contextlib.suppress(ProcessLookupError):  # it exited meanwhile: pick another
+                            self.faults.append(await self.fleet.kill_worker(slot))
+                            break
                 else:
+                    slot = await self.fleet.busiest(self.rng)
                     zombies.append(asyncio.create_task(self.fleet.zombie(slot, p.lease_ttl_s)))
         for task in zombies:
             self.faults.append(await task)

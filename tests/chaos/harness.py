@@ -9,9 +9,11 @@ end, and the ledger and the database are checked:
 
 * ``stuck``: runs not terminal when the settle deadline passed;
 * ``duplicate_tasks``: task keys (= one run, task address and seq) whose code ran more than once,
-  not counting executions interrupted by a fault on their process (a SIGKILL or SIGSTOP after the
-  execution began, and at most ``INTERRUPT_WINDOW_S`` after it ended: its result may not have
-  reached the server), which the platform may and must re-run;
+  not counting re-runs after an execution cut short by a fault: a SIGKILL or SIGSTOP of its
+  process, a SIGKILL of the one server its worker talks to, or a PostgreSQL restart (nobody could
+  heartbeat meanwhile), after the execution began and at most ``INTERRUPT_WINDOW_S`` after it
+  ended (its result may not have reached the server yet). The platform may and must re-run those;
+  the verdict prints how many there were, by cause;
 * ``double_records``: a task result recorded twice for one (run, address, seq), or a parent with
   two children at one entry, in the database.
 
@@ -216,6 +218,8 @@ class Fleet:
         """Worker pid -> the index of the one server it talks to."""
         self.server_outages: list[tuple[int, float, float]] = []
         """(server index, SIGKILL epoch, epoch it served again)."""
+        self.db_outages: list[tuple[float, float]] = []
+        """(epoch a PostgreSQL restart was asked for, epoch it was done)."""
         self.deaths: list[tuple[int, int | None, float]] = []
         """Workers that died after they were serving: (pid, exit code, epoch the supervisor saw it)."""
         self.start_failures: list[str] = []
@@ -353,12 +357,15 @@ class Fleet:
     async def zombie(self, slot: WorkerSlot, lease_ttl_s: float) -> Fault:
         """SIGSTOP a worker until its runs were recovered (its leases expired), then SIGCONT it."""
         assert slot.child is not None
-        slot.zombie = True
         pid = slot.child.pid
+        slot.zombie = True
         try:
             leased_at = time.time()
             leased = await self.leased_by(pid)
-            os.kill(pid, signal.SIGSTOP)
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                return Fault("zombie", time.time(), time.time(), pid, note="the worker exited before its SIGSTOP")
             at = time.time()
             self.stopped_pids[pid] = at
 
@@ -564,16 +571,21 @@ class Campaign:
             if kind == "pg_restart":
                 at = time.time()
                 took = await asyncio.to_thread(self.cluster.restart, p.pg_restart_mode)
+                self.fleet.db_outages.append((at, time.time()))
                 self.faults.append(Fault(kind, at, time.time(), note=f"restart -m {p.pg_restart_mode} {took:.1f}s"))
             elif kind == "server_kill":
                 slot = self.fleet.servers[server_turn % len(self.fleet.servers)]
                 server_turn += 1
                 self.faults.append(await self.fleet.kill_server(slot))
             else:
-                slot = await self.fleet.busiest(self.rng)
                 if kind == "worker_kill":
-                    self.faults.append(await self.fleet.kill_worker(slot))
+                    for _ in range(5):
+                        slot = await self.fleet.busiest(self.rng)
+                        with contextlib.suppress(ProcessLookupError):  # it exited meanwhile: pick another
+                            self.faults.append(await self.fleet.kill_worker(slot))
+                            break
                 else:
+                    slot = await self.fleet.busiest(self.rng)
                     zombies.append(asyncio.create_task(self.fleet.zombie(slot, p.lease_ttl_s)))
         for task in zombies:
             self.faults.append(await task)
@@ -691,7 +703,7 @@ class Campaign:
         return verdict
 
     def _interruption(self, pid: int, began: float, ended: float | None) -> str | None:
-        """What cut an execution short, if anything: a fault on its process, or on the one server it talks to.
+        """What cut an execution short, if anything: a fault on its process, its server or the database.
 
         A fault counts if it came after the execution began and at most ``INTERRUPT_WINDOW_S`` after
         it ended (its result may not have reached the server yet).
@@ -711,6 +723,10 @@ class Campaign:
             # The worker could not report while its server was down: its leases may have expired.
             if index == server and back >= began and (latest is None or down <= latest):
                 return "its server's SIGKILL"
+        for down, back in fleet.db_outages:
+            # Nobody could heartbeat while PostgreSQL was down: leases may have expired meanwhile.
+            if back >= began and (latest is None or down <= latest):
+                return "a PostgreSQL restart"
         return None
 
     def _duplicates(self) -> tuple[int, list[str]]:

@@ -240,6 +240,8 @@ async def test_cancel_of_a_three_level_tree_cancels_every_descendant_without_a_w
     await root.wait_for_status("awaiting_child", timeout=WAIT)
     mid_id = LEDGER.values("orch-tree-mid", key)[0]
     leaf_ids = sorted({v for i in range(2) for v in LEDGER.values("orch-tree-leaf", f"{key}-{i}")})
+    # The mid suspends once it has started both leaves, maybe after they are asleep: wait for it.
+    await (await mid_v1.get_handle(aiki.client, mid_id)).wait_for_status("awaiting_child", timeout=WAIT)
     mid_view = await get_run(aiki.http, mid_id)
     assert mid_view["status"] == "awaiting_child"
     assert mid_view["parent_run_id"] == root.id

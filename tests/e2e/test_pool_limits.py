@@ -91,7 +91,7 @@ async def _connection_sampler(dbname: str) -> AsyncIterator[list[int]]:
 async def test_pool_size_2_under_a_burst_answers_2xx_or_503_with_at_most_2_connections(
     procs: WorkerProcs, e2e_db_url: str
 ) -> None:
-    srv = await procs.start_server(pool_size=2, env={"AIKI_DB_POOL_TIMEOUT": "0.05"})
+    srv = await procs.start_server(pool_size=2, env={"AIKI_DB_POOL_TIMEOUT": "1"})
     dbname = e2e_db_url.rsplit("/", 1)[1]
     async with procs.http(timeout=60) as http:
         await _register(http, srv)

@@ -153,6 +153,15 @@ class Database:
             pool = engine.sync_engine.pool
             assert isinstance(pool, _BorrowingPool)
             pool.give_back = self._give_back
+
+            @sa.event.listens_for(engine.sync_engine, "handle_error")
+            def _broken_session(context: Any) -> None:
+                # SQLAlchemy takes only a closed socket for a disconnect; a session the server ended
+                # (shutdown, restart) must not go back to the pool either: it would fail its next
+                # user with "another operation is in progress". A disconnect is terminated.
+                if is_connection_failure(context.original_exception):
+                    context.is_disconnect = True
+
             return engine
         engine = create_async_engine(
             self.url,

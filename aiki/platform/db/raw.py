@@ -129,6 +129,9 @@ def is_connection_failure(exc: BaseException) -> bool:
         pg_classes = (
             pg.PostgresConnectionError,  # class 08: connection exceptions, ConnectionDoesNotExistError
             pg.InterfaceError,  # the client side of a connection in a bad state
+            # "another operation is in progress": a pooled connection whose session the server just
+            # ended (the shutdown message was read, the socket's close not yet) was handed out.
+            pg.InternalClientError,
             pg.AdminShutdownError,
             pg.CrashShutdownError,
             pg.CannotConnectNowError,

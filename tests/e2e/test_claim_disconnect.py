@@ -152,6 +152,8 @@ async def test_runs_claimed_for_a_client_that_left_go_back_to_the_queue_at_once(
         await claim.send()
 
         async def claim_waits_for_the_lock() -> bool:
+            # Inside a transaction the activity view is a snapshot taken at its first read.
+            await holder.execute("SELECT pg_stat_clear_snapshot()")
             found = await holder.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                 "AND query LIKE '%''claimed by '' ||%'"

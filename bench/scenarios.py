@@ -5,6 +5,7 @@ Everything else in the dict still goes to the JSON file.
 """
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -293,8 +294,9 @@ register(
 
 # -- re-queued runs: claimable -> claimed ---------------------------------------------------------
 
-# Probes in flight at once: several runs contending for the same rows and workers, as in a service.
-REQUEUE_IN_FLIGHT = 8
+# Probes in flight at once: several runs contending for the same rows and workers, as in a service
+# (`BENCH_REQUEUE_IN_FLIGHT=1` measures one at a time).
+REQUEUE_IN_FLIGHT = int(os.environ.get("BENCH_REQUEUE_IN_FLIGHT", "8"))
 # A claim later than this is counted as stalled (a missed wake-up waits for the 10 s recheck).
 STALLED_S = 1.0
 REQUEUE_METRICS = (
@@ -332,7 +334,7 @@ register(
     Scenario(
         name="event_requeue",
         description=(
-            "a waiting run gets two events back to back (8 such runs at a time): "
+            f"a waiting run gets two events back to back ({REQUEUE_IN_FLIGHT} such runs at a time): "
             "run claimable again (history: -> queued) -> claimed"
         ),
         backend="postgres",
@@ -347,7 +349,7 @@ register(
     Scenario(
         name="child_chain",
         description=(
-            "a parent starts 5 children one after another, awaiting each (8 parents at a time): "
+            f"a parent starts 5 children one after another, awaiting each ({REQUEUE_IN_FLIGHT} parents at a time): "
             "child started / parent re-queued -> claimed"
         ),
         backend="postgres",

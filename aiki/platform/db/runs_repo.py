@@ -628,14 +628,15 @@ class DueRunRepository:
         cannot heartbeat while the database is down, so its lease is not held against it.
         """
         lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
-        leases = f"($1 >= $3 AND $1 >= {_PG_UP_SINCE_MS} + $4)" if self.conn.is_postgres else "$1 >= $3"
+        args: list[Any] = [now, limit, leases_from]
+        leases = "$1 >= $3"
+        if self.conn.is_postgres:
+            leases += f" AND $1 >= {_PG_UP_SINCE_MS} + $4"
+            args.append(lease_ttl_ms)
         return await self.conn.fetch(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE wake_at IS NOT NULL AND wake_at <= $1 "
-            f"AND (status <> 'running' OR {leases}) ORDER BY wake_at LIMIT $2{lock}",
-            now,
-            limit,
-            leases_from,
-            lease_ttl_ms,
+            f"AND (status <> 'running' OR ({leases})) ORDER BY wake_at LIMIT $2{lock}",
+            *args,
         )
 
     async def take_expired(self, now: int, limit: int) -> list[Row]:
@@ -650,18 +651,19 @@ class DueRunRepository:
 
     async def next_wake_at(self, *, leases_from: int = 0, lease_ttl_ms: int = 0) -> int | None:
         """The earliest deadline; a lease expiry counts from when :meth:`take_due` would act on it."""
+        args: list[Any] = [leases_from]
         if self.conn.is_postgres:
             hold = f"GREATEST(min(wake_at), $1::bigint, {_PG_UP_SINCE_MS} + $2::bigint)"
+            args.append(lease_ttl_ms)
         else:
-            hold = "max(min(wake_at), $1, $1 + 0 * $2)"
+            hold = "max(min(wake_at), $1)"
         value = await self.conn.fetchval(
             "SELECT min(t) FROM ("
             "SELECT min(wake_at) AS t FROM runs WHERE wake_at IS NOT NULL AND status <> 'running' "
             f"UNION ALL SELECT CASE WHEN min(wake_at) IS NULL THEN NULL ELSE {hold} END AS t "
             "FROM runs WHERE wake_at IS NOT NULL AND status = 'running' "
             "UNION ALL SELECT min(deadline_at) AS t FROM runs WHERE deadline_at IS NOT NULL) AS deadlines",
-            leases_from,
-            lease_ttl_ms,
+            *args,
         )
         return int(value) if value is not None else None
 

@@ -23,7 +23,9 @@ def chaos_cluster() -> Iterator[pg.Cluster]:
         # Never a skip: a suite that quietly does not run proves nothing (scripts/ensure_postgres.sh installs it).
         pytest.fail(f"the chaos suite makes its own PostgreSQL cluster, and cannot here: {why}", pytrace=False)
     if not cli_has_lease_setting():
-        pytest.fail(f"aiki server has no {LEASE_TTL_ENV} setting (the chaos suite needs leases of a few seconds)", pytrace=False)
+        pytest.fail(
+            f"aiki server has no {LEASE_TTL_ENV} setting (the chaos suite needs leases of a few seconds)", pytrace=False
+        )
     made = pg.Cluster.create()
     try:
         yield made

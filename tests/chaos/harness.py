@@ -723,10 +723,8 @@ class Campaign:
             # The worker could not report while its server was down: its leases may have expired.
             if index == server and back >= began and (latest is None or down <= latest):
                 return "its server's SIGKILL"
-        for down, back in fleet.db_outages:
-            # Nobody could heartbeat while PostgreSQL was down: leases may have expired meanwhile.
-            if back >= began and (latest is None or down <= latest):
-                return "a PostgreSQL restart"
+        # Not a PostgreSQL restart: nobody can heartbeat while it is down, and the lease-recovery
+        # pass gives workers a lease TTL once it is back (issue 10), so no lease expires for it.
         return None
 
     def _duplicates(self) -> tuple[int, list[str]]:

@@ -61,14 +61,18 @@ async def _exercise(procs: WorkerProcs, cluster: ScratchCluster) -> None:
         assert activation["run_id"] == held
         # A run that comes due while the database is down: once it is queued, the timer loop has
         # made a pass over due deadlines after the outage (the held lease is due by then too).
-        sentinel = (await http.post("/api/v1/runs", json={**SPEC, "input": "s", "delay_ms": int(TTL_S * 1000)})).json()["run"]["id"]
+        sentinel = (await http.post("/api/v1/runs", json={**SPEC, "input": "s", "delay_ms": int(TTL_S * 1000)})).json()[
+            "run"
+        ]["id"]
 
         # Down for longer than the lease TTL (the fault injected): nobody can heartbeat.
         await asyncio.to_thread(cluster.stop)
         down_since = time.monotonic()
         down_ms = time.time() * 1000
         while time.monotonic() - down_since < 2 * TTL_S:
-            resp = await http.post("/api/v1/workers/heartbeat", json={"worker_id": WORKER, "runs": [[held, activation["revision"]]]})
+            resp = await http.post(
+                "/api/v1/workers/heartbeat", json={"worker_id": WORKER, "runs": [[held, activation["revision"]]]}
+            )
             assert resp.status_code == 503, resp.text
             await asyncio.sleep(0.2)
         await asyncio.to_thread(cluster.start)
@@ -86,7 +90,9 @@ async def _exercise(procs: WorkerProcs, cluster: ScratchCluster) -> None:
             what="the timer loop to fire the deadline that came due during the outage",
         )
         fired = await _fetchrow(
-            cluster, "SELECT min(created_at) AS at FROM run_history WHERE run_id = $1 AND from_status = 'scheduled'", sentinel
+            cluster,
+            "SELECT min(created_at) AS at FROM run_history WHERE run_id = $1 AND from_status = 'scheduled'",
+            sentinel,
         )
         assert fired["at"] > down_ms, "the sentinel fired before the outage: the test proves nothing"
         row = await status_of(held)

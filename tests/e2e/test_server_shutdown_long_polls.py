@@ -24,7 +24,12 @@ async def test_sigterm_answers_parked_claims_watches_and_run_waits_empty(procs: 
     async with procs.http(base_url=srv.url, timeout=60) as http:
         reg = {"worker_id": "shutdown-probe", "host": "t", "versions": [SPEC]}
         assert (await http.post("/api/v1/workers/register", json=reg)).status_code == 200
-        claim = {"worker_id": "shutdown-probe", "versions": [["e2e-five-steps", "1.0.0"]], "max_runs": 1, "wait_ms": 20_000}
+        claim = {
+            "worker_id": "shutdown-probe",
+            "versions": [["e2e-five-steps", "1.0.0"]],
+            "max_runs": 1,
+            "wait_ms": 20_000,
+        }
         (await http.post("/api/v1/runs", json={**SPEC, "input": "held"})).raise_for_status()
         held = (await http.post("/api/v1/workers/claim", json=claim)).json()["activations"][0]
         # Nothing more is queued: these park for up to 20 s.

@@ -376,10 +376,13 @@ async def test_a_connection_the_server_shut_down_while_idle_fails_once_as_unavai
         )
         assert not driver.is_closed()
 
-        with pytest.raises(asyncpg.InternalClientError) as failed:
+        async def query_on_the_pooled_connection() -> None:
             async with db.raw_read() as conn:
                 assert conn.driver is driver
                 await conn.fetchval("SELECT 1")
+
+        with pytest.raises(asyncpg.InternalClientError) as failed:
+            await query_on_the_pooled_connection()
         # Answered 503 with Retry-After by the API (a connection failure), and never used again.
         assert is_connection_failure(failed.value)
         assert driver.is_closed()

@@ -88,7 +88,11 @@ async def test_registration_and_claim_retries_wait_at_most_about_two_seconds(
         )
 
     def waits(what: str) -> list[float]:
-        return [float(m.group(1)) for r in caplog.records if (m := re.search(rf"{what}, retrying in ([0-9.]+)s", r.getMessage()))]
+        return [
+            float(m.group(1))
+            for r in caplog.records
+            if (m := re.search(rf"{what}, retrying in ([0-9.]+)s", r.getMessage()))
+        ]
 
     for what in ("cannot register yet", "claim failed"):
         seen = waits(what)

@@ -128,10 +128,7 @@ class HotPool:
         """Take a connection back; a doubtful one is terminated and its slot freed."""
         protocol = conn._protocol
         doubtful = (
-            conn.is_closed()
-            or not protocol.is_connected()
-            or protocol._is_cancelling()
-            or protocol.is_in_transaction()
+            conn.is_closed() or not protocol.is_connected() or protocol._is_cancelling() or protocol.is_in_transaction()
         )
         if doubtful or self._closed or self._open > self._max_size:  # the last: the pool was shrunk
             conn.terminate()

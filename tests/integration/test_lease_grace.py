@@ -32,7 +32,8 @@ async def test_no_lease_expires_before_leases_from_and_it_does_after(db_url: str
         await api.register_worker(RegisterWorkerRequest(worker_id="w", host="t", versions=[spec]))
         held = await graced_v1.start(api)
         later = await graced_v1.with_options(delay=timedelta(milliseconds=1)).start(api)
-        claimed = await api.claim(ClaimRequest(worker_id="w", versions=[VersionRef("lease-grace", "1.0.0")], max_runs=1))
+        ref = VersionRef("lease-grace", "1.0.0")
+        claimed = await api.claim(ClaimRequest(worker_id="w", versions=[ref], max_runs=1))
         assert [a.run_id for a in claimed.activations] == [held.id]
 
         now = now_ms() + 60_000  # the lease (1 s) is long past due; so is the delayed start

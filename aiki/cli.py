@@ -18,7 +18,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 DEFAULT_PORT = 9850
@@ -198,7 +198,9 @@ async def _migrate(action: str, url: str) -> None:
 # -- server / dev ----------------------------------------------------------------------------
 
 
-async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None:
+async def _serve(
+    app: Any, host: str, port: int, on_started: Any = None, on_stopping: Callable[[], None] | None = None
+) -> None:
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -227,7 +229,7 @@ async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, lambda: setattr(srv, "should_exit", True))
+            loop.add_signal_handler(sig, lambda: _stop_serving(srv, on_stopping))
     # Bind here rather than in uvicorn, which answers a taken port with sys.exit from inside a task.
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -244,6 +246,12 @@ async def _serve(app: Any, host: str, port: int, on_started: Any = None) -> None
     if on_started is not None:
         await on_started()
     await serve_task
+
+
+def _stop_serving(srv: Any, on_stopping: Callable[[], None] | None) -> None:
+    srv.should_exit = True
+    if on_stopping is not None:
+        on_stopping()
 
 
 def _iam_config(**overrides: Any) -> Any:
@@ -307,7 +315,7 @@ async def _server(
         raise CliError(str(exc)) from None
     log.info("Aiki server on http://%s:%d (API /api/v1, OpenAPI /schema/openapi.json)", host, port)
     try:
-        await _serve(aiki_server.handler, host, port)
+        await _serve(aiki_server.handler, host, port, on_stopping=aiki_server.begin_shutdown)
     finally:
         await aiki_server.runtime.stop()
         await aiki_server.db.dispose()
@@ -366,7 +374,7 @@ async def _dev(url: str, host: str, port: int, demo: bool) -> None:
             print(f"  Started {len(ids)} demo runs: " + ", ".join(ids) + "\n")
 
     try:
-        await _serve(aiki_server.handler, host, port, on_started=started)
+        await _serve(aiki_server.handler, host, port, on_started=started, on_stopping=aiki_server.begin_shutdown)
     finally:
         await worker_handle.stop()
         await aiki_client.close()

@@ -34,6 +34,12 @@ class AikiServer:
         self.handler: Litestar = _create_app(self.services, self.iam)
         self.runtime = Runtime(self.services, pg_listen=pg_listen, redis_url=redis_url)
 
+    def begin_shutdown(self) -> None:
+        """The ASGI server is stopping: parked long-polls (claims, watches, run waits) answer now,
+        empty, instead of being cancelled at the end of the graceful-shutdown period (a traceback
+        each, and an error for the client rather than an empty answer to retry elsewhere)."""
+        self.services.hub.close()
+
 
 def _create_app(services: Services, iam: Iam | None) -> Litestar:
     from aiki.api.app import create_app

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 import uuid
@@ -46,6 +47,14 @@ WATCH_WAIT_MS = 20_000
 WATCH_COALESCE_S = 0.05
 # Superseded watches still on their way (answered by another server replica at its own time).
 _WATCHES_MAX = 8
+# Registration and claim retries back off up to this: a worker is idle at most about this long
+# after its server (or the database) is back.
+RETRY_BACKOFF_MAX_S = 2.0
+
+
+def _jittered(backoff: float) -> float:
+    """A wait of between half and all of ``backoff``: workers cut off together do not come back in step."""
+    return backoff * random.uniform(0.5, 1.0)
 
 
 class Worker:
@@ -107,10 +116,10 @@ class Worker:
                 response = await client.register_worker(request)
                 break
             except ServerUnavailableError as e:
-                wait = e.retry_after if isinstance(e, RateLimitedError) and e.retry_after else delay
+                wait = e.retry_after if isinstance(e, RateLimitedError) and e.retry_after else _jittered(delay)
                 log.warning("worker %s: cannot register yet, retrying in %.1fs: %s", self.worker_id, wait, e)
                 await asyncio.sleep(wait)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RETRY_BACKOFF_MAX_S)
         # The server's interval keeps its leases alive; a worker may ask to beat more often.
         interval = response.heartbeat_interval_ms / 1000
         if self.heartbeat_interval is not None:
@@ -171,9 +180,10 @@ class WorkerHandle:
                 sent = time.monotonic()
                 response = await self._client.claim(request)
             except ServerUnavailableError as e:
-                log.warning("worker %s: claim failed, retrying in %.1fs: %s", self.worker_id, backoff, e)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                wait = _jittered(backoff)
+                log.warning("worker %s: claim failed, retrying in %.2fs: %s", self.worker_id, wait, e)
+                await asyncio.sleep(wait)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
                 continue
             except AikiError as e:
                 log.error("worker %s: claim refused, retrying in 5s: %r", self.worker_id, e)

@@ -141,10 +141,19 @@ class Cluster:
     def start(self) -> None:
         self._ctl("start")
 
-    def restart(self, mode: str = "fast") -> float:
-        """Restart PostgreSQL (``fast``: disconnect everyone; ``immediate``: crash recovery); seconds taken."""
+    def restart(self, mode: str = "fast", down_s: float = 0.0) -> float:
+        """Restart PostgreSQL (``fast``: disconnect everyone; ``immediate``: crash recovery); seconds taken.
+
+        With ``down_s``, it stays stopped that long before it starts again (an outage longer than
+        the lease TTL: no worker can heartbeat meanwhile).
+        """
         began = time.monotonic()
-        self._ctl("restart", "-m", mode)
+        if down_s <= 0:
+            self._ctl("restart", "-m", mode)
+        else:
+            self._ctl("stop", "-m", mode)
+            time.sleep(down_s)
+            self._ctl("start")
         return time.monotonic() - began
 
     def drop(self) -> None:

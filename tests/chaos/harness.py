@@ -565,14 +565,22 @@ class Campaign:
         zombies: list[asyncio.Task[Fault]] = []
         next_at = time.monotonic() + p.start_window_s * 0.05
         server_turn = 0
+        pg_turn = 0
         for kind in kinds:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             next_at += spacing
             if kind == "pg_restart":
                 at = time.time()
-                took = await asyncio.to_thread(self.cluster.restart, p.pg_restart_mode)
+                # Every other restart keeps the database down for longer than the lease TTL: the
+                # leases of live workers must survive it (none of their tasks may run again).
+                down_s = p.lease_ttl_s * 1.5 if pg_turn % 2 else 0.0
+                pg_turn += 1
+                took = await asyncio.to_thread(self.cluster.restart, p.pg_restart_mode, down_s)
                 self.fleet.db_outages.append((at, time.time()))
-                self.faults.append(Fault(kind, at, time.time(), note=f"restart -m {p.pg_restart_mode} {took:.1f}s"))
+                note = f"restart -m {p.pg_restart_mode} {took:.1f}s"
+                if down_s:
+                    note += f" (kept down {down_s:g}s, past the lease TTL)"
+                self.faults.append(Fault(kind, at, time.time(), note=note))
             elif kind == "server_kill":
                 slot = self.fleet.servers[server_turn % len(self.fleet.servers)]
                 server_turn += 1
@@ -723,10 +731,8 @@ class Campaign:
             # The worker could not report while its server was down: its leases may have expired.
             if index == server and back >= began and (latest is None or down <= latest):
                 return "its server's SIGKILL"
-        for down, back in fleet.db_outages:
-            # Nobody could heartbeat while PostgreSQL was down: leases may have expired meanwhile.
-            if back >= began and (latest is None or down <= latest):
-                return "a PostgreSQL restart"
+        # Not a PostgreSQL restart: nobody can heartbeat while it is down, and the lease-recovery
+        # pass gives workers a lease TTL once it is back (issue 10), so no lease expires for it.
         return None
 
     def _duplicates(self) -> tuple[int, list[str]]:

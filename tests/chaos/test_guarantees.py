@@ -125,7 +125,7 @@ async def test_poison_pill_fails_with_recovery_exhausted_and_the_other_runs_comp
     history = await pg_fetch(
         chaos_db_url, "SELECT reason, created_at FROM run_history WHERE run_id = $1 ORDER BY id", pill.id
     )
-    claims = []
+    claims, dead_claims = [], []
     for h in history:
         reason = h["reason"] or ""
         if reason.startswith("claimed by "):
@@ -134,6 +134,8 @@ async def test_poison_pill_fails_with_recovery_exhausted_and_the_other_runs_comp
             dead = dead_at.get(pid)
             state = "alive" if dead is None or dead > at else f"dead {at - dead:.1f}s before"
             claims.append(f"  claim at +{at - began:.1f}s by pid {pid} ({state})")
+            if state != "alive":
+                dead_claims.append(claims[-1])
     report(
         "poison-pill",
         [
@@ -147,6 +149,9 @@ async def test_poison_pill_fails_with_recovery_exhausted_and_the_other_runs_comp
     )
     assert body.error is not None
     assert "recovery_exhausted" in (body.error.cause, body.error.type), body.error
+    # A dead worker's claim claims nothing (issue 10, defect 8): every recovery reached a live
+    # worker, which the pill then killed; none was burnt on a process already gone.
+    assert dead_claims == [], dead_claims
     # It killed its worker once, then once after each recovery, each time in another process.
     assert len(poison_runs) == row["max_recoveries"] + 1, poison_runs
     assert len({line.pid for line in poison_runs}) == len(poison_runs)

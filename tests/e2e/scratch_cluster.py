@@ -1,8 +1,8 @@
 """A PostgreSQL cluster of one test, on its own port, that the test may stop and restart.
 
 Made with Debian's ``pg_createcluster`` (trust authentication, localhost only) and dropped at the
-end with ``pg_dropcluster``; the shared cluster on 5432 is never touched. Tests that need it skip
-where the tools are missing.
+end with ``pg_dropcluster``; the shared cluster on 5432 is never touched. Tests that need it fail
+where the tools are missing (``scripts/ensure_postgres.sh`` installs them).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class ScratchCluster:
 def scratch_cluster() -> Iterator[ScratchCluster]:
     """A new, started cluster; dropped (stopped first) when the block ends."""
     if not (shutil.which("pg_createcluster") and shutil.which("pg_ctlcluster")):
-        pytest.skip("pg_createcluster/pg_ctlcluster (postgresql-common) are not installed")
+        # A failure, not a skip: scripts/ensure_postgres.sh (run by the test command) installs them.
+        pytest.fail("pg_createcluster/pg_ctlcluster (postgresql-common) are not installed", pytrace=False)
     cluster = ScratchCluster(f"aiki_test_{uuid.uuid4().hex[:8]}", free_port())
     _pg("pg_createcluster", "-p", str(cluster.port), PG_VERSION, cluster.name, "--", "--auth=trust")
     try:

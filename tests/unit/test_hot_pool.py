@@ -347,3 +347,48 @@ async def test_database_raw_read_after_a_failed_raw_transaction_reuses_the_one_c
         assert (pool.size, pool.idle) == (1, 1)
     finally:
         await db.dispose()
+
+
+def _fatal_error_response(code: str, message: str) -> bytes:
+    fields = b"".join(tag + value.encode() + b"\0" for tag, value in ((b"S", "FATAL"), (b"C", code), (b"M", message)))
+    body = fields + b"\0"
+    return b"E" + (len(body) + 4).to_bytes(4, "big") + body
+
+
+async def test_a_connection_the_server_shut_down_while_idle_fails_once_as_unavailable_and_is_dropped() -> None:
+    """A PostgreSQL restart sends FATAL 57P01 to every idle connection, then closes it. asyncpg
+    reads the error in its idle state and sticks in "error consume" until it notices the socket
+    closing; a query in between failed with InternalClientError ("cannot switch to state 12;
+    another operation (2) is in progress"), was answered 500 and left the connection in the pool."""
+    from aiki.platform.db.raw import is_connection_failure
+
+    db = Database(PG_ADMIN_DSN, migrate=False)
+    try:
+        async with db.raw_read() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+            driver = conn.driver
+        pool = db._pool
+        assert pool is not None
+        assert (pool.size, pool.idle) == (1, 1)
+        # The FATAL message, as the server sends it, before the end of the stream is read.
+        driver._protocol.data_received(
+            _fatal_error_response("57P01", "terminating connection due to administrator command")
+        )
+        assert not driver.is_closed()
+
+        async def query_on_the_pooled_connection() -> None:
+            async with db.raw_read() as conn:
+                assert conn.driver is driver
+                await conn.fetchval("SELECT 1")
+
+        with pytest.raises(asyncpg.InternalClientError) as failed:
+            await query_on_the_pooled_connection()
+        # Answered 503 with Retry-After by the API (a connection failure), and never used again.
+        assert is_connection_failure(failed.value)
+        assert driver.is_closed()
+        assert (pool.size, pool.idle) == (0, 0)
+        async with db.raw_read() as conn:
+            assert conn.driver is not driver
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await db.dispose()

@@ -127,7 +127,9 @@ class HotPool:
     def release(self, conn: Any) -> None:
         """Take a connection back; a doubtful one is terminated and its slot freed."""
         protocol = conn._protocol
-        doubtful = conn.is_closed() or protocol._is_cancelling() or protocol.is_in_transaction()
+        doubtful = (
+            conn.is_closed() or not protocol.is_connected() or protocol._is_cancelling() or protocol.is_in_transaction()
+        )
         if doubtful or self._closed or self._open > self._max_size:  # the last: the pool was shrunk
             conn.terminate()
             self._open -= 1

@@ -136,6 +136,11 @@ def is_connection_failure(exc: BaseException) -> bool:
             pg.CrashShutdownError,
             pg.CannotConnectNowError,
             pg.InsufficientResourcesError,  # class 53: too many connections, out of memory or disk
+            # A connection the server shut down while it sat idle in the pool: asyncpg reads the
+            # FATAL error in a state that expects none, and the next query on it fails with
+            # "cannot switch to state …; another operation (2) is in progress" before the closed
+            # socket is noticed. The caller drops the connection (engine._drop_if_broken).
+            pg.InternalClientError,
         )
     unavailable = (*pg_classes, OSError, sqlite3.OperationalError, sa_exc.OperationalError, sa_exc.TimeoutError)
     seen: set[int] = set()

@@ -597,6 +597,10 @@ SELECT id, namespace_id FROM woken
 """
 
 
+# When the PostgreSQL server (re)started, in ms since the epoch.
+_PG_UP_SINCE_MS = "(extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint"
+
+
 class DueRunRepository:
     """The timer loop's view: due deadlines across every namespace.
 
@@ -616,13 +620,23 @@ class DueRunRepository:
         assert self.conn.is_postgres
         return await self.conn.fetch(_END_DUE_SLEEPS, now, limit, target)
 
-    async def take_due(self, now: int, limit: int) -> list[Row]:
+    async def take_due(self, now: int, limit: int, *, leases_from: int = 0, lease_ttl_ms: int = 0) -> list[Row]:
+        """Runs whose ``wake_at`` passed (locked; skipped if another replica holds them).
+
+        A running run's ``wake_at`` is its lease's expiry. Leases expire only from ``leases_from``
+        on and, on PostgreSQL, once the database server has been up for ``lease_ttl_ms``: a worker
+        cannot heartbeat while the database is down, so its lease is not held against it.
+        """
         lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
+        args: list[Any] = [now, limit, leases_from]
+        leases = "$1 >= $3"
+        if self.conn.is_postgres:
+            leases += f" AND $1 >= {_PG_UP_SINCE_MS} + $4"
+            args.append(lease_ttl_ms)
         return await self.conn.fetch(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE wake_at IS NOT NULL AND wake_at <= $1 "
-            f"ORDER BY wake_at LIMIT $2{lock}",
-            now,
-            limit,
+            f"AND (status <> 'running' OR ({leases})) ORDER BY wake_at LIMIT $2{lock}",
+            *args,
         )
 
     async def take_expired(self, now: int, limit: int) -> list[Row]:
@@ -635,10 +649,21 @@ class DueRunRepository:
             limit,
         )
 
-    async def next_wake_at(self) -> int | None:
+    async def next_wake_at(self, *, leases_from: int = 0, lease_ttl_ms: int = 0) -> int | None:
+        """The earliest deadline; a lease expiry counts from when :meth:`take_due` would act on it."""
+        args: list[Any] = [leases_from]
+        if self.conn.is_postgres:
+            hold = f"GREATEST(min(wake_at), $1::bigint, {_PG_UP_SINCE_MS} + $2::bigint)"
+            args.append(lease_ttl_ms)
+        else:
+            hold = "max(min(wake_at), $1)"
         value = await self.conn.fetchval(
-            "SELECT min(t) FROM (SELECT min(wake_at) AS t FROM runs WHERE wake_at IS NOT NULL "
-            "UNION ALL SELECT min(deadline_at) AS t FROM runs WHERE deadline_at IS NOT NULL) AS deadlines"
+            "SELECT min(t) FROM ("
+            "SELECT min(wake_at) AS t FROM runs WHERE wake_at IS NOT NULL AND status <> 'running' "
+            f"UNION ALL SELECT CASE WHEN min(wake_at) IS NULL THEN NULL ELSE {hold} END AS t "
+            "FROM runs WHERE wake_at IS NOT NULL AND status = 'running' "
+            "UNION ALL SELECT min(deadline_at) AS t FROM runs WHERE deadline_at IS NOT NULL) AS deadlines",
+            *args,
         )
         return int(value) if value is not None else None
 

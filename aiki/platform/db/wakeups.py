@@ -43,6 +43,7 @@ class WakeHub:
         self._versions: defaultdict[str, int] = defaultdict(int)
         self._waiters: defaultdict[str, set[asyncio.Future[Any]]] = defaultdict(set)
         self._forwarders: list[Callable[[str], None]] = []
+        self._closed = False
 
     def version(self, key: str) -> int:
         return self._versions[key]
@@ -73,6 +74,18 @@ class WakeHub:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called: the server is stopping."""
+        return self._closed
+
+    def close(self) -> None:
+        """The server is stopping: wake every waiter once, so that long-polls (which check
+        :attr:`closed` before they park again) answer at once instead of being cut off."""
+        self._closed = True
+        for key in list(self._waiters):
+            self.deliver(key)
 
     def notify_all(self) -> None:
         """Wake every waiter (after a gap in which notifications from elsewhere may have been lost)."""

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 
+from aiki.platform.db.raw import is_connection_failure
 from aiki.platform.domain.ids import now_ms
 from aiki.platform.services.context import Services
 from aiki.platform.services.timers import fire_due, next_wake_at, stall_sweep
@@ -21,16 +22,25 @@ async def run_timer_loop(svc: Services, stopping: asyncio.Event) -> None:
     backoff = 0.05
     next_sweep = 0
     woken = False  # by a notification, rather than at the deadline it planned
+    # Leases expire only from this time on: after the database was unreachable, workers get one
+    # lease TTL (from when it answers again) to heartbeat before their leases are held against them.
+    leases_from = 0
+    unreachable = False
     while not stopping.is_set():
         try:
             since = svc.hub.version("timer")
             # Every new deadline wakes this loop, most of them far off: after such a wake-up one
             # read says whether anything is due before the (heavier) pass that fires it.
-            upcoming = await next_wake_at(svc) if woken else now_ms()
+            upcoming = await next_wake_at(svc, leases_from=leases_from) if woken else now_ms()
+            if unreachable:
+                unreachable = False
+                leases_from = now_ms() + svc.settings.lease_ttl_ms
+                log.info("database reachable again: no lease expires before %d ms from now", svc.settings.lease_ttl_ms)
+                upcoming = now_ms()
             if upcoming is not None and upcoming <= now_ms():
-                while await fire_due(svc, now_ms()) >= 200:
+                while await fire_due(svc, now_ms(), leases_from=leases_from) >= 200:
                     pass
-                upcoming = await next_wake_at(svc)
+                upcoming = await next_wake_at(svc, leases_from=leases_from)
             if now_ms() >= next_sweep:
                 # The stall sweep rides on this loop: it is a deadline too, only a coarse one.
                 while await stall_sweep(svc, now_ms()) >= 500:
@@ -48,8 +58,10 @@ async def run_timer_loop(svc: Services, stopping: asyncio.Event) -> None:
                     await asyncio.sleep(0.001)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
+            if is_connection_failure(exc):
+                unreachable = True
             # The database may be down: keep going, slower.
             log.exception("timer loop iteration failed; retrying in %.2fs", backoff)
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(backoff * 2, 1.0)

@@ -94,7 +94,7 @@ async def claim(
     # Right after a claim that found nothing and was then handed a run, nothing else is queued.
     skip_look = claims.nothing_since(ns, req.worker_id, versions, pools, svc.hub.version(key))
     while True:
-        if gone is not None and gone.done():
+        if (gone is not None and gone.done()) or svc.hub.closed:
             return p.ClaimResponse(activations=[])
         since = svc.hub.version(key)
         activations, skipped = (
@@ -119,6 +119,8 @@ async def claim(
             retry_s = min(retry_s * 2, _SKIPPED_RETRY_MAX_S)
         else:
             retry_s = _SKIPPED_RETRY_S
+        if svc.hub.closed:  # the server is stopping: answer now rather than be cut off
+            return p.ClaimResponse(activations=[])
         offer = claims.park(ns, req.worker_id, versions, pools)
         withdraw = None
         if gone is not None:
@@ -277,6 +279,8 @@ async def watch(svc: Services, ns: str, req: p.WatchRequest) -> p.WatchResponse:
         remaining = deadline - time.monotonic()
         if stale or paused or remaining <= 0:
             return p.WatchResponse(stale=stale, paused=paused)
+        if svc.hub.closed:  # the server is stopping: answer now rather than be cut off
+            return p.WatchResponse()
         # Look again now and then in case a wake-up from another process was missed.
         await svc.hub.wait_any(since, min(remaining, svc.settings.wake_recheck_ms / 1000))
         if svc.hub.version(mine) != superseded_after:

@@ -199,7 +199,7 @@ async def wait_for_run(svc: Services, ns: str, run_id: str, statuses: Iterable[s
             view = await get_run(svc, ns, run_id)
         started = None
         remaining = deadline - time.monotonic()
-        if view.status in wanted or remaining <= 0:
+        if view.status in wanted or remaining <= 0 or svc.hub.closed:
             return view
         # Re-read now and then: a notification from another process may be lost.
         await svc.hub.wait(key, since, min(remaining, RECHECK_S))

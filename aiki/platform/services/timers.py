@@ -16,16 +16,23 @@ from aiki.platform.services.views import encode_error
 from aiki.worker_sdk import protocol as p
 
 
-async def next_wake_at(svc: Services) -> int | None:
+async def next_wake_at(svc: Services, *, leases_from: int = 0) -> int | None:
     async with svc.db.raw_read() as conn:
-        return await DueRunRepository(conn).next_wake_at()
+        return await DueRunRepository(conn).next_wake_at(
+            leases_from=leases_from, lease_ttl_ms=svc.settings.lease_ttl_ms
+        )
 
 
-async def fire_due(svc: Services, now: int, limit: int = 200) -> int:
+async def fire_due(svc: Services, now: int, limit: int = 200, *, leases_from: int = 0) -> int:
     """Act on every run whose deadline passed (up to ``limit`` of each kind); return how many were handled.
 
     On PostgreSQL the due rows are locked with SKIP LOCKED, so concurrent replicas never fire the
     same deadline twice, and each action re-checks the status it expects.
+
+    Leases expire only from ``leases_from`` on (the timer loop sets it one lease TTL after the
+    database became reachable again) and, on PostgreSQL, once the database server has been up for
+    a lease TTL: a worker cannot heartbeat while the database is down, and its finished tasks must
+    not run again because of the server's own outage.
     """
     ready: set[str] = set()
     changed: list[str] = []
@@ -44,7 +51,9 @@ async def fire_due(svc: Services, now: int, limit: int = 200) -> int:
             ns = run["namespace_id"]
             changed.extend(await _expire_one(conn, ns, run, now))
             ready.add(ns)
-        due = await DueRunRepository(conn).take_due(now, limit)
+        due = await DueRunRepository(conn).take_due(
+            now, limit, leases_from=leases_from, lease_ttl_ms=svc.settings.lease_ttl_ms
+        )
         for run in due:
             ns = run["namespace_id"]
             if await _fire_one(svc, conn, ns, run, now):

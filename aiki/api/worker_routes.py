@@ -76,7 +76,7 @@ class WorkerController(Controller):
             "Answered as soon as one of `runs` is fenced (its revision moved on: cancelled, timed out, "
             "recovered; `stale`: stop at once) or a pause of it is requested (`paused`: stop at the next "
             "step boundary), else after `wait_ms`. A newer watch of the same worker answers an older one "
-            "parked on the same server at once, empty."
+            "parked on the same server (or, with Redis, on another) at once, empty."
         ),
         status_code=200,
         opt=policy("worker:execute"),

@@ -507,16 +507,19 @@ class RunRepository:
         """Put the runs ``worker_id`` holds, each at its revision in ``held``, back in the queue.
 
         The revision moves on (fencing any late write of the old execution); no recovery is counted,
-        the lease was not lost but given back. Returns the ids requeued; a run that moved on (ended,
+        the lease was not lost but given back. A pausing run (paused, still held) is released and
+        stays paused, as at its step boundary. Returns the ids released; a run that moved on (ended,
         suspended, cancelled, recovered by another worker) is left alone.
         """
         released: list[str] = []
         for run_id, revision in held.items():
             row = await self.conn.fetchrow(
-                "UPDATE runs SET status = 'queued', revision = revision + 1, lease_owner = NULL, wake_at = NULL, "
-                "queued_at = $5, updated_at = $5 "
-                "WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND lease_owner = $4 AND status = 'running' "
-                "RETURNING attempt",
+                "UPDATE runs SET status = CASE WHEN status = 'running' THEN 'queued' ELSE status END, "
+                "revision = revision + 1, lease_owner = NULL, wake_at = NULL, "
+                "queued_at = CASE WHEN status = 'running' THEN $5 ELSE queued_at END, updated_at = $5 "
+                "WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND lease_owner = $4 "
+                "AND status IN ('running', 'paused') "
+                "RETURNING attempt, status",
                 run_id,
                 self.namespace_id,
                 revision,
@@ -531,8 +534,8 @@ class RunRepository:
                     {
                         "run_id": run_id,
                         "attempt": row["attempt"],
-                        "from_status": "running",
-                        "to_status": "queued",
+                        "from_status": "running" if row["status"] == "queued" else "paused",
+                        "to_status": row["status"],
                         "reason": reason,
                         "created_at": now,
                     }

@@ -532,7 +532,7 @@ class StartChildRequest(msgspec.Struct, omit_defaults=True):
     require_registered: bool = False
 
 
-class StartChildResponse(msgspec.Struct, omit_defaults=True):
+class StartChildResponse(msgspec.Struct):
     """The child started (or the one already started for that entry).
 
     ``paused``: a pause of the parent is requested, so no child was started (``child`` is None):

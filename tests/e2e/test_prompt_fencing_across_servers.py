@@ -17,6 +17,15 @@ from typing import Any
 import pytest
 
 from aiki import client, database, server, worker
+from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
+from aiki.worker_sdk.protocol import (
+    ClaimRequest,
+    HeartbeatRun,
+    RegisterWorkerRequest,
+    VersionRef,
+    VersionSpec,
+    WatchRequest,
+)
 from tests.e2e.procs import poll_until
 from tests.integration.helpers import LEDGER, WAIT, new_key
 from tests.integration.test_prompt_fencing import (
@@ -94,5 +103,39 @@ async def test_cancel_and_pause_through_another_server_reach_the_worker_at_once(
             assert LEDGER.count("pf-next", key) == 1
         finally:
             await w.stop(grace=timedelta(seconds=2))
+            await client_a.close()
+            await client_b.close()
+
+
+async def test_a_newer_watch_on_another_server_ends_the_older_one_through_redis(e2e_db_url: str) -> None:
+    """The worker's watch moves to another server (a load balancer): the older one, parked on the
+    first, answers at once (empty) instead of staying open for its whole wait."""
+    async with two_servers(e2e_db_url, pg_listen=False, redis_url=REDIS_URL) as (a, b):
+        client_a, client_b = client(handler=a.handler), client(handler=b.handler)
+        try:
+            key = new_key()
+            worker_id = f"pf-watcher-{key}"
+            spec = VersionSpec("pf-two-steps", "1.0.0")
+            await client_a.register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
+            _events(key)
+            await two_steps_v1.start(client_a, key)
+            refs = [VersionRef("pf-two-steps", "1.0.0")]
+            claim = ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000)
+            [claimed] = (await client_a.claim(claim)).activations
+            runs = [HeartbeatRun(claimed.run_id, claimed.revision)]
+            request = WatchRequest(worker_id=worker_id, runs=runs, wait_ms=60_000)
+            mine = f"watch:{DEFAULT_NAMESPACE_ID}:{worker_id}"
+
+            older = asyncio.create_task(client_a.watch(request))
+            await poll_until(lambda: a.services.hub.waiting(mine) == 1, timeout=10, what="the older watch parked")
+            newer = asyncio.create_task(client_b.watch(request))
+            answer = await asyncio.wait_for(older, PROMPT_S)
+            assert (answer.stale, answer.paused) == ([], [])
+            await poll_until(lambda: b.services.hub.waiting(mine) == 1, timeout=10, what="the newer watch parked")
+            assert not newer.done()  # its own notification does not come back to end it
+            newer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await newer
+        finally:
             await client_a.close()
             await client_b.close()

@@ -4,7 +4,7 @@ batch."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import msgspec
@@ -55,13 +55,13 @@ class WorkerController(Controller):
         self, data: JSONBody[p.ClaimRequest], svc: Svc, namespace_id: NamespaceId, request: Request[Any, Any, Any]
     ) -> p.ClaimResponse:
         # A claimer that is gone (a killed worker) must be handed nothing: its runs would wait out
-        # a whole lease and use up a recovery. Its connection closing is the only sign of it.
-        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        watch = asyncio.create_task(_until_disconnected(request, gone))
-        try:
-            return await executions.claim(svc, namespace_id, data, gone=gone)
-        finally:
-            watch.cancel()
+        # a whole lease and use up a recovery. Its connection closing is the only sign of it. The
+        # claim is not cancelled then but told (``gone``): it withdraws, and hands back what it took.
+        claimed = await _while_connected(
+            request, lambda gone: executions.claim(svc, namespace_id, data, gone=gone), cancel=False
+        )
+        assert claimed is not None
+        return claimed
 
     @post("/heartbeat", summary="Extend the leases of in-flight runs", status_code=200, opt=policy("worker:execute"))
     async def heartbeat(
@@ -76,13 +76,18 @@ class WorkerController(Controller):
             "Answered as soon as one of `runs` is fenced (its revision moved on: cancelled, timed out, "
             "recovered; `stale`: stop at once) or a pause of it is requested (`paused`: stop at the next "
             "step boundary), else after `wait_ms`. A newer watch of the same worker answers an older one "
-            "parked on the same server at once, empty."
+            "parked on the same server (or, with Redis, on another) at once, empty."
         ),
         status_code=200,
         opt=policy("worker:execute"),
     )
-    async def watch(self, data: JSONBody[p.WatchRequest], svc: Svc, namespace_id: NamespaceId) -> p.WatchResponse:
-        return await executions.watch(svc, namespace_id, data)
+    async def watch(
+        self, data: JSONBody[p.WatchRequest], svc: Svc, namespace_id: NamespaceId, request: Request[Any, Any, Any]
+    ) -> p.WatchResponse:
+        # A watch whose worker is gone (killed, or it closed the request) ends at once instead of
+        # staying parked for its whole wait; nobody reads the answer.
+        answer = await _while_connected(request, lambda _gone: executions.watch(svc, namespace_id, data))
+        return answer if answer is not None else p.WatchResponse()
 
     @post(
         "/release",
@@ -92,22 +97,6 @@ class WorkerController(Controller):
     )
     async def release(self, data: JSONBody[p.ReleaseRequest], svc: Svc, namespace_id: NamespaceId) -> p.ReleaseResponse:
         return await leases.release(svc, namespace_id, data)
-
-
-async def _until_disconnected(request: Request[Any, Any, Any], gone: asyncio.Future[None]) -> None:
-    """Complete ``gone`` when the client of ``request`` disconnects (its body is already read, so
-    the next ASGI message is ``http.disconnect``)."""
-    try:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                if not gone.done():
-                    gone.set_result(None)
-                return
-            if not message.get("more_body", False) and not message.get("body"):
-                return  # a server that answers at once instead of waiting cannot tell: do not spin
-    except Exception:  # a server that refuses a receive() after the body: nothing to watch
-        return
 
 
 class ExecutionController(Controller):
@@ -134,13 +123,12 @@ class ExecutionController(Controller):
         svc: Svc,
         namespace_id: NamespaceId,
     ) -> p.TransitionResponse:
-        work = executions.transition(svc, namespace_id, run_id, data)
         if data.kind != "resume_sleep":
-            return await work
+            return await executions.transition(svc, namespace_id, run_id, data)
         # A resume is parked until the sleep's end. If its executor is gone by then (its worker
         # stopped or died: the connection closed), resuming would lease the run to nobody until
         # the lease expires; leave the sleep to the server, which wakes the run after its grace.
-        resumed = await _unless_client_leaves(request, work)
+        resumed = await _while_connected(request, lambda _gone: executions.transition(svc, namespace_id, run_id, data))
         if resumed is None:
             raise StaleRevision(run_id, data.revision)
         return resumed
@@ -157,27 +145,43 @@ class ExecutionController(Controller):
         return await children.start_child(svc, namespace_id, run_id, data)
 
 
-async def _unless_client_leaves(request: Request[Any, Any, Any], work: Coroutine[Any, Any, T]) -> T | None:
-    """Await ``work``, or cancel it and return None if the client disconnects first.
+async def _while_connected(
+    request: Request[Any, Any, Any],
+    work: Callable[[asyncio.Future[None]], Coroutine[Any, Any, T]],
+    *,
+    cancel: bool = True,
+) -> T | None:
+    """Await ``work(gone)``, where ``gone`` completes when the client of ``request`` disconnects.
 
-    The body has been read, so the next ASGI message is ``http.disconnect`` (sent when the client
-    closes the connection, or once the answer is out).
+    With ``cancel``, the work is cancelled when the client leaves first, and None returned (or its
+    result, if it finished meanwhile); without, the work itself is left to act on ``gone``. The
+    body has been read, so the next ASGI message is ``http.disconnect``: sent when the client
+    closes the connection, or once the answer is out.
     """
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def left() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
+    async def listen() -> None:
+        try:
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    gone.set_result(None)
+                    return
+                if not message.get("more_body", False) and not message.get("body"):
+                    return  # a server that answers at once instead of waiting cannot tell: do not spin
+        except Exception:  # a server that refuses a receive() after the body: nothing to watch
+            return
 
-    job = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(left())
+    listener = asyncio.ensure_future(listen())
+    job = asyncio.ensure_future(work(gone))
     try:
-        done, _ = await asyncio.wait((job, watch), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((job, gone) if cancel else (job,), return_when=asyncio.FIRST_COMPLETED)
     except BaseException:  # this request itself is cancelled (server shutdown): so is the work
         job.cancel()
         raise
     finally:
-        watch.cancel()
-    if job in done:
+        listener.cancel()
+    if job.done():
         return job.result()
     job.cancel()
     await asyncio.wait((job,))  # let it roll back; it may also have finished meanwhile

@@ -13,6 +13,7 @@ a ``yield`` transition and stops (see ``services/lifecycle.py`` on the server).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import traceback
@@ -577,32 +578,40 @@ class Execution:
                 # Its answer may say a pause is requested: then no child starts.
                 async with self._lock:
                     await self._send_deferred()
-            await self._boundary()
-            options = version._options
-            request = StartChildRequest(
-                revision=self.revision,
-                address=address,
-                seq=seq,
-                workflow=version.name,
-                version=version.version,
-                input=msgspec.Raw(raw),
-                retry=None if options.retry is None else options.retry.to_wire(),
-                reference_id=options.reference_id,
-                conflict=options.conflict,
-                delay_ms=options.delay_ms,
-                pool=options.pool,
-                require_registered=options.require_registered,
-            )
-            async with self._lock:
-                await self._send_deferred()
-                request.revision = self.revision
-                # A refused input, reference or unknown version is the workflow's error, not the execution's.
-                passthrough: tuple[type[AikiError], ...] = (
-                    ValidationError,
-                    WorkflowNotFoundError,
-                    ReferenceConflictError,
+            while True:
+                await self._boundary()
+                options = version._options
+                request = StartChildRequest(
+                    revision=self.revision,
+                    address=address,
+                    seq=seq,
+                    workflow=version.name,
+                    version=version.version,
+                    input=msgspec.Raw(raw),
+                    retry=None if options.retry is None else options.retry.to_wire(),
+                    reference_id=options.reference_id,
+                    conflict=options.conflict,
+                    delay_ms=options.delay_ms,
+                    pool=options.pool,
+                    require_registered=options.require_registered,
                 )
-                response = await self._send(lambda: self.client.start_child(self.run_id, request), passthrough)
+                async with self._lock:
+                    await self._send_deferred()
+                    request.revision = self.revision
+                    # A refused input, reference or unknown version is the workflow's error, not the execution's.
+                    passthrough: tuple[type[AikiError], ...] = (
+                        ValidationError,
+                        WorkflowNotFoundError,
+                        ReferenceConflictError,
+                    )
+                    start = functools.partial(self.client.start_child, self.run_id, request)
+                    response = await self._send(start, passthrough)
+                if response.child is not None:
+                    break
+                # A pause committed before this start reached the server (the watch had yet to say
+                # so): no child was started. Stop at this boundary as at any other; if the run was
+                # resumed meanwhile, start it now.
+                self.pause_requested = True
             record = response.child
             self.state.add_child(record)
             self.state.consumed_children.add((address, seq))

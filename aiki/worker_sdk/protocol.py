@@ -533,8 +533,15 @@ class StartChildRequest(msgspec.Struct, omit_defaults=True):
 
 
 class StartChildResponse(msgspec.Struct):
-    child: ChildRecord
-    created: bool
+    """The child started (or the one already started for that entry).
+
+    ``paused``: a pause of the parent is requested, so no child was started (``child`` is None):
+    the executor stops at this step boundary (a ``yield``) and starts it after the resume.
+    """
+
+    child: ChildRecord | None = None
+    created: bool = False
+    paused: bool = False
 
 
 class TransitionRequest(msgspec.Struct, omit_defaults=True):

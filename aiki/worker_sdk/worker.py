@@ -40,8 +40,9 @@ from aiki.worker_sdk.protocol import (
 log = logging.getLogger("aiki.worker")
 CLAIM_WAIT_MS = 20_000
 WATCH_WAIT_MS = 20_000
-# A new watch (for runs begun since the last one) goes out at most this often: under load runs
-# begin by the hundred a second, and one watch covers them all.
+# A new watch (for runs begun since the last one) goes out this long after a run begins: most runs
+# end sooner and never need one (a cancel meanwhile still fences their next write), and under load,
+# where runs begin by the hundred a second, one watch covers them all.
 WATCH_COALESCE_S = 0.05
 # Superseded watches still on their way (answered by another server replica at its own time).
 _WATCHES_MAX = 8
@@ -276,14 +277,13 @@ class WorkerHandle:
                 call.cancel()
 
     async def _watch_forever(self, outstanding: list[asyncio.Task[None]]) -> None:
-        loop = asyncio.get_running_loop()
-        last_sent = float("-inf")
         backoff = 0.2
         while True:
             self._watch_wanted.clear()
             sent = {run_id: e.revision for run_id, (e, _) in self._executions.items() if not e.finished}
             if not sent:
                 await self._watch_wanted.wait()
+                await asyncio.sleep(WATCH_COALESCE_S)
                 continue
             request = WatchRequest(
                 worker_id=self.worker_id,
@@ -291,7 +291,6 @@ class WorkerHandle:
                 wait_ms=WATCH_WAIT_MS,
                 pausing=[run_id for run_id, (e, _) in self._executions.items() if e.pause_requested and run_id in sent],
             )
-            last_sent = loop.time()
             call = asyncio.create_task(self._watch_once(request, sent))
             call.add_done_callback(_ignore_outcome)
             outstanding[:] = [c for c in outstanding if not c.done()]
@@ -306,7 +305,7 @@ class WorkerHandle:
             if not call.done():
                 # Runs began since: a new watch covers them too and ends this one on its server (whose
                 # answer, should it come, is applied all the same).
-                await asyncio.sleep(max(0.0, last_sent + WATCH_COALESCE_S - loop.time()))
+                await asyncio.sleep(WATCH_COALESCE_S)
                 continue
             error = call.exception()
             if isinstance(error, NotFoundError):

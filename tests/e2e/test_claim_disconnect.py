@@ -1,5 +1,6 @@
 """A claim whose client is gone claims nothing: its long-poll is withdrawn when the connection
-closes, and runs it claimed before the server noticed go straight back to the queue.
+closes, and runs it claimed before the server noticed go straight back to the queue. A watch
+whose client is gone ends at once too.
 
 A killed worker's parked claim used to stay on the server for its whole wait (20 s) and keep
 claiming: its runs then waited out a lease and used up a recovery. Both databases, a real server
@@ -19,7 +20,14 @@ import pytest
 
 from aiki import Client, Run, task, workflow
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
-from aiki.worker_sdk.protocol import ClaimRequest, RegisterWorkerRequest, VersionRef, VersionSpec
+from aiki.worker_sdk.protocol import (
+    ClaimRequest,
+    HeartbeatRun,
+    RegisterWorkerRequest,
+    VersionRef,
+    VersionSpec,
+    WatchRequest,
+)
 from tests.conftest import LoopbackHttp
 from tests.integration.helpers import API, WAIT, get_history, new_key
 
@@ -61,6 +69,8 @@ def served(aiki: Any) -> tuple[LoopbackHttp, Client]:
 class RawClaim:
     """A claim long-poll sent on a raw connection, which the test closes as a killed worker would."""
 
+    path = "/workers/claim"
+
     def __init__(self, url: str, worker_id: str, wait_ms: int = 120_000, max_runs: int = 5) -> None:
         self.host, port = url.removeprefix("http://").split(":")
         self.port = int(port)
@@ -77,7 +87,7 @@ class RawClaim:
     async def send(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = (
-            f"POST {API}/workers/claim HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
+            f"POST {API}{self.path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
             f"content-type: application/json\r\ncontent-length: {len(self.body)}\r\n\r\n"
         )
         self.writer.write(head.encode() + self.body)
@@ -189,3 +199,34 @@ async def test_runs_claimed_for_a_client_that_left_go_back_to_the_queue_at_once(
     assert not any("expired" in (reason or "") for _, _, reason in history), history
     run = (await aiki.http.get(f"{API}/runs/{handle.id}")).json()
     assert (run["revision"], run["attempt"]) == (3, 1)
+
+
+async def test_a_watch_closed_by_its_client_ends_at_once(aiki: Any, served: tuple[LoopbackHttp, Client]) -> None:
+    """A killed worker's parked watch no longer stays on the server for its whole wait (a minute)."""
+    srv, sdk = served
+    # Nothing but the disconnect may end the watch within the test: not even its run's lease expiring.
+    services = aiki.server.services
+    services.settings = dataclasses.replace(services.settings, lease_ttl_ms=3_600_000)
+    dead = f"dead-{new_key()}"
+    await _register(sdk, dead)
+    await disconnect_v1.start(sdk, new_key())
+    claimed = await sdk.claim(
+        ClaimRequest(worker_id=dead, versions=[VersionRef("claim-disconnect", "1.0.0")], max_runs=1, wait_ms=5000)
+    )
+    [activation] = claimed.activations
+    watch = RawClaim(srv.url, dead)
+    watch.path = "/workers/watch"
+    watch.body = msgspec.json.encode(
+        WatchRequest(worker_id=dead, runs=[HeartbeatRun(activation.run_id, activation.revision)], wait_ms=60_000)
+    )
+    hub = aiki.server.services.hub
+    key = f"watch:{DEFAULT_NAMESPACE_ID}:{dead}"
+    await watch.send()
+    async with asyncio.timeout(WAIT.total_seconds()):
+        while hub.waiting(key) != 1:  # noqa: ASYNC110 - server state, no event
+            await asyncio.sleep(0.005)
+
+    await watch.close()  # the worker process is killed: its connection closes
+    async with asyncio.timeout(WAIT.total_seconds()):  # well before the watch's own minute
+        while hub.waiting(key) != 0:  # noqa: ASYNC110 - server state, no event
+            await asyncio.sleep(0.005)

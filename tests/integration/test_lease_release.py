@@ -97,6 +97,28 @@ async def test_stop_after_its_grace_hands_back_what_is_still_running(long_lease:
     assert (await handle.describe()).recoveries == 0
 
 
+async def test_stop_hands_back_a_pausing_run_which_stays_paused(long_lease: AikiHarness) -> None:
+    """Paused while its task runs, then its worker stops: the run is released at once (no lease to
+    wait out, no recovery), still paused, and a resume queues it."""
+    aiki = long_lease
+    a = await aiki.worker([release_v1], concurrency=1)
+    key = new_key()
+    handle = await release_v1.start(aiki.client, key)
+    await _wait_for_hits(key, 1)
+    running = await handle.describe()
+    await handle.pause()
+    await a.stop(grace=timedelta(0))
+
+    view = await handle.describe()
+    assert (view.status, view.revision, view.recoveries) == ("paused", running.revision + 1, 0)
+    history = await _history(aiki, handle.id)
+    assert history[-1] == ("paused", "paused", f"released by {a.worker_id} (worker stopping)")
+    assert (await handle.resume()).status == "queued"
+    await aiki.worker([release_v1], concurrency=1)
+    async with asyncio.timeout(WAIT.total_seconds()):
+        assert await handle.result() == key
+
+
 async def test_release_leaves_runs_that_moved_on(long_lease: AikiHarness) -> None:
     aiki = long_lease
     a = await aiki.worker([release_v1], concurrency=1)

@@ -11,6 +11,16 @@ from typing import Any
 import pytest
 
 from aiki import ActionNotAllowedError, InvalidTransitionError, Run, task, workflow
+from aiki.platform.domain.ids import now_ms
+from aiki.platform.services import timers
+from aiki.worker_sdk.protocol import (
+    ClaimRequest,
+    HeartbeatRequest,
+    HeartbeatRun,
+    RegisterWorkerRequest,
+    VersionRef,
+    VersionSpec,
+)
 from tests.conftest import AikiHarness
 
 from .helpers import API, LEDGER, WAIT, get_history, get_run, new_key, task_address
@@ -123,6 +133,74 @@ async def test_pause_stops_a_running_executor_at_its_step_boundary_and_resume_go
     moves = [(h["from_status"], h["to_status"]) for h in await get_history(aiki.http, handle.id)]
     assert ("running", "paused") in moves
     assert ("paused", "queued") in moves
+
+
+async def _claim_and_pause(aiki: Any, key: str) -> tuple[Any, Any]:
+    """A run claimed by a raw worker (which then does nothing, as if killed) and paused."""
+    c = aiki.client
+    worker_id = f"life-lost-{key}"
+    spec = VersionSpec("life-blocking-wf", "1.0.0")
+    await c.register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
+    handle = await blocking_v1.start(c, key)
+    refs = [VersionRef("life-blocking-wf", "1.0.0")]
+    [claimed] = (await c.claim(ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000))).activations
+    await handle.pause()
+    return handle, claimed
+
+
+@pytest.fixture
+async def aiki_no_recovery(db_url: str, transport: str) -> AsyncIterator[AikiHarness]:
+    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
+    harness = await AikiHarness(kind, db_url, transport=transport, max_recoveries=0).start()
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+async def test_a_pausing_run_past_its_recoveries_fails_when_its_executor_is_lost(aiki_no_recovery: Any) -> None:
+    aiki = aiki_no_recovery
+    handle, _ = await _claim_and_pause(aiki, new_key())
+    svc = aiki.server.services
+    await timers.fire_due(svc, now_ms() + 2 * svc.settings.lease_ttl_ms)
+    run = await get_run(aiki.http, handle.id)
+    assert (run["status"], run["error"]["cause"]) == ("failed", "recovery_exhausted")
+
+
+async def test_a_pausing_run_whose_executor_is_lost_is_released_by_lease_recovery(aiki: Any) -> None:
+    """Paused while running, its worker gone before the step boundary: the lease expires as a
+    running run's would (recovery counted, revision bumped), the run stays paused and is released,
+    so a resume queues it (not back to a dead executor)."""
+    c, key = aiki.client, new_key()
+    ENTERED[key], RELEASE[key] = asyncio.Event(), asyncio.Event()
+    RELEASE[key].set()
+    handle, claimed = await _claim_and_pause(aiki, key)
+    worker_id = f"life-lost-{key}"
+    held = [HeartbeatRun(claimed.run_id, claimed.revision)]
+
+    # While the executor lives, its heartbeats keep the pausing run's lease, as a running run's.
+    before = (await get_run(aiki.http, handle.id)).get("wake_at")
+    assert before is not None
+    beat = await c.heartbeat(HeartbeatRequest(worker_id=worker_id, runs=held))
+    assert (beat.stale, beat.paused) == ([], [handle.id])
+    assert (await get_run(aiki.http, handle.id))["wake_at"] >= before
+
+    # The worker is lost: once the lease is past, lease recovery releases the run.
+    svc = aiki.server.services
+    await timers.fire_due(svc, now_ms() + 2 * svc.settings.lease_ttl_ms)
+    run = await get_run(aiki.http, handle.id)
+    assert (run["status"], run["revision"], run["recoveries"]) == ("paused", claimed.revision + 1, 1)
+    assert run.get("wake_at") is None
+    last = (await get_history(aiki.http, handle.id))[-1]
+    assert (last["from_status"], last["to_status"]) == ("paused", "paused")
+    assert "expired while pausing" in last["reason"]
+    beat = await c.heartbeat(HeartbeatRequest(worker_id=worker_id, runs=held))
+    assert (beat.stale, beat.paused) == ([handle.id], [])
+
+    resumed = await handle.resume()
+    assert resumed.status == "queued"
+    await aiki.worker([blocking_v1])
+    assert await asyncio.wait_for(handle.result(), timeout=WAIT.total_seconds()) == "released"
 
 
 async def test_pause_and_resume_a_queued_run(aiki: Any) -> None:

@@ -127,7 +127,34 @@ async def napping_v1(run: Run, key: str) -> str:
     return await next_step.start(run, key)
 
 
-ALL = [two_steps_v1, side_by_side_v1, child_v1, parent_v1, waiting_v1, napping_v1]
+leaf_wf = workflow(name="pf-leaf")
+
+
+@leaf_wf.v("1.0.0")
+async def leaf_v1(run: Run, key: str) -> str:
+    return await next_step.start(run, key)
+
+
+gated_wf = workflow(name="pf-gated")
+
+
+@gated_wf.v("1.0.0", events={"go": event()})
+async def gated_v1(run: Run, key: str) -> str:
+    """Waits for the test (no task: nothing it writes can tell it of a pause), then starts new work."""
+    ENTERED[key].set()
+    await RELEASE[key].wait()
+    what = key.split("-")[0]
+    if what == "child":
+        child = await leaf_v1.start_as_child(run, key)
+        await child.wait_for_status()
+    elif what == "sleep":
+        await run.sleep(timedelta(milliseconds=10), name="nap")
+    else:
+        await run.events.go.wait(timeout=timedelta(milliseconds=10))
+    return await next_step.start(run, f"{key}-after")
+
+
+ALL = [two_steps_v1, side_by_side_v1, child_v1, parent_v1, waiting_v1, napping_v1, leaf_v1, gated_v1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,11 +172,14 @@ class Setup:
     watches: int = 0
     """How many watch requests the worker has sent."""
 
-    async def worker(self, *, concurrency: int = 10) -> Any:
+    async def worker(self, *, concurrency: int = 10, deaf: bool = False) -> Any:
+        """Spawn a worker; ``deaf``: its watches never answer (it hears of nothing but by its writes)."""
         watch = self.client.watch
 
         async def counted(request: Any) -> Any:
             self.watches += 1
+            if deaf:
+                await asyncio.Event().wait()
             return await watch(request)
 
         self.client.watch = counted  # type: ignore[method-assign]
@@ -365,6 +395,36 @@ async def test_cancel_of_a_pausing_run_reaches_its_running_task_at_once(setup: S
     assert (await handle.describe()).status == "cancelled"
     assert LEDGER.count("pf-blocking-returned", key) == 0
     assert LEDGER.count("pf-next", key) == 0
+
+
+@pytest.mark.parametrize("what", ["child", "sleep", "event"])
+async def test_new_work_started_after_an_unheard_pause_stops_at_that_boundary(setup: Setup, what: str) -> None:
+    """The executor starts a child, a sleep or an event wait before it hears of a pause: nothing
+    new starts, and it yields there (the run is released at once, not after a lease TTL)."""
+    key = f"{what}-{new_key()}"
+    _events(key)
+    w = await setup.worker(deaf=True)
+    handle = await gated_v1.start(setup.client, key)
+    await _prompt(ENTERED[key], "the workflow is waiting for the test")
+    [(execution, _)] = w._executions.values()
+    held = execution.revision
+    await handle.pause("paused before the new work")
+    RELEASE[key].set()
+
+    await _until(lambda: w.in_flight == 0, "the execution stopped at its step boundary")
+    view = await handle.describe()
+    assert view.status == "paused"
+    assert any("step boundary" in r for r in await _history_reasons(setup.client, handle.id))
+    async with setup.aiki.server.services.db.raw_read() as conn:
+        row = await conn.fetchrow("SELECT lease_owner, revision FROM runs WHERE id = $1", handle.id)
+    assert row["lease_owner"] is None  # released: a resume queues it now
+    assert row["revision"] == held + 1
+    assert (await setup.client.run_detail(handle.id)).children == []
+    assert LEDGER.count("pf-next", key) == 0
+
+    await handle.resume()
+    assert await asyncio.wait_for(handle.result(), WAIT.total_seconds()) == f"next {key}-after"
+    assert LEDGER.count("pf-next", key) == (1 if what == "child" else 0)
 
 
 # ---------------------------------------------------------------------------------------------

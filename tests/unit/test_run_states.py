@@ -38,8 +38,9 @@ EXPECTED: dict[str, dict[str, str]] = {
         "awaiting_retry": "queued",
         "awaiting_child": "queued",
     },
-    "lease_expired": {"running": "queued"},
-    "recovery_exhausted": {"running": "failed"},
+    # A pausing run (paused, still leased) whose executor is lost: released, still paused.
+    "lease_expired": {"running": "queued", "paused": "paused"},
+    "recovery_exhausted": {"running": "failed", "paused": "failed"},
     "timeout": {
         "scheduled": "failed",
         "queued": "failed",

@@ -58,3 +58,18 @@ async def test_local_notifications_are_forwarded_and_delivered_ones_are_not() ->
     hub.remove_forwarder(forwarded.append)
     hub.notify("run:b")
     assert forwarded == ["run:a"]
+
+
+async def test_wait_any_wakes_on_any_of_its_keys_and_forgets_all_of_them() -> None:
+    hub = WakeHub()
+    since = {k: hub.version(k) for k in ("run:a", "run:b", "watch:w")}
+    waiter = asyncio.create_task(hub.wait_any(since, timeout=5))
+    await asyncio.sleep(0)
+    assert [hub.waiting(k) for k in since] == [1, 1, 1]
+    hub.deliver("run:b")
+    assert await waiter is True
+    assert [hub.waiting(k) for k in since] == [0, 0, 0]
+    # A notification between the versions' read and the wait is not lost; none at all times out.
+    assert await hub.wait_any(since, timeout=0) is True
+    assert await hub.wait_any({k: hub.version(k) for k in since}, timeout=0.01) is False
+    assert [hub.waiting(k) for k in since] == [0, 0, 0]

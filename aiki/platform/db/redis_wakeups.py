@@ -2,7 +2,8 @@
 
 Every key this process notifies on its :class:`~aiki.platform.db.wakeups.WakeHub` is published on one
 Redis channel, and every key another process published there is delivered to the local hub. The
-keys are the same as over NOTIFY (``ready:<namespace id>``, ``run:<run id>``, ``timer``).
+keys are the same as over NOTIFY (``ready:<namespace id>``, ``run:<run id>``, ``timer``), plus
+``watch:<namespace id>:<worker id>`` (a newer watch of that worker ends its older ones).
 
 The channel is ``aiki:wake:<cluster>``, where ``<cluster>`` identifies the database the servers
 share (see :func:`cluster_id`): servers of one Aiki deployment meet on it, and deployments sharing

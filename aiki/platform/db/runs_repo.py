@@ -181,10 +181,10 @@ class RunRepository:
         """Extend the lease of a run still held at ``revision``.
 
         Returns its status: ``running``, or ``paused`` while a pause waits for the executor's next
-        step boundary (held, no lease to extend); None if the executor is fenced.
+        step boundary (held: its lease is extended too); None if the executor is fenced.
         """
         status: str | None = await self.conn.fetchval(
-            "UPDATE runs SET updated_at = $4, wake_at = CASE WHEN status = 'running' THEN $5 ELSE wake_at END "
+            "UPDATE runs SET updated_at = $4, wake_at = $5 "
             f"WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND {HELD} RETURNING status",
             run_id,
             self.namespace_id,
@@ -411,18 +411,19 @@ class RunRepository:
         """Extend the leases ``worker_id`` still holds.
 
         Returns the ids whose revision moved on (stale), and those a pause is requested of
-        (``paused`` but still held by ``worker_id``: alive, with no lease to extend).
+        (``paused`` but still held by ``worker_id``: alive, its lease extended too).
         """
         if not held:
             return [], []
         rows = await self.held_states(list(held))
         mine = [r for r in rows if r["revision"] == held[r["id"]] and r["lease_owner"] == worker_id]
-        alive = [r["id"] for r in mine if r["status"] == "running"]
         pausing = [r["id"] for r in mine if r["status"] == "paused"]
+        alive = [r["id"] for r in mine if r["status"] == "running"] + pausing
         if alive:
             p = Params(self.namespace_id, now, lease_until, worker_id)
             held_by_me = (
-                f"namespace_id = $1 AND status = 'running' AND lease_owner = $4 AND {self.conn.any_of(p, 'id', alive)}"
+                f"namespace_id = $1 AND status IN ('running', 'paused') AND lease_owner = $4 "
+                f"AND {self.conn.any_of(p, 'id', alive)}"
             )
             if self.conn.is_postgres:
                 # A row locked by a slow transaction (a task being recorded, a cancel) is skipped rather
@@ -506,16 +507,19 @@ class RunRepository:
         """Put the runs ``worker_id`` holds, each at its revision in ``held``, back in the queue.
 
         The revision moves on (fencing any late write of the old execution); no recovery is counted,
-        the lease was not lost but given back. Returns the ids requeued; a run that moved on (ended,
+        the lease was not lost but given back. A pausing run (paused, still held) is released and
+        stays paused, as at its step boundary. Returns the ids released; a run that moved on (ended,
         suspended, cancelled, recovered by another worker) is left alone.
         """
         released: list[str] = []
         for run_id, revision in held.items():
             row = await self.conn.fetchrow(
-                "UPDATE runs SET status = 'queued', revision = revision + 1, lease_owner = NULL, wake_at = NULL, "
-                "queued_at = $5, updated_at = $5 "
-                "WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND lease_owner = $4 AND status = 'running' "
-                "RETURNING attempt",
+                "UPDATE runs SET status = CASE WHEN status = 'running' THEN 'queued' ELSE status END, "
+                "revision = revision + 1, lease_owner = NULL, wake_at = NULL, "
+                "queued_at = CASE WHEN status = 'running' THEN $5 ELSE queued_at END, updated_at = $5 "
+                "WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND lease_owner = $4 "
+                "AND status IN ('running', 'paused') "
+                "RETURNING attempt, status",
                 run_id,
                 self.namespace_id,
                 revision,
@@ -530,8 +534,8 @@ class RunRepository:
                     {
                         "run_id": run_id,
                         "attempt": row["attempt"],
-                        "from_status": "running",
-                        "to_status": "queued",
+                        "from_status": "running" if row["status"] == "queued" else "paused",
+                        "to_status": row["status"],
                         "reason": reason,
                         "created_at": now,
                     }

@@ -32,7 +32,7 @@ _TASK_RECORD_FENCED = (
     "WITH fence AS (SELECT id, wake_at, status FROM runs "
     f"WHERE id = $3 AND namespace_id = $2 AND revision = $14 AND {HELD} FOR NO KEY UPDATE), "
     "ext AS (UPDATE runs SET updated_at = $13, wake_at = $15 FROM fence "
-    "WHERE runs.id = fence.id AND fence.status = 'running' "
+    "WHERE runs.id = fence.id "
     "AND (fence.wake_at IS NULL OR fence.wake_at < $16::bigint)), "
     "ins AS (INSERT INTO tasks (id, namespace_id, run_id, address, seq, name, status, attempts, input, output, "
     "error, next_attempt_at, created_at, updated_at) "

@@ -8,7 +8,8 @@ keys other processes published. Keys:
 
 * ``ready:<namespace id>`` — a run became claimable;
 * ``run:<run id>`` — a run changed status;
-* ``timer`` — a deadline was set that may be earlier than the timer loop's next wake-up.
+* ``timer`` — a deadline was set that may be earlier than the timer loop's next wake-up;
+* ``watch:<namespace id>:<worker id>`` — a newer watch of that worker (Redis only, not NOTIFY).
 """
 
 from __future__ import annotations

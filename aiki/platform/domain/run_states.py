@@ -55,8 +55,9 @@ TRANSITIONS: Final[dict[str, dict[str, str]]] = {
         "awaiting_retry": "queued",
         "awaiting_child": "queued",
     },
-    "lease_expired": {"running": "queued"},
-    "recovery_exhausted": {"running": "failed"},
+    # A pausing run (paused, still leased) whose executor is lost is released and stays paused.
+    "lease_expired": {"running": "queued", "paused": "paused"},
+    "recovery_exhausted": {"running": "failed", "paused": "failed"},
     # The version's execution deadline passed (wall-clock from the first claim).
     "timeout": {status: "failed" for status in LIVE},
     # The stall sweep: queued for longer than `stall_after` without a claim.

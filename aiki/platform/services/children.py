@@ -71,7 +71,13 @@ async def start_child(svc: Services, ns: str, parent_id: str, req: p.StartChildR
             parent = await runs.get(parent_id, lock=True)
             if parent is None:
                 raise RunNotFound(parent_id)
-            if parent["revision"] != req.revision or parent["status"] != "running":
+            if parent["revision"] != req.revision:
+                raise StaleRevision(parent_id, req.revision)
+            if parent["status"] == "paused" and parent["lease_owner"] is not None:
+                # A pause committed before this start: no new child, but the executor still holds
+                # the run and stops at this step boundary (its ``yield`` releases the run).
+                return p.StartChildResponse(paused=True)
+            if parent["status"] != "running":
                 raise StaleRevision(parent_id, req.revision)
             lease = {"updated_at": now, "wake_at": now + svc.settings.lease_ttl_ms}
             existing = await runs.find_child(parent_id, req.address, req.seq)

@@ -247,13 +247,18 @@ async def watch(svc: Services, ns: str, req: p.WatchRequest) -> p.WatchResponse:
     (``paused``). Every such change is a status change, announced on ``run:<id>`` (in this process
     by the service that made it, from other processes through PostgreSQL NOTIFY or Redis), so the
     watch reads the runs, waits for one of their keys, and reads again. A newer watch of the same
-    worker answers an older one parked in this process at once (empty): the worker sends a new
-    watch whenever it starts executing a run, without closing the old request.
+    worker answers an older one parked in this process (or, through Redis, on another server) at
+    once (empty): the worker sends a new watch whenever it starts executing runs, without closing
+    the old request.
     """
     held = {r.run_id: r.revision for r in req.runs}
     known = set(req.pausing)  # already told: answer only once they are fenced
     mine = f"watch:{ns}:{req.worker_id}"
-    svc.hub.deliver(mine)  # local only: a watch parked on another server ends at its own time
+    # Ends an older watch parked in this process, and through the Redis relay (if configured;
+    # it never echoes) one on another server. PostgreSQL NOTIFY does not carry it: that would cost
+    # every watch a round trip, and its echo would end the watch itself. Without Redis, an older
+    # watch on another server ends at its own ``wait_ms``.
+    svc.hub.notify(mine)
     superseded_after = svc.hub.version(mine)
     if not held:
         return p.WatchResponse()

@@ -2,7 +2,8 @@
 
 A crashed worker's runs wait for their lease to expire (the timer loop recovers them and counts a
 recovery); a worker that stops in an orderly way (``stop()``, SIGTERM) sends ``release`` for the
-runs it could not finish, so another worker claims them without waiting out the lease.
+runs it could not finish, so another worker claims them without waiting out the lease (a pausing
+run is released and stays paused, to be queued by its resume).
 """
 
 from __future__ import annotations

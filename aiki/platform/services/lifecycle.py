@@ -51,12 +51,13 @@ async def act(svc: Services, ns: str, run_id: str, action: str, reason: str | No
         values: dict[str, Any] = {"updated_at": now}
         if action == "pause":
             target = run_states.next_status("pause", status)
-            values.update(queued_at=None, wake_at=None, resume_at=run["wake_at"] if status == "scheduled" else None)
+            values.update(queued_at=None, resume_at=run["wake_at"] if status == "scheduled" else None)
             if status != "running" or run["lease_owner"] is None:
                 # A queued run leaves the ready queue; nothing executes it, nothing to wait for.
-                values.update(revision=run["revision"] + 1, lease_owner=None)
-            # else pausing: the executor keeps its lease and revision until its next step boundary
-            # (``wake_at`` is no lease while paused: heartbeats keep it alive, resume renews it).
+                values.update(revision=run["revision"] + 1, lease_owner=None, wake_at=None)
+            # else pausing: the executor keeps its lease (``wake_at``, extended as while running)
+            # and revision until its next step boundary; if it is lost meanwhile, lease recovery
+            # releases the run (it stays paused).
         elif action == "resume":
             resume_at = run["resume_at"]
             if run["lease_owner"] is not None:

@@ -120,7 +120,10 @@ async def _fire_one(svc: Services, conn: Any, ns: str, run: Mapping[Any, Any], n
     steps = StepRepository(conn, ns)
     status = run["status"]
     values: dict[str, Any] = {"updated_at": now, "wake_at": None}
-    if status == "running":
+    if status == "running" or (status == "paused" and run["lease_owner"] is not None):
+        # A pausing run's executor was lost before its step boundary: as for a running run, the
+        # lease is dropped, the revision bumped and a recovery counted; it stays paused (resume
+        # queues it).
         recoveries = run["recoveries"] + 1
         values.update(revision=run["revision"] + 1, recoveries=recoveries, lease_owner=None)
         if recoveries > run["max_recoveries"]:
@@ -134,7 +137,8 @@ async def _fire_one(svc: Services, conn: Any, ns: str, run: Mapping[Any, Any], n
             reason = "recovery_exhausted"
         else:
             target = run_states.next_status("lease_expired", status)
-            reason = f"lease of {run['lease_owner']} expired (recovery {recoveries})"
+            pausing = " while pausing" if status == "paused" else ""
+            reason = f"lease of {run['lease_owner']} expired{pausing} (recovery {recoveries})"
     elif status in ("scheduled", "sleeping", "awaiting_event", "awaiting_retry", "awaiting_child"):
         target = run_states.next_status("due", status)
         reason = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,11 @@ class LoopbackHttp:
         self._server.should_exit = True
         await self._task
 
+    def connections(self) -> int:
+        """Client connections open now; a closed one leaves once uvicorn noticed (and told the app,
+        whose ``receive()`` then answers ``http.disconnect``)."""
+        return len(self._server.server_state.connections)
+
 
 class AikiHarness:
     """A running embedded server, an SDK client and a raw HTTP client on one fresh database.
@@ -177,6 +182,24 @@ async def aiki(db_url: str, transport: str) -> AsyncIterator[AikiHarness]:
         yield harness
     finally:
         await harness.close()
+
+
+@pytest.fixture
+async def make_aiki(db_url: str, transport: str) -> AsyncIterator[Callable[..., Awaitable[AikiHarness]]]:
+    """Start a harness with server options of the test's own (``make_aiki(lease_ttl=...)``), on the
+    test's database and transport; every one started is closed after the test."""
+    started: list[AikiHarness] = []
+
+    async def make(**server_options: Any) -> AikiHarness:
+        harness = AikiHarness(_kind(db_url), db_url, transport=transport, **server_options)
+        started.append(harness)
+        return await harness.start()
+
+    try:
+        yield make
+    finally:
+        for harness in reversed(started):
+            await harness.close()
 
 
 @pytest.fixture

@@ -57,8 +57,7 @@ class ScratchCluster:
 def scratch_cluster() -> Iterator[ScratchCluster]:
     """A new, started cluster; dropped (stopped first) when the block ends."""
     if not (shutil.which("pg_createcluster") and shutil.which("pg_ctlcluster")):
-        # A failure, not a skip: scripts/ensure_postgres.sh (run by the test command) installs them.
-        pytest.fail("pg_createcluster/pg_ctlcluster (postgresql-common) are not installed", pytrace=False)
+        pytest.fail("pg_createcluster/pg_ctlcluster not found: install Debian's postgresql-common", pytrace=False)
     cluster = ScratchCluster(f"aiki_test_{uuid.uuid4().hex[:8]}", free_port())
     _pg("pg_createcluster", "-p", str(cluster.port), PG_VERSION, cluster.name, "--", "--auth=trust")
     try:

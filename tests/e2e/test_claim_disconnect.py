@@ -4,21 +4,21 @@ whose client is gone ends at once too.
 
 A killed worker's parked claim used to stay on the server for its whole wait (20 s) and keep
 claiming: its runs then waited out a lease and used up a recovery. Both databases, a real server
-socket (uvicorn in this process, so the test can see the claims parked on the server).
+socket (the harness's ``http`` transport: uvicorn in this process, so the test can see the claims
+parked on the server).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
 
-from aiki import Client, Run, client, task, workflow
+from aiki import Client, Run, task, workflow
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
@@ -28,8 +28,8 @@ from aiki.worker_sdk.protocol import (
     VersionSpec,
     WatchRequest,
 )
+from tests.conftest import LoopbackHttp
 from tests.integration.helpers import API, WAIT, get_history, new_key
-from tests.integration.socket_server import Served, serving
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -48,20 +48,22 @@ async def disconnect_v1(run: Run, key: str) -> str:
 
 
 @pytest.fixture
-async def served(aiki: Any) -> AsyncIterator[tuple[Served, Client]]:
-    """The harness's server on a loopback socket, and an SDK client of it over HTTP.
+def transport() -> str:
+    """Always a real socket: the test closes a client's connection under the server."""
+    return "http"
+
+
+@pytest.fixture
+def served(aiki: Any) -> tuple[LoopbackHttp, Client]:
+    """The harness's server on its loopback socket, and its SDK client (over HTTP).
 
     Parked claims never look again on their own (the recheck is an hour, and the dead claim
     waits two minutes): only the disconnect can end the dead claim's wait within the test.
     """
     settings = aiki.server.services.settings
     aiki.server.services.settings = dataclasses.replace(settings, wake_recheck_ms=3_600_000)
-    async with serving(aiki.handler) as srv:
-        remote = client(url=srv.url)
-        try:
-            yield srv, remote
-        finally:
-            await remote.close()
+    assert aiki.loopback is not None
+    return aiki.loopback, aiki.client
 
 
 class RawClaim:
@@ -112,7 +114,7 @@ async def _until_parked(aiki: Any, count: int) -> None:
 
 
 async def test_a_claim_closed_by_its_client_is_withdrawn_and_claims_nothing(
-    aiki: Any, served: tuple[Served, Client]
+    aiki: Any, served: tuple[LoopbackHttp, Client]
 ) -> None:
     srv, sdk = served
     dead = f"dead-{new_key()}"
@@ -139,13 +141,13 @@ async def test_a_claim_closed_by_its_client_is_withdrawn_and_claims_nothing(
     assert run["attempt"] == 1
 
 
+# Holding the claim mid-statement needs PostgreSQL's table locks: PostgreSQL only.
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_runs_claimed_for_a_client_that_left_go_back_to_the_queue_at_once(
-    aiki: Any, served: tuple[Served, Client], db_url: str
+    aiki: Any, served: tuple[LoopbackHttp, Client], db_url: str
 ) -> None:
     """The client leaves while the claim is being written: the runs it took are handed back (revision
     bumped, no recovery used) and a live worker runs them without waiting for a lease to expire."""
-    if aiki.db != "postgres":
-        pytest.skip("holding the claim mid-statement needs PostgreSQL's table locks")
     srv, sdk = served
     dead = f"dead-{new_key()}"
     await _register(sdk, dead)
@@ -199,7 +201,7 @@ async def test_runs_claimed_for_a_client_that_left_go_back_to_the_queue_at_once(
     assert (run["revision"], run["attempt"]) == (3, 1)
 
 
-async def test_a_watch_closed_by_its_client_ends_at_once(aiki: Any, served: tuple[Served, Client]) -> None:
+async def test_a_watch_closed_by_its_client_ends_at_once(aiki: Any, served: tuple[LoopbackHttp, Client]) -> None:
     """A killed worker's parked watch no longer stays on the server for its whole wait (a minute)."""
     srv, sdk = served
     # Nothing but the disconnect may end the watch within the test: not even its run's lease expiring.

@@ -1,7 +1,7 @@
 """A claim leases at most ``max_runs`` runs, and a worker never runs more than its concurrency.
 
-Both databases, in process (the local port) and over HTTP (uvicorn on a loopback socket and
-``client(url=...)``). On PostgreSQL a claim once leased every queued run whatever its limit.
+Both databases, in process (the local port) and over HTTP (the ``transport`` fixture: uvicorn on a
+loopback socket and ``client(url=...)``). On PostgreSQL a claim once leased every queued run whatever its limit.
 """
 
 from __future__ import annotations
@@ -10,16 +10,14 @@ import asyncio
 import contextlib
 import contextvars
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from aiki import Client, Run, client, task, worker, workflow
+from aiki import Client, Run, task, worker, workflow
 from aiki.worker_sdk.protocol import ClaimRequest, RegisterWorkerRequest, VersionRef, VersionSpec
 
 from .helpers import API, WAIT, new_key
-from .socket_server import serving
 
 QUEUED = 20
 
@@ -50,18 +48,11 @@ async def limited_v1(run: Run, key: str) -> str:
     return await busy.start(run, key)
 
 
-@pytest.fixture(params=["in-process", "http"])
-async def sdk(request: pytest.FixtureRequest, aiki: Any) -> AsyncIterator[Client]:
-    """A client of the harness's server: its local port, or HTTP over a real socket."""
-    if request.param == "in-process":
-        yield aiki.client
-        return
-    async with serving(aiki.handler) as served:
-        remote = client(url=served.url)
-        try:
-            yield remote
-        finally:
-            await remote.close()
+@pytest.fixture
+def sdk(aiki: Any) -> Client:
+    """The harness's client: its local port, or HTTP on a loopback socket (the ``transport``)."""
+    client: Client = aiki.client
+    return client
 
 
 async def _register(sdk: Client) -> str:

@@ -4,23 +4,15 @@ number, and cancel is idempotent. In process (local port) and over HTTP, on both
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from aiki import InvalidTransitionError, Run, WaitTimeoutError, event, workflow
+from tests.conftest import AikiHarness
 
 from .helpers import WAIT, new_key
-from .loopback import MODES, Env, open_env
-
-
-@pytest.fixture(params=MODES)
-async def env(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[Env]:
-    async with open_env(db_url, request.param) as e:
-        yield e
-
 
 handle_wf = workflow(name="handle-api")
 
@@ -47,46 +39,46 @@ async def numbers_v1(run: Run, key: str) -> dict[str, Any]:
     return {"timed_out": waited.timeout, "child": result.output, "refused": refused}
 
 
-async def test_waits_inside_a_workflow_take_seconds_as_a_number(env: Env) -> None:
-    await env.worker([numbers_v1, handle_v1])
+async def test_waits_inside_a_workflow_take_seconds_as_a_number(aiki: AikiHarness) -> None:
+    await aiki.worker([numbers_v1, handle_v1])
     key = new_key()
-    output = await asyncio.wait_for(_run(env, key), WAIT.total_seconds())
+    output = await asyncio.wait_for(_run(aiki, key), WAIT.total_seconds())
     assert output["timed_out"] is True
     assert output["child"] == key
     assert "timeout" in output["refused"]
 
 
-async def _run(env: Env, key: str) -> dict[str, Any]:
-    handle = await numbers_v1.start(env.client, key)
+async def _run(aiki: AikiHarness, key: str) -> dict[str, Any]:
+    handle = await numbers_v1.start(aiki.client, key)
     return await handle.result()
 
 
 @pytest.mark.parametrize("timeout", [0, 0.05, timedelta(milliseconds=50)], ids=["int", "float", "timedelta"])
-async def test_wait_for_status_takes_seconds_as_a_number_or_a_timedelta(env: Env, timeout: Any) -> None:
+async def test_wait_for_status_takes_seconds_as_a_number_or_a_timedelta(aiki: AikiHarness, timeout: Any) -> None:
     # No worker serves the version: the run stays queued and the wait times out.
-    handle = await handle_v1.start(env.client, new_key())
+    handle = await handle_v1.start(aiki.client, new_key())
     with pytest.raises(WaitTimeoutError):
         await asyncio.wait_for(handle.wait_for_status("completed", timeout=timeout), WAIT.total_seconds())
 
 
 @pytest.mark.parametrize("timeout", ["30", True, [1]], ids=["str", "bool", "list"])
-async def test_wait_for_status_refuses_other_timeouts_naming_the_argument(env: Env, timeout: Any) -> None:
-    handle = await handle_v1.start(env.client, new_key())
+async def test_wait_for_status_refuses_other_timeouts_naming_the_argument(aiki: AikiHarness, timeout: Any) -> None:
+    handle = await handle_v1.start(aiki.client, new_key())
     with pytest.raises(TypeError, match="timeout"):
         await handle.wait_for_status("completed", timeout=timeout)
 
 
-async def test_cancel_is_idempotent_and_refused_for_a_run_that_ended_otherwise(env: Env) -> None:
-    handle = await handle_v1.start(env.client, new_key())
+async def test_cancel_is_idempotent_and_refused_for_a_run_that_ended_otherwise(aiki: AikiHarness) -> None:
+    handle = await handle_v1.start(aiki.client, new_key())
     first = await handle.cancel("no longer needed")
     assert first.status == "cancelled"
     again = await handle.cancel("twice")
     assert again.status == "cancelled"
     assert (again.revision, again.error) == (first.revision, first.error)  # nothing changed
-    assert [h.to_status for h in await env.client.history(handle.id)].count("cancelled") == 1
+    assert [h.to_status for h in await aiki.client.history(handle.id)].count("cancelled") == 1
 
-    await env.worker([handle_v1])
-    done = await handle_v1.start(env.client, key := new_key())
+    await aiki.worker([handle_v1])
+    done = await handle_v1.start(aiki.client, key := new_key())
     assert await asyncio.wait_for(done.result(), WAIT.total_seconds()) == key
     with pytest.raises(InvalidTransitionError):
         await done.cancel()

@@ -10,17 +10,10 @@ execution that holds the run, on both databases, in process and over HTTP.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
-import uvicorn
-
-from aiki import Run, client, task, worker, workflow
+from aiki import Run, task, workflow
 from aiki.worker_sdk.protocol import ClaimRequest, ClaimResponse
 from tests.conftest import AikiHarness
 from tests.integration.helpers import LEDGER, WAIT, new_key
@@ -42,73 +35,27 @@ async def away_v1(run: Run, key: str) -> str:
     return await side_effect.start(run, key)
 
 
-class _Uvicorn(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = asyncio.Event()
+async def test_a_claim_answered_before_the_worker_was_away_runs_no_task(make_aiki: Any) -> None:
+    aiki: AikiHarness = await make_aiki(lease_ttl=LEASE_TTL)
+    worker_client = aiki.client
+    key = new_key()
+    claim = worker_client.claim
+    delayed: list[str] = []
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    async def claim_then_away(request: ClaimRequest) -> ClaimResponse:
+        response = await claim(request)
+        if response.activations and not delayed:
+            # The worker is away: its lease expires and the server takes the run back.
+            run_id = response.activations[0].run_id
+            delayed.append(run_id)
+            back = await aiki.client.get_run(run_id, wait_for=["queued"], timeout_ms=20_000)
+            assert (back.status, back.recoveries) == ("queued", 1)
+        return response
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
-@contextlib.asynccontextmanager
-async def loopback(app: Any) -> AsyncIterator[str]:
-    """``app`` served over HTTP on a free loopback port, in this event loop; its URL."""
-    sock = socket.create_server(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app, lifespan="on", access_log=False, log_config=None, log_level="warning", timeout_graceful_shutdown=0.5
-    )
-    srv = _Uvicorn(config)
-    serving = asyncio.create_task(srv.serve(sockets=[sock]))
-    try:
-        await asyncio.wait_for(srv.ready.wait(), 10)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        srv.should_exit = True
-        await serving
-
-
-@pytest.mark.parametrize("transport", ["port", "http"])
-async def test_a_claim_answered_before_the_worker_was_away_runs_no_task(db_url: str, transport: str) -> None:
-    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
-    aiki = await AikiHarness(kind, db_url, lease_ttl=LEASE_TTL).start()
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            if transport == "http":
-                url = await stack.enter_async_context(loopback(aiki.handler))
-                worker_client = client(url=url)
-                stack.push_async_callback(worker_client.close)
-            else:
-                worker_client = aiki.client
-            key = new_key()
-            claim = worker_client.claim
-            delayed: list[str] = []
-
-            async def claim_then_away(request: ClaimRequest) -> ClaimResponse:
-                response = await claim(request)
-                if response.activations and not delayed:
-                    # The worker is away: its lease expires and the server takes the run back.
-                    run_id = response.activations[0].run_id
-                    delayed.append(run_id)
-                    back = await aiki.client.get_run(run_id, wait_for=["queued"], timeout_ms=20_000)
-                    assert (back.status, back.recoveries) == ("queued", 1)
-                return response
-
-            worker_client.claim = claim_then_away  # type: ignore[method-assign]
-            if transport == "http":
-                spawned = await worker(workflows=[away_v1]).spawn(worker_client)
-                stack.push_async_callback(spawned.stop, timedelta(seconds=1))
-            else:
-                await aiki.worker([away_v1])
-            handle = await away_v1.start(aiki.client, key)
-            view = await handle.wait_for_status("completed", timeout=WAIT)
-    finally:
-        await aiki.close()
+    worker_client.claim = claim_then_away  # type: ignore[method-assign]
+    await aiki.worker([away_v1])
+    handle = await away_v1.start(aiki.client, key)
+    view = await handle.wait_for_status("completed", timeout=WAIT)
 
     assert delayed == [handle.id]
     assert view.recoveries == 1

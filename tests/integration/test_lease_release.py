@@ -3,19 +3,18 @@
 A run whose task blocks is held by worker A. ``A.stop()`` cancels the execution and releases the
 run: worker B claims it at once, though the lease TTL (two minutes) is far longer than the test
 may take, so lease expiry cannot be what frees it. Both databases; the SDK's in-process port and
-the HTTP path (``local_port=False``).
+HTTP on a loopback socket (the ``transport`` fixture).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from aiki import Run, client, server, task, worker, workflow
+from aiki import Run, server, task, worker, workflow
 from aiki.platform.db.engine import Database
 from aiki.worker_sdk.protocol import HeartbeatRun, RegisterWorkerRequest, ReleaseRequest, VersionSpec
 from tests.conftest import AikiHarness
@@ -45,18 +44,10 @@ async def release_v1(run: Run, key: str) -> str:
     return await blocking_step.start(run, key)
 
 
-@pytest.fixture(params=["port", "http"])
-async def long_lease(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[AikiHarness]:
-    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
-    harness = AikiHarness(kind, db_url, lease_ttl=LONG_LEASE)
-    if request.param == "http":
-        await harness.client.close()
-        harness.client = client(handler=harness.handler, local_port=False)
-    await harness.start()
-    try:
-        yield harness
-    finally:
-        await harness.close()
+@pytest.fixture
+async def long_lease(make_aiki: Any) -> AikiHarness:
+    harness: AikiHarness = await make_aiki(lease_ttl=LONG_LEASE)
+    return harness
 
 
 async def _wait_for_hits(key: str, n: int) -> None:
@@ -175,15 +166,9 @@ def test_a_worker_heartbeat_interval_must_be_positive() -> None:
         worker([release_v1], heartbeat_interval=timedelta(0))
 
 
-async def test_the_server_settings_reach_the_worker(db_url: str) -> None:
-    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
-    harness = await AikiHarness(
-        kind, db_url, lease_ttl=timedelta(seconds=3), heartbeat_interval=timedelta(milliseconds=700)
-    ).start()
-    try:
-        answer = await harness.client.register_worker(
-            RegisterWorkerRequest(worker_id=new_key("w"), host="t", versions=[VersionSpec("release-on-stop", "1.0.0")])
-        )
-        assert (answer.lease_ttl_ms, answer.heartbeat_interval_ms) == (3000, 700)
-    finally:
-        await harness.close()
+async def test_the_server_settings_reach_the_worker(make_aiki: Any) -> None:
+    harness = await make_aiki(lease_ttl=timedelta(seconds=3), heartbeat_interval=timedelta(milliseconds=700))
+    answer = await harness.client.register_worker(
+        RegisterWorkerRequest(worker_id=new_key("w"), host="t", versions=[VersionSpec("release-on-stop", "1.0.0")])
+    )
+    assert (answer.lease_ttl_ms, answer.heartbeat_interval_ms) == (3000, 700)

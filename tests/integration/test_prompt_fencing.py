@@ -13,18 +13,15 @@ in-process port and once over HTTP (a real uvicorn socket and ``client(url=...)`
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
-import uvicorn
 
-from aiki import Client, InvalidTransitionError, Run, client, event, task, worker, workflow
+from aiki import Client, InvalidTransitionError, Run, event, task, worker, workflow
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
@@ -169,7 +166,8 @@ ALL = [two_steps_v1, side_by_side_v1, child_v1, parent_v1, waiting_v1, napping_v
 class Setup:
     aiki: AikiHarness
     client: Client
-    """What the worker and the test use: ``client(handler=...)`` or ``client(url=...)``."""
+    """What the worker and the test use: the harness's, ``client(handler=...)`` or ``client(url=...)``
+    (the ``transport`` fixture)."""
 
     watches: int = 0
     """How many watch requests the worker has sent."""
@@ -190,46 +188,11 @@ class Setup:
         return handle
 
 
-async def _serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    # Long-polls parked when the test ends (claims, watches) are cut short at shutdown.
-    config = uvicorn.Config(app, lifespan="off", log_level="critical", access_log=False, timeout_graceful_shutdown=0.2)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    deadline = time.monotonic() + WAIT.total_seconds()
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert not serving.done(), serving
-        await asyncio.sleep(0.01)
-    return server, serving, f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
-@pytest.fixture(params=["in_process", "http"])
-async def setup(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[Setup]:
-    kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
+@pytest.fixture
+async def setup(make_aiki: Any) -> Setup:
     options = {"heartbeat_interval": HEARTBEAT, "lease_ttl": 3 * HEARTBEAT, "sleep_hold_max": timedelta(seconds=30)}
-    harness = await AikiHarness(kind, db_url, **options).start()
-    if request.param == "in_process":
-        try:
-            yield Setup(harness, harness.client)
-        finally:
-            await harness.close()
-        return
-    server, serving, url = await _serve(harness.handler)
-    remote = client(url=url)
-    try:
-        yield Setup(harness, remote)
-    finally:
-        for handle in harness._workers:
-            with contextlib.suppress(Exception):
-                await handle.stop(grace=timedelta(seconds=1))
-        await remote.close()
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(serving, 10)
-        await harness.close()
+    harness: AikiHarness = await make_aiki(**options)
+    return Setup(harness, harness.client)
 
 
 async def _until(condition: Callable[[], bool], what: str, timeout: float = PROMPT_S) -> None:

@@ -4,7 +4,8 @@ On PostgreSQL a claim skips rows another transaction holds (``SKIP LOCKED``). Wh
 transaction commits without changing the run's status (an event sent to a run already queued, a
 parent locking its queued child to wait for it), nothing announces the run again, and it waited
 for the recheck of parked claims (10 s). Here that recheck is set to an hour, so a lost wake-up
-hangs the scenario until the test's timeout. Both databases, in process and over HTTP.
+hangs the scenario until the test's timeout. Both databases, in process and over HTTP (the
+``transport`` fixture).
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from aiki import Client, Run, client, event, task, workflow
+from aiki import Client, Run, event, task, workflow
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.worker_sdk.protocol import RegisterWorkerRequest, VersionSpec
 
 from .helpers import WAIT, new_key
-from .socket_server import serving
 
 RUNS = 8
 CHILDREN = 5
@@ -31,12 +31,12 @@ NEVER_MS = 3_600_000  # the parked claims' recheck: far beyond any test timeout
 
 
 @pytest.fixture
-async def harness(db_url: str) -> AsyncIterator[Any]:
+async def harness(db_url: str, transport: str) -> AsyncIterator[Any]:
     """The ``aiki`` harness with the recheck of parked claims made an hour."""
     from tests.conftest import AikiHarness
 
     kind = "postgres" if db_url.startswith("postgresql") else "sqlite"
-    h = AikiHarness(kind, db_url)
+    h = AikiHarness(kind, db_url, transport=transport)
     h.server.services.settings = dataclasses.replace(h.server.services.settings, wake_recheck_ms=NEVER_MS)
     await h.start()
     try:
@@ -45,17 +45,11 @@ async def harness(db_url: str) -> AsyncIterator[Any]:
         await h.close()
 
 
-@pytest.fixture(params=["in-process", "http"])
-async def sdk(request: pytest.FixtureRequest, harness: Any) -> AsyncIterator[Client]:
-    if request.param == "in-process":
-        yield harness.client
-        return
-    async with serving(harness.handler) as served:
-        remote = client(url=served.url)
-        try:
-            yield remote
-        finally:
-            await remote.close()
+@pytest.fixture
+def sdk(harness: Any) -> Client:
+    """The harness's client: its local port, or HTTP on a loopback socket (the ``transport``)."""
+    client: Client = harness.client
+    return client
 
 
 @task(name="requeue-step")
@@ -121,13 +115,13 @@ async def test_a_parent_running_children_one_after_another_never_waits_for_the_r
     assert results == [[f"{key}-{i}" for i in range(CHILDREN)] for key in keys]
 
 
+# SQLite has no row locks (a claim waits for the writer instead of passing over): PostgreSQL only.
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_a_run_a_claim_passed_over_is_claimed_once_its_row_is_released(
     harness: Any, sdk: Client, db_url: str
 ) -> None:
     """The mechanism itself: a claim skips the row of a queued run that another transaction holds,
     and that transaction ends without changing the run (no wake-up follows)."""
-    if harness.db != "postgres":
-        pytest.skip("SQLite has no row locks: a claim waits for the writer instead of passing over")
     await sdk.register_worker(
         RegisterWorkerRequest(
             worker_id=f"registrar-{new_key()}", host="t", versions=[VersionSpec("requeue-leaf", "1.0.0")]

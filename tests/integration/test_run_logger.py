@@ -7,25 +7,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from aiki import Run, event, task, workflow
+from tests.conftest import AikiHarness
 
 from .helpers import WAIT, new_key
-from .loopback import MODES, Env, open_env
 
 
-@pytest.fixture(params=[(m, h) for m in MODES for h in ("suspend", "hold")], ids=lambda p: "-".join(p))
-async def env(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[Env]:
+@pytest.fixture(params=["suspend", "hold"])
+async def aiki(request: pytest.FixtureRequest, make_aiki: Any) -> AikiHarness:
     # "suspend": every sleep suspends its run, so each one ends an execution; "hold": short sleeps
     # are waited out by their executor, which goes on to the next step without a replay.
-    mode, hold = request.param
-    options = {"sleep_hold_max": timedelta(0)} if hold == "suspend" else {}
-    async with open_env(db_url, mode, **options) as e:
-        yield e
+    options = {"sleep_hold_max": timedelta(0)} if request.param == "suspend" else {}
+    harness: AikiHarness = await make_aiki(**options)
+    return harness
 
 
 @task(name="log-step")
@@ -72,12 +71,12 @@ async def log_v1(run: Run, key: str) -> str:
 
 
 async def test_each_line_is_logged_once_across_suspensions_and_replays(
-    env: Env, caplog: pytest.LogCaptureFixture
+    aiki: AikiHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="aiki.workflow")
     key = new_key()
-    await env.worker([log_v1, log_child_v1])
-    handle = await log_v1.start(env.client, key)
+    await aiki.worker([log_v1, log_child_v1])
+    handle = await log_v1.start(aiki.client, key)
     await handle.wait_for_status("awaiting_event", timeout=WAIT)
     await handle.events.go.send("now")
     assert await asyncio.wait_for(handle.result(), WAIT.total_seconds()) == key
@@ -88,5 +87,5 @@ async def test_each_line_is_logged_once_across_suspensions_and_replays(
     assert [r.getMessage().split(" ", 1)[0] for r in mine if r.getMessage().startswith("L")] == LINES
     assert all((r.workflow, r.version) == ("log-parent", "1.0.0") for r in mine)  # type: ignore[attr-defined]
     # The run was executed many times over (each execution replayed the ones before).
-    statuses = [h.to_status for h in await env.client.history(handle.id)]
+    statuses = [h.to_status for h in await aiki.client.history(handle.id)]
     assert statuses.count("running") >= 3, statuses

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,18 +14,18 @@ import pytest
 
 from aiki import ReferenceConflictError, RetryPolicy, Run, ValidationError, WorkflowNotFoundError, schedule, workflow
 from aiki.worker_sdk.protocol import RunView
+from tests.conftest import AikiHarness
 
 from .helpers import WAIT, new_key
-from .loopback import MODES, Env, open_env
 
 POOL = "opts-pool"
 FAST_RETRY = RetryPolicy.fixed(max_attempts=2, delay=timedelta(milliseconds=20))
 
 
-@pytest.fixture(params=MODES)
-async def env(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[Env]:
-    async with open_env(db_url, request.param, sleep_hold_max=timedelta(0)) as e:
-        yield e
+@pytest.fixture
+async def aiki(make_aiki: Any) -> AikiHarness:
+    harness: AikiHarness = await make_aiki(sleep_hold_max=timedelta(0))
+    return harness
 
 
 flaky_wf = workflow(name="opts-flaky")
@@ -81,81 +80,81 @@ async def dedup_v1(run: Run, key: str) -> dict[str, Any]:
     return outcome
 
 
-async def _history_statuses(env: Env, run_id: str) -> list[str]:
-    return [h.to_status for h in await env.aiki.client.history(run_id)]
+async def _history_statuses(aiki: AikiHarness, run_id: str) -> list[str]:
+    return [h.to_status for h in await aiki.client.history(run_id)]
 
 
-async def test_child_start_carries_reference_delay_retry_and_pool(env: Env) -> None:
+async def test_child_start_carries_reference_delay_retry_and_pool(aiki: AikiHarness) -> None:
     key = new_key()
     # Only a worker of POOL runs the child: it lands there only if the pool option arrived.
-    await env.worker([parent_v1])
-    await env.worker([flaky_v1], pools=[POOL])
-    handle = await parent_v1.start(env.client, key)
+    await aiki.worker([parent_v1])
+    await aiki.worker([flaky_v1], pools=[POOL])
+    handle = await parent_v1.start(aiki.client, key)
     output = await asyncio.wait_for(handle.result(), WAIT.total_seconds())
 
     assert output["status"] == "completed"
     # The child's first attempt failed: it completed because the retry policy reached it.
     assert output["output"] == {"key": key, "attempt": 2, "reference_id": f"child-{key}"}
-    child: RunView = await env.client.get_run(output["child"])
+    child: RunView = await aiki.client.get_run(output["child"])
     assert (child.reference_id, child.pool, child.parent_run_id) == (f"child-{key}", POOL, handle.id)
     # Delayed: it was scheduled before it was queued.
-    assert (await _history_statuses(env, child.id))[:2] == ["scheduled", "queued"]
+    assert (await _history_statuses(aiki, child.id))[:2] == ["scheduled", "queued"]
 
     # The reference finds the child, and a client start with it returns the child: no second run.
-    found = await flaky_v1.get_handle_by_reference(env.client, f"child-{key}")
+    found = await flaky_v1.get_handle_by_reference(aiki.client, f"child-{key}")
     assert found.id == child.id
-    again = await flaky_v1.with_options(reference_id=f"child-{key}").start(env.client, key)
+    again = await flaky_v1.with_options(reference_id=f"child-{key}").start(aiki.client, key)
     assert again.id == child.id
     with pytest.raises(ReferenceConflictError):
-        await flaky_v1.with_options(reference_id=f"child-{key}").start(env.client, key + "-other")
-    page = await env.client.list_runs(workflow="opts-flaky", reference_id=f"child-{key}")
+        await flaky_v1.with_options(reference_id=f"child-{key}").start(aiki.client, key + "-other")
+    page = await aiki.client.list_runs(workflow="opts-flaky", reference_id=f"child-{key}")
     assert [r.id for r in page.items] == [child.id]
 
 
-async def test_child_reference_deduplicates_within_the_parent_and_stays_deterministic(env: Env) -> None:
+async def test_child_reference_deduplicates_within_the_parent_and_stays_deterministic(aiki: AikiHarness) -> None:
     key = new_key()
-    client_run = await flaky_v1.with_options(reference_id=f"client-{key}", retry=FAST_RETRY).start(env.client, key)
-    await env.worker([dedup_v1, flaky_v1])
-    handle = await dedup_v1.start(env.client, key)
+    client_run = await flaky_v1.with_options(reference_id=f"client-{key}", retry=FAST_RETRY).start(aiki.client, key)
+    await aiki.worker([dedup_v1, flaky_v1])
+    handle = await dedup_v1.start(aiki.client, key)
     # The parent suspends on the child and is replayed: the children it gets stay the same.
     output = await asyncio.wait_for(handle.result(), WAIT.total_seconds())
 
     assert output["first"] == output["again"] == output["return_existing"]
     assert output["other_input"] == "conflict"
     assert output["foreign"] == "conflict"
-    children = await env.client.list_runs(parent_run_id=handle.id)
+    children = await aiki.client.list_runs(parent_run_id=handle.id)
     assert [c.id for c in children.items] == [output["first"]]
     await asyncio.wait_for(client_run.wait_for_status("completed"), WAIT.total_seconds())
 
 
-async def _schedule_run(env: Env, schedule_id: str) -> RunView:
+async def _schedule_run(aiki: AikiHarness, schedule_id: str) -> RunView:
     deadline = time.monotonic() + WAIT.total_seconds()
     while True:
-        page = await env.client.list_runs(schedule_id=schedule_id)
+        page = await aiki.client.list_runs(schedule_id=schedule_id)
         if page.items:
             return page.items[-1]
         assert time.monotonic() < deadline, "the schedule started no run"
         await asyncio.sleep(0.05)
 
 
-async def test_schedule_runs_get_the_versions_retry_and_pool(env: Env) -> None:
+async def test_schedule_runs_get_the_versions_retry_and_pool(aiki: AikiHarness) -> None:
     key = new_key()
-    await env.worker([flaky_v1], pools=[POOL])
+    await aiki.worker([flaky_v1], pools=[POOL])
     version = flaky_v1.with_options(retry=FAST_RETRY, pool=POOL)
-    handle = await schedule(every=timedelta(seconds=1)).activate(env.client, version, key)
+    handle = await schedule(every=timedelta(seconds=1)).activate(aiki.client, version, key)
     try:
         described = await handle.describe()
         assert described.pool == POOL
         assert described.retry is not None
         assert described.retry.max_attempts == 2
-        run = await _schedule_run(env, handle.id)
+        run = await _schedule_run(aiki, handle.id)
         assert run.pool == POOL
         ended = await asyncio.wait_for(
-            flaky_v1._handle(env.client, run.id).wait_for_status("completed"), WAIT.total_seconds()
+            flaky_v1._handle(aiki.client, run.id).wait_for_status("completed"), WAIT.total_seconds()
         )
         assert ended.attempt == 2  # retried: the policy reached the run
         # Activating the same rule without the options is another schedule (options are part of it).
-        other = await schedule(every=timedelta(seconds=1)).activate(env.client, flaky_v1, key)
+        other = await schedule(every=timedelta(seconds=1)).activate(aiki.client, flaky_v1, key)
         assert other.id != handle.id
         assert other.created
         await other.delete()
@@ -172,19 +171,21 @@ async def test_schedule_runs_get_the_versions_retry_and_pool(env: Env) -> None:
     ],
     ids=["reference_id", "delay", "conflict"],
 )
-async def test_schedule_refuses_options_it_cannot_honour(env: Env, options: dict[str, Any], field: str) -> None:
-    await env.worker([flaky_v1])
+async def test_schedule_refuses_options_it_cannot_honour(
+    aiki: AikiHarness, options: dict[str, Any], field: str
+) -> None:
+    await aiki.worker([flaky_v1])
     with pytest.raises(ValidationError) as info:
-        await schedule(every=timedelta(hours=1)).activate(env.client, flaky_v1.with_options(**options), new_key())
+        await schedule(every=timedelta(hours=1)).activate(aiki.client, flaky_v1.with_options(**options), new_key())
     assert info.value.field == field
     assert field in str(info.value)
-    listed = await env.client.request("GET", "/schedules", dict)
+    listed = await aiki.client.request("GET", "/schedules", dict)
     assert listed["items"] == []
 
 
-async def test_client_start_carries_every_option(env: Env) -> None:
+async def test_client_start_carries_every_option(aiki: AikiHarness) -> None:
     key = new_key()
-    await env.worker([flaky_v1], pools=[POOL])
+    await aiki.worker([flaky_v1], pools=[POOL])
     version = flaky_v1.with_options(
         reference_id=f"client-{key}",
         delay=timedelta(milliseconds=200),
@@ -192,7 +193,7 @@ async def test_client_start_carries_every_option(env: Env) -> None:
         pool=POOL,
         require_registered=True,
     )
-    handle = await version.start(env.client, key)
+    handle = await version.start(aiki.client, key)
     assert await asyncio.wait_for(handle.result(), WAIT.total_seconds()) == {
         "key": key,
         "attempt": 2,
@@ -200,12 +201,12 @@ async def test_client_start_carries_every_option(env: Env) -> None:
     }
     view = await handle.describe()
     assert (view.reference_id, view.pool) == (f"client-{key}", POOL)
-    assert (await _history_statuses(env, handle.id))[:2] == ["scheduled", "queued"]
-    assert (await version.start(env.client, key)).id == handle.id
+    assert (await _history_statuses(aiki, handle.id))[:2] == ["scheduled", "queued"]
+    assert (await version.start(aiki.client, key)).id == handle.id
     with pytest.raises(ReferenceConflictError):
-        await version.start(env.client, key + "-other")
+        await version.start(aiki.client, key + "-other")
     other = await version.with_options(reference_id=f"client-{key}", conflict="return_existing").start(
-        env.client, key + "-other"
+        aiki.client, key + "-other"
     )
     assert other.id == handle.id
 
@@ -232,10 +233,10 @@ async def strict_parent_v1(run: Run, key: str) -> dict[str, Any]:
     return {"strict": strict, "child": child.id}
 
 
-async def test_child_of_an_unregistered_version_waits_unless_registration_is_required(env: Env) -> None:
-    await env.worker([strict_parent_v1])
-    handle = await strict_parent_v1.start(env.client, new_key())
+async def test_child_of_an_unregistered_version_waits_unless_registration_is_required(aiki: AikiHarness) -> None:
+    await aiki.worker([strict_parent_v1])
+    handle = await strict_parent_v1.start(aiki.client, new_key())
     output = await asyncio.wait_for(handle.result(), WAIT.total_seconds())
     assert output["strict"] == "refused"
-    child = await env.client.get_run(output["child"])
+    child = await aiki.client.get_run(output["child"])
     assert (child.status, child.parent_run_id) == ("queued", handle.id)

@@ -100,27 +100,18 @@ class WakeHub:
         With ``future``, wait on that one: a notification sets it to None, and whoever else holds
         it may set another result (after :meth:`forget`, so no notification gets there first).
         """
-        if self._versions[key] != since:
-            return True
-        if timeout <= 0:
-            return False
-        fut: asyncio.Future[Any] = future if future is not None else asyncio.get_running_loop().create_future()
-        self._waiters[key].add(fut)
-        try:
-            await asyncio.wait_for(fut, timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            self.forget(key, fut)
+        return await self.wait_any({key: since}, timeout, future)
 
-    async def wait_any(self, since: Mapping[str, int], timeout: float) -> bool:
-        """Wait until one of the keys of ``since`` is notified after its version there; False on timeout."""
+    async def wait_any(
+        self, since: Mapping[str, int], timeout: float, future: asyncio.Future[Any] | None = None
+    ) -> bool:
+        """Wait until one of the keys of ``since`` is notified after its version there; False on
+        timeout. ``future`` as for :meth:`wait`."""
         if any(self._versions[key] != version for key, version in since.items()):
             return True
         if timeout <= 0:
             return False
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = future if future is not None else asyncio.get_running_loop().create_future()
         for key in since:
             self._waiters[key].add(fut)
         try:

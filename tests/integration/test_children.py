@@ -64,8 +64,8 @@ async def test_fan_out_ten_children_in_parallel_and_gather_their_results(aiki: A
 
     assert output["statuses"] == ["completed"]
     assert output["outputs"] == [n * n for n in range(FAN_OUT)]
-    # The parent replayed after each wake-up, yet each child was started once.
-    assert LEDGER.count("orch-fan-out", key) > 1
+    # However often the parent replayed (children may all end before it waits, and then it never
+    # suspends), each child was started once.
     assert LEDGER.count("orch-square", key) == FAN_OUT
     assert len(set(output["children"])) == FAN_OUT
     for child_id in output["children"]:

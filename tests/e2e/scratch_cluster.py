@@ -11,12 +11,14 @@ import contextlib
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import asyncpg
 import pytest
 
-from tests.e2e.procs import free_port
+from tests.e2e.procs import WorkerProcs, free_port
 
 PG_VERSION = "15"
 
@@ -65,3 +67,21 @@ def scratch_cluster() -> Iterator[ScratchCluster]:
         yield cluster
     finally:
         _pg("pg_dropcluster", "--stop", PG_VERSION, cluster.name)
+
+
+@contextlib.asynccontextmanager
+async def cluster_with_procs(tmp_path: Path) -> AsyncIterator[tuple[ScratchCluster, WorkerProcs]]:
+    """A scratch cluster with an empty ``aiki`` database, and the process helpers aimed at it
+    (cleaned up, their logs dumped, when the block ends)."""
+    with scratch_cluster() as cluster:
+        admin = await asyncpg.connect(cluster.admin_dsn)
+        try:
+            await admin.execute("CREATE DATABASE aiki")
+        finally:
+            await admin.close()
+        procs = WorkerProcs(tmp_path, cluster.url("aiki"), tmp_path / "ledger.txt")
+        try:
+            yield cluster, procs
+        finally:
+            procs.cleanup()
+            procs.dump()

@@ -15,12 +15,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.e2e.procs import WorkerProcs, poll_until
-from tests.e2e.scratch_cluster import scratch_cluster
+from tests.e2e.scratch_cluster import cluster_with_procs
 from tests.e2e.workflows import five_steps_v1
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only, pytest.mark.timeout(240)]
@@ -77,18 +76,8 @@ class Load:
 
 
 async def test_postgres_restarts_answer_503_with_retry_after_and_recover(tmp_path: Path) -> None:
-    with scratch_cluster() as cluster:
-        admin = await asyncpg.connect(cluster.admin_dsn)
-        try:
-            await admin.execute("CREATE DATABASE aiki")
-        finally:
-            await admin.close()
-        procs = WorkerProcs(tmp_path, cluster.url("aiki"), tmp_path / "ledger.txt")
-        try:
-            await _exercise(procs, cluster)
-        finally:
-            procs.cleanup()
-            procs.dump()
+    async with cluster_with_procs(tmp_path) as (cluster, procs):
+        await _exercise(procs, cluster)
 
 
 async def _exercise(procs: WorkerProcs, cluster: object) -> None:

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from tests.e2e.procs import WorkerProcs, poll_until_async
-from tests.e2e.scratch_cluster import ScratchCluster, scratch_cluster
+from tests.e2e.scratch_cluster import ScratchCluster, cluster_with_procs
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only, pytest.mark.timeout(180)]
 
@@ -38,18 +38,8 @@ async def _fetchrow(cluster: ScratchCluster, sql: str, *args: Any) -> Any:
 
 
 async def test_leases_do_not_expire_because_the_database_was_down(tmp_path: Path) -> None:
-    with scratch_cluster() as cluster:
-        admin = await asyncpg.connect(cluster.admin_dsn)
-        try:
-            await admin.execute("CREATE DATABASE aiki")
-        finally:
-            await admin.close()
-        procs = WorkerProcs(tmp_path, cluster.url("aiki"), tmp_path / "ledger.txt")
-        try:
-            await _exercise(procs, cluster)
-        finally:
-            procs.cleanup()
-            procs.dump()
+    async with cluster_with_procs(tmp_path) as (cluster, procs):
+        await _exercise(procs, cluster)
 
 
 async def _exercise(procs: WorkerProcs, cluster: ScratchCluster) -> None:

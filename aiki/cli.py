@@ -265,9 +265,14 @@ def _iam_config(**overrides: Any) -> Any:
 
 
 def _dev_secret(url: str) -> str:
-    """``AIKI_SECRET_KEY``, or a random secret kept beside the dev database (keys survive restarts)."""
-    import secrets
+    """``AIKI_SECRET_KEY``, or a random secret kept beside the dev database (keys survive restarts).
+
+    One per checkout, made on first start with mode 0600 and never printed; ``.gitignore`` keeps
+    ``*.secret`` and ``.aiki-dev-secret`` out of git (``aiki.iam.server_secret.secret_file``).
+    """
     from pathlib import Path
+
+    from aiki.iam.server_secret import secret_file
 
     if os.environ.get("AIKI_SECRET_KEY"):
         return os.environ["AIKI_SECRET_KEY"]
@@ -275,12 +280,10 @@ def _dev_secret(url: str) -> str:
     target = (
         Path(f"{path}.secret") if url.startswith("sqlite") and path and path != ":memory:" else Path(".aiki-dev-secret")
     )
-    if target.exists():
-        return target.read_text().strip()
-    value = secrets.token_urlsafe(48)
-    target.touch(mode=0o600)
-    target.write_text(value + "\n")
-    return value
+    try:
+        return secret_file(target)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"the dev secret file {target}: {exc}") from None
 
 
 async def _server(

@@ -12,6 +12,7 @@ from aiki.iam import audit
 from aiki.iam.context import Iam
 from aiki.iam.crypto import key_prefix, parse_api_key
 from aiki.iam.key_cache import CachedKey
+from aiki.iam.key_rotation import verified_key_hash
 from aiki.iam.models import Me, NamespaceView, OrganizationView, SignedIn, UserView
 from aiki.iam.policy import Grant, Principal
 from aiki.iam.rate_limit import WINDOW_MS
@@ -345,13 +346,15 @@ async def authenticate_key(iam: Iam, token: str) -> Principal:
     parsed = parse_api_key(token)
     if parsed is None:
         raise Unauthenticated("the API key is malformed (expected aiki_<id>_<secret>)")
-    presented = iam.secrets.api_key_hash(token)
     now = iam.now()
     key = iam.key_cache.get(parsed.key_id, now)
     if key is None:
-        key = await _look_up_key(iam, parsed.key_id, presented, now)
-    elif not _same(presented, key.key_hash):
-        raise Unauthenticated("the API key is not valid")
+        key = await _look_up_key(iam, parsed.key_id, token, now)
+    else:
+        stored = await verified_key_hash(iam, key.id, token, key.key_hash)
+        if stored is None:
+            raise Unauthenticated("the API key is not valid")
+        key.key_hash = stored
     _check_expiry(key, now)
     await _meter(iam, key, now)
     return Principal(
@@ -364,14 +367,15 @@ async def authenticate_key(iam: Iam, token: str) -> Principal:
     )
 
 
-async def _look_up_key(iam: Iam, key_id: str, presented: str, now: int) -> CachedKey:
+async def _look_up_key(iam: Iam, key_id: str, token: str, now: int) -> CachedKey:
     async with iam.db.engine.connect() as conn:
         row = await ApiKeyDirectory(conn).get(key_id)
-    if row is None or not _same(presented, row["key_hash"]):
+    stored = None if row is None else await verified_key_hash(iam, key_id, token, row["key_hash"])
+    if row is None or stored is None:
         raise Unauthenticated("the API key is not valid")
     if row["revoked_at"] is not None:
         raise Unauthenticated("the API key has been revoked")
-    key = CachedKey.of(row, now)
+    key = CachedKey.of({**row, "key_hash": stored}, now)
     _check_expiry(key, now)
     iam.key_cache.put(key)  # only keys that passed every check
     return key
@@ -397,12 +401,6 @@ async def _meter(iam: Iam, key: CachedKey, now: int) -> None:
             return await RateLimitRepository(conn).hit(f"api:{key.id}", now, WINDOW_MS, hits)
 
     await iam.api_limits.hit(key.id, limit, now, fold)
-
-
-def _same(a: str, b: str) -> bool:
-    import hmac
-
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 async def namespace_grant(iam: Iam, principal: Principal, namespace_id: str) -> Grant | None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiki.iam.oidc_config import OidcConfig
+from aiki.iam.server_secret import PREVIOUS_SECRET_ENV, SECRET_ENV, check_secret
 
-MIN_SECRET_LENGTH = 32
 KEY_CACHE_TTL_ENV = "AIKI_API_KEY_CACHE_TTL_S"
 MAX_KEY_CACHE_TTL_S = 3600
 # Where the API serves the OIDC callback (aiki.api.iam_routes); the default redirect URI points here.
@@ -25,9 +25,15 @@ class IamConfig:
     """How identity and access work on this server.
 
     Attributes:
-        secret_key: the server secret (``AIKI_SECRET_KEY``, at least 32 characters). API keys and
-            invitation tokens are stored as HMACs under it, and session cookies are signed with it:
-            changing it invalidates every key, session and pending invitation.
+        secret_key: the server secret (``AIKI_SECRET_KEY``, at least 32 characters of which at least
+            16 distinct). API keys and invitation tokens are stored as HMACs under it, and session
+            cookies are signed with it: changing it alone invalidates every key, session and pending
+            invitation; rotate it with ``previous_secret_key``.
+        previous_secret_key: the secret ``secret_key`` replaced (``AIKI_SECRET_KEY_PREVIOUS``,
+            optional, same rules). While set, keys, sessions, invitations and OIDC logins made under
+            it still verify; everything new uses ``secret_key``, and an API key used once is stored
+            again under ``secret_key``. Drop it once the rotation is over (README, "Rotating the
+            server secret").
         base_url: the public URL of the server (``AIKI_BASE_URL``): invitation links point there
             and unsafe requests made with a session must come from its origin.
         session_idle_s: a session unused for this long is revoked.
@@ -63,12 +69,17 @@ class IamConfig:
     secure_cookies: bool = True
     claim_default_organization: bool = False
     oidc: OidcConfig | None = None
+    previous_secret_key: str | None = None
 
     def __post_init__(self) -> None:
-        if len(self.secret_key) < MIN_SECRET_LENGTH:
+        for variable, value in ((SECRET_ENV, self.secret_key), (PREVIOUS_SECRET_ENV, self.previous_secret_key)):
+            problem = None if value is None else check_secret(variable, value)
+            if problem is not None:
+                raise IamConfigError(problem)
+        if self.previous_secret_key == self.secret_key:
             raise IamConfigError(
-                f"AIKI_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters "
-                "(generate one with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+                f"{PREVIOUS_SECRET_ENV} is the same as {SECRET_ENV}: set {SECRET_ENV} to the new secret "
+                f"and {PREVIOUS_SECRET_ENV} to the old one"
             )
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -89,8 +100,8 @@ class IamConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> IamConfig:
-        """Read ``AIKI_SECRET_KEY``, ``AIKI_BASE_URL`` (and ``AIKI_API_KEY_CACHE_TTL_S``, optional);
-        raise naming the variable that is missing or malformed."""
+        """Read ``AIKI_SECRET_KEY``, ``AIKI_BASE_URL`` (and ``AIKI_SECRET_KEY_PREVIOUS``,
+        ``AIKI_API_KEY_CACHE_TTL_S``, optional); raise naming the variable that is missing or malformed."""
         env = os.environ if environ is None else environ
         for name in ("AIKI_SECRET_KEY", "AIKI_BASE_URL"):
             if not env.get(name) and name.lower().removeprefix("aiki_") not in overrides:
@@ -99,6 +110,8 @@ class IamConfig:
             "secret_key": env.get("AIKI_SECRET_KEY", ""),
             "base_url": env.get("AIKI_BASE_URL", ""),
         }
+        if env.get(PREVIOUS_SECRET_ENV):
+            values["previous_secret_key"] = env[PREVIOUS_SECRET_ENV]
         ttl = env.get(KEY_CACHE_TTL_ENV, "").strip()
         if ttl:
             try:

@@ -30,7 +30,7 @@ class Iam:
     ) -> None:
         self.db = db
         self.config = config
-        self.secrets = Secrets(config.secret_key)
+        self.secrets = Secrets(config.secret_key, config.previous_secret_key)
         self.passwords = passwords or Passwords()
         self.clock: Callable[[], int] = clock or now_ms
         self._oidc: OidcRelyingParty | None = None

@@ -131,29 +131,66 @@ def key_prefix(key_id: str) -> str:
     return f"{KEY_PREFIX}{key_id}_"
 
 
-class Secrets:
-    """Keyed operations under the server secret."""
+class _DerivedKeys:
+    """The per-purpose keys of one server secret."""
+
+    __slots__ = ("api_keys", "invitations", "oidc_browsers", "sessions")
 
     def __init__(self, secret_key: str) -> None:
         master = secret_key.encode()
-        self._api_keys = self._derive(master, b"aiki api keys")
-        self._invitations = self._derive(master, b"aiki invitations")
-        self._sessions = self._derive(master, b"aiki sessions")
-        self._oidc_browsers = self._derive(master, b"aiki oidc browsers")
+        self.api_keys = _derive(master, b"aiki api keys")
+        self.invitations = _derive(master, b"aiki invitations")
+        self.sessions = _derive(master, b"aiki sessions")
+        self.oidc_browsers = _derive(master, b"aiki oidc browsers")
 
-    @staticmethod
-    def _derive(master: bytes, purpose: bytes) -> bytes:
-        return hmac.new(master, purpose, hashlib.sha256).digest()
+
+def _derive(master: bytes, purpose: bytes) -> bytes:
+    return hmac.new(master, purpose, hashlib.sha256).digest()
+
+
+def _mac(key: bytes, token: str) -> str:
+    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
+
+
+class Secrets:
+    """Keyed operations under the server secret, and under the previous one while it is rotated.
+
+    Everything new (stored hashes, signed cookies) uses the current secret; the previous one
+    (``AIKI_SECRET_KEY_PREVIOUS``) only verifies what was made before the rotation, so nothing a
+    user holds stops working the moment the secret changes.
+    """
+
+    def __init__(self, secret_key: str, previous_key: str | None = None) -> None:
+        self._current = _DerivedKeys(secret_key)
+        self._previous = _DerivedKeys(previous_key) if previous_key else None
+
+    @property
+    def _all(self) -> tuple[_DerivedKeys, ...]:
+        return (self._current,) if self._previous is None else (self._current, self._previous)
 
     def api_key_hash(self, token: str) -> str:
-        return hmac.new(self._api_keys, token.encode(), hashlib.sha256).hexdigest()
+        """What ``api_keys.key_hash`` keeps of a new key (under the current secret)."""
+        return _mac(self._current.api_keys, token)
+
+    def api_key_hash_previous(self, token: str) -> str | None:
+        """The key's hash under the previous secret, if one is set: what a key made before the rotation stored."""
+        return None if self._previous is None else _mac(self._previous.api_keys, token)
 
     def invitation_hash(self, token: str) -> str:
-        return hmac.new(self._invitations, token.encode(), hashlib.sha256).hexdigest()
+        """What the ``invitations`` table keeps of a new invitation token."""
+        return _mac(self._current.invitations, token)
+
+    def invitation_hashes(self, token: str) -> tuple[str, ...]:
+        """Every hash an invitation made with ``token`` may be stored under (current secret first)."""
+        return tuple(_mac(keys.invitations, token) for keys in self._all)
 
     def oidc_browser_hash(self, token: str) -> str:
         """What the ``oidc_logins`` table keeps of a browser's pre-login cookie."""
-        return hmac.new(self._oidc_browsers, token.encode(), hashlib.sha256).hexdigest()
+        return _mac(self._current.oidc_browsers, token)
+
+    def oidc_browser_hashes(self, token: str) -> tuple[str, ...]:
+        """Every hash a pre-login cookie's logins may be stored under (current secret first)."""
+        return tuple(_mac(keys.oidc_browsers, token) for keys in self._all)
 
     @staticmethod
     def new_invitation_token() -> str:
@@ -161,22 +198,24 @@ class Secrets:
 
     def sign_session(self, session_id: str, issued_s: int, expires_s: int) -> str:
         claims = {"sid": session_id, "iat": issued_s, "exp": expires_s, "typ": "aiki-session"}
-        return jwt.encode(claims, self._sessions, algorithm=_SESSION_ALGORITHM)
+        return jwt.encode(claims, self._current.sessions, algorithm=_SESSION_ALGORITHM)
 
     def session_id(self, token: str) -> str | None:
-        """The session a cookie names, if its signature holds.
+        """The session a cookie names, if its signature holds under the current or previous secret.
 
         Times are checked against the session row (the server clock), not the token: replicas whose
         clocks differ by a second must not refuse each other's fresh cookies.
         """
-        try:
-            claims = jwt.decode(
-                token,
-                self._sessions,
-                algorithms=[_SESSION_ALGORITHM],
-                options={"verify_exp": False, "verify_iat": False, "require": ["sid", "exp", "typ"]},
-            )
-        except jwt.PyJWTError:
-            return None
-        sid = claims.get("sid")
-        return sid if isinstance(sid, str) and claims.get("typ") == "aiki-session" else None
+        for keys in self._all:
+            try:
+                claims = jwt.decode(
+                    token,
+                    keys.sessions,
+                    algorithms=[_SESSION_ALGORITHM],
+                    options={"verify_exp": False, "verify_iat": False, "require": ["sid", "exp", "typ"]},
+                )
+            except jwt.PyJWTError:
+                continue
+            sid = claims.get("sid")
+            return sid if isinstance(sid, str) and claims.get("typ") == "aiki-session" else None
+        return None

@@ -18,7 +18,7 @@ who that is here and opens the session:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,9 +76,11 @@ def relying_party(iam: Iam) -> OidcRelyingParty:
 class DbPendingLoginStore:
     """The ``PendingLoginStore`` of one browser, in the ``oidc_logins`` table."""
 
-    def __init__(self, iam: Iam, browser_hash: str, ttl_ms: int) -> None:
+    def __init__(self, iam: Iam, browser_hash: str, ttl_ms: int, *, also_under: Sequence[str] = ()) -> None:
         self.iam = iam
         self.browser_hash = browser_hash
+        # Hashes of the same cookie under the previous server secret: logins begun before a rotation.
+        self.also_under = tuple(also_under)
         self.ttl_ms = ttl_ms
 
     async def put(self, pending: PendingLogin) -> None:
@@ -90,9 +92,19 @@ class DbPendingLoginStore:
     async def take(self, state: str) -> PendingLogin | None:
         if len(state) > MAX_STATE_LENGTH:
             return None
+        stored = None
         async with self.iam.db.transaction() as conn:
-            stored = await OidcLoginRepository(conn, self.browser_hash).take(state)
+            for browser_hash in (self.browser_hash, *self.also_under):
+                stored = await OidcLoginRepository(conn, browser_hash).take(state)
+                if stored is not None:
+                    break
         return PendingLogin.from_json(stored) if stored is not None else None
+
+
+def _store_of_browser(iam: Iam, browser_token: str, ttl_ms: int) -> DbPendingLoginStore:
+    """The logins a browser's pre-login cookie may have begun, under the current or previous secret."""
+    current, *previous = iam.secrets.oidc_browser_hashes(browser_token)
+    return DbPendingLoginStore(iam, current, ttl_ms, also_under=previous)
 
 
 class _NoLogins:
@@ -157,11 +169,7 @@ async def complete(
         OidcError: the callback is not this browser's login, or the provider's answer fails a check.
     """
     rp = relying_party(iam)
-    store = (
-        DbPendingLoginStore(iam, iam.secrets.oidc_browser_hash(browser_token), rp.pending_ttl_ms)
-        if browser_token
-        else _NoLogins()
-    )
+    store = _store_of_browser(iam, browser_token, rp.pending_ttl_ms) if browser_token else _NoLogins()
     try:
         identity, pending = await finish_login(rp, store, params, now_ms=iam.now())
     except OidcError as exc:

@@ -278,7 +278,7 @@ async def accept_invitation(iam: Iam, principal: Principal, token: str, ip: str 
     now = iam.now()
     async with iam.db.transaction() as conn:
         repo = InvitationRepository(conn, None)
-        row = await repo.by_token_hash(iam.secrets.invitation_hash(token))
+        row = await repo.by_token_hash(*iam.secrets.invitation_hashes(token))
         if row is None or row["accepted_at"] is not None or row["cancelled_at"] is not None:
             raise InvitationInvalid("this invitation link is not valid (unknown, used or cancelled)")
         if row["expires_at"] <= now:

@@ -249,8 +249,10 @@ class InvitationRepository:
         )
         return _all(await self.conn.execute(query))
 
-    async def by_token_hash(self, token_hash: str) -> Row | None:
-        return _one(await self.conn.execute(invitations.select().where(invitations.c.token_hash == token_hash)))
+    async def by_token_hash(self, *token_hashes: str) -> Row | None:
+        """The invitation stored under one of ``token_hashes`` (one per server secret in use)."""
+        query = invitations.select().where(invitations.c.token_hash.in_(token_hashes))
+        return _one(await self.conn.execute(query))
 
     async def update(self, invitation_id: str, values: Mapping[str, Any]) -> None:
         await self.conn.execute(invitations.update().where(invitations.c.id == invitation_id).values(**values))
@@ -304,6 +306,12 @@ class ApiKeyDirectory:
 
     async def mark_used(self, key_id: str, now: int) -> None:
         await self.conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(last_used_at=now))
+
+    async def rehash(self, key_id: str, old_hash: str, new_hash: str) -> None:
+        """Store a key's hash under the new server secret, unless another replica already did."""
+        await self.conn.execute(
+            api_keys.update().where(api_keys.c.id == key_id, api_keys.c.key_hash == old_hash).values(key_hash=new_hash)
+        )
 
 
 _KEY_COLUMNS = (

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -21,7 +22,8 @@ from aiki.platform.db import migrate
 ROOT = Path(__file__).resolve().parents[2]
 
 
-IAM_VARS = ("AIKI_SECRET_KEY", "AIKI_BASE_URL", "AIKI_API_KEY")
+GOOD_SECRET = "s3cret-0123456789-abcdefghijklmnopqrstuvwxyz"
+IAM_VARS = ("AIKI_SECRET_KEY", "AIKI_SECRET_KEY_PREVIOUS", "AIKI_BASE_URL", "AIKI_API_KEY")
 
 
 def _env(**overrides: str) -> dict[str, str]:
@@ -113,7 +115,7 @@ def test_server_with_a_bad_port_exits_2_naming_aiki_port(tmp_path: Path, port: s
     ("missing", "present"),
     [
         ("AIKI_SECRET_KEY", {"AIKI_BASE_URL": "https://aiki.example.com"}),
-        ("AIKI_BASE_URL", {"AIKI_SECRET_KEY": "s" * 40}),
+        ("AIKI_BASE_URL", {"AIKI_SECRET_KEY": GOOD_SECRET}),
     ],
 )
 def test_server_without_iam_settings_exits_2_naming_the_variable(
@@ -130,10 +132,23 @@ def test_server_without_iam_settings_exits_2_naming_the_variable(
     ("overrides", "named"),
     [
         ({"AIKI_SECRET_KEY": "too-short", "AIKI_BASE_URL": "https://aiki.example.com"}, "AIKI_SECRET_KEY"),
-        ({"AIKI_SECRET_KEY": "s" * 40, "AIKI_BASE_URL": "aiki.example.com"}, "AIKI_BASE_URL"),
+        ({"AIKI_SECRET_KEY": " " * 40, "AIKI_BASE_URL": "https://aiki.example.com"}, "AIKI_SECRET_KEY is empty"),
+        (
+            {"AIKI_SECRET_KEY": "too-short" * 5, "AIKI_BASE_URL": "https://aiki.example.com"},
+            "AIKI_SECRET_KEY has only 6 distinct characters",
+        ),
         (
             {
-                "AIKI_SECRET_KEY": "s" * 40,
+                "AIKI_SECRET_KEY": GOOD_SECRET,
+                "AIKI_SECRET_KEY_PREVIOUS": "too-short" * 5,
+                "AIKI_BASE_URL": "https://aiki.example.com",
+            },
+            "AIKI_SECRET_KEY_PREVIOUS has only 6 distinct characters",
+        ),
+        ({"AIKI_SECRET_KEY": GOOD_SECRET, "AIKI_BASE_URL": "aiki.example.com"}, "AIKI_BASE_URL"),
+        (
+            {
+                "AIKI_SECRET_KEY": GOOD_SECRET,
                 "AIKI_BASE_URL": "https://a.example",
                 "AIKI_OIDC_ISSUER": "https://id.example",
             },
@@ -219,6 +234,20 @@ def _healthy(http: httpx.Client) -> bool:
         return http.get("/health").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_dev_makes_a_private_secret_beside_its_database_and_never_prints_it(
+    dev_server: DevProcess, tmp_path: Path
+) -> None:
+    dev = dev_server
+    with httpx.Client(base_url=dev.base_url, timeout=30) as http:
+        _poll("/health", dev, lambda: _healthy(http), timeout=30)
+    _poll("the dev key line", dev, lambda: "Dev worker key" in dev.out.read_text(errors="replace"), timeout=30)
+    secret_path = tmp_path / "dev.db.secret"
+    assert stat.S_IMODE(secret_path.stat().st_mode) == 0o600
+    secret = secret_path.read_text().strip()
+    assert len(secret) >= 32
+    assert secret not in dev.output()
 
 
 def test_dev_serves_the_examples_and_stops_on_sigterm(dev_server: DevProcess) -> None:

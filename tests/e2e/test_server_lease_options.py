@@ -18,7 +18,7 @@ def _server(tmp_path: Path, *args: str, url: str | None = None, **env: str) -> s
     full = {k: v for k, v in os.environ.items() if not k.startswith("AIKI_") and k != "DATABASE_URL"}
     full.update(
         DATABASE_URL=url or f"sqlite+aiosqlite:///{tmp_path / 'srv.db'}",
-        AIKI_SECRET_KEY="x" * 40,
+        AIKI_SECRET_KEY="lease-secret-0123456789-abcdefghijklmnopqrstuvwxyz",
         AIKI_BASE_URL="http://127.0.0.1:1",
         PYTHONPATH=str(REPO_ROOT),
         **env,

@@ -416,7 +416,7 @@ async def test_an_unreachable_provider_is_a_bad_gateway(db_url: str, client: Reg
 
 def test_oidc_settings_come_from_the_environment() -> None:
     env = {
-        "AIKI_SECRET_KEY": "s" * 40,
+        "AIKI_SECRET_KEY": "s3cret-0123456789-abcdefghijklmnopqrstuvwxyz",
         "AIKI_BASE_URL": "https://aiki.example.com/",
         "AIKI_OIDC_ISSUER": "https://login.example.com",
         "AIKI_OIDC_CLIENT_ID": "aiki",

@@ -314,5 +314,5 @@ async def test_audit_rows(iam_aiki: IamHarness) -> None:
 
 def test_crypto_module_exports_no_stored_secret() -> None:
     # Derived keys differ per purpose: an invitation token's HMAC is not an API key's.
-    s = crypto.Secrets("k" * 40)
+    s = crypto.Secrets("key-0123456789-abcdefghijklmnopqrstuvwxyz")
     assert s.api_key_hash("t") != s.invitation_hash("t")

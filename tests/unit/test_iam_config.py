@@ -6,7 +6,8 @@ import pytest
 
 from aiki.iam.config import IamConfig, IamConfigError
 
-ENV = {"AIKI_SECRET_KEY": "s" * 40, "AIKI_BASE_URL": "https://aiki.example.com"}
+GOOD_SECRET = "s3cret-0123456789-abcdefghijklmnopqrstuvwxyz"
+ENV = {"AIKI_SECRET_KEY": GOOD_SECRET, "AIKI_BASE_URL": "https://aiki.example.com"}
 
 
 def test_the_ttl_is_read_from_the_environment() -> None:
@@ -23,4 +24,4 @@ def test_a_bad_ttl_names_the_variable(value: str) -> None:
 
 def test_a_bad_ttl_given_in_code_is_refused() -> None:
     with pytest.raises(IamConfigError, match="AIKI_API_KEY_CACHE_TTL_S"):
-        IamConfig(secret_key="s" * 40, base_url="https://aiki.example.com", api_key_cache_ttl_s=-0.5)
+        IamConfig(secret_key=GOOD_SECRET, base_url="https://aiki.example.com", api_key_cache_ttl_s=-0.5)

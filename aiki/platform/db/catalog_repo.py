@@ -112,7 +112,8 @@ class CatalogRepository:
     async def upsert_worker(self, values: dict[str, Any]) -> None:
         stmt = self._insert(workers).values(namespace_id=self.namespace_id, **values)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[workers.c.id],
+            # Ids are the namespace's own: the same id in another namespace is another worker.
+            index_elements=[workers.c.namespace_id, workers.c.id],
             set_={
                 "host": stmt.excluded.host,
                 "versions": stmt.excluded.versions,
@@ -123,7 +124,6 @@ class CatalogRepository:
                 "started_at": stmt.excluded.started_at,
                 "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
             },
-            where=workers.c.namespace_id == self.namespace_id,
         )
         await self.conn.execute(stmt)
 

@@ -244,10 +244,12 @@ wait_timeouts = sa.Table(
     sa.UniqueConstraint("run_id", "name", "seq"),
 )
 
+# A worker's id is its own choice (stable across restarts), so it is unique only within its
+# namespace: one tenant's ids never collide with, reveal or shadow another's.
 workers = sa.Table(
     "workers",
     metadata,
-    sa.Column("id", sa.String(100), primary_key=True),
+    sa.Column("id", sa.String(100), nullable=False),
     sa.Column("namespace_id", Id, nullable=False),
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=True),
@@ -256,6 +258,7 @@ workers = sa.Table(
     sa.Column("concurrency", sa.Integer, nullable=False),
     sa.Column("started_at", Ms, nullable=False),
     sa.Column("last_heartbeat_at", Ms, nullable=False),
+    sa.PrimaryKeyConstraint("namespace_id", "id"),
     sa.Index("ix_workers_namespace_id_last_heartbeat_at", "namespace_id", "last_heartbeat_at"),
 )
 

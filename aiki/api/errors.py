@@ -21,6 +21,7 @@ from litestar.exceptions import (
 )
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
+from aiki.platform.db.integrity import CONFLICT_DETAIL, describe, integrity_violation
 from aiki.platform.db.raw import is_connection_failure
 from aiki.platform.domain.errors import CoreError, RateLimited
 from aiki.worker_sdk.protocol import Problem
@@ -48,6 +49,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "forbidden": 403,
     "rate_limited": 429,
     "already_exists": 409,
+    # An integrity violation nothing handled: a request raced another one (aiki.platform.db.integrity).
+    "conflict": 409,
     "invitation_invalid": 400,
     # OIDC login: our settings are broken (500), the provider cannot be reached or talked to (502),
     # this browser has no such login (400), the provider's answer does not authenticate (401), the
@@ -113,6 +116,9 @@ def problem_for_exception(exc: Exception, instance: str) -> Problem:
     if _is_value_out_of_range(exc):
         log.warning("value out of range on %s: %s", instance, (str(exc).splitlines() or [""])[0][:300])
         return problem_body("validation_error", _OUT_OF_RANGE_DETAIL, instance)
+    if (violation := integrity_violation(exc)) is not None:
+        log.warning("conflict on %s: %s", instance, describe(violation))
+        return problem_body("conflict", CONFLICT_DETAIL, instance)
     log.exception("unhandled error on %s", instance)
     return problem_body("internal_error", "an internal error occurred; it has been logged", instance)
 
@@ -177,6 +183,10 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
         first_line = (str(exc).splitlines() or [""])[0][:300]  # not the SQL parameters that follow
         log.warning("value out of range on %s %s: %s", request.method, request.url.path, first_line)
         return problem(request, "validation_error", _OUT_OF_RANGE_DETAIL)
+    if (violation := integrity_violation(exc)) is not None:
+        # Logged by constraint only: the exception's text would carry the violating values.
+        log.warning("conflict on %s %s: %s", request.method, request.url.path, describe(violation))
+        return problem(request, "conflict", CONFLICT_DETAIL)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem(request, "internal_error", "an internal error occurred; it has been logged")
 

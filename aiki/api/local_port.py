@@ -28,6 +28,7 @@ import msgspec
 
 from aiki.api.errors import _is_db_unavailable, problem_body
 from aiki.api.runs_routes import MAX_WAIT_MS, _statuses
+from aiki.platform.db.integrity import CONFLICT_DETAIL, describe, integrity_violation
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.platform.domain.errors import CoreError
 from aiki.platform.services import children, executions
@@ -142,6 +143,9 @@ class LocalPort:
             if _is_db_unavailable(e):
                 log.warning("database unavailable: %s", e)
                 raise self._problem(path, "unavailable", "the database is unavailable; retry shortly") from e
+            if (violation := integrity_violation(e)) is not None:
+                log.warning("conflict on local call %s: %s", path, describe(violation))
+                raise self._problem(path, "conflict", CONFLICT_DETAIL) from None
             log.exception("unhandled error on local call %s", path)
             raise self._problem(path, "internal_error", "an internal error occurred; it has been logged") from e
 

@@ -22,6 +22,7 @@ from aiki.iam import accounts, orgs
 from aiki.iam.context import Iam
 from aiki.iam.models import NamespaceView, OrganizationView
 from aiki.iam.policy import Grant, Principal, effective_namespace_role, rule
+from aiki.platform.db.integrity import describe, integrity_violation
 from aiki.platform.db.raw import is_connection_failure
 from aiki.platform.domain.errors import CoreError, PermissionDenied, Unauthenticated
 from aiki.platform.services.context import Services
@@ -317,6 +318,10 @@ def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
             "The database cannot be reached right now; try again in a moment.",
             extra_headers={"Retry-After": "1"},
         )
+    if (violation := integrity_violation(exc)) is not None:
+        # A race with another request, logged by constraint only (never the violating values).
+        log.warning("conflict on dashboard %s %s: %s", request.method, request.url.path, describe(violation))
+        return _error_page(request, 409, "Conflict", "This changed meanwhile or already exists: reload and try again.")
     log.exception("unhandled error on dashboard %s %s", request.method, request.url.path)
     return _error_page(request, 500, "Something went wrong", "An internal error occurred; it has been logged.")
 

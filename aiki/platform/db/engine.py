@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -66,6 +67,16 @@ class _BorrowingPool(NullPool):
         assert isinstance(pool, _BorrowingPool)
         pool.give_back = self.give_back
         return pool
+
+
+def _quiet_aiosqlite() -> None:
+    """aiosqlite logs every statement with its parameters (user data) at DEBUG: never let it.
+
+    Left alone when someone set its level on purpose.
+    """
+    aiosqlite_log = logging.getLogger("aiosqlite")
+    if aiosqlite_log.level == logging.NOTSET:
+        aiosqlite_log.setLevel(logging.INFO)
 
 
 class Database:
@@ -149,6 +160,9 @@ class Database:
                 async_creator=self._borrow,
                 pool_pre_ping=False,
                 echo=self._echo,
+                # SQL parameters are user data (emails, token hashes, run inputs): never in an
+                # exception's message, so never in a log or traceback.
+                hide_parameters=True,
             )
             pool = engine.sync_engine.pool
             assert isinstance(pool, _BorrowingPool)
@@ -163,6 +177,7 @@ class Database:
                     context.is_disconnect = True
 
             return engine
+        _quiet_aiosqlite()
         engine = create_async_engine(
             self.url,
             # Readers run concurrently under WAL; writers take turns behind `_lock`.
@@ -171,6 +186,7 @@ class Database:
             max_overflow=4,
             pool_timeout=300,
             echo=self._echo,
+            hide_parameters=True,  # as above: no user data in exception messages
             connect_args={"timeout": 30},
         )
 

@@ -163,7 +163,8 @@ async def csrf_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRout
         form = await Request(connection.scope, connection.receive).form()
         value = form.get(csrf.FIELD)
         presented = value if isinstance(value, str) else None
-    if not csrf.token_matches(iam.config.secret_key, principal.session_id, presented):
+    # A page rendered before a rotation of the server secret still posts (its token under the previous one).
+    if not any(csrf.token_matches(key, principal.session_id, presented) for key in iam.config.secret_keys):
         raise PermissionDenied("the form's security token is missing or belongs to another session; reload the page")
 
 

@@ -93,6 +93,11 @@ class IamConfig:
             )
 
     @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """The server secrets that verify: the current one, then the previous one while rotating."""
+        return (self.secret_key,) if self.previous_secret_key is None else (self.secret_key, self.previous_secret_key)
+
+    @property
     def origin(self) -> str:
         """``scheme://host[:port]`` of :attr:`base_url`, compared with the ``Origin`` header."""
         parts = urlsplit(self.base_url)

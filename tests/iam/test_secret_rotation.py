@@ -134,3 +134,23 @@ async def test_a_cached_key_is_restored_under_the_new_secret(start: Start) -> No
         cached.key_hash = old_hash
     assert (await rotating.key_http(key).get(f"{API}/runs")).status_code == 200
     assert await _stored_key_hash(rotating, key_id) == Secrets(NEW).api_key_hash(key)
+
+
+async def test_a_dashboard_form_rendered_before_the_rotation_still_posts(start: Start) -> None:
+    from tests.dashboard.support import ORIGIN, UI, signup
+
+    before = await start(secret_key=OLD)
+    browser = await signup(before, "owner@example.com")
+    token = await browser.csrf()
+    cookie = browser.http.cookies[SESSION_COOKIE]
+    await before.close()
+
+    rotating = await start(secret_key=NEW, previous_secret_key=OLD)
+    http = _with_cookie(rotating, cookie)
+    created = await http.post(
+        f"{UI}/ns/{browser.namespace_id}/keys",
+        data={"name": "after rotation", "role": "read", "_csrf": token},
+        headers=ORIGIN,
+    )
+    assert created.status_code == 200, created.text
+    assert "after rotation" in created.text

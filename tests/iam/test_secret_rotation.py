@@ -154,3 +154,29 @@ async def test_a_dashboard_form_rendered_before_the_rotation_still_posts(start: 
     )
     assert created.status_code == 200, created.text
     assert "after rotation" in created.text
+
+
+async def test_an_sso_login_begun_before_the_rotation_completes_after_it(start: Start) -> None:
+    """The provider's callback finds the login its browser began under the previous secret."""
+    from aiki.iam.oidc import PendingLogin
+    from aiki.iam.oidc_login import DbPendingLoginStore, _store_of_browser
+
+    browser_token = "pre-login-cookie-of-one-browser"
+    before = await start(secret_key=OLD)
+    pending = PendingLogin(
+        state="state-1",
+        nonce="nonce-1",
+        code_verifier="verifier-1",
+        created_at=before.iam.now(),
+        issuer="https://id.example",
+        client_id="aiki",
+        redirect_uri="http://aiki/api/v1/auth/oidc/callback",
+    )
+    await DbPendingLoginStore(before.iam, before.iam.secrets.oidc_browser_hash(browser_token), 600_000).put(pending)
+    await before.close()
+
+    rotating = await start(secret_key=NEW, previous_secret_key=OLD)
+    assert await _store_of_browser(rotating.iam, "another-browser", 600_000).take("state-1") is None
+    taken = await _store_of_browser(rotating.iam, browser_token, 600_000).take("state-1")
+    assert taken == pending
+    assert await _store_of_browser(rotating.iam, browser_token, 600_000).take("state-1") is None  # used once

@@ -1,6 +1,7 @@
 """The ``aiki`` command: ``migrate``, ``server``, ``dev`` and ``worker``.
 
-Configuration comes from the environment (``DATABASE_URL``, ``AIKI_SECRET_KEY``, ``AIKI_BASE_URL``,
+Configuration comes from the environment (``DATABASE_URL``, ``AIKI_SECRET_KEY``,
+``AIKI_SECRET_KEY_PREVIOUS`` (while rotating the secret; no flag: secrets stay out of ``ps``), ``AIKI_BASE_URL``,
 ``AIKI_HOST``, ``AIKI_PORT``, ``AIKI_LOG_LEVEL``, ``AIKI_API_KEY``, ``REDIS_URL``, ``AIKI_PG_LISTEN``,
 ``AIKI_DB_POOL_SIZE``, ``AIKI_DB_POOL_TIMEOUT``, ``AIKI_LEASE_TTL``, ``AIKI_HEARTBEAT_INTERVAL``,
 ``AIKI_SHUTDOWN_GRACE``); flags override it. A missing or malformed setting stops the command with a

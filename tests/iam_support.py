@@ -31,7 +31,7 @@ class Person:
 
 
 class IamHarness(AikiHarness):
-    def __init__(self, db: str, url: str, **config: Any) -> None:
+    def __init__(self, db: str, url: str, *, server_options: dict[str, Any] | None = None, **config: Any) -> None:
         options: dict[str, Any] = {
             "secret_key": TEST_SECRET,
             "base_url": BASE_URL,
@@ -39,7 +39,7 @@ class IamHarness(AikiHarness):
             "login_max_per_ip": 10_000,
         }
         options.update(config)
-        super().__init__(db, url, iam=IamConfig(**options))
+        super().__init__(db, url, iam=IamConfig(**options), **(server_options or {}))
         assert self.server.iam is not None
         self.iam = self.server.iam
         self.offset_ms = 0

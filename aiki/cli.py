@@ -406,7 +406,10 @@ async def _dev(url: str, host: str, port: int, demo: bool) -> None:
         print(f"    curl -s -c cookies.txt -X POST http://{host}:{port}/api/v1/auth/signup \\")
         body = '{"email": "you@example.com", "password": "choose-a-password"}'
         print(f"      -H 'content-type: application/json' -d '{body}'")
-        print("  then create API keys with POST /api/v1/namespaces/{namespace_id}/api-keys.")
+        print(
+            "  then create API keys with POST /api/v1/namespaces/{namespace_id}/api-keys "
+            f"(with -b cookies.txt -H 'origin: {base_url}': a session's unsafe requests come from our origin)."
+        )
         print(f"  Dev worker key (namespace default, role worker; replaced at every start): {dev_key.key}")
         print(
             "  An in-process worker serves the example workflows: "

@@ -4,7 +4,8 @@ Configuration comes from the environment (``DATABASE_URL``, ``AIKI_SECRET_KEY``,
 ``AIKI_SECRET_KEY_PREVIOUS`` (while rotating the secret; no flag: secrets stay out of ``ps``), ``AIKI_BASE_URL``,
 ``AIKI_HOST``, ``AIKI_PORT``, ``AIKI_LOG_LEVEL``, ``AIKI_API_KEY``, ``REDIS_URL``, ``AIKI_PG_LISTEN``,
 ``AIKI_DB_POOL_SIZE``, ``AIKI_DB_POOL_TIMEOUT``, ``AIKI_LEASE_TTL``, ``AIKI_HEARTBEAT_INTERVAL``,
-``AIKI_SHUTDOWN_GRACE``); flags override it. A missing or malformed setting stops the command with a
+``AIKI_SHUTDOWN_GRACE``, ``AIKI_LOG_FORMAT``, ``AIKI_TRUSTED_PROXIES``, ``AIKI_API_RATE_LIMIT``); flags
+override it. A missing or malformed setting stops the command with a
 one-line message naming the flag or variable, and exit status 2.
 """
 
@@ -164,16 +165,60 @@ def _database_url(arg: str | None, default: str | None) -> str:
     return url
 
 
-def _setup_logging() -> None:
+def _setup_logging(command: str) -> None:
+    """``AIKI_LOG_LEVEL`` and ``AIKI_LOG_FORMAT`` (``json`` for ``aiki server``, else ``text``):
+    every logged value escaped, one line per record (``aiki.platform.logs``)."""
+    from aiki.platform import logs
+
     level = os.environ.get("AIKI_LOG_LEVEL", "INFO").upper()
     if level not in logging.getLevelNamesMapping():
         raise CliError(f"AIKI_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got {level!r}")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        log_format = logs.parse_log_format(
+            os.environ.get(logs.LOG_FORMAT_ENV), "json" if command == "server" else "text"
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    logs.configure(level, log_format)
     # One line per HTTP request from the in-process client would drown everything else.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Alembic narrates every migration context at INFO; only say it when asked (DEBUG).
     if level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _trusted_proxies(arg: str | None) -> str | None:
+    """``--trusted-proxies``/``AIKI_TRUSTED_PROXIES``: IPs/CIDRs, comma-separated; checked."""
+    from aiki.api.proxies import TRUSTED_PROXIES_ENV, TrustedProxies
+
+    name = "--trusted-proxies" if arg is not None else TRUSTED_PROXIES_ENV
+    raw = arg if arg is not None else os.environ.get(TRUSTED_PROXIES_ENV, "")
+    try:
+        TrustedProxies.parse(raw, name=name)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return raw.strip() or None
+
+
+API_RATE_LIMIT_ENV = "AIKI_API_RATE_LIMIT"
+
+
+def _api_rate_limit(arg: str | None) -> dict[str, Any]:
+    """``--api-rate-limit``/``AIKI_API_RATE_LIMIT``: requests per API key and minute (``0`` or
+    ``off``: no limit), as an ``IamConfig`` override; unset keeps the default (30,000)."""
+    name = "--api-rate-limit" if arg is not None else API_RATE_LIMIT_ENV
+    raw = (arg if arg is not None else os.environ.get(API_RATE_LIMIT_ENV, "")).strip().lower()
+    if not raw:
+        return {}
+    if raw == "off":
+        return {"api_requests_per_minute": None}
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise CliError(f"{name} must be a number of requests per API key and minute (0 or off: no limit), got {raw!r}")
+    return {"api_requests_per_minute": value or None}
 
 
 # -- migrate ---------------------------------------------------------------------------------
@@ -215,6 +260,11 @@ async def _serve(
         host=host,
         port=port,
         log_level="warning",
+        # Our handler and format (aiki.platform.logs) for uvicorn's records too.
+        log_config=None,
+        # The client address comes from X-Forwarded-For only behind a trusted proxy, which the app
+        # decides (AIKI_TRUSTED_PROXIES, aiki.api.proxies); uvicorn would trust any loopback peer.
+        proxy_headers=False,
         # The app's own startup/shutdown hooks (the OpenAPI touch-up, closing the OIDC client);
         # the runtime is started and stopped by this command, around the server.
         lifespan="on",
@@ -297,6 +347,8 @@ async def _server(
     redis_url: str | None = None,
     pg_listen: bool = True,
     lease: tuple[Any, Any] | None = None,
+    trusted_proxies: str | None = None,
+    iam_overrides: dict[str, Any] | None = None,
 ) -> None:
     from datetime import timedelta
 
@@ -306,8 +358,9 @@ async def _server(
     lease_ttl, heartbeat_interval = lease or (timedelta(seconds=30), None)
     aiki_server = server(
         db=Database(url, pool_size=pool_size, pool_timeout=pool_timeout),
-        iam=_iam_config(),
+        iam=_iam_config(**(iam_overrides or {})),
         redis_url=redis_url,
+        trusted_proxies=trusted_proxies,
         pg_listen=pg_listen,
         lease_ttl=lease_ttl,
         heartbeat_interval=heartbeat_interval,
@@ -357,7 +410,10 @@ async def _dev(url: str, host: str, port: int, demo: bool) -> None:
         print(f"    curl -s -c cookies.txt -X POST http://{host}:{port}/api/v1/auth/signup \\")
         body = '{"email": "you@example.com", "password": "choose-a-password"}'
         print(f"      -H 'content-type: application/json' -d '{body}'")
-        print("  then create API keys with POST /api/v1/namespaces/{namespace_id}/api-keys.")
+        print(
+            "  then create API keys with POST /api/v1/namespaces/{namespace_id}/api-keys "
+            f"(with -b cookies.txt -H 'origin: {base_url}': a session's unsafe requests come from our origin)."
+        )
         print(f"  Dev worker key (namespace default, role worker; replaced at every start): {dev_key.key}")
         print(
             "  An in-process worker serves the example workflows: "
@@ -527,6 +583,20 @@ def build_parser() -> argparse.ArgumentParser:
                 help="how often workers heartbeat, at most half the lease TTL; "
                 "defaults to $AIKI_HEARTBEAT_INTERVAL or a third of the lease TTL",
             )
+            p.add_argument(
+                "--trusted-proxies",
+                default=None,
+                metavar="IPS",
+                help="comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For names the client; "
+                "defaults to $AIKI_TRUSTED_PROXIES or none (the header is ignored)",
+            )
+            p.add_argument(
+                "--api-rate-limit",
+                default=None,
+                metavar="PER_MINUTE",
+                help="requests allowed per API key and minute, 0 or off for no limit; "
+                "defaults to $AIKI_API_RATE_LIMIT or 30000",
+            )
 
     wk = sub.add_parser("worker", help="run a worker for the workflows at module:attr")
     wk.add_argument("target", help="module:attr naming a workflow version, a list of them, or a worker")
@@ -565,7 +635,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        _setup_logging()
+        _setup_logging(args.command)
         if args.command == "migrate":
             _run(_migrate(args.action, _database_url(args.database_url, None)))
         elif args.command in ("server", "dev"):
@@ -582,6 +652,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         redis_url=_redis_url(args.redis_url),
                         pg_listen=_env_pg_listen(args.no_pg_listen),
                         lease=_lease_settings(args.lease_ttl, args.heartbeat_interval),
+                        trusted_proxies=_trusted_proxies(args.trusted_proxies),
+                        iam_overrides=_api_rate_limit(args.api_rate_limit),
                     )
                 )
             else:

@@ -31,7 +31,7 @@ class Person:
 
 
 class IamHarness(AikiHarness):
-    def __init__(self, db: str, url: str, **config: Any) -> None:
+    def __init__(self, db: str, url: str, *, server_options: dict[str, Any] | None = None, **config: Any) -> None:
         options: dict[str, Any] = {
             "secret_key": TEST_SECRET,
             "base_url": BASE_URL,
@@ -39,7 +39,7 @@ class IamHarness(AikiHarness):
             "login_max_per_ip": 10_000,
         }
         options.update(config)
-        super().__init__(db, url, iam=IamConfig(**options))
+        super().__init__(db, url, iam=IamConfig(**options), **(server_options or {}))
         assert self.server.iam is not None
         self.iam = self.server.iam
         self.offset_ms = 0
@@ -60,8 +60,13 @@ class IamHarness(AikiHarness):
     def key_http(self, key: str) -> httpx.AsyncClient:
         return self.new_http({"authorization": f"Bearer {key}"})
 
+    def session_http(self) -> httpx.AsyncClient:
+        """A client for a session: it sends our ``Origin``, as a browser on our pages does (unsafe
+        requests made with the session cookie need it, ``aiki.api.auth``)."""
+        return self.new_http({"origin": BASE_URL})
+
     async def signup(self, email: str, password: str = PASSWORD, **extra: Any) -> Person:
-        http = self.new_http()
+        http = self.session_http()
         resp = await http.post(f"{API}/auth/signup", json={"email": email, "password": password, **extra})
         assert resp.status_code == 201, resp.text
         body = resp.json()
@@ -75,7 +80,7 @@ class IamHarness(AikiHarness):
         )
 
     async def login(self, email: str, password: str = PASSWORD) -> httpx.AsyncClient:
-        http = self.new_http()
+        http = self.session_http()
         resp = await http.post(f"{API}/auth/login", json={"email": email, "password": password})
         assert resp.status_code == 200, resp.text
         return http

@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Reference
@@ -15,7 +16,10 @@ from aiki.api.deps import provide_grant, provide_iam, provide_namespace, provide
 from aiki.api.errors import EXCEPTION_HANDLERS
 from aiki.api.health_routes import health, ready
 from aiki.api.local_port import local_port_for
+from aiki.api.proxies import TrustedProxies
 from aiki.api.query_routes import RunQueryController, WorkerQueryController, WorkflowController
+from aiki.api.request_checks import RequestChecks
+from aiki.api.response_headers import security_headers
 from aiki.api.runs_routes import RunController
 from aiki.api.schedules_routes import ScheduleController
 from aiki.api.worker_routes import ExecutionController, WorkerController, worker_batch_route
@@ -23,8 +27,18 @@ from aiki.iam.context import Iam
 from aiki.platform.services.context import Services
 
 
-def create_app(services: Services, *, iam: Iam | None = None, debug: bool = False) -> Litestar:
-    """The app. With ``iam`` every route is authenticated and authorized (``aiki.api.auth``)."""
+def create_app(
+    services: Services,
+    *,
+    iam: Iam | None = None,
+    debug: bool = False,
+    trusted_proxies: TrustedProxies | None = None,
+) -> Litestar:
+    """The app. With ``iam`` every route is authenticated and authorized (``aiki.api.auth``).
+
+    Every request passes ``aiki.api.request_checks`` (paths, media types, JSON depth, the client
+    address behind ``trusted_proxies``); every response gets ``aiki.api.response_headers``.
+    """
     handlers: list[Any] = [
         RunController,
         RunQueryController,
@@ -55,7 +69,11 @@ def create_app(services: Services, *, iam: Iam | None = None, debug: bool = Fals
             "grant": Provide(provide_grant, sync_to_thread=False),
         },
         guards=[iam_guard],
-        before_send=[audit_declared_actions],
+        middleware=[DefineMiddleware(RequestChecks, trusted_proxies=trusted_proxies)],
+        before_send=[
+            audit_declared_actions,
+            security_headers(hsts=iam is not None and iam.config.base_url.lower().startswith("https://")),
+        ],
         on_startup=[_document_empty_bodies],  # at startup: building the document costs ~60 ms
         on_shutdown=[iam.aclose] if iam is not None else [],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -18,6 +18,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Message, Scope
 
+from aiki.dashboard import csrf
+from aiki.dashboard.web import PEOPLE_ONLY
 from aiki.iam import accounts, audit
 from aiki.iam.context import Iam
 from aiki.iam.policy import Grant, Principal, authorize, rule
@@ -101,6 +103,28 @@ def _check_origin(connection: ASGIConnection[Any, Any, Any, Any], iam: Iam) -> N
         raise PermissionDenied(f"cross-origin request from {origin!r} refused")
 
 
+def _check_session_request(connection: ASGIConnection[Any, Any, Any, Any], iam: Iam, principal: Principal) -> None:
+    """An unsafe API request made with the session cookie must show it comes from our own pages.
+
+    A cookie rides along on any cross-site request, and a form or a ``fetch`` without preflight can
+    send one with no ``Origin`` (some clients drop it) and a ``text/plain`` body. Accepted: a
+    same-origin ``Origin``; else ``Sec-Fetch-Site: same-origin`` (set by the browser, not by
+    pages); else the session's CSRF token in ``X-CSRF-Token``, as the dashboard's htmx sends it.
+    API keys are not ambient credentials and skip this.
+    """
+    _check_origin(connection, iam)  # a foreign Origin is refused whatever else the request carries
+    if connection.headers.get("origin"):
+        return  # present and (checked above) ours
+    if connection.headers.get("sec-fetch-site", "").lower() == "same-origin":
+        return
+    if csrf.token_matches(iam.config.secret_key, principal.session_id, connection.headers.get(csrf.HEADER)):
+        return
+    raise PermissionDenied(
+        "a request made with the session cookie must come from this server's pages: send the Origin header "
+        f"of {iam.config.origin}, or the {csrf.HEADER} header of the session (or use an API key)"
+    )
+
+
 async def iam_guard(connection: ASGIConnection[Any, Any, Any, Any], route_handler: BaseRouteHandler) -> None:
     iam: Iam | None = connection.app.state.get("iam")
     if iam is None:
@@ -118,8 +142,17 @@ async def iam_guard(connection: ASGIConnection[Any, Any, Any, Any], route_handle
         return
     principal = await authenticate(connection, iam)
     connection.scope["aiki_principal"] = principal  # type: ignore[typeddict-unknown-key]
+    if route_handler.opt.get(PEOPLE_ONLY) and not principal.is_user:
+        # The dashboard with an API key: a page is answered as without a session (the login
+        # redirect), a form post is refused.
+        if unsafe:
+            raise PermissionDenied("the dashboard is for people; API keys use the API")
+        raise Unauthenticated("the dashboard is for people: log in (API keys work on the API only)")
     if principal.is_user and unsafe:
-        _check_origin(connection, iam)
+        if route_handler.opt.get(PEOPLE_ONLY):
+            _check_origin(connection, iam)  # the dashboard's own guard checks its token and origin
+        else:
+            _check_session_request(connection, iam, principal)
     grant: Grant | None = None
     if r.scope == "organization":
         org_id = str(connection.path_params.get("org_id", ""))

@@ -21,6 +21,7 @@ from litestar.exceptions import (
 )
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
+from aiki.api.request_checks import JsonTooDeep
 from aiki.platform.db.integrity import CONFLICT_DETAIL, describe, integrity_violation
 from aiki.platform.db.raw import is_connection_failure
 from aiki.platform.domain.errors import CoreError, RateLimited
@@ -44,6 +45,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "stale_revision": 409,
     "task_conflict": 409,
     "payload_too_large": 413,
+    "unsupported_media_type": 415,
     "method_not_allowed": 405,
     "unauthorized": 401,
     "forbidden": 403,
@@ -81,6 +83,7 @@ TITLES: dict[int, str] = {
     405: "Method not allowed",
     409: "Conflict",
     413: "Payload too large",
+    415: "Unsupported media type",
     429: "Too many requests",
     422: "Validation failed",
     500: "Internal server error",
@@ -157,6 +160,8 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
 def _client_error(request: Request[Any, Any, Any], exc: ClientException) -> Response[bytes]:
     if exc.status_code != 400:
         return _http_error(request, exc)
+    if isinstance(exc, JsonTooDeep):
+        return problem(request, "malformed_json", exc.detail)
     if isinstance(exc.__cause__, SerializationException) or "malformed" in exc.detail.lower():
         return problem(request, "malformed_json", f"the request body is not valid JSON: {exc.detail}")
     return problem(request, "bad_request", exc.detail)
@@ -169,7 +174,9 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         return problem(request, "not_found", exc.detail)
     if isinstance(exc, MethodNotAllowedException):
         return problem(request, "method_not_allowed", exc.detail)
-    code = {401: "unauthorized", 403: "forbidden", 503: "unavailable"}.get(exc.status_code, "bad_request")
+    code = {401: "unauthorized", 403: "forbidden", 415: "unsupported_media_type", 503: "unavailable"}.get(
+        exc.status_code, "bad_request"
+    )
     return problem(request, code, exc.detail)
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from litestar import Litestar
 
+from aiki.api.proxies import TrustedProxies
 from aiki.iam.config import IamConfig
 from aiki.iam.context import Iam
 from aiki.platform.db.engine import DEFAULT_URL, Database
@@ -26,12 +27,13 @@ class AikiServer:
         *,
         pg_listen: bool = True,
         redis_url: str | None = None,
+        trusted_proxies: TrustedProxies | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.services = Services(db, settings)
         self.iam = Iam(db, iam) if iam is not None else None
-        self.handler: Litestar = _create_app(self.services, self.iam)
+        self.handler: Litestar = _create_app(self.services, self.iam, trusted_proxies)
         self.runtime = Runtime(self.services, pg_listen=pg_listen, redis_url=redis_url)
 
     def begin_shutdown(self) -> None:
@@ -41,10 +43,10 @@ class AikiServer:
         self.services.hub.close()
 
 
-def _create_app(services: Services, iam: Iam | None) -> Litestar:
+def _create_app(services: Services, iam: Iam | None, trusted_proxies: TrustedProxies | None) -> Litestar:
     from aiki.api.app import create_app
 
-    return create_app(services, iam=iam)
+    return create_app(services, iam=iam, trusted_proxies=trusted_proxies)
 
 
 MAX_SLEEP_HOLD = timedelta(seconds=30)
@@ -62,6 +64,7 @@ def server(
     iam: IamConfig | None = None,
     redis_url: str | None = None,
     pg_listen: bool = True,
+    trusted_proxies: str | list[str] | None = None,
 ) -> AikiServer:
     """Create an Aiki server over a database.
 
@@ -90,6 +93,11 @@ def server(
             extra connection per process). Turn it off where LISTEN is unavailable (e.g. behind a
             transaction-pooling proxy) and give ``redis_url`` instead; without either, other
             processes' changes are noticed by polling (about a second for timers).
+        trusted_proxies: IPs or CIDR networks (a list, or one comma-separated string) of the reverse
+            proxies in front of this server; ``aiki server`` reads ``AIKI_TRUSTED_PROXIES``. Only a
+            request whose direct peer is one of them has its client address (rate limits, audit
+            log) taken from ``X-Forwarded-For``, the rightmost hop that is not a trusted proxy.
+            Default: none is trusted and the header is ignored.
 
     Example:
         >>> from aiki import database, server
@@ -106,7 +114,10 @@ def server(
         stall_after_ms=_stall_after_ms(stall_after),
         sleep_hold_max_ms=_hold_ms(sleep_hold_max),
     )
-    return AikiServer(db or Database(DEFAULT_URL), settings, iam, pg_listen=pg_listen, redis_url=redis_url)
+    proxies = TrustedProxies.parse(trusted_proxies, name="trusted_proxies") if trusted_proxies else None
+    return AikiServer(
+        db or Database(DEFAULT_URL), settings, iam, pg_listen=pg_listen, redis_url=redis_url, trusted_proxies=proxies
+    )
 
 
 MIN_LEASE_TTL = timedelta(milliseconds=200)

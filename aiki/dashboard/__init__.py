@@ -16,7 +16,16 @@ from aiki.dashboard.admin_pages import KeyPages, NamespacePages, SchedulePages, 
 from aiki.dashboard.auth_pages import AuthPages
 from aiki.dashboard.org_pages import InvitationPages, NamespaceAccessPages, OrgPages, front_router
 from aiki.dashboard.runs_pages import RunPages
-from aiki.dashboard.web import EXCEPTION_HANDLERS, PREFIX, SECURITY_HEADERS, STATIC, csrf_guard, policy, template_config
+from aiki.dashboard.web import (
+    EXCEPTION_HANDLERS,
+    PEOPLE_ONLY,
+    PREFIX,
+    SECURITY_HEADERS,
+    STATIC,
+    csrf_guard,
+    policy,
+    template_config,
+)
 
 __all__ = ["dashboard_routers", "template_config"]
 
@@ -49,6 +58,8 @@ def _pages() -> Router:
             static,
         ],
         guards=[csrf_guard],
+        # API keys are for the API: aiki.api.auth answers a key on a page like no session at all.
+        opt={PEOPLE_ONLY: True},
         exception_handlers=EXCEPTION_HANDLERS,
         response_headers=[ResponseHeader(name=k, value=v) for k, v in SECURITY_HEADERS.items()],
         include_in_schema=False,

@@ -37,6 +37,8 @@ SESSION_COOKIE = "aiki_session"  # the cookie aiki.api.auth authenticates (the A
 SSO_LOGIN_PATH = "/api/v1/auth/oidc/login"
 HTML = "text/html; charset=utf-8"
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+# The ``opt`` flag of routes that serve people (sessions) only; ``aiki.api.auth`` enforces it.
+PEOPLE_ONLY = "people_only"
 
 SECURITY_HEADERS = {
     # No inline script anywhere: htmx and copy.js are files served from 'self'.

@@ -42,7 +42,8 @@ class IamConfig:
         login_window_s: the window of the login rate limits.
         login_max_per_account: login attempts allowed per account and window.
         login_max_per_ip: login attempts allowed per client address and window.
-        api_requests_per_minute: requests allowed per API key and minute; ``None`` disables. Each
+        api_requests_per_minute: requests allowed per API key and minute (``aiki server`` reads
+            ``AIKI_API_RATE_LIMIT`` / ``--api-rate-limit``: a number, ``0`` or ``off``); ``None`` disables. Each
             process counts in memory and folds its counts into the shared counter about once a
             second, so with several replicas a key may overshoot a little (``aiki.iam.rate_limit``).
         api_key_cache_ttl_s: how long a process trusts a key row it read (``AIKI_API_KEY_CACHE_TTL_S``,

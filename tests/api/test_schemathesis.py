@@ -68,6 +68,9 @@ def _actions(app: Any) -> dict[tuple[str, str], str]:
     return out
 
 
+SAME_ORIGIN = {"Origin": "http://localhost"}
+
+
 def _setup(http: ASGIClient) -> tuple[str, str, dict[str, str]]:
     """An owner, their admin key, a run, a schedule and an invitation: real ids to aim requests at."""
     signed = http.post("/api/v1/auth/signup", json={"email": EMAIL, "password": PASSWORD})
@@ -76,11 +79,19 @@ def _setup(http: ASGIClient) -> tuple[str, str, dict[str, str]]:
     org_id, ns_id = body["organization"]["id"], body["namespace"]["id"]
     session = signed.cookies[SESSION_COOKIE]
     as_owner = {SESSION_COOKIE: session}
-    created = http.post(f"/api/v1/namespaces/{ns_id}/api-keys", json={"name": "fuzz", "role": "read"}, cookies=as_owner)
+    created = http.post(
+        f"/api/v1/namespaces/{ns_id}/api-keys",
+        json={"name": "fuzz", "role": "read"},
+        cookies=as_owner,
+        headers=SAME_ORIGIN,
+    )
     assert created.status_code == 201, created.text
     read_key_id = created.json()["api_key"]["id"]
     created = http.post(
-        f"/api/v1/namespaces/{ns_id}/api-keys", json={"name": "fuzz", "role": "admin"}, cookies=as_owner
+        f"/api/v1/namespaces/{ns_id}/api-keys",
+        json={"name": "fuzz", "role": "admin"},
+        cookies=as_owner,
+        headers=SAME_ORIGIN,
     )
     assert created.status_code == 201, created.text
     key = created.json()["key"]
@@ -99,7 +110,10 @@ def _setup(http: ASGIClient) -> tuple[str, str, dict[str, str]]:
     )
     assert schedule.status_code == 201, schedule.text
     invited = http.post(
-        f"/api/v1/organizations/{org_id}/invitations", json={"email": "guest@fuzz.example"}, cookies=as_owner
+        f"/api/v1/organizations/{org_id}/invitations",
+        json={"email": "guest@fuzz.example"},
+        cookies=as_owner,
+        headers=SAME_ORIGIN,
     )
     assert invited.status_code == 201, invited.text
     ids = {
@@ -143,7 +157,8 @@ def _credentials(t: Target, method: str, path: str, action: str) -> tuple[dict[s
         login = t.http.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
         assert login.status_code == 200, login.text
         session = login.cookies[SESSION_COOKIE]
-    return {"X-Aiki-Namespace": t.ids["ns_id"]}, {SESSION_COOKIE: session}
+    # A session's unsafe requests must come from our origin (aiki.api.auth), as a browser's would.
+    return {"X-Aiki-Namespace": t.ids["ns_id"], **SAME_ORIGIN}, {SESSION_COOKIE: session}
 
 
 def _exercise(t: Target, operation: Any, mode: GenerationMode) -> None:

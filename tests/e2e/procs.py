@@ -198,7 +198,8 @@ class WorkerProcs:
                 made = await http.post(
                     f"/api/v1/namespaces/{namespace_id}/api-keys",
                     json={"name": "e2e", "role": "admin"},
-                    headers={"cookie": cookie},
+                    # Unsafe requests made with a session come from the server's origin (aiki.api.auth).
+                    headers={"cookie": cookie, "origin": srv.url},
                 )
                 assert made.status_code == 201, made.text
                 self.env["AIKI_API_KEY"] = made.json()["key"]

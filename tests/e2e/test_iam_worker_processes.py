@@ -140,7 +140,7 @@ def test_worker_processes_of_two_organizations_execute_only_their_own_runs(
             made = person.post(
                 f"/api/v1/namespaces/{ns}/api-keys",
                 json={"name": "worker", "role": "worker"},
-                headers={"cookie": f"aiki_session={cookie}"},
+                headers={"cookie": f"aiki_session={cookie}", "origin": base},
             )
             assert made.status_code == 201, made.text
             keys[tag] = made.json()["key"]

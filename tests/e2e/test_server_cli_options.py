@@ -34,6 +34,11 @@ def _server(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
         ((), {"AIKI_PG_LISTEN": "maybe"}, "AIKI_PG_LISTEN"),
         ((), {"AIKI_DB_POOL_SIZE": "many"}, "AIKI_DB_POOL_SIZE"),
         (("--pool-size", "0"), {}, "--pool-size"),
+        ((), {"AIKI_TRUSTED_PROXIES": "proxy.internal"}, "AIKI_TRUSTED_PROXIES"),
+        (("--trusted-proxies", "10.0.0.0/33"), {}, "--trusted-proxies"),
+        ((), {"AIKI_API_RATE_LIMIT": "-1"}, "AIKI_API_RATE_LIMIT"),
+        (("--api-rate-limit", "lots"), {}, "--api-rate-limit"),
+        ((), {"AIKI_LOG_FORMAT": "xml"}, "AIKI_LOG_FORMAT"),
     ],
 )
 def test_malformed_multi_process_settings_exit_2_naming_them(

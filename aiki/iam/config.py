@@ -70,7 +70,7 @@ class IamConfig:
             (``AIKI_THROTTLE_PASSWORD_RESET_*``), ``invitation_accept`` 20 / 300
             (``AIKI_THROTTLE_INVITATION_ACCEPT_*``). 0 turns a limit off.
         password_hash_threads: threads computing argon2id hashes, which is also how many run at
-            once (``AIKI_PASSWORD_HASH_THREADS``; default: one per CPU).
+            once (``AIKI_PASSWORD_HASH_THREADS``; default: one per CPU but one, at least one).
         password_hash_queue: hashes allowed to wait per thread before new sign-ups and logins are
             answered 429 with ``Retry-After`` (``AIKI_PASSWORD_HASH_QUEUE``, default 8).
         api_requests_per_minute: requests allowed per API key and minute; ``None`` disables. Each

@@ -76,6 +76,7 @@ class _LoopProbe:
             "lag_p50_ms": lags[len(lags) // 2],
             "lag_max_ms": lags[-1],
             "stalls": sum(1 for lag in lags if lag > STALL_MS),
+            "probes": len(self.lags_ms),
         }
 
 
@@ -167,6 +168,7 @@ async def measure(
             "alone_stalls": alone_lag["stalls"],
             "flood_stalls": flood_lag["stalls"],
             "flood_lag_max_ms": flood_lag["lag_max_ms"],
+            "flood_probes": flood_lag["probes"],
             "flood_requests": total,
             "flood_per_s": total / elapsed if elapsed else 0.0,
             **{f"flood_status_{code}": count for code, count in sorted(statuses.items())},

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from aiki.iam.config import IamConfig
+from aiki.iam.throttle import ACTIONS
 from aiki.platform.domain.ids import now_ms
 from tests.conftest import AikiHarness
 
@@ -16,6 +17,12 @@ API = "/api/v1"
 PASSWORD = "correct horse battery staple"
 TEST_SECRET = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 BASE_URL = "http://aiki"
+# Tests sign many people up and log them in from one address within a second: lift the
+# per-action throttles (tests of the throttles set their own).
+RELAXED_LIMITS: dict[str, Any] = {
+    "login_max_per_ip": 10_000,
+    **{f"throttle_{action}_{scope}": 0 for action in ACTIONS for scope in ("per_ip", "global")},
+}
 
 
 @dataclass
@@ -36,7 +43,7 @@ class IamHarness(AikiHarness):
             "secret_key": TEST_SECRET,
             "base_url": BASE_URL,
             "secure_cookies": False,  # the test clients talk plain http://aiki
-            "login_max_per_ip": 10_000,
+            **RELAXED_LIMITS,
         }
         options.update(config)
         super().__init__(db, url, iam=IamConfig(**options), **(server_options or {}))
@@ -50,9 +57,10 @@ class IamHarness(AikiHarness):
         """Move the IAM clock forward (sessions, keys, invitations and rate limits read it)."""
         self.offset_ms += ms
 
-    def new_http(self, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    def new_http(self, headers: dict[str, str] | None = None, *, ip: str = "127.0.0.1") -> httpx.AsyncClient:
+        """A client of the in-process server; ``ip`` is the client address the server sees."""
         http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.handler), base_url=BASE_URL, headers=headers or {}
+            transport=httpx.ASGITransport(app=self.handler, client=(ip, 123)), base_url=BASE_URL, headers=headers or {}
         )
         self._clients.append(http)
         return http

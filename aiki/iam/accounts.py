@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from aiki.iam import audit
+from aiki.iam import audit, login_guard
 from aiki.iam.context import Iam
 from aiki.iam.crypto import key_prefix, parse_api_key
 from aiki.iam.key_cache import CachedKey
@@ -25,9 +25,10 @@ from aiki.iam.repos import (
     SessionRepository,
     UserRepository,
 )
+from aiki.iam.throttle import throttle
 from aiki.platform.db.raw import is_unique_violation
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID, DEFAULT_ORGANIZATION_ID
-from aiki.platform.domain.errors import AlreadyExists, InputInvalid, RateLimited, Unauthenticated
+from aiki.platform.domain.errors import AlreadyExists, InputInvalid, Unauthenticated
 from aiki.platform.domain.ids import new_id
 
 _EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -126,8 +127,9 @@ async def signup(
     name = _optional_text(name, "$.name", 200)
     organization_name = _optional_text(organization_name, "$.organization", 100)
     namespace_name = _optional_text(namespace_name, "$.namespace", 100)
-    iam.passwords.check_policy(password)
-    password_hash = iam.passwords.hash(password)
+    await throttle(iam, "signup", ip)
+    iam.passwords.check_policy(password, email=address)
+    password_hash = await iam.passwords.hash(password)
     now = iam.now()
     user_id = new_id()
     try:
@@ -182,33 +184,6 @@ async def signup(
     )
 
 
-async def _check_login_rate(iam: Iam, address: str, ip: str | None) -> None:
-    now = iam.now()
-    window = iam.config.login_window_s * 1000
-    async with iam.db.transaction() as conn:
-        limits = RateLimitRepository(conn)
-        account_count, account_start = await limits.hit(f"login:account:{address}", now, window)
-        ip_count, ip_start = await limits.hit(f"login:ip:{ip or '-'}", now, window)
-    over = []
-    if account_count > iam.config.login_max_per_account:
-        over.append(account_start)
-    if ip_count > iam.config.login_max_per_ip:
-        over.append(ip_start)
-    if over:
-        retry_after_s = (max(over) + window - now + 999) // 1000
-        await audit.record(
-            iam,
-            None,
-            "login",
-            "rate_limited",
-            actor_label=address,
-            target_type="user",
-            ip=ip,
-            detail={"email": address},
-        )
-        raise RateLimited("too many login attempts; retry later", retry_after_s=int(retry_after_s))
-
-
 async def login(
     iam: Iam,
     *,
@@ -220,37 +195,48 @@ async def login(
 ) -> NewSession:
     """Check the password and open a fresh session; the session presented before login is revoked."""
     address = normalize_email(email)
-    await _check_login_rate(iam, address, ip)
+    await throttle(iam, "login", ip)
+    await login_guard.check(iam, address, ip)
+    # Known and unknown emails take the same steps: the same queries, one argon2 verification
+    # (of a dummy hash when there is no account), the same failure bookkeeping. Only the audit
+    # rows differ (one per organization of a known account), written in the same transaction.
     async with iam.db.engine.connect() as conn:
         row = await UserRepository(conn).by_email(address)
+        org_ids: list[str | None] = [
+            r["id"] for r in await OrganizationRepository(conn).of_user(row["id"] if row else "")
+        ]
     if row is None:
-        iam.passwords.burn(password)
-        await audit.record(iam, None, "login", "failed", actor_label=address, ip=ip, detail={"reason": "unknown email"})
+        await iam.passwords.burn(password)
+        verified = False
+    else:
+        verified = await iam.passwords.verify(row["password_hash"], password)
+    if not verified:
+        async with iam.db.transaction() as conn:
+            await login_guard.record_failure(iam, conn, address, ip)
+            for org_id in org_ids or [None]:
+                await audit.record(
+                    iam,
+                    None,
+                    "login",
+                    "failed",
+                    conn=conn,
+                    actor_label=address,
+                    organization_id=org_id,
+                    target_type="user",
+                    target_id=row["id"] if row else None,
+                    ip=ip,
+                    detail={"reason": "wrong password" if row else "unknown email"},
+                )
         raise Unauthenticated("wrong email or password")
-    if not iam.passwords.verify(row["password_hash"], password):
-        org_ids: list[str | None] = list(await _organization_ids(iam, row["id"]))
-        for org_id in org_ids or [None]:
-            await audit.record(
-                iam,
-                None,
-                "login",
-                "failed",
-                actor_label=address,
-                organization_id=org_id,
-                target_type="user",
-                target_id=row["id"],
-                ip=ip,
-                detail={"reason": "wrong password"},
-            )
-        raise Unauthenticated("wrong email or password")
+    assert row is not None
     now = iam.now()
     async with iam.db.transaction() as conn:
         if iam.passwords.needs_rehash(row["password_hash"]):
-            await UserRepository(conn).set_password_hash(row["id"], iam.passwords.hash(password), now)
+            await UserRepository(conn).set_password_hash(row["id"], await iam.passwords.hash(password), now)
         sessions = SessionRepository(conn)
         if previous_session_id is not None:
             await sessions.revoke(previous_session_id, now)
-        await RateLimitRepository(conn).clear([f"login:account:{address}"])
+        await login_guard.record_success(conn, address, ip)
         session_id, cookie, expires_at = await open_session(iam, conn, row["id"], ip, user_agent)
         principal = Principal(kind="user", id=row["id"], label=address, user_id=row["id"], session_id=session_id)
         org_rows = await OrganizationRepository(conn).of_user(row["id"])
@@ -280,11 +266,6 @@ async def login(
         session_id=session_id,
         cookie=cookie,
     )
-
-
-async def _organization_ids(iam: Iam, user_id: str) -> list[str]:
-    async with iam.db.engine.connect() as conn:
-        return [r["id"] for r in await OrganizationRepository(conn).of_user(user_id)]
 
 
 async def logout(iam: Iam, principal: Principal, ip: str | None) -> None:

@@ -16,6 +16,22 @@ MAX_KEY_CACHE_TTL_S = 3600
 OIDC_CALLBACK_PATH = "/api/v1/auth/oidc/callback"
 
 
+# Whole-number settings: field -> (environment variable, smallest value allowed).
+INT_SETTINGS: dict[str, tuple[str, int]] = {
+    "login_max_per_ip": ("AIKI_LOGIN_MAX_PER_IP", 1),
+    "login_free_failures": ("AIKI_LOGIN_FREE_FAILURES", 1),
+    "login_max_delay_s": ("AIKI_LOGIN_MAX_DELAY_S", 1),
+    "throttle_window_s": ("AIKI_THROTTLE_WINDOW_S", 1),
+    **{
+        f"throttle_{action}_{scope}": (f"AIKI_THROTTLE_{action.upper()}_{scope.upper()}", 0)
+        for action in ("signup", "login", "password_reset", "invitation_accept")
+        for scope in ("per_ip", "global")
+    },
+    "password_hash_threads": ("AIKI_PASSWORD_HASH_THREADS", 1),
+    "password_hash_queue": ("AIKI_PASSWORD_HASH_QUEUE", 0),
+}
+
+
 class IamConfigError(ValueError):
     """An IAM setting is missing or malformed; the message names the variable."""
 
@@ -39,9 +55,30 @@ class IamConfig:
         session_idle_s: a session unused for this long is revoked.
         session_absolute_s: a session is revoked this long after login, used or not.
         invitation_ttl_s: default lifetime of an invitation link.
-        login_window_s: the window of the login rate limits.
-        login_max_per_account: login attempts allowed per account and window.
-        login_max_per_ip: login attempts allowed per client address and window.
+        login_window_s: the window of the per-address login failure cap and of the OIDC start limit.
+        login_max_per_ip: failed password logins allowed per client address and window, across
+            accounts (credential stuffing), and OIDC logins started per address and window
+            (``AIKI_LOGIN_MAX_PER_IP``, default 100 per 15 minutes).
+        login_free_failures: wrong passwords for one account from one address that cost nothing
+            (``AIKI_LOGIN_FREE_FAILURES``, default 5). After them the next attempt from that
+            address for that account waits 2, 4, 8... seconds (429 with ``Retry-After``); other
+            addresses, the owner's usual one included, are not slowed. A successful login from the
+            address, or a day without failures, forgets them (``aiki.iam.login_guard``).
+        login_max_delay_s: the cap of that delay (``AIKI_LOGIN_MAX_DELAY_S``, default 900).
+        throttle_window_s: the window of the per-action throttles below
+            (``AIKI_THROTTLE_WINDOW_S``, default 60 seconds).
+        throttle_<action>_per_ip / throttle_<action>_global: attempts of an anonymous-facing
+            action allowed per client address / in all per window, counted in the shared
+            ``rate_limits`` table so every replica sees them; past either, 429 with ``Retry-After``
+            (``aiki.iam.throttle``). Actions and defaults (per address, in all):
+            ``signup`` 5 / 100 (``AIKI_THROTTLE_SIGNUP_PER_IP``, ``AIKI_THROTTLE_SIGNUP_GLOBAL``),
+            ``login`` 30 / 1,000 (``AIKI_THROTTLE_LOGIN_*``), ``password_reset`` 5 / 100
+            (``AIKI_THROTTLE_PASSWORD_RESET_*``), ``invitation_accept`` 20 / 300
+            (``AIKI_THROTTLE_INVITATION_ACCEPT_*``). 0 turns a limit off.
+        password_hash_threads: threads computing argon2id hashes, which is also how many run at
+            once (``AIKI_PASSWORD_HASH_THREADS``; default: one per CPU but one, at least one).
+        password_hash_queue: hashes allowed to wait per thread before new sign-ups and logins are
+            answered 429 with ``Retry-After`` (``AIKI_PASSWORD_HASH_QUEUE``, default 8).
         api_requests_per_minute: requests allowed per API key and minute (``aiki server`` reads
             ``AIKI_API_RATE_LIMIT`` / ``--api-rate-limit``: a number, ``0`` or ``off``); ``None`` disables. Each
             process counts in memory and folds its counts into the shared counter about once a
@@ -63,8 +100,20 @@ class IamConfig:
     session_absolute_s: int = 12 * 3600
     invitation_ttl_s: int = 7 * 24 * 3600
     login_window_s: int = 15 * 60
-    login_max_per_account: int = 10
     login_max_per_ip: int = 100
+    login_free_failures: int = 5
+    login_max_delay_s: int = 900
+    throttle_window_s: int = 60
+    throttle_signup_per_ip: int = 5
+    throttle_signup_global: int = 100
+    throttle_login_per_ip: int = 30
+    throttle_login_global: int = 1_000
+    throttle_password_reset_per_ip: int = 5
+    throttle_password_reset_global: int = 100
+    throttle_invitation_accept_per_ip: int = 20
+    throttle_invitation_accept_global: int = 300
+    password_hash_threads: int | None = None
+    password_hash_queue: int = 8
     api_requests_per_minute: int | None = 30_000
     api_key_cache_ttl_s: float = 5.0
     secure_cookies: bool = True
@@ -87,6 +136,12 @@ class IamConfig:
             raise IamConfigError(
                 f"AIKI_BASE_URL must be an http(s) URL such as https://aiki.example.com, got {self.base_url!r}"
             )
+        for field, (variable, minimum) in INT_SETTINGS.items():
+            value = getattr(self, field)
+            if value is None and field == "password_hash_threads":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise IamConfigError(f"{variable} must be a whole number of at least {minimum}, got {value!r}")
         ttl = self.api_key_cache_ttl_s
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl <= MAX_KEY_CACHE_TTL_S:
             raise IamConfigError(
@@ -124,6 +179,13 @@ class IamConfig:
                 values["api_key_cache_ttl_s"] = float(ttl)
             except ValueError:
                 raise IamConfigError(f"{KEY_CACHE_TTL_ENV} must be a number of seconds, got {ttl!r}") from None
+        for field, (variable, _) in INT_SETTINGS.items():
+            raw = env.get(variable, "").strip()
+            if raw:
+                try:
+                    values[field] = int(raw)
+                except ValueError:
+                    raise IamConfigError(f"{variable} must be a whole number, got {raw!r}") from None
         values.update(overrides)
         if "oidc" not in overrides:
             base_url = str(values["base_url"]).rstrip("/")

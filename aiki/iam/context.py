@@ -31,7 +31,9 @@ class Iam:
         self.db = db
         self.config = config
         self.secrets = Secrets(config.secret_key, config.previous_secret_key)
-        self.passwords = passwords or Passwords()
+        self.passwords = passwords or Passwords(
+            threads=config.password_hash_threads, queue_per_thread=config.password_hash_queue
+        )
         self.clock: Callable[[], int] = clock or now_ms
         self._oidc: OidcRelyingParty | None = None
         self.key_cache = KeyCache(round(config.api_key_cache_ttl_s * 1000))
@@ -45,10 +47,11 @@ class Iam:
         return self._oidc
 
     async def aclose(self) -> None:
-        """Release the relying party's HTTP client."""
+        """Release the relying party's HTTP client and the password hashing threads."""
         if self._oidc is not None:
             await self._oidc.aclose()
             self._oidc = None
+        self.passwords.close()
 
     def now(self) -> int:
         return self.clock()

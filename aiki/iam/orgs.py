@@ -27,6 +27,7 @@ from aiki.iam.repos import (
     Row,
     UserRepository,
 )
+from aiki.iam.throttle import throttle
 from aiki.platform.db.raw import is_unique_violation
 from aiki.platform.domain.errors import (
     AlreadyExists,
@@ -274,6 +275,7 @@ async def cancel_invitation(iam: Iam, principal: Principal, grant: Grant, invita
 
 async def accept_invitation(iam: Iam, principal: Principal, token: str, ip: str | None) -> OrganizationView:
     """Join the inviting organization (and namespace) as the signed-in person the link was sent to."""
+    await throttle(iam, "invitation_accept", ip)
     assert principal.user_id is not None
     now = iam.now()
     async with iam.db.transaction() as conn:

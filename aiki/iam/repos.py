@@ -397,6 +397,15 @@ _HIT_SQL = sa.text(
 )
 
 
+_STRIKE_SQL = sa.text(
+    "INSERT INTO rate_limits (key, window_start, count) VALUES (:key, :now, 1) "
+    "ON CONFLICT (key) DO UPDATE SET "
+    "count = CASE WHEN rate_limits.window_start <= :cutoff THEN 1 ELSE rate_limits.count + 1 END, "
+    "window_start = :now "
+    "RETURNING count"
+)
+
+
 class RateLimitRepository:
     """Fixed-window counters in the database, so every replica counts the same attempts."""
 
@@ -412,6 +421,19 @@ class RateLimitRepository:
 
     async def clear(self, keys: Sequence[str]) -> None:
         await self.conn.execute(rate_limits.delete().where(rate_limits.c.key.in_(list(keys))))
+
+    async def strike(self, key: str, now: int, forget_ms: int) -> int:
+        """Count one more failure under ``key`` and remember ``now`` as the latest (``window_start``);
+        a count whose latest failure is ``forget_ms`` old or older starts again. Returns the count."""
+        result = await self.conn.execute(_STRIKE_SQL, {"key": key, "now": now, "cutoff": now - forget_ms})
+        return int(result.one()[0])
+
+    async def read(self, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``key -> (count, window_start)`` of the rows that exist."""
+        query = sa.select(rate_limits.c.key, rate_limits.c.count, rate_limits.c.window_start).where(
+            rate_limits.c.key.in_(list(keys))
+        )
+        return {str(key): (int(count), int(start)) for key, count, start in (await self.conn.execute(query)).all()}
 
 
 class IdentityRepository:

@@ -32,7 +32,8 @@ BENCH_SECRET = "bench-server-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 async def _admin_key(url: str) -> str:
     """Sign up a team on the fresh server and create an admin key of its namespace."""
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        signed = await http.post("/api/v1/auth/signup", json={"email": "bench@example.com", "password": "bench-pw-123"})
+        body = {"email": "bench@example.com", "password": "correct horse battery staple"}
+        signed = await http.post("/api/v1/auth/signup", json=body)
         signed.raise_for_status()
         namespace_id = signed.json()["namespace"]["id"]
         cookie = signed.headers["set-cookie"].split(";")[0]  # a Secure cookie over plain http: sent by hand

@@ -36,7 +36,7 @@ from aiki.iam.context import Iam
 from aiki.iam.policy import Rule, rule
 from aiki.platform.db.engine import Database
 from aiki.platform.services.context import Services
-from tests.iam_support import API, BASE_URL, PASSWORD, TEST_SECRET, IamHarness, Person
+from tests.iam_support import API, BASE_URL, PASSWORD, RELAXED_LIMITS, TEST_SECRET, IamHarness, Person
 
 WORKFLOW = "matrix-wf"
 VERSION = "1.0.0"
@@ -48,7 +48,7 @@ DASHBOARD = "/ui"
 
 def _app() -> Litestar:
     db = Database("sqlite+aiosqlite:///:memory:", migrate=False)
-    return create_app(Services(db), iam=Iam(db, IamConfig(secret_key=TEST_SECRET, base_url=BASE_URL)))
+    return create_app(Services(db), iam=Iam(db, IamConfig(secret_key=TEST_SECRET, base_url=BASE_URL, **RELAXED_LIMITS)))
 
 
 def app_routes(app: Litestar) -> dict[tuple[str, str], str | None]:

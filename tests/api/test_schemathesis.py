@@ -32,7 +32,7 @@ from aiki.api.auth import SESSION_COOKIE, declared_action
 from aiki.iam.config import IamConfig
 from aiki.iam.policy import rule
 from aiki.platform.db.engine import Database
-from tests.iam_support import PASSWORD, TEST_SECRET
+from tests.iam_support import PASSWORD, RELAXED_LIMITS, TEST_SECRET
 
 EXAMPLES_PER_MODE = 10  # per operation, once with valid and once with invalid data
 # Errors are problem+json with a stable `code` (docs/internals.md), not per-route documented bodies:
@@ -135,8 +135,7 @@ def target(db_url: str) -> Iterator[Target]:
         secret_key=TEST_SECRET,
         base_url="http://localhost",
         secure_cookies=False,
-        login_max_per_ip=1_000_000,
-        login_max_per_account=1_000_000,
+        **RELAXED_LIMITS,
     )
     aiki_server = server(db=Database(db_url, migrate=False), iam=config)
     app = aiki_server.handler

@@ -189,7 +189,7 @@ class WorkerProcs:
                 return
             async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
                 signed = await http.post(
-                    "/api/v1/auth/signup", json={"email": "e2e@example.com", "password": "e2e-password-123"}
+                    "/api/v1/auth/signup", json={"email": "e2e@example.com", "password": "correct horse battery staple"}
                 )
                 assert signed.status_code == 201, signed.text
                 namespace_id = signed.json()["namespace"]["id"]

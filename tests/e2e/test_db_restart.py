@@ -90,7 +90,8 @@ async def _exercise(procs: WorkerProcs, cluster: object) -> None:
         spec = {"workflow": "e2e-five-steps", "version": "1.0.0"}
         reg = {"worker_id": "restart-probe", "host": "t", "versions": [spec]}
         assert (await http.post("/api/v1/workers/register", json=reg)).status_code == 200
-        login = await web.post("/api/v1/auth/login", json={"email": "e2e@example.com", "password": "e2e-password-123"})
+        credentials = {"email": "e2e@example.com", "password": "correct horse battery staple"}
+        login = await web.post("/api/v1/auth/login", json=credentials)
         assert login.status_code == 200, login.text
         cookie = login.headers["set-cookie"].split(";")[0]
         home = await web.get("/ui/home", headers={"cookie": cookie})

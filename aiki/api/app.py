@@ -10,11 +10,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Reference
 
+from aiki.api.allow_header import list_every_allowed_method
 from aiki.api.auth import audit_declared_actions, iam_guard
 from aiki.api.deps import provide_grant, provide_iam, provide_namespace, provide_principal, provide_services
 from aiki.api.errors import EXCEPTION_HANDLERS
 from aiki.api.health_routes import health, ready
 from aiki.api.local_port import local_port_for
+from aiki.api.openapi_docs import document_operations
 from aiki.api.query_routes import RunQueryController, WorkerQueryController, WorkflowController
 from aiki.api.runs_routes import RunController
 from aiki.api.schedules_routes import ScheduleController
@@ -55,8 +57,9 @@ def create_app(services: Services, *, iam: Iam | None = None, debug: bool = Fals
             "grant": Provide(provide_grant, sync_to_thread=False),
         },
         guards=[iam_guard],
-        before_send=[audit_declared_actions],
-        on_startup=[_document_empty_bodies],  # at startup: building the document costs ~60 ms
+        before_send=[audit_declared_actions, list_every_allowed_method],
+        # At startup: building the document costs ~60 ms.
+        on_startup=[_document_empty_bodies, document_operations],
         on_shutdown=[iam.aclose] if iam is not None else [],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(title="Aiki", version="1", path="/schema", render_plugins=[JsonRenderPlugin()]),

@@ -11,11 +11,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Reference
 
+from aiki.api.allow_header import list_every_allowed_method
 from aiki.api.auth import audit_declared_actions, iam_guard
 from aiki.api.deps import provide_grant, provide_iam, provide_namespace, provide_principal, provide_services
 from aiki.api.errors import EXCEPTION_HANDLERS
 from aiki.api.health_routes import health, ready
 from aiki.api.local_port import local_port_for
+from aiki.api.openapi_docs import document_operations
 from aiki.api.proxies import TrustedProxies
 from aiki.api.query_routes import RunQueryController, WorkerQueryController, WorkflowController
 from aiki.api.request_checks import RequestChecks
@@ -72,9 +74,11 @@ def create_app(
         middleware=[DefineMiddleware(RequestChecks, trusted_proxies=trusted_proxies)],
         before_send=[
             audit_declared_actions,
+            list_every_allowed_method,
             security_headers(hsts=iam is not None and iam.config.base_url.lower().startswith("https://")),
         ],
-        on_startup=[_document_empty_bodies],  # at startup: building the document costs ~60 ms
+        # At startup: building the document costs ~60 ms.
+        on_startup=[_document_empty_bodies, document_operations],
         on_shutdown=[iam.aclose] if iam is not None else [],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(title="Aiki", version="1", path="/schema", render_plugins=[JsonRenderPlugin()]),

@@ -132,7 +132,7 @@ def problem(
     body = problem_body(code, detail, request.url.path, **extra)
     status = body.status
     headers = dict(headers or {})
-    if status == 503:
+    if status in (429, 503):  # documented on every 429 and 503 (aiki.api.openapi_docs)
         headers.setdefault("Retry-After", "1")
     if status == 401:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="aiki"')
@@ -168,16 +168,19 @@ def _client_error(request: Request[Any, Any, Any], exc: ClientException) -> Resp
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    # Litestar's own headers are part of the answer: a 405 lists the allowed methods (``Allow``,
+    # RFC 9110 §15.5.6), whatever the method (``TRACE`` included).
+    headers = dict(exc.headers or {})
     if isinstance(exc, RequestEntityTooLarge) or exc.status_code == 413:
         return problem(request, "payload_too_large", "the request body exceeds the server's size limit")
     if isinstance(exc, NotFoundException):
-        return problem(request, "not_found", exc.detail)
+        return problem(request, "not_found", exc.detail, headers=headers)
     if isinstance(exc, MethodNotAllowedException):
-        return problem(request, "method_not_allowed", exc.detail)
+        return problem(request, "method_not_allowed", exc.detail, headers=headers)
     code = {401: "unauthorized", 403: "forbidden", 415: "unsupported_media_type", 503: "unavailable"}.get(
         exc.status_code, "bad_request"
     )
-    return problem(request, code, exc.detail)
+    return problem(request, code, exc.detail, headers=headers)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get
+from litestar.openapi import ResponseSpec
 
 from aiki.api.auth import policy
 from aiki.api.deps import Svc
@@ -16,7 +17,13 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready", summary="Readiness: database reachable and schema at head", tags=["health"], opt=policy("public"))
+@get(
+    "/ready",
+    summary="Readiness: database reachable and schema at head",
+    tags=["health"],
+    responses={503: ResponseSpec(dict[str, Any], description="Not ready: the database is unreachable or behind")},
+    opt=policy("public"),
+)
 async def ready(svc: Svc) -> Response[dict[str, Any]]:
     try:
         state = await migrate.status(svc.db)

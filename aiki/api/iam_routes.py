@@ -16,6 +16,7 @@ from litestar.response import Redirect
 
 from aiki.api.auth import SESSION_COOKIE, client_ip, policy
 from aiki.api.deps import GrantDep, IamDep, PrincipalDep
+from aiki.api.openapi_docs import problems
 from aiki.iam import accounts, audit, keys, oidc_login, orgs
 from aiki.iam.context import Iam
 from aiki.iam.models import (
@@ -116,7 +117,12 @@ class AuthController(Controller):
         )
         return _signed_in(iam, new, 201)
 
-    @post("/login", summary="Log in with email and password (sets the session cookie)", opt=policy("public"))
+    @post(
+        "/login",
+        summary="Log in with email and password (sets the session cookie)",
+        status_code=200,
+        opt=policy("public"),
+    )
     async def login(
         self, request: Request[Any, Any, Any], data: JSONBody[LoginRequest], iam: IamDep
     ) -> Response[SignedIn]:
@@ -167,7 +173,8 @@ class OidcController(Controller):
         "/login",
         summary="Sign in through the configured OpenID provider (redirects there)",
         status_code=302,
-        opt=policy("public"),
+        # Not configured (404), the provider unreachable (502); starts are rate limited per address.
+        opt=policy("public") | problems(404, 429, 502),
     )
     async def oidc_login(
         self,
@@ -187,7 +194,8 @@ class OidcController(Controller):
         "/callback",
         summary="Where the OpenID provider sends the browser back (sets the session cookie)",
         status_code=303,
-        opt=policy("public"),
+        # The provider's answer does not authenticate (401) or its identity is not allowed here (403).
+        opt=policy("public") | problems(401, 403, 404, 502),
     )
     async def oidc_callback(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from litestar import Controller, Response, get, post
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from aiki.api import query_routes
@@ -33,7 +34,13 @@ class RunController(Controller):
     path = "/api/v1/runs"
     tags = ["runs"]
 
-    @post("/", summary="Start a run", status_code=201, opt=policy("runs:write"))
+    @post(
+        "/",
+        summary="Start a run",
+        status_code=201,
+        responses={200: ResponseSpec(p.StartRunResponse, description="The run this reference id already started")},
+        opt=policy("runs:write"),
+    )
     async def start(
         self, data: JSONBody[p.StartRunRequest], svc: Svc, namespace_id: NamespaceId
     ) -> Response[p.StartRunResponse]:
@@ -106,7 +113,11 @@ class RunController(Controller):
         return await run_service.run_history(svc, namespace_id, run_id)
 
     @post(
-        "/{run_id:str}/events/{name:str}", summary="Send an event to a run", status_code=201, opt=policy("runs:write")
+        "/{run_id:str}/events/{name:str}",
+        summary="Send an event to a run",
+        status_code=201,
+        responses={200: ResponseSpec(p.SendEventResponse, description="The event this reference id already sent")},
+        opt=policy("runs:write"),
     )
     async def send_event(
         self,

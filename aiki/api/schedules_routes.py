@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from litestar import Controller, Response, delete, get, post
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from aiki.api.auth import policy
@@ -21,6 +22,9 @@ class ScheduleController(Controller):
         "/",
         summary="Activate a schedule (idempotent by reference id or definition)",
         status_code=201,
+        responses={
+            200: ResponseSpec(p.ActivateScheduleResponse, description="The schedule with this identity, already active")
+        },
         opt=policy("schedules:write", audit="schedule.activate"),
     )
     async def activate(

@@ -1,19 +1,26 @@
-"""schemathesis over the whole OpenAPI document of an IAM-enabled app (issue 4, acceptance 2).
+"""schemathesis over the whole OpenAPI document of an IAM-enabled app (issue 4, acceptance 2; issue 11).
 
-For every operation of ``/schema/openapi.json``, schemathesis generates a bounded number of valid
-and invalid requests (derandomized, so a run is repeatable). Each is sent twice through the ASGI
-app: with the credentials a legitimate caller would use (an ``admin`` API key for namespace
-actions, else the session of the organization's owner, with the organization and namespace ids
-filled in so requests get past the tenancy checks), and with no credentials at all. We assert:
+Two runs, both with every check schemathesis has (``--checks all``), so every answer must be what
+the document says: its status declared, its content type (``application/problem+json`` for
+errors) and body schema, its headers (``Retry-After``, ``WWW-Authenticate``), ``Allow`` on a 405
+and on ``OPTIONS``, valid requests accepted and invalid ones refused, no operation that ignores
+its credentials.
 
-* no 5xx, ever (odd input is a 4xx with a clear message);
-* a documented 2xx answer matches its schema and content type;
-* without credentials, no route but the public ones answers 2xx or 3xx (no response ignores auth).
+* ``schemathesis run`` itself (its engine, in-process): the examples, coverage (undeclared methods
+  such as ``TRACE``, missing and malformed parameters), fuzzing and stateful phases, each operation
+  with its legitimate caller's credentials.
+* Our own loop: for every operation, a bounded number of valid and invalid requests (derandomized,
+  so a run is repeatable), each sent twice through the ASGI app: with the credentials a legitimate
+  caller would use (an ``admin`` API key for namespace actions, else the session of the
+  organization's owner, with real organization, namespace, run, schedule... ids so requests get
+  past the tenancy checks), and with no credentials at all. No 5xx, ever (odd input is a 4xx with
+  a clear message), and without credentials no route but the public ones answers 2xx or 3xx.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +31,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from litestar.routes import HTTPRoute
 from schemathesis import GenerationMode
-from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance
+from schemathesis.checks import CHECKS, load_all_checks
+from schemathesis.config import SchemathesisConfig
 from schemathesis.python.asgi import ASGIClient, _get_portal
 
 from aiki import server
@@ -35,11 +43,27 @@ from aiki.platform.db.engine import Database
 from tests.iam_support import PASSWORD, RELAXED_LIMITS, TEST_SECRET
 
 EXAMPLES_PER_MODE = 10  # per operation, once with valid and once with invalid data
-# Errors are problem+json with a stable `code` (docs/internals.md), not per-route documented bodies:
-# the schema and content-type checks apply to successful answers.
-CHECKS = [not_a_server_error]
-SUCCESS_CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
+# Every check, as `--checks all`. In our own loop the stateful ones (`use_after_free`,
+# `ensure_resource_availability`, `object_level_authorization`) have no earlier requests to relate
+# to and pass vacuously; the engine's stateful phase runs them for real.
+load_all_checks()  # the registry holds only `not_a_server_error` until the built-in checks are loaded
+ALL_CHECKS = CHECKS.get_all()
+assert len(ALL_CHECKS) >= 14, [c.__name__ for c in ALL_CHECKS]
 EMAIL = "owner@schemathesis.example"
+# A request the schema allows can still be refused for what the schema cannot say: 400 for an action
+# the run's current status does not allow (pausing a cancelled run, `action_not_allowed`), 422 for a
+# rule across fields or against stored data (an email address, a workflow's own input schema,
+# exactly one of `cron` and `every_ms`, a bulk cancel with no filter). Schemathesis' default list
+# for schema-valid requests, plus those two.
+EXPECTED_STATUSES: dict[str, Any] = {
+    "positive_data_acceptance": {
+        "expected-statuses": ["2xx", "3xx", "400", "401", "403", "404", "409", "422", "429", "5xx"]
+    },
+}
+# The credentials are ours to give (a real key or session): generated ones would only be refused,
+# and a "negative" case whose only invalid part is the credential we then replace is valid.
+NO_CREDENTIALS_GENERATED = {"with-security-parameters": False}
+_ENDS_THE_RUN = {("POST", "/api/v1/auth/logout"), ("DELETE", "/api/v1/namespaces/{ns_id}")}
 
 
 @dataclass
@@ -188,18 +212,13 @@ def _exercise(t: Target, operation: Any, mode: GenerationMode) -> None:
         headers, cookies = _credentials(t, method, path, action)
         t.calls += 1
         response = case.call(headers=headers, cookies=cookies)
-        try:
-            checks = SUCCESS_CHECKS if response.status_code < 300 else CHECKS
-            case.validate_response(response, checks=checks, headers=headers)
-        except BaseException as exc:  # one line per failure, all of them reported together
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            t.failures.append(f"{mode.value} {method} {path} -> {response.status_code}: {_first_line(exc)}")
+        _validate(t, case, response, headers, f"{mode.value} {method} {path}")
         if rule(action).scope != "public":
             anonymous = case.call()
             t.calls += 1
             if anonymous.status_code < 400:
                 t.failures.append(f"{method} {path} answered {anonymous.status_code} without credentials")
+            _validate(t, case, anonymous, {}, f"{mode.value} {method} {path} without credentials")
 
     try:
         run()
@@ -208,13 +227,23 @@ def _exercise(t: Target, operation: Any, mode: GenerationMode) -> None:
         assert mode is GenerationMode.NEGATIVE, f"{method} {path}: no valid request could be generated"
 
 
+def _validate(t: Target, case: Any, response: Any, headers: dict[str, str], label: str) -> None:
+    try:
+        case.validate_response(response, checks=ALL_CHECKS, headers=headers)
+    except BaseException as exc:  # one line per failure, all of them reported together
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        t.failures.append(f"{label} -> {response.status_code}: {_first_line(exc)}")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return " | ".join(line for line in text.splitlines()[:6] if line.strip())[:600]
+    return " | ".join(line for line in text.splitlines()[:14] if line.strip())[:1200]
 
 
 def test_every_operation_survives_generated_requests(target: Target) -> None:
-    schema = schemathesis.openapi.from_asgi("/schema/openapi.json", target.app)
+    config = SchemathesisConfig.from_dict({"checks": EXPECTED_STATUSES, "generation": NO_CREDENTIALS_GENERATED})
+    schema = schemathesis.openapi.from_asgi("/schema/openapi.json", target.app, config=config)
     operations = [result.ok() for result in schema.get_all_operations()]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
@@ -250,3 +279,68 @@ def test_a_204_is_documented_without_a_body(sqlite_template: Any, tmp_path: Any)
         doc = http.get("/schema/openapi.json").json()
     logout = doc["paths"]["/api/v1/auth/logout"]["post"]["responses"]["204"]
     assert "content" not in logout
+
+
+# -- the whole schemathesis run, `--checks all` ------------------------------------------------------
+
+
+def test_schemathesis_run_with_every_check_finds_nothing(target: Target) -> None:
+    from schemathesis.config import SchemathesisConfig
+    from schemathesis.engine import events, from_schema
+
+    config = SchemathesisConfig.from_dict(_engine_config(target))
+    schema = schemathesis.openapi.from_asgi("/schema/openapi.json", target.app, config=config)
+    failures: list[str] = []
+    errors: list[str] = []
+    checked: Counter[str] = Counter()
+    phases: dict[str, str] = {}
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.PhaseFinished):
+            phases[event.phase.name.value] = event.status.value
+        if isinstance(event, (events.ScenarioFinished, events.FuzzScenarioFinished)):
+            for checks in event.recorder.checks.values():
+                for check in checks:
+                    checked[check.name] += 1
+                    if check.failure_info is not None:
+                        f = check.failure_info.failure
+                        failures.append(f"{check.name} {f.operation}: {f.title} | {f.message[:300]}")
+        elif isinstance(event, events.NonFatalError):
+            errors.append(f"{event.label}: {event.info}")
+        elif isinstance(event, events.FatalError):
+            raise AssertionError(f"schemathesis could not run: {event.exception}")
+    unique = sorted(set(failures))
+    print(f"schemathesis engine: {len(failures)} failures ({len(unique)} unique), {len(errors)} errors")
+    print(f"  phases {phases}; checks run {dict(checked)}")
+    assert not errors, "\n".join(errors)
+    assert not unique, f"{len(unique)} distinct failures:\n" + "\n".join(unique)
+    # Every phase ran and every check was applied: a run that tested nothing must not pass.
+    assert all(phases[p] == "success" for p in ("coverage", "fuzzing", "stateful")), phases
+    assert set(checked) >= {c.__name__ for c in ALL_CHECKS}, set(checked)
+
+
+def _engine_config(t: Target) -> dict[str, Any]:
+    """What ``schemathesis run --checks all`` is given, with each operation's legitimate credentials."""
+    operations = []
+    for (method, path), action in sorted(t.actions.items()):
+        if method in ("HEAD", "OPTIONS") or path.startswith("/schema"):
+            continue
+        headers, cookies = _credentials(t, method, path, action) if rule(action).scope != "public" else ({}, {})
+        if cookies:
+            headers = {**headers, "Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+        operations.append(
+            {
+                "include-method": method,
+                "include-path": path,
+                "headers": headers,
+                # Ending our session or deleting our namespace would end the exercise early.
+                "enabled": (method, path) not in _ENDS_THE_RUN,
+            }
+        )
+    return {
+        "seed": 1,
+        "workers": 1,
+        "generation": {"max-examples": EXAMPLES_PER_MODE, **NO_CREDENTIALS_GENERATED},
+        "checks": {"enabled": True, **EXPECTED_STATUSES},
+        "parameters": {"path.org_id": t.ids["org_id"], "path.ns_id": t.ids["ns_id"]},
+        "operations": operations,
+    }

@@ -23,6 +23,7 @@ from aiki.iam.context import Iam
 from aiki.iam.models import NamespaceView, OrganizationView
 from aiki.iam.policy import Grant, Principal, effective_namespace_role, rule
 from aiki.platform.db.raw import is_connection_failure
+from aiki.platform.db.value_errors import is_value_out_of_range
 from aiki.platform.domain.errors import CoreError, PermissionDenied, Unauthenticated
 from aiki.platform.services.context import Services
 
@@ -318,6 +319,16 @@ def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
             "Temporarily unavailable",
             "The database cannot be reached right now; try again in a moment.",
             extra_headers={"Retry-After": "1"},
+        )
+    if is_value_out_of_range(exc):
+        # A filter or form value the database cannot hold (a NUL in PostgreSQL text, a huge number).
+        log.warning("value out of range on dashboard %s %s", request.method, request.url.path)
+        return _error_page(
+            request,
+            400,
+            "That did not work",
+            "A value in the address or the form cannot be stored or searched for: a number out of range, "
+            "a text too long or a NUL character.",
         )
     log.exception("unhandled error on dashboard %s %s", request.method, request.url.path)
     return _error_page(request, 500, "Something went wrong", "An internal error occurred; it has been logged.")

@@ -365,3 +365,16 @@ async def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(iam
         assert await _signup_ip(behind, "garbage@hard.example", "not-an-ip") == "127.0.0.1"
     finally:
         await behind.close()
+
+
+async def test_nul_in_dashboard_filters_and_forms_is_400_never_500(iam_aiki: IamHarness) -> None:
+    from tests.dashboard.support import signup as dashboard_signup
+
+    browser = await dashboard_signup(iam_aiki, "nul-filter@hard.example")
+    runs = f"/ui/ns/{browser.namespace_id}/runs"
+    for query in ("workflow=%00", "reference_id=a%00b", "version=%00"):
+        resp = await browser.http.get(f"{runs}?{query}")
+        assert resp.status_code in (200, 400), (query, resp.status_code)  # SQLite stores NUL; PostgreSQL cannot
+        assert resp.headers["content-type"].startswith("text/html")
+    made = await browser.post(f"/ui/ns/{browser.namespace_id}/keys", {"name": "a\x00b", "role": "read"})
+    assert made.status_code in (200, 303, 400, 422), made.status_code

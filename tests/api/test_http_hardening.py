@@ -92,8 +92,7 @@ async def test_json_nested_a_thousand_deep_is_400_without_a_traceback(
         ),
         await key_http.post(f"{API}/workers/batch", content='{"ops": [' + deep + "]}", headers=json_type),
         await key_http.post(f"{API}/workers/register", content="{" + '"a":{' * 1000 + "}" * 1001, headers=json_type),
-        # Without a Content-Type the body is still read as JSON, so it is measured too.
-        await owner.http.post(f"{API}/namespaces/{owner.namespace_id}/api-keys", content=deep),
+        await owner.http.post(f"{API}/namespaces/{owner.namespace_id}/api-keys", content=deep, headers=json_type),
     ]
     for resp in answers:
         body = assert_problem(resp, 400, "malformed_json")
@@ -274,6 +273,14 @@ async def test_api_keys_need_no_origin_but_json_bodies(iam_aiki: IamHarness) -> 
         resp = await key_http.post(f"{API}/runs", content=json.dumps(run), headers={"content-type": media_type})
         problem = assert_problem(resp, 415, "unsupported_media_type")
         assert "application/json" in problem["detail"]
+    # A body without a Content-Type (what a cross-site fetch of a Blob sends) is refused too ...
+    untyped = await key_http.post(f"{API}/runs", content=json.dumps(run))
+    assert "content-type" not in untyped.request.headers
+    assert_problem(untyped, 415, "unsupported_media_type")
+    # ... but a request without a body needs none.
+    run_id = (await key_http.post(f"{API}/runs", json=run)).json()["run"]["id"]
+    paused = await key_http.post(f"{API}/runs/{run_id}/pause")
+    assert paused.status_code == 200, paused.text
 
 
 # -- security headers ------------------------------------------------------------------------------

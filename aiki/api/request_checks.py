@@ -4,8 +4,9 @@
   feed it to the file system (``embedded null byte``) or to PostgreSQL.
 - The client address is the TCP peer unless the peer is a trusted proxy (``aiki.api.proxies``).
 - On JSON routes (all but the dashboard's forms under ``/ui``) a body declared as anything but
-  JSON is refused with 415: the API reads every body as JSON whatever it is labelled, and a
-  ``text/plain`` body is what a cross-site form or ``fetch`` can send without a preflight.
+  JSON, or not declared at all, is refused with 415: the API would read it as JSON whatever its
+  label, and ``text/plain`` or no type at all is what a cross-site form or ``fetch`` can send
+  without a CORS preflight. (A request without a body needs no ``Content-Type``.)
 - A JSON body nested deeper than :data:`aiki.api.json_depth.MAX_JSON_DEPTH` is refused with 400
   before the decoder sees it (the decoder recurses per level and would end in ``RecursionError``).
 """
@@ -60,7 +61,12 @@ class RequestChecks:
             _resolve_client(scope, self.trusted_proxies)
         if str(scope.get("method")) in _BODY_METHODS and not path.startswith(FORM_PATH_PREFIX):
             content_type = _header(scope, b"content-type")
-            if content_type is not None and not is_json_media_type(content_type):
+            if content_type is None:
+                if _has_body(scope):
+                    raise UnsupportedMediaType(
+                        "this route reads JSON: send the body with Content-Type: application/json"
+                    )
+            elif not is_json_media_type(content_type):
                 raise UnsupportedMediaType(
                     f"this route reads JSON: send the body as application/json, not {content_type[:100]!r}"
                 )
@@ -79,6 +85,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _has_body(scope: Scope) -> bool:
+    length = _header(scope, b"content-length")
+    return (length is not None and length.strip() != "0") or _header(scope, b"transfer-encoding") is not None
 
 
 def _resolve_client(scope: Scope, trusted: TrustedProxies) -> None:

@@ -24,6 +24,7 @@ from aiki.iam.models import NamespaceView, OrganizationView
 from aiki.iam.policy import Grant, Principal, effective_namespace_role, rule
 from aiki.platform.db.integrity import describe, integrity_violation
 from aiki.platform.db.raw import is_connection_failure
+from aiki.platform.db.value_errors import is_value_out_of_range
 from aiki.platform.domain.errors import CoreError, PermissionDenied, Unauthenticated
 from aiki.platform.services.context import Services
 
@@ -325,6 +326,16 @@ def unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
         # A race with another request, logged by constraint only (never the violating values).
         log.warning("conflict on dashboard %s %s: %s", request.method, request.url.path, describe(violation))
         return _error_page(request, 409, "Conflict", "This changed meanwhile or already exists: reload and try again.")
+    if is_value_out_of_range(exc):
+        # A filter or form value the database cannot hold (a NUL in PostgreSQL text, a huge number).
+        log.warning("value out of range on dashboard %s %s", request.method, request.url.path)
+        return _error_page(
+            request,
+            400,
+            "That did not work",
+            "A value in the address or the form cannot be stored or searched for: a number out of range, "
+            "a text too long or a NUL character.",
+        )
     log.exception("unhandled error on dashboard %s %s", request.method, request.url.path)
     return _error_page(request, 500, "Something went wrong", "An internal error occurred; it has been logged.")
 

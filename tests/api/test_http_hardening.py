@@ -92,8 +92,7 @@ async def test_json_nested_a_thousand_deep_is_400_without_a_traceback(
         ),
         await key_http.post(f"{API}/workers/batch", content='{"ops": [' + deep + "]}", headers=json_type),
         await key_http.post(f"{API}/workers/register", content="{" + '"a":{' * 1000 + "}" * 1001, headers=json_type),
-        # Without a Content-Type the body is still read as JSON, so it is measured too.
-        await owner.http.post(f"{API}/namespaces/{owner.namespace_id}/api-keys", content=deep),
+        await owner.http.post(f"{API}/namespaces/{owner.namespace_id}/api-keys", content=deep, headers=json_type),
     ]
     for resp in answers:
         body = assert_problem(resp, 400, "malformed_json")
@@ -274,6 +273,14 @@ async def test_api_keys_need_no_origin_but_json_bodies(iam_aiki: IamHarness) -> 
         resp = await key_http.post(f"{API}/runs", content=json.dumps(run), headers={"content-type": media_type})
         problem = assert_problem(resp, 415, "unsupported_media_type")
         assert "application/json" in problem["detail"]
+    # A body without a Content-Type (what a cross-site fetch of a Blob sends) is refused too ...
+    untyped = await key_http.post(f"{API}/runs", content=json.dumps(run))
+    assert "content-type" not in untyped.request.headers
+    assert_problem(untyped, 415, "unsupported_media_type")
+    # ... but a request without a body needs none.
+    run_id = (await key_http.post(f"{API}/runs", json=run)).json()["run"]["id"]
+    paused = await key_http.post(f"{API}/runs/{run_id}/pause")
+    assert paused.status_code == 200, paused.text
 
 
 # -- security headers ------------------------------------------------------------------------------
@@ -365,3 +372,16 @@ async def test_x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(iam
         assert await _signup_ip(behind, "garbage@hard.example", "not-an-ip") == "127.0.0.1"
     finally:
         await behind.close()
+
+
+async def test_nul_in_dashboard_filters_and_forms_is_400_never_500(iam_aiki: IamHarness) -> None:
+    from tests.dashboard.support import signup as dashboard_signup
+
+    browser = await dashboard_signup(iam_aiki, "nul-filter@hard.example")
+    runs = f"/ui/ns/{browser.namespace_id}/runs"
+    for query in ("workflow=%00", "reference_id=a%00b", "version=%00"):
+        resp = await browser.http.get(f"{runs}?{query}")
+        assert resp.status_code in (200, 400), (query, resp.status_code)  # SQLite stores NUL; PostgreSQL cannot
+        assert resp.headers["content-type"].startswith("text/html")
+    made = await browser.post(f"/ui/ns/{browser.namespace_id}/keys", {"name": "a\x00b", "role": "read"})
+    assert made.status_code in (200, 303, 400, 422), made.status_code

@@ -1,11 +1,10 @@
 """schemathesis over the whole OpenAPI document of an IAM-enabled app (issue 4, acceptance 2; issue 11).
 
 Two runs, both with every check schemathesis has (``--checks all``; our loop does ``ignored_auth``
-its own, stronger way), so every answer must be what
-the document says: its status declared, its content type (``application/problem+json`` for
-errors) and body schema, its headers (``Retry-After``, ``WWW-Authenticate``), ``Allow`` on a 405
-and on ``OPTIONS``, valid requests accepted and invalid ones refused, no operation that ignores
-its credentials.
+its own, stronger way), so every answer must be what the document says: its status declared, its
+content type (``application/problem+json`` for errors) and body schema, its headers
+(``Retry-After``, ``WWW-Authenticate``), ``Allow`` on a 405 and on ``OPTIONS``, valid requests
+accepted and invalid ones refused, no operation that ignores its credentials.
 
 * ``schemathesis run`` itself (its engine, in-process): the examples, coverage (undeclared methods
   such as ``TRACE``, missing and malformed parameters), fuzzing and stateful phases, each operation

@@ -140,6 +140,7 @@ class Secrets:
         self._invitations = self._derive(master, b"aiki invitations")
         self._sessions = self._derive(master, b"aiki sessions")
         self._oidc_browsers = self._derive(master, b"aiki oidc browsers")
+        self._email_tokens = self._derive(master, b"aiki email tokens")
 
     @staticmethod
     def _derive(master: bytes, purpose: bytes) -> bytes:
@@ -154,6 +155,10 @@ class Secrets:
     def oidc_browser_hash(self, token: str) -> str:
         """What the ``oidc_logins`` table keeps of a browser's pre-login cookie."""
         return hmac.new(self._oidc_browsers, token.encode(), hashlib.sha256).hexdigest()
+
+    def email_token_hash(self, token: str) -> str:
+        """What the ``email_tokens`` table keeps of a mailed link's token (verification, password reset)."""
+        return hmac.new(self._email_tokens, token.encode(), hashlib.sha256).hexdigest()
 
     @staticmethod
     def new_invitation_token() -> str:

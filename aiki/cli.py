@@ -366,6 +366,11 @@ async def _dev(url: str, host: str, port: int, demo: bool, mail: dict[str, Any] 
     aiki_server = server(db=Database(url), iam=iam)
     await aiki_server.runtime.start()
     assert aiki_server.iam is not None
+    if iam.smtp_url is None:
+        from aiki.iam.mail import LogMailer
+
+        # A developer's own machine: the verification link goes to the log instead of a mailbox.
+        aiki_server.iam.mailer = LogMailer()
     # The in-process example worker authenticates like any other: a worker key of `default`.
     dev_key = await replace_server_key(aiki_server.iam, DEFAULT_NAMESPACE_ID, "aiki dev worker", "worker")
     aiki_client = client(handler=aiki_server.handler, api_key=dev_key.key)

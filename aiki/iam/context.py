@@ -7,7 +7,7 @@ from collections.abc import Callable
 from aiki.iam.config import IamConfig
 from aiki.iam.crypto import Passwords, Secrets
 from aiki.iam.key_cache import KeyCache
-from aiki.iam.mail import LogMailer, Mailer, SmtpMailer
+from aiki.iam.mail import Mailer, NoMailer, SmtpMailer
 from aiki.iam.oidc import OidcRelyingParty
 from aiki.iam.rate_limit import ApiRateLimiter
 from aiki.platform.db.engine import Database
@@ -19,8 +19,8 @@ class Iam:
 
     ``key_cache`` and ``api_limits`` keep API-key authentication off the database in the steady
     state (``aiki.iam.key_cache``, ``aiki.iam.rate_limit``). ``mailer`` sends verification,
-    password-reset and invitation mail: SMTP when configured, else the log (``aiki.iam.mail``);
-    tests swap in a ``MemoryOutbox``.
+    password-reset and invitation mail: SMTP when configured, else nothing (``aiki dev`` swaps in
+    a ``LogMailer``, tests a ``MemoryOutbox``; ``aiki.iam.mail``).
     """
 
     def __init__(
@@ -63,4 +63,4 @@ def _default_mailer(config: IamConfig) -> Mailer:
     smtp = config.smtp
     if smtp is not None and config.email_from:
         return SmtpMailer(smtp, config.email_from)
-    return LogMailer(config.email_from or "aiki@localhost")
+    return NoMailer()  # ``aiki dev`` puts a LogMailer here; a server without SMTP logs no links

@@ -6,7 +6,8 @@ One small interface, :class:`Mailer`, and three implementations:
   It uses the standard library's ``smtplib`` in a worker thread: mail is rare (a sign-up, a reset),
   so a thread per message costs nothing, and the server gains no dependency.
 * :class:`LogMailer` — what ``aiki dev`` uses when no SMTP server is configured: each message,
-  links included, is written to the log (a developer's own machine; never in ``aiki server``).
+  links included, is written to the log (a developer's own machine; never in ``aiki server``,
+  which without SMTP uses :class:`NoMailer`: nothing sent, only subjects logged).
 * :class:`MemoryOutbox` — keeps messages in a list, for in-process tests.
 
 ``AIKI_SMTP_URL`` forms: ``smtp://host:25`` (plain), ``smtp://user:pass@host:587?starttls=on``
@@ -166,6 +167,14 @@ class LogMailer:
             message.subject,
             message.text,
         )
+
+
+class NoMailer:
+    """No SMTP configured (``aiki server`` with verification off): nothing is sent, and only the
+    subject is logged: the body holds links (tokens) that must not land in a production log."""
+
+    async def send(self, message: Email) -> None:
+        log.warning("mail %r not sent: %s is not set", message.subject, SMTP_URL_ENV)
 
 
 class MemoryOutbox:

@@ -250,6 +250,7 @@ async def create_invitation(
 
 def _invitation_email(address: str, inviter: str, org_name: str, url: str, ttl_s: int) -> Email:
     days = max(1, ttl_s // 86400)
+    org_name = " ".join(org_name.split())  # a name is free text: no line breaks into the Subject header
     text = "\n".join(
         [
             f"{inviter} invited you to join the organization {org_name!r} on Aiki.",

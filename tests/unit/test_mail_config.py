@@ -7,7 +7,7 @@ import pytest
 
 from aiki.iam.config import IamConfig, IamConfigError
 from aiki.iam.context import _default_mailer
-from aiki.iam.mail import LogMailer, SmtpMailer
+from aiki.iam.mail import NoMailer, SmtpMailer
 
 ENV = {"AIKI_SECRET_KEY": "s" * 40, "AIKI_BASE_URL": "https://aiki.example.com"}
 SMTP = "smtps://mailer:s3cret-pw@mail.example"
@@ -16,7 +16,7 @@ SMTP = "smtps://mailer:s3cret-pw@mail.example"
 def test_mail_settings_come_from_the_environment() -> None:
     default = IamConfig.from_env(ENV)
     assert (default.email_verification, default.smtp_url, default.email_from) == (True, None, None)
-    assert isinstance(_default_mailer(default), LogMailer)
+    assert isinstance(_default_mailer(default), NoMailer)  # aiki dev swaps in a LogMailer
     config = IamConfig.from_env(
         {**ENV, "AIKI_SMTP_URL": SMTP, "AIKI_EMAIL_FROM": "aiki@example.com", "AIKI_EMAIL_VERIFICATION": "OFF"}
     )
@@ -49,3 +49,21 @@ def test_bad_mail_settings_name_the_variable_not_the_password(env: dict[str, str
     with pytest.raises(IamConfigError, match=named) as refused:
         IamConfig.from_env({**ENV, **env})
     assert "s3cret-pw" not in str(refused.value)
+
+
+def test_an_organization_name_cannot_break_the_subject_header() -> None:
+    from aiki.iam.mail import _message
+    from aiki.iam.orgs import _invitation_email
+
+    mail = _invitation_email("bo@example.com", "al@example.com", "Evil\r\nBcc: all@example.com", "http://x/i", 86400)
+    msg = _message("aiki@example.com", mail)  # raises on a header with a line break
+    assert msg["Subject"] == "You are invited to Evil Bcc: all@example.com on Aiki"
+    assert msg["Bcc"] is None
+
+
+async def test_without_smtp_a_server_logs_no_link(caplog: pytest.LogCaptureFixture) -> None:
+    from aiki.iam.mail import Email
+
+    await NoMailer().send(Email(to="a@example.com", subject="Reset your Aiki password", text="token=SECRET"))
+    assert "Reset your Aiki password" in caplog.text
+    assert "SECRET" not in caplog.text

@@ -496,4 +496,5 @@ IAM_GLOBAL_TABLES = (
     audit_log,
     rate_limits,
     oidc_logins,
+    email_tokens,
 )

@@ -4,8 +4,11 @@ Configuration comes from the environment (``DATABASE_URL``, ``AIKI_SECRET_KEY``,
 ``AIKI_SECRET_KEY_PREVIOUS`` (while rotating the secret; no flag: secrets stay out of ``ps``), ``AIKI_BASE_URL``,
 ``AIKI_HOST``, ``AIKI_PORT``, ``AIKI_LOG_LEVEL``, ``AIKI_API_KEY``, ``REDIS_URL``, ``AIKI_PG_LISTEN``,
 ``AIKI_DB_POOL_SIZE``, ``AIKI_DB_POOL_TIMEOUT``, ``AIKI_LEASE_TTL``, ``AIKI_HEARTBEAT_INTERVAL``,
-``AIKI_SHUTDOWN_GRACE``, ``AIKI_LOG_FORMAT``, ``AIKI_TRUSTED_PROXIES``, ``AIKI_API_RATE_LIMIT``); flags
-override it. A missing or malformed setting stops the command with a
+``AIKI_SHUTDOWN_GRACE``, ``AIKI_LOG_FORMAT``, ``AIKI_TRUSTED_PROXIES``, ``AIKI_API_RATE_LIMIT``,
+``AIKI_SMTP_URL``, ``AIKI_EMAIL_FROM``, ``AIKI_EMAIL_VERIFICATION``); flags override it. ``aiki server``
+refuses to start with email verification on (the default) and no ``AIKI_SMTP_URL``; ``aiki dev``
+then writes the mail it would send (links included) to its log.
+A missing or malformed setting stops the command with a
 one-line message naming the flag or variable, and exit status 2.
 """
 
@@ -315,6 +318,25 @@ def _iam_config(**overrides: Any) -> Any:
         raise CliError(str(exc)) from None
 
 
+def _require_mail(iam: Any) -> None:
+    from aiki.iam.config import IamConfigError
+
+    try:
+        iam.require_mail()
+    except IamConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _mail_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """``--email-verification`` and ``--email-from`` as ``IamConfig`` overrides (flags win over env)."""
+    flags: dict[str, Any] = {}
+    if args.email_verification is not None:
+        flags["email_verification"] = args.email_verification == "on"
+    if args.email_from is not None:
+        flags["email_from"] = args.email_from
+    return flags
+
+
 def _dev_secret(url: str) -> str:
     """``AIKI_SECRET_KEY``, or a random secret kept beside the dev database (keys survive restarts).
 
@@ -356,9 +378,11 @@ async def _server(
     from aiki.platform.db.engine import ConfigurationError, Database
 
     lease_ttl, heartbeat_interval = lease or (timedelta(seconds=30), None)
+    iam = _iam_config(**(iam_overrides or {}))
+    _require_mail(iam)
     aiki_server = server(
         db=Database(url, pool_size=pool_size, pool_timeout=pool_timeout),
-        iam=_iam_config(**(iam_overrides or {})),
+        iam=iam,
         redis_url=redis_url,
         trusted_proxies=trusted_proxies,
         pg_listen=pg_listen,
@@ -378,7 +402,7 @@ async def _server(
         await aiki_server.db.dispose()
 
 
-async def _dev(url: str, host: str, port: int, demo: bool) -> None:
+async def _dev(url: str, host: str, port: int, demo: bool, mail: dict[str, Any] | None = None) -> None:
     from aiki.api.server import server
     from aiki.dev_examples import EXAMPLE_WORKFLOWS, start_demo_runs
     from aiki.iam.keys import replace_server_key
@@ -393,10 +417,16 @@ async def _dev(url: str, host: str, port: int, demo: bool) -> None:
         # Dev serves plain http on localhost: a Secure cookie would never come back.
         secure_cookies=base_url.startswith("https://"),
         claim_default_organization=True,
+        **(mail or {}),
     )
     aiki_server = server(db=Database(url), iam=iam)
     await aiki_server.runtime.start()
     assert aiki_server.iam is not None
+    if iam.smtp_url is None:
+        from aiki.iam.mail import LogMailer
+
+        # A developer's own machine: the verification link goes to the log instead of a mailbox.
+        aiki_server.iam.mailer = LogMailer()
     # The in-process example worker authenticates like any other: a worker key of `default`.
     dev_key = await replace_server_key(aiki_server.iam, DEFAULT_NAMESPACE_ID, "aiki dev worker", "worker")
     aiki_client = client(handler=aiki_server.handler, api_key=dev_key.key)
@@ -410,6 +440,9 @@ async def _dev(url: str, host: str, port: int, demo: bool) -> None:
         print(f"    curl -s -c cookies.txt -X POST http://{host}:{port}/api/v1/auth/signup \\")
         body = '{"email": "you@example.com", "password": "choose-a-password"}'
         print(f"      -H 'content-type: application/json' -d '{body}'")
+        if iam.email_verification and iam.smtp_url is None:
+            print("  No AIKI_SMTP_URL: verification links are written to this log (look for 'mail not sent');")
+            print("  POST the token to /api/v1/auth/verify-email (or open the link) to sign in.")
         print(
             "  then create API keys with POST /api/v1/namespaces/{namespace_id}/api-keys "
             f"(with -b cookies.txt -H 'origin: {base_url}': a session's unsafe requests come from our origin)."
@@ -539,6 +572,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--database-url",
             help="defaults to $DATABASE_URL" + (" or sqlite aiki.db" if name == "dev" else ""),
         )
+        p.add_argument(
+            "--email-verification",
+            choices=["on", "off"],
+            default=None,
+            help="mail a link that new accounts must follow before they can act; defaults to "
+            "$AIKI_EMAIL_VERIFICATION or on (then `aiki server` needs $AIKI_SMTP_URL, which is read from "
+            "the environment only: it may hold a password)",
+        )
+        p.add_argument("--email-from", default=None, help="sender of mail; defaults to $AIKI_EMAIL_FROM")
         if name == "dev":
             p.add_argument("--no-demo", action="store_true", help="do not start demo runs")
         else:
@@ -653,11 +695,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         pg_listen=_env_pg_listen(args.no_pg_listen),
                         lease=_lease_settings(args.lease_ttl, args.heartbeat_interval),
                         trusted_proxies=_trusted_proxies(args.trusted_proxies),
-                        iam_overrides=_api_rate_limit(args.api_rate_limit),
+                        iam_overrides={**_api_rate_limit(args.api_rate_limit), **_mail_flags(args)},
                     )
                 )
             else:
-                _run(_dev(_database_url(args.database_url, DEV_DATABASE_URL), host, port, not args.no_demo))
+                _run(
+                    _dev(
+                        _database_url(args.database_url, DEV_DATABASE_URL),
+                        host,
+                        port,
+                        not args.no_demo,
+                        _mail_flags(args),
+                    )
+                )
         elif args.command == "worker":
             url = _worker_url(args.url)
             if args.concurrency < 1:

@@ -3,12 +3,14 @@ sign people up, open sessions and mint API keys through the public API."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from aiki.iam.config import IamConfig
+from aiki.iam.mail import MemoryOutbox
 from aiki.iam.throttle import ACTIONS
 from aiki.platform.domain.ids import now_ms
 from tests.conftest import AikiHarness
@@ -25,6 +27,13 @@ RELAXED_LIMITS: dict[str, Any] = {
 }
 
 
+def token_in(text: str, path: str) -> str:
+    """The ``token`` of the first link to ``path`` in a mail's text."""
+    found = re.search(re.escape(path) + r"\?token=([A-Za-z0-9_\-]+)", text)
+    assert found, f"no link to {path} in:\n{text}"
+    return found.group(1)
+
+
 @dataclass
 class Person:
     """A signed-up person: their session client and where they landed."""
@@ -38,6 +47,12 @@ class Person:
 
 
 class IamHarness(AikiHarness):
+    """``outbox`` keeps the mail the server sent (verification links, invitations, resets).
+
+    Email verification is on, as in production: ``signup`` follows the mailed link. Pass
+    ``email_verification=False`` where the test is about something else and needs the old flow.
+    """
+
     def __init__(self, db: str, url: str, *, server_options: dict[str, Any] | None = None, **config: Any) -> None:
         options: dict[str, Any] = {
             "secret_key": TEST_SECRET,
@@ -51,6 +66,8 @@ class IamHarness(AikiHarness):
         self.iam = self.server.iam
         self.offset_ms = 0
         self.iam.clock = lambda: now_ms() + self.offset_ms
+        self.outbox = MemoryOutbox()
+        self.iam.mailer = self.outbox
         self._clients: list[httpx.AsyncClient] = []
 
     def advance(self, ms: int) -> None:
@@ -73,10 +90,23 @@ class IamHarness(AikiHarness):
         requests made with the session cookie need it, ``aiki.api.auth``)."""
         return self.new_http({"origin": BASE_URL})
 
+    def last_token(self, email: str, path: str) -> str:
+        """The token of the newest mail to ``email`` that links to ``path`` (e.g. ``/ui/verify-email``)."""
+        for mail in reversed(self.outbox.to(email)):
+            if path in mail.text:
+                return token_in(mail.text, path)
+        raise AssertionError(f"no mail to {email} links to {path}; sent: {[m.subject for m in self.outbox.sent]}")
+
     async def signup(self, email: str, password: str = PASSWORD, **extra: Any) -> Person:
+        """Sign up through the API and, with verification on, follow the mailed link (which signs in)."""
         http = self.session_http()
         resp = await http.post(f"{API}/auth/signup", json={"email": email, "password": password, **extra})
-        assert resp.status_code == 201, resp.text
+        if resp.status_code == 202:
+            token = self.last_token(email.strip().lower(), "/ui/verify-email")
+            resp = await http.post(f"{API}/auth/verify-email", json={"token": token})
+            assert resp.status_code == 200, resp.text
+        else:
+            assert resp.status_code == 201, resp.text
         body = resp.json()
         return Person(
             email=email,

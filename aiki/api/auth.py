@@ -23,7 +23,7 @@ from aiki.dashboard.web import PEOPLE_ONLY
 from aiki.iam import accounts, audit
 from aiki.iam.context import Iam
 from aiki.iam.policy import Grant, Principal, authorize, rule
-from aiki.platform.domain.errors import InputInvalid, NotFound, PermissionDenied, Unauthenticated
+from aiki.platform.domain.errors import EmailUnverified, InputInvalid, NotFound, PermissionDenied, Unauthenticated
 
 log = logging.getLogger("aiki.api.auth")
 
@@ -32,10 +32,14 @@ NAMESPACE_HEADER = "x-aiki-namespace"
 # Routes the OpenAPI plugin adds: the API description is public.
 PUBLIC_PATH_PREFIX = "/schema"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+UNVERIFIED_OK = "unverified_ok"
 
 
-def policy(action: str, *, audit: str | None = None) -> dict[str, Any]:
+def policy(action: str, *, audit: str | None = None, unverified_ok: bool = False) -> dict[str, Any]:
     """The ``opt`` of a route handler that performs ``action``; ``audit`` names the audit-log action.
+
+    ``unverified_ok``: a person who has not verified their email may use it (only "me", logout and
+    asking for a new verification link; everything else answers ``403 email_unverified``).
 
     Example: ``@post("/{run_id:str}/cancel", opt=policy("runs:manage", audit="run.cancel"))``.
     """
@@ -43,7 +47,23 @@ def policy(action: str, *, audit: str | None = None) -> dict[str, Any]:
     opt: dict[str, Any] = {"action": action}
     if audit is not None:
         opt["audit"] = audit
+    if unverified_ok:
+        opt[UNVERIFIED_OK] = True
     return opt
+
+
+def check_verified(iam: Iam, principal: Principal, handler: BaseRouteHandler) -> None:
+    """An unverified person reaches only the routes marked ``unverified_ok`` (``aiki.iam.verification``)."""
+    if (
+        principal.is_user
+        and not principal.email_verified
+        and iam.config.email_verification
+        and not handler.opt.get(UNVERIFIED_OK)
+    ):
+        raise EmailUnverified(
+            "verify your email address first: open the link we mailed you "
+            "(POST /api/v1/auth/verify-email/resend sends a new one)"
+        )
 
 
 def declared_action(handler: BaseRouteHandler, path: str, method: str) -> str | None:
@@ -153,6 +173,7 @@ async def iam_guard(connection: ASGIConnection[Any, Any, Any, Any], route_handle
             _check_origin(connection, iam)  # the dashboard's own guard checks its token and origin
         else:
             _check_session_request(connection, iam, principal)
+    check_verified(iam, principal, route_handler)
     grant: Grant | None = None
     if r.scope == "organization":
         org_id = str(connection.path_params.get("org_id", ""))

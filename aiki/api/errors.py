@@ -49,11 +49,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "unauthorized": 401,
     "forbidden": 403,
+    "email_unverified": 403,
     "rate_limited": 429,
     "already_exists": 409,
     # An integrity violation nothing handled: a request raced another one (aiki.platform.db.integrity).
     "conflict": 409,
     "invitation_invalid": 400,
+    "link_invalid": 400,
     # OIDC login: our settings are broken (500), the provider cannot be reached or talked to (502),
     # this browser has no such login (400), the provider's answer does not authenticate (401), the
     # identity is authentic but not allowed here (403).
@@ -71,6 +73,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "oidc_token_expired": 401,
     "oidc_email_domain_not_allowed": 403,
     "oidc_email_unverified": 403,
+    "oidc_account_unverified": 403,
     "unavailable": 503,
     "internal_error": 500,
 }

@@ -11,15 +11,17 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import Cookie
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.response import Redirect
 
 from aiki.api.auth import SESSION_COOKIE, client_ip, policy
 from aiki.api.deps import GrantDep, IamDep, PrincipalDep
 from aiki.api.openapi_docs import problems
-from aiki.iam import accounts, audit, keys, oidc_login, orgs
+from aiki.iam import accounts, audit, keys, oidc_login, orgs, verification
 from aiki.iam.context import Iam
 from aiki.iam.models import (
+    Accepted,
     ApiKeyView,
     AuditPage,
     CreatedApiKey,
@@ -45,6 +47,19 @@ class SignupRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
     email: str
+    password: str
+
+
+class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
+
+
+class ForgotPasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+
+
+class ResetPasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
+    token: str
     password: str
 
 
@@ -93,6 +108,12 @@ def _signed_in(iam: Iam, new: accounts.NewSession, status: int) -> Response[Sign
     )
 
 
+_CHECK_MAIL = Accepted(
+    status="check_your_email",
+    message="we sent a link to this address: open it to verify the address and sign in",
+)
+
+
 def _ua(request: Request[Any, Any, Any]) -> str | None:
     return request.headers.get("user-agent")
 
@@ -101,11 +122,24 @@ class AuthController(Controller):
     path = f"{API}/auth"
     tags = ["auth"]
 
-    @post("/signup", summary="Create an account, its organization and first namespace", opt=policy("public"))
+    @post(
+        "/signup",
+        summary="Sign up: mails a verification link (202), or signs in at once when verification is off (201)",
+        description=(
+            "With email verification on (the default) the answer is the same for every address: 202 and "
+            "no session. A new address gets an unverified account and a link (POST /auth/verify-email); "
+            "a taken one gets a notice mailed to its owner. With AIKI_EMAIL_VERIFICATION=off: 201, "
+            "signed in."
+        ),
+        status_code=201,
+        responses={202: ResponseSpec(data_container=Accepted, description="Check your email")},
+        opt=policy("public"),
+    )
     async def signup(
         self, request: Request[Any, Any, Any], data: JSONBody[SignupRequest], iam: IamDep
-    ) -> Response[SignedIn]:
-        new = await accounts.signup(
+    ) -> Response[SignedIn | Accepted]:
+        # Rate limit: the lead wires H2's sign-up throttle here.
+        new = await verification.register(
             iam,
             email=data.email,
             password=data.password,
@@ -115,7 +149,68 @@ class AuthController(Controller):
             ip=client_ip(request),
             user_agent=_ua(request),
         )
-        return _signed_in(iam, new, 201)
+        if new is None:
+            return Response(_CHECK_MAIL, status_code=202)
+        return _signed_in(iam, new, 201)  # type: ignore[return-value]
+
+    @post(
+        "/verify-email",
+        summary="Follow a verification link: verify the address and sign in (sets the session cookie)",
+        status_code=200,
+        opt=policy("public"),
+    )
+    async def verify_email(
+        self, request: Request[Any, Any, Any], data: JSONBody[TokenRequest], iam: IamDep
+    ) -> Response[SignedIn]:
+        previous = request.cookies.get(SESSION_COOKIE)
+        new = await verification.verify_email(
+            iam,
+            data.token,
+            ip=client_ip(request),
+            user_agent=_ua(request),
+            previous_session_id=iam.secrets.session_id(previous) if previous else None,
+        )
+        return _signed_in(iam, new, 200)
+
+    @post(
+        "/verify-email/resend",
+        summary="Mail a new verification link to the signed-in person (older links stop working)",
+        status_code=202,
+        opt=policy("user", unverified_ok=True),
+    )
+    async def resend_verification(
+        self, request: Request[Any, Any, Any], iam: IamDep, principal: PrincipalDep
+    ) -> Accepted:
+        sent = await verification.resend_verification(iam, principal, client_ip(request))
+        if not sent:
+            return Accepted(status="already_verified", message="your email address is verified already")
+        return _CHECK_MAIL
+
+    @post(
+        "/password/forgot",
+        summary="Mail a password-reset link (the same answer for every address)",
+        status_code=202,
+        opt=policy("public"),
+    )
+    async def forgot_password(
+        self, request: Request[Any, Any, Any], data: JSONBody[ForgotPasswordRequest], iam: IamDep
+    ) -> Accepted:
+        await verification.request_password_reset(iam, data.email, client_ip(request))
+        return Accepted(
+            status="check_your_email",
+            message="if an account has this address, a link to reset its password is on its way",
+        )
+
+    @post(
+        "/password/reset",
+        summary="Set a new password with a reset link (verifies the address, ends every session)",
+        status_code=204,
+        opt=policy("public"),
+    )
+    async def reset_password(
+        self, request: Request[Any, Any, Any], data: JSONBody[ResetPasswordRequest], iam: IamDep
+    ) -> None:
+        await verification.reset_password(iam, data.token, data.password, client_ip(request))
 
     @post(
         "/login",
@@ -137,12 +232,17 @@ class AuthController(Controller):
         )
         return _signed_in(iam, new, 200)
 
-    @post("/logout", summary="End the session (revoked server-side)", status_code=204, opt=policy("user"))
+    @post(
+        "/logout",
+        summary="End the session (revoked server-side)",
+        status_code=204,
+        opt=policy("user", unverified_ok=True),
+    )
     async def logout(self, request: Request[Any, Any, Any], iam: IamDep, principal: PrincipalDep) -> Response[None]:
         await accounts.logout(iam, principal, client_ip(request))
         return Response(None, status_code=204, cookies=[_session_cookie(iam, "", 0)])
 
-    @get("/me", summary="The signed-in person and their organizations", opt=policy("user"))
+    @get("/me", summary="The signed-in person and their organizations", opt=policy("user", unverified_ok=True))
     async def me(self, iam: IamDep, principal: PrincipalDep) -> Me:
         return await accounts.me(iam, principal)
 

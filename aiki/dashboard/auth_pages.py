@@ -20,7 +20,7 @@ from aiki.dashboard.web import (
     safe_next,
     session_cookie,
 )
-from aiki.iam import accounts, orgs
+from aiki.iam import accounts, orgs, verification
 from aiki.platform.domain.errors import CoreError, Unauthenticated
 
 
@@ -101,7 +101,8 @@ class AuthPages(Controller):
         target = safe_next(str(form.get("next") or ""))
         iam = iam_of(request)
         try:
-            new = await accounts.signup(
+            # Rate limit: the lead wires H2's sign-up throttle here.
+            new = await verification.register(
                 iam,
                 email=values["email"],
                 password=str(form.get("password") or ""),
@@ -114,12 +115,14 @@ class AuthPages(Controller):
         except CoreError as exc:
             context = public_context(request, values=values, error=exc.message, next=target)
             return render(request, "auth/signup.html", context, status_code=_status(exc))
+        if new is None:  # verification on: the same page for every address (aiki.iam.verification)
+            return redirect(f"{PREFIX}/verify-email")
         ns = new.signed_in.namespace
         response = redirect(target or (f"{PREFIX}/ns/{ns.id}/runs" if ns else f"{PREFIX}/namespaces"))
         response.set_cookie(session_cookie(iam, new.cookie, iam.config.session_absolute_s))
         return response
 
-    @post("/logout", opt=policy("user"))
+    @post("/logout", opt=policy("user", unverified_ok=True))
     async def logout(self, request: Request[Any, Any, Any]) -> Response[Any]:
         iam = iam_of(request)
         await accounts.logout(iam, principal_of(request), client_ip(request))

@@ -196,7 +196,7 @@ class InvitationPages(Controller):
             await orgs.accept_invitation(iam_of(request), principal_of(request), token, client_ip(request))
         except CoreError as exc:
             context = {**await layout(request), "token": token, "signed_in": True, "error": exc.message}
-            return render(request, "orgs/accept.html", context, status_code=400)
+            return render(request, "orgs/accept.html", context, status_code=403 if exc.code == "forbidden" else 400)
         return redirect(f"{PREFIX}/home")
 
 

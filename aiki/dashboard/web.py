@@ -25,7 +25,7 @@ from aiki.iam.policy import Grant, Principal, effective_namespace_role, rule
 from aiki.platform.db.integrity import describe, integrity_violation
 from aiki.platform.db.raw import is_connection_failure
 from aiki.platform.db.value_errors import is_value_out_of_range
-from aiki.platform.domain.errors import CoreError, PermissionDenied, Unauthenticated
+from aiki.platform.domain.errors import CoreError, EmailUnverified, PermissionDenied, Unauthenticated
 from aiki.platform.services.context import Services
 
 log = logging.getLogger("aiki.dashboard")
@@ -68,12 +68,18 @@ _STATUS_BY_CODE = {
 }
 
 
-def policy(action: str, *, audit: str | None = None) -> dict[str, Any]:
-    """The ``opt`` of a dashboard handler: the same policy table as the API (``aiki.iam.policy``)."""
+def policy(action: str, *, audit: str | None = None, unverified_ok: bool = False) -> dict[str, Any]:
+    """The ``opt`` of a dashboard handler: the same policy table as the API (``aiki.iam.policy``).
+
+    ``unverified_ok``: open to a person who has not verified their email (the other pages send
+    them to "verify your email").
+    """
     rule(action)
     opt: dict[str, Any] = {"action": action}
     if audit is not None:
         opt["audit"] = audit
+    if unverified_ok:
+        opt["unverified_ok"] = True
     return opt
 
 
@@ -299,6 +305,11 @@ def _login_redirect(request: Request[Any, Any, Any], message: str) -> Response[A
 def core_error(request: Request[Any, Any, Any], exc: CoreError) -> Response[Any]:
     if isinstance(exc, Unauthenticated):
         return _login_redirect(request, exc.message)
+    if isinstance(exc, EmailUnverified):
+        location = f"{PREFIX}/verify-email"
+        if is_htmx(request):
+            return Response(b"", status_code=200, headers={"HX-Redirect": location, **SECURITY_HEADERS})
+        return Redirect(location, status_code=303, headers=SECURITY_HEADERS)
     status = _STATUS_BY_CODE.get(exc.code, 400)
     titles = {403: "Not allowed", 404: "Not found", 409: "Conflict", 429: "Too many requests"}
     return _error_page(request, status, titles.get(status, "That did not work"), exc.message)

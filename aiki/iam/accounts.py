@@ -44,7 +44,13 @@ def normalize_email(email: str) -> str:
 
 
 def user_view(row: Row) -> UserView:
-    return UserView(id=row["id"], email=row["email"], name=row["name"], created_at=row["created_at"])
+    return UserView(
+        id=row["id"],
+        email=row["email"],
+        name=row["name"],
+        created_at=row["created_at"],
+        email_verified=row.get("email_verified_at") is not None,
+    )
 
 
 def _optional_text(value: str | None, field: str, limit: int) -> str | None:
@@ -122,7 +128,11 @@ async def signup(
     ip: str | None,
     user_agent: str | None,
 ) -> NewSession:
-    """Create a user, their organization (owner) and its first namespace, and sign them in."""
+    """Create a user, their organization (owner) and its first namespace, and sign them in.
+
+    The sign-up of servers with email verification off (``AIKI_EMAIL_VERIFICATION=off``); the
+    account stays unverified. With verification on, ``aiki.iam.verification.register`` signs up.
+    """
     address = normalize_email(email)
     name = _optional_text(name, "$.name", 200)
     organization_name = _optional_text(organization_name, "$.organization", 100)
@@ -314,6 +324,7 @@ async def authenticate_session(iam: Iam, cookie: str) -> Principal:
         label=row["email"] or row["user_id"],
         user_id=row["user_id"],
         session_id=session_id,
+        email_verified=row["email_verified_at"] is not None,
     )
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from aiki.iam.mail import EMAIL_FROM_ENV, SMTP_URL_ENV, MailConfigError, SmtpSettings
 from aiki.iam.oidc_config import OidcConfig
 from aiki.iam.server_secret import PREVIOUS_SECRET_ENV, SECRET_ENV, check_secret
 
 KEY_CACHE_TTL_ENV = "AIKI_API_KEY_CACHE_TTL_S"
+EMAIL_VERIFICATION_ENV = "AIKI_EMAIL_VERIFICATION"
 MAX_KEY_CACHE_TTL_S = 3600
 # Where the API serves the OIDC callback (aiki.api.iam_routes); the default redirect URI points here.
 OIDC_CALLBACK_PATH = "/api/v1/auth/oidc/callback"
@@ -92,6 +94,16 @@ class IamConfig:
             organization instead of creating one (``aiki dev``: the example worker serves it).
         oidc: sign-in through an OpenID provider (``GET /api/v1/auth/oidc/login``); ``from_env``
             reads it from the ``AIKI_OIDC_*`` variables. None: password login only.
+        email_verification: ``AIKI_EMAIL_VERIFICATION`` (``on``, the default, or ``off``). On: a
+            sign-up creates an unverified account and mails a link; until it is followed the account
+            sees only "verify your email" (``aiki.iam.verification``), and invitations are accepted
+            only by a verified address. Off: sign-up signs in at once, as on servers that cannot
+            send mail; accounts stay unverified (so OIDC never links to them) and invitations need
+            only a matching address. ``aiki server`` refuses to start with it on and no SMTP.
+        smtp_url: ``AIKI_SMTP_URL``, the SMTP server that sends verification, password-reset and
+            invitation mail (forms in ``aiki.iam.mail``; credentials never logged). None: no mail
+            (``aiki dev`` writes messages to its log instead).
+        email_from: ``AIKI_EMAIL_FROM``, the sender address of that mail (required with SMTP).
     """
 
     secret_key: str
@@ -120,6 +132,9 @@ class IamConfig:
     claim_default_organization: bool = False
     oidc: OidcConfig | None = None
     previous_secret_key: str | None = None
+    email_verification: bool = True
+    smtp_url: str | None = field(default=None, repr=False)  # may hold the SMTP password
+    email_from: str | None = None
 
     def __post_init__(self) -> None:
         for variable, value in ((SECRET_ENV, self.secret_key), (PREVIOUS_SECRET_ENV, self.previous_secret_key)):
@@ -136,9 +151,9 @@ class IamConfig:
             raise IamConfigError(
                 f"AIKI_BASE_URL must be an http(s) URL such as https://aiki.example.com, got {self.base_url!r}"
             )
-        for field, (variable, minimum) in INT_SETTINGS.items():
-            value = getattr(self, field)
-            if value is None and field == "password_hash_threads":
+        for name, (variable, minimum) in INT_SETTINGS.items():
+            value = getattr(self, name)
+            if value is None and name == "password_hash_threads":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise IamConfigError(f"{variable} must be a whole number of at least {minimum}, got {value!r}")
@@ -146,6 +161,30 @@ class IamConfig:
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl <= MAX_KEY_CACHE_TTL_S:
             raise IamConfigError(
                 f"{KEY_CACHE_TTL_ENV} must be a number of seconds from 0 to {MAX_KEY_CACHE_TTL_S}, got {ttl!r}"
+            )
+        if self.smtp_url is not None:
+            try:
+                SmtpSettings.parse(self.smtp_url)
+            except MailConfigError as exc:
+                raise IamConfigError(str(exc)) from None
+            if not self.email_from:
+                raise IamConfigError(f"{EMAIL_FROM_ENV} is not set: mail sent through {SMTP_URL_ENV} needs a sender")
+        if self.email_from is not None and (
+            "@" not in self.email_from or any(ch in self.email_from for ch in "\r\n\x00")
+        ):
+            raise IamConfigError(f"{EMAIL_FROM_ENV} must be an email address such as aiki@example.com")
+
+    @property
+    def smtp(self) -> SmtpSettings | None:
+        """The parsed :attr:`smtp_url`, if mail is configured."""
+        return SmtpSettings.parse(self.smtp_url) if self.smtp_url else None
+
+    def require_mail(self) -> None:
+        """Refuse a configuration that would create accounts nobody can verify (``aiki server``)."""
+        if self.email_verification and self.smtp_url is None:
+            raise IamConfigError(
+                f"{SMTP_URL_ENV} is not set: sign-up mails a verification link. Set {SMTP_URL_ENV} and "
+                f"{EMAIL_FROM_ENV}, or turn verification off with {EMAIL_VERIFICATION_ENV}=off"
             )
 
     @property
@@ -161,8 +200,10 @@ class IamConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> IamConfig:
-        """Read ``AIKI_SECRET_KEY``, ``AIKI_BASE_URL`` (and ``AIKI_SECRET_KEY_PREVIOUS``,
-        ``AIKI_API_KEY_CACHE_TTL_S``, optional); raise naming the variable that is missing or malformed."""
+        """Read ``AIKI_SECRET_KEY``, ``AIKI_BASE_URL`` (and, optional, ``AIKI_SECRET_KEY_PREVIOUS``,
+        ``AIKI_API_KEY_CACHE_TTL_S``, ``AIKI_EMAIL_VERIFICATION``, ``AIKI_SMTP_URL``, ``AIKI_EMAIL_FROM``
+        and the abuse limits of ``INT_SETTINGS``); raise naming the variable that is missing or
+        malformed. ``overrides`` (CLI flags) win over the environment."""
         env = os.environ if environ is None else environ
         for name in ("AIKI_SECRET_KEY", "AIKI_BASE_URL"):
             if not env.get(name) and name.lower().removeprefix("aiki_") not in overrides:
@@ -179,13 +220,22 @@ class IamConfig:
                 values["api_key_cache_ttl_s"] = float(ttl)
             except ValueError:
                 raise IamConfigError(f"{KEY_CACHE_TTL_ENV} must be a number of seconds, got {ttl!r}") from None
-        for field, (variable, _) in INT_SETTINGS.items():
+        for name, (variable, _) in INT_SETTINGS.items():
             raw = env.get(variable, "").strip()
             if raw:
                 try:
-                    values[field] = int(raw)
+                    values[name] = int(raw)
                 except ValueError:
                     raise IamConfigError(f"{variable} must be a whole number, got {raw!r}") from None
+        verification = env.get(EMAIL_VERIFICATION_ENV, "").strip().lower()
+        if verification:
+            if verification not in ("on", "off"):
+                raise IamConfigError(f"{EMAIL_VERIFICATION_ENV} must be on or off, got {verification!r}")
+            values["email_verification"] = verification == "on"
+        if env.get(SMTP_URL_ENV, "").strip():
+            values["smtp_url"] = env[SMTP_URL_ENV].strip()
+        if env.get(EMAIL_FROM_ENV, "").strip():
+            values["email_from"] = env[EMAIL_FROM_ENV].strip()
         values.update(overrides)
         if "oidc" not in overrides:
             base_url = str(values["base_url"]).rstrip("/")

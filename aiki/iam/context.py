@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aiki.iam.config import IamConfig
 from aiki.iam.crypto import Passwords, Secrets
 from aiki.iam.key_cache import KeyCache
+from aiki.iam.mail import Mailer, NoMailer, SmtpMailer
 from aiki.iam.oidc import OidcRelyingParty
 from aiki.iam.rate_limit import ApiRateLimiter
 from aiki.platform.db.engine import Database
@@ -17,7 +18,9 @@ class Iam:
     """IAM state of one server process. ``clock`` is injectable so tests move time without sleeping.
 
     ``key_cache`` and ``api_limits`` keep API-key authentication off the database in the steady
-    state (``aiki.iam.key_cache``, ``aiki.iam.rate_limit``).
+    state (``aiki.iam.key_cache``, ``aiki.iam.rate_limit``). ``mailer`` sends verification,
+    password-reset and invitation mail: SMTP when configured, else nothing (``aiki dev`` swaps in
+    a ``LogMailer``, tests a ``MemoryOutbox``; ``aiki.iam.mail``).
     """
 
     def __init__(
@@ -27,6 +30,7 @@ class Iam:
         *,
         clock: Callable[[], int] | None = None,
         passwords: Passwords | None = None,
+        mailer: Mailer | None = None,
     ) -> None:
         self.db = db
         self.config = config
@@ -38,6 +42,7 @@ class Iam:
         self._oidc: OidcRelyingParty | None = None
         self.key_cache = KeyCache(round(config.api_key_cache_ttl_s * 1000))
         self.api_limits = ApiRateLimiter()
+        self.mailer: Mailer = mailer or _default_mailer(config)
 
     @property
     def oidc(self) -> OidcRelyingParty | None:
@@ -55,3 +60,10 @@ class Iam:
 
     def now(self) -> int:
         return self.clock()
+
+
+def _default_mailer(config: IamConfig) -> Mailer:
+    smtp = config.smtp
+    if smtp is not None and config.email_from:
+        return SmtpMailer(smtp, config.email_from)
+    return NoMailer()  # ``aiki dev`` puts a LogMailer here; a server without SMTP logs no links

@@ -205,7 +205,7 @@ def key_prefix(key_id: str) -> str:
 class _DerivedKeys:
     """The per-purpose keys of one server secret."""
 
-    __slots__ = ("api_keys", "invitations", "oidc_browsers", "sessions")
+    __slots__ = ("api_keys", "email_tokens", "invitations", "oidc_browsers", "sessions")
 
     def __init__(self, secret_key: str) -> None:
         master = secret_key.encode()
@@ -213,6 +213,7 @@ class _DerivedKeys:
         self.invitations = _derive(master, b"aiki invitations")
         self.sessions = _derive(master, b"aiki sessions")
         self.oidc_browsers = _derive(master, b"aiki oidc browsers")
+        self.email_tokens = _derive(master, b"aiki email tokens")
 
 
 def _derive(master: bytes, purpose: bytes) -> bytes:
@@ -262,6 +263,11 @@ class Secrets:
     def oidc_browser_hashes(self, token: str) -> tuple[str, ...]:
         """Every hash a pre-login cookie's logins may be stored under (current secret first)."""
         return tuple(_mac(keys.oidc_browsers, token) for keys in self._all)
+
+    def email_token_hash(self, token: str) -> str:
+        """What the ``email_tokens`` table keeps of a mailed link's token (verification, password reset)."""
+        # Current secret only: a link mailed before a rotation stops working (it can be sent again).
+        return _mac(self._current.email_tokens, token)
 
     @staticmethod
     def new_invitation_token() -> str:

@@ -11,6 +11,8 @@ class UserView:
     email: str | None
     name: str | None
     created_at: int
+    # Whether the person followed a link mailed to ``email`` (or a provider verified it).
+    email_verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +121,11 @@ class SignedIn:
     organization: OrganizationView | None
     namespace: NamespaceView | None
     session_expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A request taken that answers the same whatever it found (sign-up, password reset): see your mail."""
+
+    status: str
+    message: str

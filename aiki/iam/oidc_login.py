@@ -8,7 +8,9 @@ who that is here and opens the session:
   token's HMAC. ``complete`` takes it back with one ``DELETE ... RETURNING``: a callback is used
   once, and only by the browser that started the login.
 * **Which user.** The identity ``(issuer, subject)`` first. Else, only when the provider asserts a
-  *verified* email, the user with that email gets the identity linked. Else a new user: with the
+  *verified* email, the user with that email gets the identity linked — if that account verified
+  its address too; an unverified one is refused (``oidc_account_unverified``: it may be a squatter's
+  pre-registered account, see ``aiki.iam.verification``). Else a new user: with the
   email only if verified (an unverified one could squat someone's address), owning a new
   organization and namespace, as a sign-up does.
 * **Session.** Always a fresh session row; a session the browser presented before is revoked (no
@@ -186,6 +188,10 @@ async def complete(
         raise
     try:
         session, outcome = await _sign_in(iam, identity, ip, user_agent, previous_session_id)
+    except OidcError as exc:
+        detail = {"code": exc.code, "issuer": identity.issuer, "subject": identity.subject}
+        await audit.record(iam, None, "oidc.login", "refused", target_type="user", ip=ip, detail=detail)
+        raise
     except Exception as exc:
         if not is_unique_violation(exc):
             raise
@@ -219,6 +225,14 @@ async def _sign_in(
             await identities.update_email(identity.issuer, identity.subject, identity.email, identity.email_verified)
         else:
             row = await users.by_email(email) if email is not None else None
+            if row is not None and row["email_verified_at"] is None:
+                # Whoever made that account never proved the address: linking would hand the SSO
+                # user a squatter's account (or the squatter theirs). Refuse; nothing is created.
+                raise OidcError(
+                    "oidc_account_unverified",
+                    "an account with this email exists but its address was never verified: log in with its "
+                    "password and verify it, or reset its password, then sign in with SSO",
+                )
             outcome = "linked" if row is not None else "created"
             if row is None:
                 row, home = await _create_user(iam, conn, identity, email, now)
@@ -277,6 +291,8 @@ async def _create_user(
         "name": (identity.name or "")[:200] or None,
         "created_at": now,
         "updated_at": now,
+        # The provider verified the email (an unverified one is not kept), or there is none to verify.
+        "email_verified_at": now,
     }
     await UserRepository(conn).insert(user)
     who = email or identity.name or identity.subject

@@ -11,6 +11,7 @@ from typing import Any
 from aiki.iam import audit
 from aiki.iam.accounts import normalize_email
 from aiki.iam.context import Iam
+from aiki.iam.mail import Email, deliver
 from aiki.iam.models import (
     CreatedInvitation,
     InvitationView,
@@ -226,6 +227,7 @@ async def create_invitation(
             ns = await NamespaceDirectory(conn).get(namespace_id)
             if ns is None or ns["organization_id"] != grant.organization_id:
                 raise NotFound(f"namespace {namespace_id!r} not found")
+        org = await OrganizationRepository(conn).get(grant.organization_id)
         values = {k: v for k, v in row.items() if k != "organization_id"}
         await InvitationRepository(conn, grant.organization_id).insert(values)
         await audit.record(
@@ -241,7 +243,28 @@ async def create_invitation(
             detail={"email": address, "role": role, "namespace_role": namespace_role},
         )
     url = f"{iam.config.base_url.rstrip('/')}/invitations/accept?token={token}"
+    # Mailed to the invitee; the link is also answered once here, for the inviter to pass on.
+    org_name = org["name"] if org is not None else "an organization"
+    await deliver(iam.mailer, _invitation_email(address, principal.label, org_name, url, ttl))
     return CreatedInvitation(invitation=_invitation_view(row, now), token=token, url=url)
+
+
+def _invitation_email(address: str, inviter: str, org_name: str, url: str, ttl_s: int) -> Email:
+    days = max(1, ttl_s // 86400)
+    org_name = " ".join(org_name.split())  # a name is free text: no line breaks into the Subject header
+    text = "\n".join(
+        [
+            f"{inviter} invited you to join the organization {org_name!r} on Aiki.",
+            "",
+            "Accept the invitation here (log in, or sign up with this address, first):",
+            "",
+            url,
+            "",
+            f"The invitation is for {address} only and expires in {days} day{'s' if days != 1 else ''}.",
+            "If you did not expect it, ignore this message.",
+        ]
+    )
+    return Email(to=address, subject=f"You are invited to {org_name} on Aiki", text=text)
 
 
 async def list_invitations(iam: Iam, organization_id: str) -> list[InvitationView]:
@@ -274,44 +297,78 @@ async def cancel_invitation(iam: Iam, principal: Principal, grant: Grant, invita
 
 
 async def accept_invitation(iam: Iam, principal: Principal, token: str, ip: str | None) -> OrganizationView:
-    """Join the inviting organization (and namespace) as the signed-in person the link was sent to."""
+    """Join the inviting organization (and namespace) as the signed-in person the link was sent to.
+
+    Only an account whose address matches the invitation's may accept, and (with email
+    verification on) only once it verified that address: the invitation trusts the mailbox, not
+    whoever typed the address at sign-up. Idempotent: the same person accepting again, or
+    several times at once, gets the same answer; exactly one of them adds the memberships (a
+    conditional UPDATE claims the invitation).
+    """
     await throttle(iam, "invitation_accept", ip)
     assert principal.user_id is not None
     now = iam.now()
+    token_hashes = iam.secrets.invitation_hashes(token)
+    async with iam.db.engine.connect() as conn:
+        user = await UserRepository(conn).get(principal.user_id)
+        row = await InvitationRepository(conn, None).by_token_hash(*token_hashes)
+    if row is None or row["cancelled_at"] is not None:
+        raise InvitationInvalid("this invitation link is not valid (unknown or cancelled)")
+    if user is None or user["email"] != row["email"]:
+        raise PermissionDenied(
+            "this invitation was sent to another email address: log in with the invited address to accept it"
+        )
+    if iam.config.email_verification and user["email_verified_at"] is None:
+        raise PermissionDenied("verify your email address before accepting an invitation sent to it")
+    if row["accepted_at"] is not None:
+        return await _accepted(iam, row, principal.user_id)
+    if row["expires_at"] <= now:
+        raise InvitationInvalid("this invitation link has expired; ask for a new one")
+    org_id = row["organization_id"]
     async with iam.db.transaction() as conn:
         repo = InvitationRepository(conn, None)
-        row = await repo.by_token_hash(*iam.secrets.invitation_hashes(token))
-        if row is None or row["accepted_at"] is not None or row["cancelled_at"] is not None:
-            raise InvitationInvalid("this invitation link is not valid (unknown, used or cancelled)")
-        if row["expires_at"] <= now:
-            raise InvitationInvalid("this invitation link has expired; ask for a new one")
-        user = await UserRepository(conn).get(principal.user_id)
-        if user is None or user["email"] != row["email"]:
-            raise InvitationInvalid("this invitation was sent to another email address")
-        org_id = row["organization_id"]
-        orgs = OrganizationRepository(conn)
-        if await orgs.member_role(org_id, principal.user_id) is None:
-            await orgs.add_member(org_id, principal.user_id, row["role"], now)
-        if row["namespace_id"] is not None:
-            await NamespaceMemberRepository(conn, row["namespace_id"]).put(
-                principal.user_id, row["namespace_role"], now
+        if not await repo.claim(row["id"], principal.user_id, now):
+            claimed = None  # accepted or cancelled meanwhile: answered below, from the committed row
+        else:
+            claimed = row
+            orgs = OrganizationRepository(conn)
+            if await orgs.member_role(org_id, principal.user_id) is None:
+                await orgs.add_member(org_id, principal.user_id, row["role"], now)
+            if row["namespace_id"] is not None:
+                await NamespaceMemberRepository(conn, row["namespace_id"]).put(
+                    principal.user_id, row["namespace_role"], now
+                )
+            await audit.record(
+                iam,
+                principal,
+                "invitation.accept",
+                conn=conn,
+                organization_id=org_id,
+                namespace_id=row["namespace_id"],
+                target_type="invitation",
+                target_id=row["id"],
+                ip=ip,
+                detail={"role": row["role"]},
             )
-        await repo.update(row["id"], {"accepted_at": now, "accepted_by": principal.user_id})
-        await audit.record(
-            iam,
-            principal,
-            "invitation.accept",
-            conn=conn,
-            organization_id=org_id,
-            namespace_id=row["namespace_id"],
-            target_type="invitation",
-            target_id=row["id"],
-            ip=ip,
-            detail={"role": row["role"]},
-        )
-        org = await orgs.get(org_id)
-        role = await orgs.member_role(org_id, principal.user_id)
-    assert org is not None
+    if claimed is None:
+        async with iam.db.engine.connect() as conn:
+            current = await InvitationRepository(conn, None).by_token_hash(*token_hashes)
+        if current is None or current["accepted_at"] is None:
+            raise InvitationInvalid("this invitation link is not valid (unknown or cancelled)")
+        return await _accepted(iam, current, principal.user_id)
+    return await _accepted(iam, row, principal.user_id)
+
+
+async def _accepted(iam: Iam, row: Row, user_id: str) -> OrganizationView:
+    """The answer to an accepted invitation: the organization, if this person is the one who accepted it."""
+    if row["accepted_by"] is not None and row["accepted_by"] != user_id:
+        raise InvitationInvalid("this invitation link was already used")
+    async with iam.db.engine.connect() as conn:
+        orgs = OrganizationRepository(conn)
+        org = await orgs.get(row["organization_id"])
+        role = await orgs.member_role(row["organization_id"], user_id)
+    if org is None:
+        raise InvitationInvalid("the organization of this invitation no longer exists")
     return OrganizationView(id=org["id"], name=org["name"], created_at=org["created_at"], role=role)
 
 

@@ -90,6 +90,8 @@ class Principal:
     key_role: str | None = None
     key_namespace_id: str | None = None
     key_organization_id: str | None = None
+    # People only: whether they followed the link mailed to their address (``aiki.iam.verification``).
+    email_verified: bool = True
 
     @property
     def is_user(self) -> bool:

@@ -12,6 +12,7 @@ from aiki.iam import key_cache
 from aiki.platform.db.tables import (
     api_keys,
     audit_log,
+    email_tokens,
     identities,
     invitations,
     namespace_members,
@@ -53,6 +54,41 @@ class UserRepository:
         await self.conn.execute(
             users.update().where(users.c.id == user_id).values(password_hash=password_hash, updated_at=now)
         )
+
+    async def mark_verified(self, user_id: str, now: int) -> None:
+        """Record that the person proved they read mail at their address (kept if already set)."""
+        await self.conn.execute(
+            users.update()
+            .where(users.c.id == user_id, users.c.email_verified_at.is_(None))
+            .values(email_verified_at=now, updated_at=now)
+        )
+
+
+class EmailTokenRepository:
+    """Tokens of mailed links (verification, password reset), by HMAC; each is taken once."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def replace(self, values: Mapping[str, Any]) -> None:
+        """Store a new token of ``values['purpose']`` for its user; the user's older ones of that purpose die."""
+        await self.forget(values["user_id"], values["purpose"])
+        await self.conn.execute(email_tokens.insert().values(**values))
+
+    async def take(self, token_hash: str, purpose: str) -> Row | None:
+        """Delete the token and return it: one statement, so two clicks cannot both use it."""
+        result = await self.conn.execute(
+            email_tokens.delete()
+            .where(email_tokens.c.token_hash == token_hash, email_tokens.c.purpose == purpose)
+            .returning(email_tokens.c.user_id, email_tokens.c.password_hash, email_tokens.c.expires_at)
+        )
+        return _one(result)
+
+    async def forget(self, user_id: str, purpose: str | None = None) -> None:
+        query = email_tokens.delete().where(email_tokens.c.user_id == user_id)
+        if purpose is not None:
+            query = query.where(email_tokens.c.purpose == purpose)
+        await self.conn.execute(query)
 
 
 class OrganizationRepository:
@@ -257,6 +293,20 @@ class InvitationRepository:
     async def update(self, invitation_id: str, values: Mapping[str, Any]) -> None:
         await self.conn.execute(invitations.update().where(invitations.c.id == invitation_id).values(**values))
 
+    async def claim(self, invitation_id: str, user_id: str, now: int) -> bool:
+        """Mark a pending invitation accepted by ``user_id``; False if someone (maybe the same
+        person, concurrently) already did. One conditional UPDATE, so only one accept adds members."""
+        result = await self.conn.execute(
+            invitations.update()
+            .where(
+                invitations.c.id == invitation_id,
+                invitations.c.accepted_at.is_(None),
+                invitations.c.cancelled_at.is_(None),
+            )
+            .values(accepted_at=now, accepted_by=user_id)
+        )
+        return result.rowcount == 1
+
 
 class SessionRepository:
     def __init__(self, conn: AsyncConnection) -> None:
@@ -274,6 +324,7 @@ class SessionRepository:
                 sessions.c.expires_at,
                 sessions.c.revoked_at,
                 users.c.email,
+                users.c.email_verified_at,
             )
             .join(users, users.c.id == sessions.c.user_id)
             .where(sessions.c.id == session_id)
@@ -288,6 +339,14 @@ class SessionRepository:
             sessions.update().where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None)).values(revoked_at=now)
         )
         return result.rowcount == 1
+
+    async def revoke_all_of(self, user_id: str, now: int) -> None:
+        """End every live session of a person (their password changed: whoever else was in is out)."""
+        await self.conn.execute(
+            sessions.update()
+            .where(sessions.c.user_id == user_id, sessions.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
 
 
 class ApiKeyDirectory:

@@ -68,7 +68,12 @@ class AikiHttpSystem:
         server = Child(
             "aiki-server",
             ["-m", "aiki.cli", "server", "--port", str(port), "--database-url", self._config.db_url],
-            {"AIKI_LOG_LEVEL": "WARNING", "AIKI_SECRET_KEY": BENCH_SECRET, "AIKI_BASE_URL": url},
+            {
+                "AIKI_LOG_LEVEL": "WARNING",
+                "AIKI_SECRET_KEY": BENCH_SECRET,
+                "AIKI_BASE_URL": url,
+                "AIKI_EMAIL_VERIFICATION": "off",
+            },
         )
         self._children.append(server)
 

@@ -51,6 +51,18 @@ def _app() -> Litestar:
     return create_app(Services(db), iam=Iam(db, IamConfig(secret_key=TEST_SECRET, base_url=BASE_URL, **RELAXED_LIMITS)))
 
 
+def unverified_ok_routes(app: Litestar) -> set[tuple[str, str]]:
+    """Routes a person who has not verified their email may use (``policy(..., unverified_ok=True)``)."""
+    return {
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, HTTPRoute) and not route.path.startswith(DASHBOARD)
+        for handler in route.route_handlers
+        if handler.opt.get("unverified_ok")
+        for method in handler.http_methods
+    }
+
+
 def app_routes(app: Litestar) -> dict[tuple[str, str], str | None]:
     """``(method, path) -> declared action`` for every route the app serves (automatic OPTIONS aside)."""
     routes: dict[tuple[str, str], str | None] = {}
@@ -101,6 +113,11 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/invitations/accept"): Row(query={"token": "x"}),
     ("POST", "/api/v1/auth/signup"): Row(lambda w: {"email": "newcomer@example.com", "password": PASSWORD}),
     ("POST", "/api/v1/auth/login"): Row(lambda w: {"email": w.alice.email, "password": PASSWORD}),
+    # mailed links (tests/iam/test_email_verification.py follows real ones)
+    ("POST", "/api/v1/auth/verify-email"): Row(lambda w: {"token": "not-a-mailed-token"}),
+    ("POST", "/api/v1/auth/password/forgot"): Row(lambda w: {"email": w.alice.email}),
+    ("POST", "/api/v1/auth/password/reset"): Row(lambda w: {"token": "not-a-mailed-token", "password": PASSWORD}),
+    ("POST", "/api/v1/auth/verify-email/resend"): Row(),
     # OIDC (not configured in this world: tests/iam/test_oidc_login.py drives them against a provider)
     ("GET", "/api/v1/auth/oidc/login"): Row(query={"return_to": "/runs"}),
     ("GET", "/api/v1/auth/oidc/callback"): Row(query={"state": "s", "code": "c"}),
@@ -171,6 +188,7 @@ ROWS: dict[tuple[str, str], Row] = {
 }
 
 ROUTES = app_routes(_app())
+UNVERIFIED_OK = unverified_ok_routes(_app())
 
 
 @dataclass
@@ -400,3 +418,29 @@ async def test_list_endpoints_return_no_foreign_records(iam_aiki: IamHarness) ->
     # A's admin key sees A's run only.
     a_runs = (await w.h.key_http(w.keys["admin"]).get(f"{API}/runs")).json()["items"]
     assert [r["id"] for r in a_runs] == [w.run_a]
+
+
+async def test_an_unverified_session_reaches_only_me_logout_and_resend(iam_aiki: IamHarness) -> None:
+    """Issue 11: until the address is verified, every route that is not public answers 403 email_unverified."""
+    w = await build_world(iam_aiki)
+    signed = await w.h.new_http().post(f"{API}/auth/signup", json={"email": "squat@a.example", "password": PASSWORD})
+    assert signed.status_code == 202, signed.text
+    assert {
+        ("GET", "/api/v1/auth/me"),
+        ("POST", "/api/v1/auth/logout"),
+        ("POST", "/api/v1/auth/verify-email/resend"),
+    } == UNVERIFIED_OK
+    failures = []
+    for (method, path), action in sorted(ROUTES.items()):
+        assert action is not None
+        if rule(action).scope == "public" or (method, path) in UNVERIFIED_OK:
+            continue
+        http = await w.h.login("squat@a.example")
+        resp = await _call(w, method, path, headers={"x-aiki-namespace": w.ns_a}, http=http)
+        if resp.status_code != 403 or resp.json().get("code") != "email_unverified":
+            failures.append(f"{method} {path}: {resp.status_code} {resp.text[:200]}")
+    assert not failures, "\n".join(failures)
+    http = await w.h.login("squat@a.example")
+    for method, path in sorted(UNVERIFIED_OK, key=lambda k: k[1].endswith("/logout")):  # logout last
+        resp = await _call(w, method, path, http=http)
+        assert resp.status_code < 300, f"{method} {path}: {resp.status_code} {resp.text}"

@@ -23,7 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 GOOD_SECRET = "s3cret-0123456789-abcdefghijklmnopqrstuvwxyz"
-IAM_VARS = ("AIKI_SECRET_KEY", "AIKI_SECRET_KEY_PREVIOUS", "AIKI_BASE_URL", "AIKI_API_KEY")
+IAM_VARS = (
+    "AIKI_SECRET_KEY",
+    "AIKI_SECRET_KEY_PREVIOUS",
+    "AIKI_BASE_URL",
+    "AIKI_API_KEY",
+    "AIKI_SMTP_URL",
+    "AIKI_EMAIL_FROM",
+    "AIKI_EMAIL_VERIFICATION",
+)
 
 
 def _env(**overrides: str) -> dict[str, str]:
@@ -164,6 +172,45 @@ def test_server_with_malformed_iam_settings_exits_2_naming_the_variable(
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert named in done.stderr
     assert "too-short" not in done.stderr  # a secret is never echoed
+    assert "Traceback" not in done.stderr
+
+
+_IAM_OK = {"AIKI_SECRET_KEY": "s" * 40, "AIKI_BASE_URL": "https://aiki.example.com"}
+
+
+def test_server_without_smtp_refuses_to_start_unless_verification_is_off(tmp_path: Path) -> None:
+    """Issue 11: accounts nobody can verify must not be created: no SMTP, no server (unless explicitly off)."""
+    env = _env(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'srv.db'}", **_IAM_OK)
+    done = aiki_cli("server", cwd=tmp_path, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("aiki:")]
+    assert len(lines) == 1, done.stderr
+    assert "AIKI_SMTP_URL" in lines[0]
+    assert "AIKI_EMAIL_FROM" in lines[0]
+    assert "AIKI_EMAIL_VERIFICATION=off" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (
+            {"AIKI_SMTP_URL": "ftp://mailer:hunter2-secret@mail.example", "AIKI_EMAIL_FROM": "a@b.example"},
+            "AIKI_SMTP_URL",
+        ),
+        ({"AIKI_SMTP_URL": "smtp://mailer:hunter2-secret@mail.example:99999"}, "AIKI_SMTP_URL"),
+        ({"AIKI_SMTP_URL": "smtp://mailer:hunter2-secret@mail.example"}, "AIKI_EMAIL_FROM"),
+        ({"AIKI_EMAIL_VERIFICATION": "maybe"}, "AIKI_EMAIL_VERIFICATION"),
+    ],
+)
+def test_server_with_malformed_mail_settings_exits_2_naming_the_variable_not_the_password(
+    tmp_path: Path, overrides: dict[str, str], named: str
+) -> None:
+    env = _env(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'srv.db'}", **_IAM_OK, **overrides)
+    done = aiki_cli("server", cwd=tmp_path, env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert named in done.stderr
+    assert "hunter2-secret" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
 
 
@@ -317,3 +364,20 @@ def test_dev_serves_the_examples_and_stops_on_sigterm(dev_server: DevProcess) ->
     assert time.monotonic() - began < 5, f"aiki dev took {time.monotonic() - began:.1f}s to stop"
     assert code == 0, dev.output()
     assert "Traceback" not in dev.err.read_text(errors="replace"), dev.output()
+
+
+def test_dev_without_smtp_writes_the_verification_link_to_its_log(dev_server: DevProcess) -> None:
+    dev = dev_server
+    with httpx.Client(base_url=dev.base_url, timeout=30) as http:
+        _poll("/health", dev, lambda: _healthy(http), timeout=30)
+        signed = http.post("/api/v1/auth/signup", json={"email": "dev@example.com", "password": "dev-password-1234"})
+        assert signed.status_code == 202, signed.text
+        found = _poll(
+            "the verification link in the log",
+            dev,
+            lambda: re.search(r"/ui/verify-email\?token=([A-Za-z0-9_\-]+)", dev.err.read_text(errors="replace")),
+            timeout=10,
+        )
+        done = http.post("/api/v1/auth/verify-email", json={"token": found.group(1)})
+        assert done.status_code == 200, done.text
+        assert done.json()["user"]["email_verified"] is True

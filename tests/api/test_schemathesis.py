@@ -38,9 +38,10 @@ from schemathesis.python.asgi import ASGIClient, _get_portal
 from aiki import server
 from aiki.api.auth import SESSION_COOKIE, declared_action
 from aiki.iam.config import IamConfig
+from aiki.iam.mail import MemoryOutbox
 from aiki.iam.policy import rule
 from aiki.platform.db.engine import Database
-from tests.iam_support import PASSWORD, RELAXED_LIMITS, TEST_SECRET
+from tests.iam_support import PASSWORD, RELAXED_LIMITS, TEST_SECRET, token_in
 
 EXAMPLES_PER_MODE = 10  # per operation, once with valid and once with invalid data
 # Every check, as `--checks all`. In our own loop the stateful ones (`use_after_free`,
@@ -99,10 +100,14 @@ def _actions(app: Any) -> dict[tuple[str, str], str]:
 SAME_ORIGIN = {"Origin": "http://localhost"}
 
 
-def _setup(http: ASGIClient) -> tuple[str, str, dict[str, str]]:
-    """An owner, their admin key, a run, a schedule and an invitation: real ids to aim requests at."""
-    signed = http.post("/api/v1/auth/signup", json={"email": EMAIL, "password": PASSWORD})
-    assert signed.status_code == 201, signed.text
+def _setup(http: ASGIClient, outbox: MemoryOutbox) -> tuple[str, str, dict[str, str]]:
+    """An owner (signed up and verified through the mailed link), their admin key, a run, a schedule
+    and an invitation: real ids to aim requests at."""
+    pending = http.post("/api/v1/auth/signup", json={"email": EMAIL, "password": PASSWORD})
+    assert pending.status_code == 202, pending.text
+    (mail,) = outbox.to(EMAIL)
+    signed = http.post("/api/v1/auth/verify-email", json={"token": token_in(mail.text, "/ui/verify-email")})
+    assert signed.status_code == 200, signed.text
     body = signed.json()
     org_id, ns_id = body["organization"]["id"], body["namespace"]["id"]
     session = signed.cookies[SESSION_COOKIE]
@@ -166,9 +171,12 @@ def target(db_url: str) -> Iterator[Target]:
         **RELAXED_LIMITS,
     )
     aiki_server = server(db=Database(db_url, migrate=False), iam=config)
+    assert aiki_server.iam is not None
+    outbox = MemoryOutbox()
+    aiki_server.iam.mailer = outbox
     app = aiki_server.handler
     with ASGIClient(app) as http:
-        key, session, ids = _setup(http)
+        key, session, ids = _setup(http, outbox)
         yield Target(app, http, key, session, ids, _actions(app))
     # The app ran on schemathesis' event loop thread: its connections are closed there.
     _get_portal().call(aiki_server.db.dispose)

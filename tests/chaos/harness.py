@@ -237,6 +237,7 @@ class Fleet:
                 **self.server_env,
                 "AIKI_LOG_LEVEL": "WARNING",
                 "AIKI_SECRET_KEY": SECRET,
+                "AIKI_EMAIL_VERIFICATION": "off",  # no SMTP here; mail is tested in tests/iam
                 "AIKI_BASE_URL": f"http://127.0.0.1:{port}",
             }
             child = self.procs.spawn(f"server{slot.index}-{len(self.procs.children)}", argv, env=env)

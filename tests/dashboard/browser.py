@@ -102,7 +102,14 @@ def start_server(procs: Procs, db_url: str, *, port: int | None = None, env: dic
     procs.start(
         "server",
         ["server", "--host", "127.0.0.1", "--port", str(port)],
-        clean_env(procs.tmp_path, DATABASE_URL=db_url, AIKI_SECRET_KEY=SECRET, AIKI_BASE_URL=base, **(env or {})),
+        clean_env(
+            procs.tmp_path,
+            DATABASE_URL=db_url,
+            AIKI_SECRET_KEY=SECRET,
+            AIKI_BASE_URL=base,
+            # No SMTP unless the test brings one (tests/dashboard/test_browser_email.py does).
+            **{"AIKI_EMAIL_VERIFICATION": "off", **(env or {})},
+        ),
     )
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
         procs.wait("the server", lambda: http.get("/health").status_code == 200)

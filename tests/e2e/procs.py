@@ -170,6 +170,7 @@ class WorkerProcs:
             extra = {
                 "AIKI_LOG_LEVEL": "INFO",
                 "AIKI_SECRET_KEY": SERVER_SECRET,
+                "AIKI_EMAIL_VERIFICATION": "off",  # no SMTP here; mail is tested in tests/iam
                 "AIKI_BASE_URL": f"http://127.0.0.1:{port}",
                 **(env or {}),
             }

@@ -122,7 +122,9 @@ def test_worker_processes_of_two_organizations_execute_only_their_own_runs(
     procs.start(
         "server",
         ["server", "--port", str(port)],
-        _env(tmp_path, DATABASE_URL=e2e_db_url, AIKI_SECRET_KEY=SECRET, AIKI_BASE_URL=base),
+        _env(
+            tmp_path, DATABASE_URL=e2e_db_url, AIKI_SECRET_KEY=SECRET, AIKI_BASE_URL=base, AIKI_EMAIL_VERIFICATION="off"
+        ),
     )
     with httpx.Client(base_url=base, timeout=30) as http:
         _wait("the server", procs, lambda: http.get("/health").status_code == 200)

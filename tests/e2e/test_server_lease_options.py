@@ -20,6 +20,7 @@ def _server(tmp_path: Path, *args: str, url: str | None = None, **env: str) -> s
         DATABASE_URL=url or f"sqlite+aiosqlite:///{tmp_path / 'srv.db'}",
         AIKI_SECRET_KEY="lease-secret-0123456789-abcdefghijklmnopqrstuvwxyz",
         AIKI_BASE_URL="http://127.0.0.1:1",
+        AIKI_EMAIL_VERIFICATION="off",
         PYTHONPATH=str(REPO_ROOT),
         **env,
     )

@@ -32,7 +32,12 @@ async def _start_server_on(procs: WorkerProcs, port: int, env: dict[str, str] | 
     from tests.e2e.procs import SERVER_SECRET
 
     argv = ["-m", "aiki.cli", "server", "--port", str(port), "--database-url", procs.db_url, "--pool-size", "5"]
-    extra = {"AIKI_SECRET_KEY": SERVER_SECRET, "AIKI_BASE_URL": f"http://127.0.0.1:{port}", **(env or {})}
+    extra = {
+        "AIKI_SECRET_KEY": SERVER_SECRET,
+        "AIKI_BASE_URL": f"http://127.0.0.1:{port}",
+        "AIKI_EMAIL_VERIFICATION": "off",
+        **(env or {}),
+    }
     srv = ServerChild(procs.spawn(f"server-on-{port}", argv, env=extra), port)
     assert await procs._wait_http(srv, 30), srv.child.stderr_text()
     return srv

@@ -22,7 +22,7 @@ from aiki.iam.oidc import InMemoryPendingLoginStore, OidcConfig, OidcRelyingPart
 from aiki.platform.db.tables import audit_log, identities, oidc_logins, users
 from aiki.platform.domain.errors import OidcError
 from tests.iam.oidc_provider import REDIRECT_URI, OidcProvider, RegisteredClient, run_provider
-from tests.iam_support import API, IamHarness
+from tests.iam_support import API, PASSWORD, IamHarness
 
 LOGIN = f"{API}/auth/oidc/login"
 CALLBACK = f"{API}/auth/oidc/callback"
@@ -334,6 +334,36 @@ async def test_a_verified_email_links_to_the_existing_user(h: IamHarness, provid
     # The owner's organization audit shows the OIDC login.
     audit = (await owner.http.get(f"{API}/organizations/{owner.org_id}/audit")).json()["items"]
     assert "oidc.login" in [e["action"] for e in audit]
+
+
+async def test_a_verified_provider_email_never_signs_in_to_an_unverified_password_account(
+    h: IamHarness, provider: OidcProvider
+) -> None:
+    """Pre-account takeover (issue 11, High): a squatter signs up with the victim's address first;
+    the victim's SSO login must not land in (nor adopt) the squatter's account."""
+    squatter = h.new_http()
+    resp = await squatter.post(f"{API}/auth/signup", json={"email": "victim@example.com", "password": PASSWORD})
+    assert resp.status_code == 202, resp.text
+    (account,) = await rows(h, sa.select(users).where(users.c.email == "victim@example.com"))
+    assert account["email_verified_at"] is None
+    provider.set_user("sub-victim", {"email": "victim@example.com", "email_verified": True})
+    browser = h.new_http()
+    callback = await provider.authorize(await start(browser), "sub-victim")
+    refused = await browser.get(CALLBACK, params=callback)
+    assert_problem(refused, 403, "oidc_account_unverified")
+    assert "set-cookie" not in refused.headers or "aiki_session=" not in refused.headers["set-cookie"]
+    assert (await browser.get(f"{API}/auth/me")).status_code == 401
+    # Nothing was created or linked: no identity, still one (unverified) account with that address.
+    assert await rows(h, sa.select(identities)) == []
+    assert [r["id"] for r in await rows(h, sa.select(users).where(users.c.email == "victim@example.com"))] == [
+        account["id"]
+    ]
+    # Once the mailbox owner verifies (here: by the link), the same SSO login links as before.
+    token = h.last_token("victim@example.com", "/ui/verify-email")
+    assert (await h.new_http().post(f"{API}/auth/verify-email", json={"token": token})).status_code == 200
+    _, me = await sign_in(h, provider, "sub-victim")
+    assert me["user"]["id"] == account["id"]
+    assert me["user"]["email_verified"] is True
 
 
 async def test_the_pre_login_session_is_not_valid_after_login(h: IamHarness, provider: OidcProvider) -> None:

@@ -186,10 +186,13 @@ async def test_idle_and_absolute_expiry(iam_aiki: IamHarness) -> None:
 async def test_session_cookie_attributes(iam_aiki: IamHarness) -> None:
     harness = IamHarness(iam_aiki.db, iam_aiki.url, secure_cookies=True)
     try:
-        resp = await harness.new_http().post(
-            f"{API}/auth/signup", json={"email": "alice@example.com", "password": PASSWORD}
-        )
-        assert resp.status_code == 201
+        http = harness.new_http()
+        resp = await http.post(f"{API}/auth/signup", json={"email": "alice@example.com", "password": PASSWORD})
+        assert resp.status_code == 202
+        assert "set-cookie" not in resp.headers  # no session before the address is verified
+        token = harness.last_token("alice@example.com", "/ui/verify-email")
+        resp = await http.post(f"{API}/auth/verify-email", json={"token": token})
+        assert resp.status_code == 200, resp.text
         cookie = resp.headers["set-cookie"]
         attributes = {part.strip().lower() for part in cookie.split(";")}
         assert {"httponly", "secure", "samesite=lax", "path=/"} <= attributes

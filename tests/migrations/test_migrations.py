@@ -211,3 +211,38 @@ async def test_alembic_check_is_clean_after_upgrade(empty_db: Database) -> None:
     await migrate.upgrade(empty_db)
     async with empty_db.engine.connect() as conn:
         await conn.run_sync(_alembic_check)
+
+
+async def test_password_accounts_start_unverified_and_sso_accounts_verified(empty_db: Database) -> None:
+    """Migration 0009: password accounts verify at next login; SSO-made or provider-verified ones are verified."""
+    db = empty_db
+    await migrate.upgrade(db, "0008")
+    async with db.engine.begin() as conn:
+        for user_id, email, password in (
+            ("u-password", "pw@example.com", "argon2-hash"),
+            ("u-sso", "sso@example.com", None),
+            ("u-linked", "linked@example.com", "argon2-hash"),
+            ("u-unverified-link", "maybe@example.com", "argon2-hash"),
+        ):
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, email, password_hash, name, created_at, updated_at) "
+                    "VALUES (:id, :email, :pw, NULL, 1000, 1000)"
+                ),
+                {"id": user_id, "email": email, "pw": password},
+            )
+        for identity_id, user_id, email, verified in (
+            ("i-1", "u-linked", "Linked@Example.com", True),
+            ("i-2", "u-unverified-link", "maybe@example.com", False),
+        ):
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO identities (id, user_id, issuer, subject, email, email_verified, created_at) "
+                    "VALUES (:id, :user_id, 'https://idp', :id, :email, :verified, 1000)"
+                ),
+                {"id": identity_id, "user_id": user_id, "email": email, "verified": verified},
+            )
+    await migrate.upgrade(db)
+    async with db.engine.connect() as conn:
+        rows = dict((await conn.execute(sa.text("SELECT id, email_verified_at FROM users"))).all())
+    assert rows == {"u-password": None, "u-sso": 1000, "u-linked": 1000, "u-unverified-link": None}

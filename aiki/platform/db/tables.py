@@ -332,6 +332,9 @@ users = sa.Table(
     sa.Column("name", sa.String(200), nullable=True),
     sa.Column("created_at", Ms, nullable=False),
     sa.Column("updated_at", Ms, nullable=False),
+    # When the person proved they read mail at `email` (a link we sent, or a provider that verified
+    # it). NULL: unverified; such an account only sees "verify your email" (aiki.iam.verification).
+    sa.Column("email_verified_at", Ms, nullable=True),
     sa.UniqueConstraint("email"),
 )
 
@@ -456,6 +459,24 @@ rate_limits = sa.Table(
 # OIDC logins in progress (``aiki.iam.oidc.PendingLogin``), bound to the browser that started them:
 # `browser_hash` is the HMAC of a random pre-login cookie, so only that browser can finish the login,
 # and a row is deleted when its callback arrives (single use). Rows past their TTL are purged.
+email_tokens = sa.Table(
+    "email_tokens",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # "verify" (email verification) or "password_reset".
+    sa.Column("purpose", sa.String(20), nullable=False),
+    # HMAC of the mailed link's token under the server secret: the token itself is never stored.
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    # A repeated sign-up of a still-unverified address: the password it chose, set when ITS link is
+    # followed (argon2id, like users.password_hash). NULL for other tokens.
+    sa.Column("password_hash", sa.String(255), nullable=True),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("expires_at", Ms, nullable=False),
+    sa.UniqueConstraint("token_hash"),
+    sa.Index("ix_email_tokens_user_id_purpose", "user_id", "purpose"),
+)
+
 oidc_logins = sa.Table(
     "oidc_logins",
     metadata,
@@ -478,4 +499,5 @@ IAM_GLOBAL_TABLES = (
     audit_log,
     rate_limits,
     oidc_logins,
+    email_tokens,
 )

@@ -111,6 +111,7 @@ OIDC_ERROR_CODES = frozenset(
         "oidc_token_expired",  # the ID token's exp has passed (beyond the clock leeway)
         "oidc_email_domain_not_allowed",  # the email's domain is not in the allowed list
         "oidc_email_unverified",  # a verified email is required (domain rule) but not asserted
+        "oidc_account_unverified",  # the email belongs to a password account whose owner never verified it
     }
 )
 
@@ -144,6 +145,18 @@ class PermissionDenied(CoreError):
     """The caller is known but its role does not allow the action."""
 
     code = "forbidden"
+
+
+class LinkInvalid(CoreError):
+    """A mailed link (email verification, password reset) is unknown, used, replaced or expired."""
+
+    code = "link_invalid"
+
+
+class EmailUnverified(PermissionDenied):
+    """The signed-in person has not verified their email yet: only "verify your email" is open to them."""
+
+    code = "email_unverified"
 
 
 class RateLimited(CoreError):

@@ -14,7 +14,7 @@ from tests.migrations.test_migrations import downgrade, empty_db, schema_diff
 __all__ = ["empty_db"]  # the fixture, shared with the other migration tests
 
 OTHER_NAMESPACE = "00000000-0000-7000-8000-0000000000aa"
-BEFORE = "0008"
+BEFORE = "0009"
 AFTER = "0010"
 
 

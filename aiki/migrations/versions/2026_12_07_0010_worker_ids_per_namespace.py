@@ -5,7 +5,7 @@ id behaved differently) and shadow another tenant's worker by registering its id
 rows keep their ids: unique globally, they are unique per namespace too.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07 17:00:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -175,7 +175,7 @@ def test_server_with_malformed_iam_settings_exits_2_naming_the_variable(
     assert "Traceback" not in done.stderr
 
 
-_IAM_OK = {"AIKI_SECRET_KEY": "s" * 40, "AIKI_BASE_URL": "https://aiki.example.com"}
+_IAM_OK = {"AIKI_SECRET_KEY": GOOD_SECRET, "AIKI_BASE_URL": "https://aiki.example.com"}
 
 
 def test_server_without_smtp_refuses_to_start_unless_verification_is_off(tmp_path: Path) -> None:

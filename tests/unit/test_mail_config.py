@@ -9,7 +9,7 @@ from aiki.iam.config import IamConfig, IamConfigError
 from aiki.iam.context import _default_mailer
 from aiki.iam.mail import NoMailer, SmtpMailer
 
-ENV = {"AIKI_SECRET_KEY": "s" * 40, "AIKI_BASE_URL": "https://aiki.example.com"}
+ENV = {"AIKI_SECRET_KEY": "s3cret-0123456789-abcdefghijklmnopqrstuvwxyz", "AIKI_BASE_URL": "https://aiki.example.com"}
 SMTP = "smtps://mailer:s3cret-pw@mail.example"
 
 

@@ -34,7 +34,7 @@ async def rows(h: IamHarness, query: Any) -> list[dict[str, Any]]:
 
 
 async def sign_up_only(h: IamHarness, email: str, password: str = PASSWORD) -> httpx.Response:
-    return await h.new_http().post(f"{API}/auth/signup", json={"email": email, "password": password})
+    return await h.session_http().post(f"{API}/auth/signup", json={"email": email, "password": password})
 
 
 async def test_signup_mails_a_link_and_an_unverified_account_sees_only_verify_your_email(
@@ -69,11 +69,11 @@ async def test_signup_mails_a_link_and_an_unverified_account_sees_only_verify_yo
     assert resent.status_code == 202, resent.text
     new_token = iam_aiki.last_token("ann@example.com", "/ui/verify-email")
     assert new_token != token
-    stale = await iam_aiki.new_http().post(f"{API}/auth/verify-email", json={"token": token})
+    stale = await iam_aiki.session_http().post(f"{API}/auth/verify-email", json={"token": token})
     assert_problem(stale, 400, "link_invalid")
 
     # Following the link verifies and signs in; the earlier session now reaches everything too.
-    browser = iam_aiki.new_http()
+    browser = iam_aiki.session_http()
     done = await browser.post(f"{API}/auth/verify-email", json={"token": new_token})
     assert done.status_code == 200, done.text
     assert done.json()["user"]["email_verified"] is True
@@ -81,7 +81,7 @@ async def test_signup_mails_a_link_and_an_unverified_account_sees_only_verify_yo
     assert (await browser.get(f"{API}/organizations")).status_code == 200
     assert (await http.get(f"{API}/organizations")).status_code == 200
     # Used once.
-    again = await iam_aiki.new_http().post(f"{API}/auth/verify-email", json={"token": new_token})
+    again = await iam_aiki.session_http().post(f"{API}/auth/verify-email", json={"token": new_token})
     assert_problem(again, 400, "link_invalid")
     # Verified: resend sends nothing.
     before = len(iam_aiki.outbox.sent)
@@ -95,11 +95,11 @@ async def test_a_verification_link_expires(iam_aiki: IamHarness) -> None:
     assert (await sign_up_only(iam_aiki, "late@example.com")).status_code == 202
     token = iam_aiki.last_token("late@example.com", "/ui/verify-email")
     iam_aiki.advance(verification.VERIFY_TTL_S * 1000 + 1)
-    resp = await iam_aiki.new_http().post(f"{API}/auth/verify-email", json={"token": token})
+    resp = await iam_aiki.session_http().post(f"{API}/auth/verify-email", json={"token": token})
     assert_problem(resp, 400, "link_invalid")
     assert "expired" in resp.json()["detail"]
     for bad in ("", "x" * 5000, "not-a-token"):
-        refused = await iam_aiki.new_http().post(f"{API}/auth/verify-email", json={"token": bad})
+        refused = await iam_aiki.session_http().post(f"{API}/auth/verify-email", json={"token": bad})
         assert_problem(refused, 400, "link_invalid")
 
 
@@ -120,7 +120,7 @@ async def test_signup_answers_the_same_for_a_taken_address_and_mails_its_owner_a
     assert "/ui/forgot-password" in notice.text
     # Nothing changed: the owner's password still works, the intruder's does not.
     await iam_aiki.login("owner@example.com")
-    wrong = await iam_aiki.new_http().post(
+    wrong = await iam_aiki.session_http().post(
         f"{API}/auth/login", json={"email": "owner@example.com", "password": OTHER_PASSWORD}
     )
     assert wrong.status_code == 401
@@ -142,12 +142,14 @@ async def test_a_repeated_signup_of_an_unverified_address_is_verified_only_by_it
     assert len(await rows(iam_aiki, sa.select(users).where(users.c.email == "victim@example.com"))) == 1
     # Until the link is followed, nothing changed: the squatter's password still logs in (to "verify").
     assert_problem(
-        await iam_aiki.new_http().post(f"{API}/auth/verify-email", json={"token": squatters_link}), 400, "link_invalid"
+        await iam_aiki.session_http().post(f"{API}/auth/verify-email", json={"token": squatters_link}),
+        400,
+        "link_invalid",
     )
-    done = await iam_aiki.new_http().post(f"{API}/auth/verify-email", json={"token": victims_link})
+    done = await iam_aiki.session_http().post(f"{API}/auth/verify-email", json={"token": victims_link})
     assert done.status_code == 200, done.text
     assert (await squatter.get(f"{API}/auth/me")).status_code == 401  # the squatter's session ended
-    refused = await iam_aiki.new_http().post(
+    refused = await iam_aiki.session_http().post(
         f"{API}/auth/login", json={"email": "victim@example.com", "password": OTHER_PASSWORD}
     )
     assert refused.status_code == 401
@@ -159,7 +161,7 @@ async def test_password_reset_answers_the_same_and_the_link_sets_the_password_an
 ) -> None:
     alice = await iam_aiki.signup("alice@example.com")
     other_session = await iam_aiki.login("alice@example.com")
-    anon = iam_aiki.new_http()
+    anon = iam_aiki.session_http()
     known = await anon.post(f"{API}/auth/password/forgot", json={"email": "Alice@example.com"})
     unknown = await anon.post(f"{API}/auth/password/forgot", json={"email": "ghost@example.com"})
     assert (known.status_code, known.json()) == (unknown.status_code, unknown.json())
@@ -187,10 +189,10 @@ async def test_password_reset_answers_the_same_and_the_link_sets_the_password_an
 
 async def test_a_password_reset_verifies_the_address(iam_aiki: IamHarness) -> None:
     assert (await sign_up_only(iam_aiki, "bo@example.com")).status_code == 202
-    await iam_aiki.new_http().post(f"{API}/auth/password/forgot", json={"email": "bo@example.com"})
+    await iam_aiki.session_http().post(f"{API}/auth/password/forgot", json={"email": "bo@example.com"})
     await verification.mail_settled()
     token = iam_aiki.last_token("bo@example.com", "/ui/reset-password")
-    resp = await iam_aiki.new_http().post(f"{API}/auth/password/reset", json={"token": token, "password": PASSWORD})
+    resp = await iam_aiki.session_http().post(f"{API}/auth/password/reset", json={"token": token, "password": PASSWORD})
     assert resp.status_code == 204, resp.text
     http = await iam_aiki.login("bo@example.com")
     assert (await http.get(f"{API}/organizations")).status_code == 200
@@ -200,11 +202,11 @@ async def test_a_password_reset_verifies_the_address(iam_aiki: IamHarness) -> No
 
 async def test_a_reset_link_expires(iam_aiki: IamHarness) -> None:
     await iam_aiki.signup("cy@example.com")
-    await iam_aiki.new_http().post(f"{API}/auth/password/forgot", json={"email": "cy@example.com"})
+    await iam_aiki.session_http().post(f"{API}/auth/password/forgot", json={"email": "cy@example.com"})
     await verification.mail_settled()
     token = iam_aiki.last_token("cy@example.com", "/ui/reset-password")
     iam_aiki.advance(verification.RESET_TTL_S * 1000 + 1)
-    resp = await iam_aiki.new_http().post(f"{API}/auth/password/reset", json={"token": token, "password": PASSWORD})
+    resp = await iam_aiki.session_http().post(f"{API}/auth/password/reset", json={"token": token, "password": PASSWORD})
     assert_problem(resp, 400, "link_invalid")
 
 
@@ -219,7 +221,7 @@ async def unverified_off(db_url: str) -> AsyncIterator[IamHarness]:
 
 
 async def test_with_verification_off_signup_signs_in_at_once(unverified_off: IamHarness) -> None:
-    http = unverified_off.new_http()
+    http = unverified_off.session_http()
     resp = await http.post(f"{API}/auth/signup", json={"email": "dev@example.com", "password": PASSWORD})
     assert resp.status_code == 201, resp.text
     assert resp.json()["user"]["email_verified"] is False  # nobody proved it: OIDC will not link to it
@@ -252,7 +254,7 @@ async def test_invitations_are_mailed_and_accepted_only_by_the_verified_matching
     assert "another email address" in wrong.json()["detail"]
     # Verified and matching: accepted, and again (idempotent).
     token = iam_aiki.last_token("inv@example.com", "/ui/verify-email")
-    invitee = iam_aiki.new_http()
+    invitee = iam_aiki.session_http()
     assert (await invitee.post(f"{API}/auth/verify-email", json={"token": token})).status_code == 200
     for _ in range(2):
         ok = await invitee.post(f"{API}/invitations/accept", json={"token": created["token"]})

@@ -13,7 +13,7 @@ import pytest
 
 from aiki.iam import verification
 from aiki.iam.mail import SmtpMailer, SmtpSettings
-from tests.iam_support import API, PASSWORD, IamHarness
+from tests.iam_support import API, PASSWORD, TEST_SECRET, IamHarness
 from tests.mail_support import SMTP_PASSWORD, SmtpServer, body, link_token, smtp_server
 
 SENDER = "Aiki <aiki@mail.example>"
@@ -46,7 +46,7 @@ async def test_signup_notice_invitation_and_reset_mail_arrive_with_working_links
 ) -> None:
     caplog.set_level(logging.DEBUG)
     owner_address = _address(db_url, "owner")
-    http = h.new_http()
+    http = h.session_http()
     resp = await http.post(f"{API}/auth/signup", json={"email": owner_address, "password": PASSWORD})
     assert resp.status_code == 202, resp.text
 
@@ -61,7 +61,7 @@ async def test_signup_notice_invitation_and_reset_mail_arrive_with_working_links
 
     # The same address again: its owner gets a notice.
     count = len(smtp.messages())
-    again = await h.new_http().post(f"{API}/auth/signup", json={"email": owner_address, "password": PASSWORD})
+    again = await h.session_http().post(f"{API}/auth/signup", json={"email": owner_address, "password": PASSWORD})
     assert again.status_code == 202
     notice = smtp.wait_for(owner_address, "Someone tried to sign up with your address", after=count)
     assert "/ui/forgot-password" in body(notice)
@@ -75,13 +75,15 @@ async def test_signup_notice_invitation_and_reset_mail_arrive_with_working_links
 
     # Password reset: the mailed link sets a new password.
     count = len(smtp.messages())
-    forgot = await h.new_http().post(f"{API}/auth/password/forgot", json={"email": owner_address})
+    forgot = await h.session_http().post(f"{API}/auth/password/forgot", json={"email": owner_address})
     assert forgot.status_code == 202
     await verification.mail_settled()
     reset_mail = smtp.wait_for(owner_address, "Reset your Aiki password", after=count)
     reset_token = link_token(body(reset_mail), "http://aiki/ui/reset-password")
     new_password = "a brand new passphrase 77"
-    reset = await h.new_http().post(f"{API}/auth/password/reset", json={"token": reset_token, "password": new_password})
+    reset = await h.session_http().post(
+        f"{API}/auth/password/reset", json={"token": reset_token, "password": new_password}
+    )
     assert reset.status_code == 204, reset.text
     assert (await http.get(f"{API}/auth/me")).status_code == 401  # every session ended
     await h.login(owner_address, new_password)
@@ -97,7 +99,7 @@ async def test_a_refused_smtp_login_changes_no_answer_and_logs_no_credentials(
     h.iam.mailer = SmtpMailer(SmtpSettings.parse(wrong), SENDER)
     caplog.set_level(logging.DEBUG)
     address = _address(db_url, "unlucky")
-    resp = await h.new_http().post(f"{API}/auth/signup", json={"email": address, "password": PASSWORD})
+    resp = await h.session_http().post(f"{API}/auth/signup", json={"email": address, "password": PASSWORD})
     assert resp.status_code == 202, resp.text
     failures = [r for r in caplog.records if r.name == "aiki.mail"]
     assert failures, "a mail that could not go out must be logged"
@@ -132,4 +134,4 @@ def test_malformed_smtp_urls_name_the_variable(url: str, tmp_path: Path) -> None
     from aiki.iam.config import IamConfig, IamConfigError
 
     with pytest.raises(IamConfigError, match="AIKI_SMTP_URL"):
-        IamConfig(secret_key="s" * 40, base_url="http://aiki", smtp_url=url, email_from="a@b.example")
+        IamConfig(secret_key=TEST_SECRET, base_url="http://aiki", smtp_url=url, email_from="a@b.example")

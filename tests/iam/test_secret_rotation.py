@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from aiki.api.auth import SESSION_COOKIE
 from aiki.iam.crypto import Secrets
 from aiki.platform.db.tables import metadata
-from tests.iam_support import API, PASSWORD, IamHarness
+from tests.iam_support import API, BASE_URL, PASSWORD, IamHarness
 
 OLD = "old-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
 NEW = "new-secret-9876543210-ZYXWVUTSRQPONMLKJIHGFEDCBA"
@@ -44,7 +44,7 @@ async def start(db_url: str) -> AsyncIterator[Start]:
 
 
 def _with_cookie(harness: IamHarness, cookie: str) -> httpx.AsyncClient:
-    return harness.new_http({"cookie": f"{SESSION_COOKIE}={cookie}"})
+    return harness.new_http({"cookie": f"{SESSION_COOKIE}={cookie}", "origin": BASE_URL})
 
 
 async def _stored_key_hash(harness: IamHarness, key_id: str) -> str:

@@ -6,7 +6,7 @@
 - On JSON routes (all but the dashboard's forms under ``/ui``) a body declared as anything but
   JSON, or not declared at all, is refused with 415: the API would read it as JSON whatever its
   label, and ``text/plain`` or no type at all is what a cross-site form or ``fetch`` can send
-  without a CORS preflight. (A request without a body needs no ``Content-Type``.)
+  without a CORS preflight. (A request with an empty body is not checked.)
 - A JSON body nested deeper than :data:`aiki.api.json_depth.MAX_JSON_DEPTH` is refused with 400
   before the decoder sees it (the decoder recurses per level and would end in ``RecursionError``).
 """
@@ -60,13 +60,12 @@ class RequestChecks:
         if self.trusted_proxies:
             _resolve_client(scope, self.trusted_proxies)
         if str(scope.get("method")) in _BODY_METHODS and not path.startswith(FORM_PATH_PREFIX):
-            content_type = _header(scope, b"content-type")
+            # An empty body is not read, whatever its label (aiohttp, the SDK's network client,
+            # labels a bodiless POST application/octet-stream).
+            content_type = _header(scope, b"content-type") if _has_body(scope) else "application/json"
             if content_type is None:
-                if _has_body(scope):
-                    raise UnsupportedMediaType(
-                        "this route reads JSON: send the body with Content-Type: application/json"
-                    )
-            elif not is_json_media_type(content_type):
+                raise UnsupportedMediaType("this route reads JSON: send the body with Content-Type: application/json")
+            if not is_json_media_type(content_type):
                 raise UnsupportedMediaType(
                     f"this route reads JSON: send the body as application/json, not {content_type[:100]!r}"
                 )

@@ -281,6 +281,9 @@ async def test_api_keys_need_no_origin_but_json_bodies(iam_aiki: IamHarness) -> 
     run_id = (await key_http.post(f"{API}/runs", json=run)).json()["run"]["id"]
     paused = await key_http.post(f"{API}/runs/{run_id}/pause")
     assert paused.status_code == 200, paused.text
+    # aiohttp (the SDK's network client) labels a bodiless POST application/octet-stream.
+    resumed = await key_http.post(f"{API}/runs/{run_id}/resume", headers={"content-type": "application/octet-stream"})
+    assert resumed.status_code == 200, resumed.text
 
 
 # -- security headers ------------------------------------------------------------------------------

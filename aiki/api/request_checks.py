@@ -4,9 +4,12 @@
   feed it to the file system (``embedded null byte``) or to PostgreSQL.
 - The client address is the TCP peer unless the peer is a trusted proxy (``aiki.api.proxies``).
 - On JSON routes (all but the dashboard's forms under ``/ui``) a body declared as anything but
-  JSON, or not declared at all, is refused with 415: the API would read it as JSON whatever its
-  label, and ``text/plain`` or no type at all is what a cross-site form or ``fetch`` can send
-  without a CORS preflight. (A request with an empty body is not checked.)
+  JSON is refused with 415: the API would read it as JSON whatever its label, and ``text/plain``
+  is what a cross-site form can send without a CORS preflight. A body with no ``Content-Type`` is
+  read as JSON (plain HTTP clients and scripts often send none): the cross-site ``fetch`` that
+  sends one untyped carries only the browser's cookie, and an unsafe cookie request must prove it
+  comes from our pages (``aiki.api.auth``), so it is refused there with 403. An empty body is not
+  checked, whatever its label.
 - A JSON body nested deeper than :data:`aiki.api.json_depth.MAX_JSON_DEPTH` is refused with 400
   before the decoder sees it (the decoder recurses per level and would end in ``RecursionError``).
 """
@@ -62,10 +65,8 @@ class RequestChecks:
         if str(scope.get("method")) in _BODY_METHODS and not path.startswith(FORM_PATH_PREFIX):
             # An empty body is not read, whatever its label (aiohttp, the SDK's network client,
             # labels a bodiless POST application/octet-stream).
-            content_type = _header(scope, b"content-type") if _has_body(scope) else "application/json"
-            if content_type is None:
-                raise UnsupportedMediaType("this route reads JSON: send the body with Content-Type: application/json")
-            if not is_json_media_type(content_type):
+            content_type = _header(scope, b"content-type") if _has_body(scope) else None
+            if content_type is not None and not is_json_media_type(content_type):
                 raise UnsupportedMediaType(
                     f"this route reads JSON: send the body as application/json, not {content_type[:100]!r}"
                 )

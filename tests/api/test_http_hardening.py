@@ -248,6 +248,10 @@ async def test_unsafe_cookie_requests_need_our_origin_or_the_csrf_token(iam_aiki
     # The text/plain body a cross-site form can send is refused for its media type first.
     plain = await bare.post(keys, content=json.dumps(body), headers={"content-type": "text/plain"})
     assert_problem(plain, 415, "unsupported_media_type")
+    # An untyped body (a cross-site fetch of a Blob) is read as JSON, and refused for its origin.
+    untyped = await bare.post(keys, content=json.dumps(body))
+    assert "content-type" not in untyped.request.headers
+    assert_problem(untyped, 403, "forbidden")
     assert await _key_count(owner) == 0
 
     accepted = [
@@ -273,11 +277,11 @@ async def test_api_keys_need_no_origin_but_json_bodies(iam_aiki: IamHarness) -> 
         resp = await key_http.post(f"{API}/runs", content=json.dumps(run), headers={"content-type": media_type})
         problem = assert_problem(resp, 415, "unsupported_media_type")
         assert "application/json" in problem["detail"]
-    # A body without a Content-Type (what a cross-site fetch of a Blob sends) is refused too ...
+    # A body without a Content-Type is read as JSON (scripts often send none) ...
     untyped = await key_http.post(f"{API}/runs", content=json.dumps(run))
     assert "content-type" not in untyped.request.headers
-    assert_problem(untyped, 415, "unsupported_media_type")
-    # ... but a request without a body needs none.
+    assert untyped.status_code == 201, untyped.text
+    # ... and a request without a body needs none, whatever it is labelled.
     run_id = (await key_http.post(f"{API}/runs", json=run)).json()["run"]["id"]
     paused = await key_http.post(f"{API}/runs/{run_id}/pause")
     assert paused.status_code == 200, paused.text
@@ -295,8 +299,11 @@ def _no_store(resp: httpx.Response) -> bool:
 
 async def test_responses_with_secrets_are_not_stored_and_nothing_is_sniffed(iam_aiki: IamHarness) -> None:
     anonymous = iam_aiki.new_http(OURS)
-    signed = await anonymous.post(f"{API}/auth/signup", json={"email": "hdr@hard.example", "password": PASSWORD})
-    assert signed.status_code == 201
+    pending = await anonymous.post(f"{API}/auth/signup", json={"email": "hdr@hard.example", "password": PASSWORD})
+    assert pending.status_code == 202, pending.text
+    token = iam_aiki.last_token("hdr@hard.example", "/ui/verify-email")
+    signed = await anonymous.post(f"{API}/auth/verify-email", json={"token": token})
+    assert signed.status_code == 200, signed.text
     assert "set-cookie" in signed.headers
     body = signed.json()
     login = await anonymous.post(f"{API}/auth/login", json={"email": "hdr@hard.example", "password": PASSWORD})
@@ -307,7 +314,7 @@ async def test_responses_with_secrets_are_not_stored_and_nothing_is_sniffed(iam_
         f"{API}/organizations/{body['organization']['id']}/invitations", json={"email": "guest@hard.example"}
     )
     assert key.status_code == invitation.status_code == 201
-    for resp in (signed, login, key, invitation):
+    for resp in (pending, signed, login, key, invitation):
         assert _no_store(resp), (resp.request.url, resp.headers)
         assert resp.headers["x-content-type-options"] == "nosniff"
     others = [
@@ -353,8 +360,11 @@ async def test_hsts_on_every_response_when_the_base_url_is_https(https_aiki: Iam
 
 async def _signup_ip(harness: IamHarness, email: str, forwarded_for: str) -> str | None:
     http = harness.new_http({**OURS, "x-forwarded-for": forwarded_for})
-    signed = await http.post(f"{API}/auth/signup", json={"email": email, "password": PASSWORD})
-    assert signed.status_code == 201, signed.text
+    pending = await http.post(f"{API}/auth/signup", json={"email": email, "password": PASSWORD})
+    assert pending.status_code == 202, pending.text
+    token = harness.last_token(email, "/ui/verify-email")
+    signed = await http.post(f"{API}/auth/verify-email", json={"token": token})
+    assert signed.status_code == 200, signed.text
     org_id = signed.json()["organization"]["id"]
     entries = (await http.get(f"{API}/organizations/{org_id}/audit")).json()
     ips = {e["ip"] for e in entries["items"]}

@@ -10,8 +10,8 @@ Argon2 on the event loop (each computation tens of milliseconds of CPU) made the
 request wait behind the hashes: about 50x slower on a 2-core machine. The test asserts the cause
 exactly, that no argon2 computation runs on the event loop's thread, and the effect loosely:
 timing bounds flake on a shared 2-core machine (other processes take the CPU whatever this code
-does), so the tenant's median during the flood must stay within 2x of its quiet median plus a
-fixed allowance (:data:`ALLOWANCE_MS`).
+does), so the tenant's p50 and p99 during the flood must stay within 2x of their quiet values plus a
+fixed allowance each (:data:`P50_ALLOWANCE_MS`, :data:`P99_ALLOWANCE_MS`).
 """
 
 from __future__ import annotations
@@ -33,9 +33,13 @@ from aiki.iam.config import IamConfig
 from aiki.platform.db.engine import Database
 from bench.auth_flood import SECRET, VARIANT_FIELDS, measure_against
 
-# Measured on the shared 2-core machine (load 6-9 from other jobs), p50 during the flood minus
-# 2x p50 alone: FIGURE. The allowance covers that noise, far below what argon2 on the loop costs.
-ALLOWANCE_MS = 30.0
+# Within 2x, plus allowances for a shared machine's noise. Measured on 2 cores with `stress-ng --cpu
+# 2` beside the test (6 runs): the tenant's p50 went from 2-4 ms alone to 2.6-6.8 ms in the flood,
+# its p99 from 4-24 ms to 11-77 ms. With argon2 on the event loop (main) the p99 in the flood was
+# 525 ms against 15 ms alone, which the p99 bound catches; the p50 (7.7 ms against 3.3) barely
+# moves, as most of the tenant's requests fall between two hashes.
+P50_ALLOWANCE_MS = 10.0
+P99_ALLOWANCE_MS = 100.0
 
 
 class _Server(uvicorn.Server):
@@ -46,7 +50,11 @@ class _Server(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def _serving(app: Any) -> AsyncIterator[str]:
-    sock = socket.create_server(("127.0.0.1", 0))
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+    # without it every response waited 40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(100)
     port = sock.getsockname()[1]
     srv = _Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
     task = asyncio.create_task(srv.serve(sockets=[sock]))
@@ -91,4 +99,5 @@ async def test_a_tenant_keeps_its_latency_while_anonymous_signups_flood(
     assert figures["flood_requests"] >= 8, figures  # the flood really ran...
     assert len(in_pool) >= 8, figures  # ...and hashed
     assert on_loop == [], f"{len(on_loop)} argon2 computations ran on the event loop thread"
-    assert figures["flood_p50_ms"] <= 2 * figures["alone_p50_ms"] + ALLOWANCE_MS, figures
+    assert figures["flood_p50_ms"] <= 2 * figures["alone_p50_ms"] + P50_ALLOWANCE_MS, figures
+    assert figures["flood_p99_ms"] <= 2 * figures["alone_p99_ms"] + P99_ALLOWANCE_MS, figures

@@ -249,6 +249,15 @@ async def measure_against(
     }
 
 
+def _server_argv() -> list[str]:
+    """``-m aiki.cli``, or the ``aiki.cli`` of the checkout at ``$BENCH_FLOOD_SERVER_SOURCE`` (before/after figures)."""
+    source = os.environ.get("BENCH_FLOOD_SERVER_SOURCE")
+    if not source:
+        return ["-m", "aiki.cli"]
+    code = f"import runpy, sys; sys.path.insert(0, {source!r}); runpy.run_module('aiki.cli', run_name='__main__')"
+    return ["-c", code]
+
+
 async def measure(
     db_url: str,
     *,
@@ -273,7 +282,7 @@ async def measure(
         **VARIANTS[variant],
         **(server_env or {}),
     }
-    server = Child("aiki-server", ["-m", "aiki.cli", "server", "--port", str(port), "--database-url", db_url], env)
+    server = Child("aiki-server", [*_server_argv(), "server", "--port", str(port), "--database-url", db_url], env)
 
     async def ready() -> bool:
         try:

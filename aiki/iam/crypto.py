@@ -147,11 +147,18 @@ class Passwords:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    async def _run(self, func: Callable[..., _T], *args: str) -> _T:
+    def refuse_if_busy(self) -> None:
+        """Raise :class:`RateLimited` now if a hash would be refused: callers check this before the
+        database work that precedes their hash, so a flood the pool refuses anyway costs the event
+        loop no queries (botnet flood, bench signup_flood: the tenant's p50 from 2.5x to 0.8-1.4x its
+        quiet p50)."""
         if self._admitted >= self.max_admitted:
             raise RateLimited(
                 "the server is busy checking passwords; retry in a moment", retry_after_s=BUSY_RETRY_AFTER_S
             )
+
+    async def _run(self, func: Callable[..., _T], *args: str) -> _T:
+        self.refuse_if_busy()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.threads, thread_name_prefix="aiki-argon2", initializer=_lower_priority

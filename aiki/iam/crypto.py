@@ -66,8 +66,8 @@ def default_hash_threads() -> int:
 
 # Niceness of the argon2 threads (Linux schedules threads separately; elsewhere a no-op). Measured
 # with bench signup_flood (server, flood and tenant in separate processes, 2 shared cores): during a
-# flood from many addresses the tenant's p50 went to 2.1-3.0x its quiet p50 with the threads at 0,
-# 0.3-1.2x at 10; with every throttle off, 5.7x at 0 and 2.4x at 10.
+# flood from many addresses the tenant's p50 went to 2.1x and 3.0x its quiet p50 with the threads
+# at 0, 1.2x, 0.3x and 2.5x at 10; with every throttle off, 5.7x at 0 and 2.4x at 10.
 HASH_THREAD_NICENESS = 10
 
 
@@ -153,7 +153,7 @@ class Passwords:
     def refuse_if_busy(self) -> None:
         """Raise :class:`RateLimited` now if a hash would be refused: callers check this before the
         database work that precedes their hash, so a flood the pool refuses anyway costs the event
-        loop no queries (botnet flood, bench signup_flood: the tenant's p50 from 2.5x to 0.8-1.4x its
+        loop no queries (botnet flood, bench signup_flood: the tenant's p50 from 2.5x to 0.8-1.5x its
         quiet p50)."""
         if self._admitted >= self.max_admitted:
             raise RateLimited(

@@ -137,6 +137,7 @@ async def signup(
     name = _optional_text(name, "$.name", 200)
     organization_name = _optional_text(organization_name, "$.organization", 100)
     namespace_name = _optional_text(namespace_name, "$.namespace", 100)
+    iam.passwords.refuse_if_busy()  # before any query: a refused flood costs the loop nothing
     await throttle(iam, "signup", ip)
     iam.passwords.check_policy(password, email=address)
     password_hash = await iam.passwords.hash(password)
@@ -205,6 +206,7 @@ async def login(
 ) -> NewSession:
     """Check the password and open a fresh session; the session presented before login is revoked."""
     address = normalize_email(email)
+    iam.passwords.refuse_if_busy()  # before any query: a refused flood costs the loop nothing
     await throttle(iam, "login", ip)
     await login_guard.check(iam, address, ip)
     # Known and unknown emails take the same steps: the same queries, one argon2 verification

@@ -210,7 +210,8 @@ async def tenant_key(url: str) -> str:
         made = await http.post(
             f"{API}/namespaces/{namespace_id}/api-keys",
             json={"name": "tenant", "role": "read"},
-            headers={"cookie": cookie},
+            # A session's unsafe request must show it comes from the server's pages (CSRF rules).
+            headers={"cookie": cookie, "sec-fetch-site": "same-origin"},
         )
         made.raise_for_status()
         key: str = made.json()["key"]

@@ -205,6 +205,7 @@ async def register(
     name = _optional_text(name, "$.name", 200)
     organization_name = _optional_text(organization_name, "$.organization", 100)
     namespace_name = _optional_text(namespace_name, "$.namespace", 100)
+    iam.passwords.refuse_if_busy()  # before any query: a refused flood costs the loop nothing
     await throttle(iam, "signup", ip)
     iam.passwords.check_policy(password, email=address)
     # Hashed whatever the address: a taken address answers after the same work as a free one.

@@ -87,7 +87,13 @@ async def test_a_tenant_keeps_its_latency_while_anonymous_signups_flood(
     # PasswordHasher calls these two through its module: every argon2 computation passes here.
     monkeypatch.setattr(argon2_hasher, "hash_secret", watched(argon2.low_level.hash_secret))
     monkeypatch.setattr(argon2_hasher, "verify_secret", watched(argon2.low_level.verify_secret))
-    config = IamConfig(secret_key=SECRET, base_url="http://aiki", secure_cookies=False, **VARIANT_FIELDS["unthrottled"])
+    config = IamConfig(
+        secret_key=SECRET,
+        base_url="http://aiki",
+        secure_cookies=False,
+        email_verification=False,  # the tenant signs up and acts at once
+        **VARIANT_FIELDS["unthrottled"],
+    )
     aiki_server = server(db=Database(db_url), iam=config)
     await aiki_server.runtime.start()
     try:

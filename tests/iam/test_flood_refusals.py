@@ -39,12 +39,12 @@ async def test_a_refused_address_is_refused_again_without_a_query_until_its_wind
         for i in range(6):
             resp = await attacker.post(f"{API}/auth/signup", json={"email": f"a{i}@example.com", "password": PASSWORD})
             answers.append(resp.status_code)
-        assert answers == [201, 201, 429, 429, 429, 429]
+        assert answers == [202, 202, 429, 429, 429, 429]
         assert int(resp.headers["retry-after"]) >= 1
         assert await _counter(h, key) == 3  # the first refusal counted; its repeats made no query
         h.advance(h.iam.config.throttle_window_s * 1000)
         again = await attacker.post(f"{API}/auth/signup", json={"email": "later@example.com", "password": PASSWORD})
-        assert again.status_code == 201, again.text  # refused until the window's end, not for ever
+        assert again.status_code == 202, again.text  # refused until the window's end, not for ever
     finally:
         await h.close()
 
@@ -86,7 +86,7 @@ async def test_a_full_argon2_pool_refuses_signup_and_login_before_any_query(db_u
         assert await _counter(h, f"throttle:login:ip:{ATTACKER}") is None
 
         release.set()
-        assert (await holding).status_code == 201
+        assert (await holding).status_code == 202
     finally:
         release.set()
         await h.close()

@@ -24,6 +24,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from aiki.api.request_checks import JsonTooDeep
 from aiki.platform.db.integrity import CONFLICT_DETAIL, describe, integrity_violation
 from aiki.platform.db.raw import is_connection_failure
+from aiki.platform.db.value_errors import is_value_out_of_range
 from aiki.platform.domain.errors import CoreError, RateLimited
 from aiki.worker_sdk.protocol import Problem
 
@@ -119,7 +120,7 @@ def problem_for_exception(exc: Exception, instance: str) -> Problem:
     if _is_db_unavailable(exc):
         log.warning("database unavailable: %s", exc)
         return problem_body("unavailable", "the database is unavailable; retry shortly", instance)
-    if _is_value_out_of_range(exc):
+    if is_value_out_of_range(exc):
         log.warning("value out of range on %s: %s", instance, (str(exc).splitlines() or [""])[0][:300])
         return problem_body("validation_error", _OUT_OF_RANGE_DETAIL, instance)
     if (violation := integrity_violation(exc)) is not None:
@@ -190,7 +191,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[byt
     if _is_db_unavailable(exc):
         log.warning("database unavailable: %s", exc)
         return problem(request, "unavailable", "the database is unavailable; retry shortly")
-    if _is_value_out_of_range(exc):
+    if is_value_out_of_range(exc):
         # The request passed its schema but a value does not fit its column (an integer beyond its
         # bits, a string longer than the column, a NUL in PostgreSQL text): the caller's input, a 422.
         first_line = (str(exc).splitlines() or [""])[0][:300]  # not the SQL parameters that follow
@@ -211,26 +212,6 @@ def _is_db_unavailable(exc: BaseException) -> bool:
 _OUT_OF_RANGE_DETAIL = (
     "a value in the request cannot be stored: a number out of range, a text too long or a NUL character"
 )
-_OUT_OF_RANGE = frozenset(
-    {"OverflowError", "DataError", "NumericValueOutOfRangeError", "StringDataRightTruncationError"}
-)
-
-
-def _is_value_out_of_range(exc: BaseException) -> bool:
-    # Drivers wrap: SQLAlchemy's DBAPIError <- the adapter's Error <- asyncpg's DataError <- OverflowError.
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen or len(seen) > 10:
-            continue
-        seen.add(id(e))
-        if any(cls.__name__ in _OUT_OF_RANGE for cls in type(e).__mro__):  # asyncpg's DataError subclasses
-            return True
-        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
-    return False
-
-
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     CoreError: _core_error,
     ValidationException: _validation_error,

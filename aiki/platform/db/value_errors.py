@@ -1,8 +1,8 @@
 """Whether a database error says a value from the request does not fit its column.
 
 An integer beyond its bits, a string longer than its column, a NUL character in PostgreSQL text:
-the caller's input, to be answered as such (4xx), never as an internal error. The same test as
-``aiki.api.errors`` applies to API answers, here for the dashboard's error pages.
+the caller's input, to be answered as such (4xx), never as an internal error: 422 on the API
+(``aiki.api.errors``), a 400 page on the dashboard.
 """
 
 from __future__ import annotations

@@ -117,6 +117,60 @@ async def create_home(
     return org_row, ns_row
 
 
+@dataclass(frozen=True, slots=True)
+class SignUpForm:
+    """A sign-up's checked fields and its password's hash (the password itself is gone)."""
+
+    address: str
+    password_hash: str
+    name: str | None
+    organization_name: str | None
+    namespace_name: str | None
+
+
+async def prepare_signup(
+    iam: Iam,
+    *,
+    email: str,
+    password: str,
+    name: str | None,
+    organization_name: str | None,
+    namespace_name: str | None,
+    ip: str | None,
+) -> SignUpForm:
+    """Check a sign-up's fields, throttle it and hash its password: the work every sign-up does
+    before it touches the accounts (so a taken address answers after the same work as a free one)."""
+    address = normalize_email(email)
+    form_name = _optional_text(name, "$.name", 200)
+    form_organization = _optional_text(organization_name, "$.organization", 100)
+    form_namespace = _optional_text(namespace_name, "$.namespace", 100)
+    iam.passwords.refuse_if_busy()  # before any query: a refused flood costs the loop nothing
+    await throttle(iam, "signup", ip)
+    iam.passwords.check_policy(password, email=address)
+    password_hash = await iam.passwords.hash(password)
+    return SignUpForm(address, password_hash, form_name, form_organization, form_namespace)
+
+
+async def insert_account(
+    iam: Iam, conn: AsyncConnection, form: SignUpForm, user_id: str, now: int, *, verified_at: int | None = None
+) -> tuple[Row, Row]:
+    """Insert the user of ``form`` and their home (organization and namespace); returns the home."""
+    await UserRepository(conn).insert(
+        {
+            "id": user_id,
+            "email": form.address,
+            "password_hash": form.password_hash,
+            "name": form.name,
+            "created_at": now,
+            "updated_at": now,
+            "email_verified_at": verified_at,
+        }
+    )
+    return await create_home(
+        iam, conn, user_id, form.organization_name or f"{form.address}'s organization", form.namespace_name, now
+    )
+
+
 async def signup(
     iam: Iam,
     *,
@@ -133,37 +187,26 @@ async def signup(
     The sign-up of servers with email verification off (``AIKI_EMAIL_VERIFICATION=off``); the
     account stays unverified. With verification on, ``aiki.iam.verification.register`` signs up.
     """
-    address = normalize_email(email)
-    name = _optional_text(name, "$.name", 200)
-    organization_name = _optional_text(organization_name, "$.organization", 100)
-    namespace_name = _optional_text(namespace_name, "$.namespace", 100)
-    iam.passwords.refuse_if_busy()  # before any query: a refused flood costs the loop nothing
-    await throttle(iam, "signup", ip)
-    iam.passwords.check_policy(password, email=address)
-    password_hash = await iam.passwords.hash(password)
+    form = await prepare_signup(
+        iam,
+        email=email,
+        password=password,
+        name=name,
+        organization_name=organization_name,
+        namespace_name=namespace_name,
+        ip=ip,
+    )
+    address = form.address
     now = iam.now()
     user_id = new_id()
     try:
         async with iam.db.transaction() as conn:
-            users = UserRepository(conn)
-            if await users.by_email(address) is not None:
+            if await UserRepository(conn).by_email(address) is not None:
                 raise AlreadyExists("an account with this email already exists; log in instead", field="$.email")
-            await users.insert(
-                {
-                    "id": user_id,
-                    "email": address,
-                    "password_hash": password_hash,
-                    "name": name,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            org_row, ns_row = await create_home(
-                iam, conn, user_id, organization_name or f"{address}'s organization", namespace_name, now
-            )
+            org_row, ns_row = await insert_account(iam, conn, form, user_id, now)
             org_id, ns_id = org_row["id"], ns_row["id"]
             session_id, cookie, expires_at = await open_session(iam, conn, user_id, ip, user_agent)
-            user = UserView(id=user_id, email=address, name=name, created_at=now)
+            user = UserView(id=user_id, email=address, name=form.name, created_at=now)
             principal = Principal(kind="user", id=user_id, label=address, user_id=user_id, session_id=session_id)
             await audit.record(
                 iam,

@@ -46,7 +46,15 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aiki.iam import audit
-from aiki.iam.accounts import NewSession, _optional_text, create_home, normalize_email, open_session, user_view
+from aiki.iam.accounts import (
+    NewSession,
+    SignUpForm,
+    insert_account,
+    normalize_email,
+    open_session,
+    prepare_signup,
+    user_view,
+)
 from aiki.iam.context import Iam
 from aiki.iam.mail import Email, deliver
 from aiki.iam.models import NamespaceView, OrganizationView, SignedIn
@@ -201,35 +209,29 @@ async def register(
             ip=ip,
             user_agent=user_agent,
         )
-    address = normalize_email(email)
-    name = _optional_text(name, "$.name", 200)
-    organization_name = _optional_text(organization_name, "$.organization", 100)
-    namespace_name = _optional_text(namespace_name, "$.namespace", 100)
-    iam.passwords.refuse_if_busy()  # before any query: a refused flood costs the loop nothing
-    await throttle(iam, "signup", ip)
-    iam.passwords.check_policy(password, email=address)
     # Hashed whatever the address: a taken address answers after the same work as a free one.
-    password_hash = await iam.passwords.hash(password)
+    form = await prepare_signup(
+        iam,
+        email=email,
+        password=password,
+        name=name,
+        organization_name=organization_name,
+        namespace_name=namespace_name,
+        ip=ip,
+    )
     try:
-        message = await _register(iam, address, password_hash, name, organization_name, namespace_name, ip)
+        message = await _register(iam, form, ip)
     except Exception as exc:
         if not is_unique_violation(exc):
             raise
         # Two sign-ups of one new address raced: the other created the account; this one is a repeat.
-        message = await _register(iam, address, password_hash, name, organization_name, namespace_name, ip)
+        message = await _register(iam, form, ip)
     await deliver(iam.mailer, message)
     return None
 
 
-async def _register(
-    iam: Iam,
-    address: str,
-    password_hash: str,
-    name: str | None,
-    organization_name: str | None,
-    namespace_name: str | None,
-    ip: str | None,
-) -> Email:
+async def _register(iam: Iam, form: SignUpForm, ip: str | None) -> Email:
+    address, password_hash = form.address, form.password_hash
     now = iam.now()
     async with iam.db.transaction() as conn:
         users = UserRepository(conn)
@@ -249,20 +251,7 @@ async def _register(
             )  # fmt: skip
             return verification_email(iam, address, token, repeated=True)
         user_id = new_id()
-        await users.insert(
-            {
-                "id": user_id,
-                "email": address,
-                "password_hash": password_hash,
-                "name": name,
-                "created_at": now,
-                "updated_at": now,
-                "email_verified_at": None,
-            }
-        )
-        org_row, _ = await create_home(
-            iam, conn, user_id, organization_name or f"{address}'s organization", namespace_name, now
-        )
+        org_row, _ = await insert_account(iam, conn, form, user_id, now)
         token = await _issue(iam, conn, user_id, VERIFY, VERIFY_TTL_S)
         await audit.record(
             iam, None, "user.signup", "pending", conn=conn, actor_label=address, organization_id=org_row["id"],

@@ -155,3 +155,9 @@ class IamHarness(AikiHarness):
             await http.aclose()
         await self.iam.aclose()
         await super().close()
+
+
+async def rows(h: IamHarness, query: Any) -> list[dict[str, Any]]:
+    """The rows a SQLAlchemy ``query`` reads from the harness' database."""
+    async with h.iam.db.engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(query)).mappings().all()]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -17,20 +16,10 @@ import sqlalchemy as sa
 
 from aiki.iam import verification
 from aiki.platform.db.tables import email_tokens, organization_members, users
-from tests.iam_support import API, PASSWORD, IamHarness
+from tests.api.test_http_basics import assert_problem
+from tests.iam_support import API, PASSWORD, IamHarness, rows
 
 OTHER_PASSWORD = "another long passphrase 42"
-
-
-def assert_problem(resp: httpx.Response, status: int, code: str) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    assert resp.json()["code"] == code, resp.text
-
-
-async def rows(h: IamHarness, query: Any) -> list[dict[str, Any]]:
-    async with h.iam.db.engine.connect() as conn:
-        return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
 
 async def sign_up_only(h: IamHarness, email: str, password: str = PASSWORD) -> httpx.Response:

@@ -21,8 +21,9 @@ from aiki.iam.config import IamConfig, IamConfigError
 from aiki.iam.oidc import InMemoryPendingLoginStore, OidcConfig, OidcRelyingParty, TokenResponse, start_login
 from aiki.platform.db.tables import audit_log, identities, oidc_logins, users
 from aiki.platform.domain.errors import OidcError
+from tests.api.test_http_basics import assert_problem
 from tests.iam.oidc_provider import REDIRECT_URI, OidcProvider, RegisteredClient, run_provider
-from tests.iam_support import API, PASSWORD, IamHarness
+from tests.iam_support import API, PASSWORD, IamHarness, rows
 
 LOGIN = f"{API}/auth/oidc/login"
 CALLBACK = f"{API}/auth/oidc/callback"
@@ -76,17 +77,6 @@ async def sign_in(h: IamHarness, provider: OidcProvider, sub: str, browser: http
     me = await browser.get(f"{API}/auth/me")
     assert me.status_code == 200, me.text
     return browser, me.json()
-
-
-def assert_problem(resp: httpx.Response, status: int, code: str) -> None:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith("application/problem+json")
-    assert resp.json()["code"] == code, resp.text
-
-
-async def rows(h: IamHarness, query: Any) -> list[dict[str, Any]]:
-    async with h.iam.db.engine.connect() as conn:
-        return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
 
 # -- the happy path -----------------------------------------------------------------------------

@@ -370,7 +370,9 @@ def test_dev_without_smtp_writes_the_verification_link_to_its_log(dev_server: De
     dev = dev_server
     with httpx.Client(base_url=dev.base_url, timeout=30) as http:
         _poll("/health", dev, lambda: _healthy(http), timeout=30)
-        signed = http.post("/api/v1/auth/signup", json={"email": "dev@example.com", "password": "dev-password-1234"})
+        signed = http.post(
+            "/api/v1/auth/signup", json={"email": "dev@example.com", "password": "a long enough passphrase 42"}
+        )
         assert signed.status_code == 202, signed.text
         found = _poll(
             "the verification link in the log",

@@ -39,8 +39,8 @@ from aiki.worker_sdk.errors import (
     WaitTimeoutError,
     WorkflowNotFoundError,
 )
-from aiki.worker_sdk.replay import ChildHandle, ChildResult, EventResult, EventWaiter, Run, SleepResult
 from aiki.worker_sdk.retry import RetryPolicy
+from aiki.worker_sdk.run import ChildHandle, ChildResult, EventResult, EventWaiter, Run, SleepResult
 from aiki.worker_sdk.schedules import Schedule, ScheduleHandle, schedule
 from aiki.worker_sdk.serde import json_schema
 from aiki.worker_sdk.worker import Worker, WorkerHandle, worker

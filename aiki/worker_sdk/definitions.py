@@ -19,7 +19,7 @@ from aiki.worker_sdk.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from aiki.worker_sdk.client import Client, RunHandle
-    from aiki.worker_sdk.replay import ChildHandle, Run
+    from aiki.worker_sdk.run import ChildHandle, Run
 
 I = TypeVar("I")  # noqa: E741 - the conventional name for an input type
 O = TypeVar("O")  # noqa: E741

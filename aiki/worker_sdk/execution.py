@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from aiki.worker_sdk import serde
+from aiki.worker_sdk._replay_state import TIMED_OUT, ReplayState
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.definitions import Task, WorkflowVersion
 from aiki.worker_sdk.errors import (
@@ -50,8 +51,8 @@ from aiki.worker_sdk.protocol import (
     TransitionRequest,
     TransitionResponse,
 )
-from aiki.worker_sdk.replay import TIMED_OUT, ChildHandle, ChildResult, EventResult, ReplayState, Run, SleepResult
 from aiki.worker_sdk.retry import RetryPolicy
+from aiki.worker_sdk.run import ChildHandle, ChildResult, EventResult, Run, SleepResult
 
 log = logging.getLogger("aiki.worker")
 R = TypeVar("R")

@@ -9,8 +9,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from aiki.worker_sdk._replay_state import ReplayState
 from aiki.worker_sdk.protocol import Activation, EventRecord, SleepRecord, TaskRecord, WaitRef, WaitTimeoutRecord
-from aiki.worker_sdk.replay import ReplayState, Run
+from aiki.worker_sdk.run import Run
 
 NULL = msgspec.Raw(b"null")
 

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from aiki.worker_sdk import RetryPolicy, Run, TaskFailedError, event, task, workflow
+from aiki.worker_sdk._replay_state import TIMED_OUT, ReplayState
 from aiki.worker_sdk.execution import Execution, now_ms
 from aiki.worker_sdk.protocol import (
     Activation,
@@ -20,7 +21,6 @@ from aiki.worker_sdk.protocol import (
     TaskRecord,
     WaitTimeoutRecord,
 )
-from aiki.worker_sdk.replay import TIMED_OUT, ReplayState
 from aiki.worker_sdk.serde import canonical, task_address
 
 NULL = msgspec.Raw(b"null")

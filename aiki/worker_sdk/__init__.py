@@ -8,11 +8,9 @@ from aiki.worker_sdk.client import Client, EventSender, RunHandle, client
 from aiki.worker_sdk.definitions import (
     EventDefinition,
     StartOptions,
-    Task,
     Workflow,
     WorkflowVersion,
     event,
-    task,
     workflow,
 )
 from aiki.worker_sdk.errors import (
@@ -43,6 +41,7 @@ from aiki.worker_sdk.retry import RetryPolicy
 from aiki.worker_sdk.run import ChildHandle, ChildResult, EventResult, EventWaiter, Run, SleepResult
 from aiki.worker_sdk.schedules import Schedule, ScheduleHandle, schedule
 from aiki.worker_sdk.serde import json_schema
+from aiki.worker_sdk.tasks import Task, task
 from aiki.worker_sdk.worker import Worker, WorkerHandle, worker
 
 __all__ = [

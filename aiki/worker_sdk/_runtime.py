@@ -13,9 +13,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from aiki.worker_sdk.definitions import Task, WorkflowVersion
+    from aiki.worker_sdk.definitions import WorkflowVersion
     from aiki.worker_sdk.protocol import Activation
     from aiki.worker_sdk.run import ChildHandle, ChildResult, EventResult, SleepResult
+    from aiki.worker_sdk.tasks import Task
 
 
 class ReplayView(Protocol):

@@ -1,4 +1,9 @@
-"""The HTTP client of the Aiki API and run handles."""
+"""The client of the Aiki API (:func:`client`, :class:`Client`) and handles on runs (:class:`RunHandle`).
+
+A run is started from its workflow version (``await version.start(client, input)``), which
+returns a :class:`RunHandle` typed with the version's output; the handle waits for the run, sends
+it events and drives it (cancel, pause, resume, wake, requeue).
+"""
 
 from __future__ import annotations
 
@@ -100,9 +105,16 @@ class Client:
     Build it with :func:`client`. One instance holds one connection pool; share it, and close it
     with :meth:`close` or ``async with``. In embedded mode the hot wire calls (start, wait, claim,
     record, transition ...) go to the server's local port instead (see ``transport.py``).
+
+    Attributes:
+        payload_max_bytes: The server's request size limit, learnt when a worker registers
+            (None: unknown).
+        sleep_hold_max_ms: The longest sleep the server lets an executor hold in memory
+            (None: none).
     """
 
     def __init__(self, http: HttpBackend, port: LocalPort | None = None) -> None:
+        """A client over ``http`` (and the server's local port, if any); use :func:`client` to build one."""
         self._http = http
         self._port = port
         # Set when a server that takes batches registers this client's worker (HTTP only).
@@ -113,11 +125,13 @@ class Client:
         self.sleep_hold_max_ms: int | None = None
 
     async def __aenter__(self) -> Client:
+        """The client itself; leaving the ``async with`` block closes it."""
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        """Close the client (see :meth:`close`)."""
         await self.close()
 
     async def close(self) -> None:
@@ -171,7 +185,20 @@ class Client:
         return await self.request("POST", "/runs", StartRunResponse, request)
 
     async def get_run(self, run_id: str, *, wait_for: Sequence[str] = (), timeout_ms: int | None = None) -> RunView:
-        """``GET /runs/{id}``, long-polling while ``wait_for`` statuses are not reached."""
+        """``GET /runs/{id}``, long-polling while ``wait_for`` statuses are not reached.
+
+        Args:
+            run_id: The run's id.
+            wait_for: Statuses to wait for; the answer comes once the run is in one of them, or
+                has ended, or ``timeout_ms`` passed (empty: answer at once).
+            timeout_ms: The longest the server holds the request while waiting.
+
+        Returns:
+            The run as the server sees it.
+
+        Raises:
+            RunNotFoundError: No such run.
+        """
         if self._port is not None:
             return await self._port.get_run(run_id, tuple(wait_for), timeout_ms)
         params: dict[str, str] = {}
@@ -189,6 +216,12 @@ class Client:
         Filters: ``status`` (comma-separated), ``workflow``, ``version``, ``reference_id``,
         ``schedule_id``, ``parent_run_id``, ``pool``, ``created_after``/``created_before`` (ms or
         ISO 8601); ``limit``; ``cursor`` (the previous page's ``next_cursor``).
+
+        Args:
+            **filters: The filters above, as strings.
+
+        Returns:
+            One page of runs and the cursor of the next.
         """
         return await self.request("GET", "/runs", RunListResponse, params=filters)
 
@@ -210,6 +243,14 @@ class Client:
 
     async def find_run_by_reference(self, workflow: str, version: str, reference_id: str) -> RunView:
         """The run of ``workflow@version`` with this reference id.
+
+        Args:
+            workflow: The workflow name.
+            version: The workflow version.
+            reference_id: The reference id the run was started with.
+
+        Returns:
+            The run as the server sees it.
 
         Raises:
             RunNotFoundError: There is none.
@@ -366,6 +407,36 @@ def client(
 
     Raises:
         ValueError: No target was given, or ``handler`` together with another one.
+
+    Returns:
+        The client; close it with ``await client.close()`` or use it in ``async with``.
+
+    Example:
+        An ``httpx.MockTransport`` stands in for a server; errors arrive as the SDK's exceptions:
+
+        >>> import asyncio
+        >>> import httpx
+        >>> import aiki
+        >>> def server(request: httpx.Request) -> httpx.Response:
+        ...     problem = {"type": "about:blank", "title": "Not Found", "status": 404, "code": "run_not_found"}
+        ...     return httpx.Response(404, json=problem)
+        >>> async def main() -> None:
+        ...     async with aiki.client(transport=httpx.MockTransport(server)) as c:
+        ...         await c.get_run("r-1")
+        >>> asyncio.run(main())
+        Traceback (most recent call last):
+        ...
+        aiki.worker_sdk.errors.RunNotFoundError: ...
+        >>> aiki.client()
+        Traceback (most recent call last):
+        ...
+        ValueError: pass url=, handler= or transport=
+
+        Against a server over the network::
+
+            async with aiki.client(url="https://aiki.example.com", api_key=key) as client:
+                handle = await hello_v1.start(client, "ada")
+                print(await handle.result())
     """
     if handler is not None and (url is not None or transport is not None):
         raise ValueError("pass handler= alone: it is served in-process")
@@ -390,9 +461,14 @@ def client(
 
 
 class EventSender:
-    """Sends one named event to a run: ``handle.events.<name>``."""
+    """Sends one named event to a run: ``handle.events.<name>``.
+
+    Attributes:
+        name: The event's name.
+    """
 
     def __init__(self, client: Client, run_id: str, name: str, type: Any) -> None:
+        """A sender of the event ``name`` (payload ``type``) to ``run_id``; ``handle.events`` builds it."""
         self._client, self._run_id, self.name, self._type = client, run_id, name, type
 
     async def send(self, data: Any = None, reference_id: str | None = None) -> SendEventResponse:
@@ -401,6 +477,9 @@ class EventSender:
         Args:
             data: The payload; it must fit the event's declared type.
             reference_id: De-duplication key: a second send with it creates nothing.
+
+        Returns:
+            The server's receipt of the event.
 
         Raises:
             ValidationError: The payload does not fit its type (no request is sent).
@@ -429,6 +508,14 @@ class RunHandle(Generic[O]):
     """
 
     def __init__(self, client: Client, run_id: str, output_type: Any, event_types: dict[str, Any]) -> None:
+        """A handle on ``run_id``; the workflow version's ``start`` and ``get_handle`` build it.
+
+        Args:
+            client: The Aiki client.
+            run_id: The run's id.
+            output_type: The type :meth:`result` decodes the output into.
+            event_types: The payload type of each event the version declares, by name.
+        """
         self._client = client
         self.id = run_id
         self._output_type = output_type
@@ -477,6 +564,9 @@ class RunHandle(Generic[O]):
 
     async def result(self) -> O:
         """Wait for the run to end and return its decoded output.
+
+        Returns:
+            The output, decoded to the version's return type.
 
         Raises:
             RunFailedError: The run failed.
@@ -544,4 +634,5 @@ class RunHandle(Generic[O]):
         return UnexpectedStatusError(self.id, view.status, wanted)
 
     def __repr__(self) -> str:
+        """``<RunHandle id>``."""
         return f"<RunHandle {self.id}>"

@@ -1,10 +1,32 @@
-"""Definitions: ``task``, ``workflow``, ``event`` and what they build."""
+"""Definitions: ``workflow``, ``event`` and what they build (``task`` is in :mod:`~aiki.worker_sdk.tasks`).
+
+A workflow is a plain async function of a :class:`~aiki.worker_sdk.run.Run` (and an input),
+declared as one version of a named :class:`Workflow`; a task is a memoized function it calls
+through the run. Declaring either needs no server. This module imports no engine code: a
+version's handler runs inside a worker's execution, which ``Run`` reaches through the
+:class:`~aiki.worker_sdk._runtime.Runtime` protocol.
+
+Example:
+    >>> from aiki import Run, event, task, workflow
+    >>> @task()
+    ... async def charge(amount: int) -> str:
+    ...     return f"charged {amount}"
+    >>> orders = workflow("orders")
+    >>> @orders.v("1.0.0", events={"shipped": event(str)})
+    ... async def orders_v1(run: Run, amount: int) -> str:
+    ...     receipt = await charge.start(run, amount)
+    ...     shipped = await run.events.shipped.wait(timeout=3600)
+    ...     return f"{receipt}, shipped by {shipped.data}"
+    >>> orders_v1
+    <WorkflowVersion orders@1.0.0>
+    >>> orders.versions["1.0.0"] is orders_v1
+    True
+    >>> charge.input_type, charge.output_type
+    (<class 'int'>, <class 'str'>)
+"""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -13,9 +35,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import msgspec
 
 from aiki.worker_sdk import serde
+from aiki.worker_sdk._signatures import handler_hints, positional_params
 from aiki.worker_sdk.errors import RunNotFoundError, ValidationError
 from aiki.worker_sdk.protocol import ConflictPolicy, StartRunRequest
 from aiki.worker_sdk.retry import RetryPolicy
+
+# Tasks were declared here before they got their own module; the names stay importable from here.
+from aiki.worker_sdk.tasks import Task as Task
+from aiki.worker_sdk.tasks import task as task
 
 if TYPE_CHECKING:
     from aiki.worker_sdk.client import Client, RunHandle
@@ -24,20 +51,6 @@ if TYPE_CHECKING:
 I = TypeVar("I")  # noqa: E741 - the conventional name for an input type
 O = TypeVar("O")  # noqa: E741
 T = TypeVar("T")
-
-
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(fn)
-    except (NameError, TypeError):
-        # Unresolvable annotations degrade to untyped payloads rather than failing at import.
-        return {}
-
-
-def _params(fn: Callable[..., Any]) -> list[inspect.Parameter]:
-    return [
-        p for p in inspect.signature(fn).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,106 +72,29 @@ def event(type: Any = Any) -> EventDefinition[Any]:
 
     Returns:
         The definition to put in ``workflow.v(..., events={"name": event(...)})``.
+
+    Example:
+        >>> from aiki import event
+        >>> event(int)
+        EventDefinition(type=<class 'int'>)
+        >>> event().type
+        typing.Any
     """
     return EventDefinition(type)
 
 
-class Task(Generic[I, O]):
-    """A memoized unit of work, built by :func:`task`.
-
-    Calling the object calls the plain function (handy in unit tests); :meth:`start` runs it
-    durably inside a workflow.
-
-    Attributes:
-        name: The task's stable name (part of its address).
-        retry: Retry policy of failed attempts.
-        timeout: Per-attempt time limit, if any.
-        input_type: The annotated input type (``Any`` if none).
-        output_type: The annotated return type (``Any`` if none).
-        takes_input: Whether the handler takes an input argument.
-    """
-
-    def __init__(self, fn: Callable[..., Any], name: str, retry: RetryPolicy | None, timeout: timedelta | None) -> None:
-        params = _params(fn)
-        if len(params) > 1:
-            raise TypeError(f"task {name!r}: the handler takes at most one input argument")
-        hints = _hints(fn)
-        self.fn = fn
-        self.name = name
-        self.retry = retry or RetryPolicy.never()
-        self.timeout = timeout
-        self.takes_input = bool(params)
-        self.input_type: Any = hints.get(params[0].name, Any) if params else Any
-        self.output_type: Any = hints.get("return", Any)
-        self.is_async = inspect.iscoroutinefunction(fn)
-        self.__doc__ = fn.__doc__
-        self.__name__ = getattr(fn, "__name__", name)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
-
-    async def invoke(self, input: Any) -> Any:
-        """Run one attempt of the handler (async directly, sync in a worker thread)."""
-        args = (input,) if self.takes_input else ()
-        if self.is_async:
-            return await self.fn(*args)
-        return await asyncio.to_thread(self.fn, *args)
-
-    async def start(self, run: Run, input: I | None = None) -> O:
-        """Run the task durably inside a workflow and return its output.
-
-        On replay a completed call returns its recorded output without running the handler.
-
-        Args:
-            run: The workflow's run context.
-            input: The task input (omit for a handler without input).
-
-        Raises:
-            TaskFailedError: The task failed and its retry policy is spent.
-        """
-        result: O = await run._call_task(self, input)
-        return result
-
-    def __repr__(self) -> str:
-        return f"<Task {self.name!r}>"
-
-
-class _TaskDecorator:
-    def __init__(self, name: str | None, retry: RetryPolicy | None, timeout: timedelta | None) -> None:
-        self.name, self.retry, self.timeout = name, retry, timeout
-
-    @overload
-    def __call__(self, fn: Callable[[I], Awaitable[O]]) -> Task[I, O]: ...
-    @overload
-    def __call__(self, fn: Callable[[], Awaitable[O]]) -> Task[None, O]: ...
-    @overload
-    def __call__(self, fn: Callable[[I], O]) -> Task[I, O]: ...
-    @overload
-    def __call__(self, fn: Callable[[], O]) -> Task[None, O]: ...
-    def __call__(self, fn: Callable[..., Any]) -> Task[Any, Any]:
-        return Task(fn, self.name or fn.__name__, self.retry, self.timeout)
-
-
-def task(
-    name: str | None = None, *, retry: RetryPolicy | None = None, timeout: timedelta | None = None
-) -> _TaskDecorator:
-    """Declare a task.
-
-    Args:
-        name: Stable name of the task (defaults to the function name). Renaming a task changes
-            its address, so recorded results no longer match.
-        retry: Retry policy of failed attempts (default: :meth:`RetryPolicy.never`, one attempt).
-        timeout: Time limit of one attempt; an attempt that exceeds it fails with ``TimeoutError``.
-
-    Returns:
-        A decorator for an async or sync function of zero or one argument.
-    """
-    return _TaskDecorator(name, retry, timeout)
-
-
 @dataclass(frozen=True, slots=True)
 class StartOptions:
-    """Options of one start; see :meth:`WorkflowVersion.with_options`."""
+    """Options of one start; see :meth:`WorkflowVersion.with_options`, which documents each.
+
+    Attributes:
+        reference_id: Idempotency key of the start, if any.
+        conflict: What a start with a taken reference and another input does.
+        delay: How much later the run starts.
+        retry: The run's workflow retry policy (None: the version's).
+        pool: The worker pool that may claim the run (None: the default pool).
+        require_registered: Refuse the start when no worker registered the version.
+    """
 
     reference_id: str | None = None
     conflict: ConflictPolicy = "error"
@@ -169,6 +105,7 @@ class StartOptions:
 
     @property
     def delay_ms(self) -> int | None:
+        """``delay`` in whole milliseconds, as it travels (None when there is no delay)."""
         return None if self.delay is None else int(self.delay.total_seconds() * 1000)
 
 
@@ -195,10 +132,15 @@ class WorkflowVersion(Generic[I, O]):
         timeout: timedelta | None,
         options: StartOptions | None = None,
     ) -> None:
-        params = _params(fn)
+        """Wrap ``fn``; use ``workflow(name).v(version)`` rather than this constructor.
+
+        Raises:
+            TypeError: ``fn`` takes neither ``(run)`` nor ``(run, input)``.
+        """
+        params = positional_params(fn)
         if not 1 <= len(params) <= 2:
             raise TypeError(f"workflow {name}@{version}: the handler takes (run) or (run, input)")
-        hints = _hints(fn)
+        hints = handler_hints(fn)
         self.fn = fn
         self.name = name
         self.version = version
@@ -243,6 +185,18 @@ class WorkflowVersion(Generic[I, O]):
                 checked by that worker, and a run whose input does not fit fails with a
                 ``ValidationError`` naming the field. A run no worker claims becomes
                 ``stalled`` after the server's stall age, like any unserved run.
+
+        Returns:
+            A new version object; this one is unchanged.
+
+        Example:
+            >>> from datetime import timedelta
+            >>> from aiki import Run, workflow
+            >>> @workflow("report").v("1.0.0")
+            ... async def report_v1(run: Run) -> None: ...
+            >>> nightly = report_v1.with_options(reference_id="2024-06-01", delay=timedelta(hours=2))
+            >>> nightly.with_options(pool="batch") is not nightly
+            True
         """
         options = replace(
             self._options,
@@ -259,11 +213,15 @@ class WorkflowVersion(Generic[I, O]):
         """Start a run of this version.
 
         Args:
+        A version no worker has registered yet is accepted by default (the run waits in
+        ``queued`` for a worker); see ``with_options(require_registered=True)`` for the strict check.
+
+        Args:
             client: The Aiki client.
             input: The run input; it must fit the handler's annotation.
 
-        A version no worker has registered yet is accepted by default (the run waits in
-        ``queued`` for a worker); see ``with_options(require_registered=True)`` for the strict check.
+        Returns:
+            A :class:`~aiki.worker_sdk.client.RunHandle` on the new (or, by reference, existing) run.
 
         Raises:
             ValidationError: The input does not fit its type (no request is sent).
@@ -324,6 +282,13 @@ class WorkflowVersion(Generic[I, O]):
     async def get_handle(self, client: Client, run_id: str) -> RunHandle[O]:
         """A handle on an existing run of this version.
 
+        Args:
+            client: The Aiki client.
+            run_id: The run's id.
+
+        Returns:
+            A :class:`~aiki.worker_sdk.client.RunHandle` typed with this version's output.
+
         Raises:
             RunNotFoundError: No such run of this workflow version.
         """
@@ -334,6 +299,13 @@ class WorkflowVersion(Generic[I, O]):
 
     async def get_handle_by_reference(self, client: Client, reference_id: str) -> RunHandle[O]:
         """A handle on the run of this version started with ``reference_id``.
+
+        Args:
+            client: The Aiki client.
+            reference_id: The reference id the run was started with.
+
+        Returns:
+            A :class:`~aiki.worker_sdk.client.RunHandle` typed with this version's output.
 
         Raises:
             RunNotFoundError: No run of this version has that reference.
@@ -349,6 +321,12 @@ class WorkflowVersion(Generic[I, O]):
     def event_type(self, name: str) -> Any:
         """The payload type of event ``name``.
 
+        Args:
+            name: The event's name.
+
+        Returns:
+            The type declared with :func:`event` (``Any`` when untyped).
+
         Raises:
             ValidationError: The version declares no such event.
         """
@@ -358,6 +336,7 @@ class WorkflowVersion(Generic[I, O]):
             raise ValidationError(f"{self.name}@{self.version} declares no event {name!r}", field=name) from None
 
     def __repr__(self) -> str:
+        """``<WorkflowVersion name@version>``."""
         return f"<WorkflowVersion {self.name}@{self.version}>"
 
 
@@ -382,6 +361,7 @@ class Workflow:
     """
 
     def __init__(self, name: str) -> None:
+        """Name a workflow; use :func:`workflow` rather than this constructor."""
         self.name = name
         self.versions: dict[str, WorkflowVersion[Any, Any]] = {}
 
@@ -403,6 +383,19 @@ class Workflow:
                 counting time asleep, waiting or paused. The server fails the run with cause
                 ``timeout`` when it passes, wherever the run is (a hung or lost worker cannot hold
                 it); the worker also cancels the handler at that moment.
+
+        Returns:
+            A decorator that turns the handler into a :class:`WorkflowVersion` of this workflow.
+
+        Example:
+            >>> from datetime import timedelta
+            >>> from aiki import Run, RetryPolicy, workflow
+            >>> billing = workflow("billing")
+            >>> @billing.v("2.0.0", retry=RetryPolicy.fixed(2, timedelta(seconds=30)), timeout=timedelta(hours=1))
+            ... async def billing_v2(run: Run, account: str) -> int:
+            ...     return 0
+            >>> billing_v2.version, billing_v2.input_type, billing_v2.timeout
+            ('2.0.0', <class 'str'>, datetime.timedelta(seconds=3600))
         """
 
         def build(fn: Callable[..., Awaitable[Any]]) -> WorkflowVersion[Any, Any]:
@@ -413,9 +406,22 @@ class Workflow:
         return _VersionDecorator(build)
 
     def __repr__(self) -> str:
+        """``<Workflow 'name'>``."""
         return f"<Workflow {self.name!r}>"
 
 
 def workflow(name: str) -> Workflow:
-    """Declare a workflow by name; declare its versions with ``.v(version)``."""
+    """Declare a workflow by name; declare its versions with ``.v(version)``.
+
+    Args:
+        name: The workflow's stable name (runs, schedules and workers refer to it).
+
+    Returns:
+        The :class:`Workflow`, whose :meth:`Workflow.v` declares versions.
+
+    Example:
+        >>> from aiki import workflow
+        >>> workflow("signup")
+        <Workflow 'signup'>
+    """
     return Workflow(name)

@@ -26,7 +26,7 @@ import msgspec
 from aiki.worker_sdk import serde
 from aiki.worker_sdk._replay_state import TIMED_OUT, ReplayState
 from aiki.worker_sdk.client import Client
-from aiki.worker_sdk.definitions import Task, WorkflowVersion
+from aiki.worker_sdk.definitions import WorkflowVersion
 from aiki.worker_sdk.errors import (
     AikiError,
     NonDeterminismError,
@@ -53,6 +53,7 @@ from aiki.worker_sdk.protocol import (
 )
 from aiki.worker_sdk.retry import RetryPolicy
 from aiki.worker_sdk.run import ChildHandle, ChildResult, EventResult, Run, SleepResult
+from aiki.worker_sdk.tasks import Task
 
 log = logging.getLogger("aiki.worker")
 R = TypeVar("R")

@@ -1,4 +1,14 @@
-"""Retry policies for tasks and workflow versions."""
+"""Retry policies for tasks and workflow versions: :class:`RetryPolicy`.
+
+Example:
+    >>> from datetime import timedelta
+    >>> from aiki import RetryPolicy
+    >>> policy = RetryPolicy.exponential(5, timedelta(seconds=1), max_delay=timedelta(seconds=10))
+    >>> [policy.delay_for(attempt).total_seconds() for attempt in range(1, 6)]
+    [1.0, 2.0, 4.0, 8.0, 10.0]
+    >>> policy.should_retry(4, RuntimeError("flaky")), policy.should_retry(5, RuntimeError("flaky"))
+    (True, False)
+"""
 
 from __future__ import annotations
 
@@ -43,6 +53,11 @@ class RetryPolicy:
     non_retryable: tuple[type[BaseException] | str, ...] = ()
 
     def __post_init__(self) -> None:
+        """Check the bounds.
+
+        Raises:
+            ValueError: ``max_attempts`` is below 1 or ``factor`` below 1.0.
+        """
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         if self.factor < 1.0:
@@ -67,6 +82,15 @@ class RetryPolicy:
             max_attempts: Total attempts allowed, the first included.
             delay: Wait between a failure and the next attempt.
             non_retryable: Errors that are never retried.
+
+        Returns:
+            The policy.
+
+        Example:
+            >>> from datetime import timedelta
+            >>> from aiki import RetryPolicy
+            >>> RetryPolicy.fixed(3, timedelta(seconds=2)).delay_for(2)
+            datetime.timedelta(seconds=2)
         """
         return cls("fixed", max_attempts, delay, 1.0, None, tuple(non_retryable))
 
@@ -88,6 +112,9 @@ class RetryPolicy:
             factor: Multiplier per further failure.
             max_delay: Cap on the delay.
             non_retryable: Errors that are never retried.
+
+        Returns:
+            The policy.
         """
         return cls("exponential", max_attempts, base, factor, max_delay, tuple(non_retryable))
 
@@ -112,11 +139,28 @@ class RetryPolicy:
             factor: Multiplier per further failure.
             max_delay: Cap on the delay (before jitter).
             non_retryable: Errors that are never retried.
+
+        Returns:
+            The policy.
+
+        Example:
+            >>> from datetime import timedelta
+            >>> from aiki import RetryPolicy
+            >>> delay = RetryPolicy.jittered(4, timedelta(seconds=8)).delay_for(1)
+            >>> timedelta(seconds=4) <= delay <= timedelta(seconds=8)
+            True
         """
         return cls("jittered", max_attempts, base, factor, max_delay, tuple(non_retryable))
 
     def delay_for(self, attempt: int) -> timedelta:
-        """The wait after attempt number ``attempt`` (1-based, the one that just failed) failed."""
+        """The wait after attempt number ``attempt`` (1-based, the one that just failed) failed.
+
+        Args:
+            attempt: The number of the attempt that failed, from 1.
+
+        Returns:
+            How long to wait before the next attempt (zero for :meth:`never`).
+        """
         if self.kind == "never":
             return timedelta(0)
         if self.kind == "fixed":
@@ -135,6 +179,19 @@ class RetryPolicy:
 
         A :class:`~aiki.worker_sdk.errors.TaskFailedError` is also matched by the type name of the
         task's own error, so a workflow policy can refuse to retry a task's ``PaymentDeclined``.
+
+        Args:
+            error: The error the attempt failed with.
+
+        Returns:
+            False when ``error`` matches an entry of ``non_retryable``.
+
+        Example:
+            >>> from datetime import timedelta
+            >>> from aiki import RetryPolicy
+            >>> policy = RetryPolicy.fixed(3, timedelta(seconds=1), non_retryable=(KeyError, "PaymentDeclined"))
+            >>> policy.is_retryable(KeyError("sku")), policy.is_retryable(TimeoutError())
+            (False, True)
         """
         names = {c.__name__ for c in type(error).__mro__} | {
             f"{c.__module__}.{c.__qualname__}" for c in type(error).__mro__
@@ -152,11 +209,23 @@ class RetryPolicy:
         return True
 
     def should_retry(self, attempt: int, error: BaseException) -> bool:
-        """Whether attempt number ``attempt`` (1-based), which failed with ``error``, gets another."""
+        """Whether attempt number ``attempt`` (1-based), which failed with ``error``, gets another.
+
+        Args:
+            attempt: The number of the attempt that failed, from 1.
+            error: The error it failed with.
+
+        Returns:
+            True when attempts are left and ``error`` is retryable.
+        """
         return attempt < self.max_attempts and self.is_retryable(error)
 
     def to_wire(self) -> RetryPolicyWire:
-        """The policy as it travels; classes in ``non_retryable`` become their names."""
+        """The policy as it travels; classes in ``non_retryable`` become their names.
+
+        Returns:
+            The wire form, for a start request or a worker's registration.
+        """
         return RetryPolicyWire(
             kind=self.kind,
             max_attempts=self.max_attempts,
@@ -168,7 +237,14 @@ class RetryPolicy:
 
     @classmethod
     def from_wire(cls, wire: RetryPolicyWire) -> RetryPolicy:
-        """The policy a :class:`~aiki.worker_sdk.protocol.RetryPolicyWire` describes."""
+        """The policy a :class:`~aiki.worker_sdk.protocol.RetryPolicyWire` describes.
+
+        Args:
+            wire: The wire form.
+
+        Returns:
+            The policy; ``non_retryable`` holds class names.
+        """
         return cls(
             kind=wire.kind,
             max_attempts=wire.max_attempts,

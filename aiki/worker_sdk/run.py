@@ -4,6 +4,21 @@ A workflow handler receives a :class:`Run` as its first argument. Everything dur
 through the run (``task.start(run, ...)``, ``run.sleep(...)``, ``run.events.<name>.wait()``,
 ``version.start_as_child(run, ...)``), which delegates to the engine through the small
 :class:`~aiki.worker_sdk._runtime.Runtime` protocol; this module imports no engine code.
+
+Example:
+    >>> from datetime import timedelta
+    >>> from aiki import Run, event, workflow
+    >>> approvals = workflow("approvals")
+    >>> @approvals.v("1.0.0", events={"decision": event(bool)})
+    ... async def approvals_v1(run: Run, request: str) -> str:
+    ...     run.logger.info("asking for %s", request)  # logged once, not again on replay
+    ...     decision = await run.events.decision.wait(timeout=timedelta(days=2))
+    ...     if decision.timeout:
+    ...         await run.sleep(timedelta(hours=1), name="grace")
+    ...         return "expired"
+    ...     return "approved" if decision.data else "rejected"
+    >>> sorted(approvals_v1.events)
+    ['decision']
 """
 
 from __future__ import annotations
@@ -18,7 +33,8 @@ from aiki.worker_sdk.protocol import TERMINAL_STATUSES, ChildRecord, ErrorInfo
 
 if TYPE_CHECKING:
     from aiki.worker_sdk._runtime import ReplayView, Runtime
-    from aiki.worker_sdk.definitions import Task, WorkflowVersion
+    from aiki.worker_sdk.definitions import WorkflowVersion
+    from aiki.worker_sdk.tasks import Task
 
 T = TypeVar("T")
 
@@ -26,6 +42,11 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class SleepResult:
     """The outcome of ``run.sleep()``.
+
+    Example:
+        >>> from aiki import SleepResult
+        >>> SleepResult().cancelled, SleepResult(cancelled=True).cancelled
+        (False, True)
 
     Attributes:
         cancelled: True when the sleep was ended early (``handle.wake()``).
@@ -37,6 +58,13 @@ class SleepResult:
 @dataclass(frozen=True, slots=True)
 class EventResult(Generic[T]):
     """The outcome of ``run.events.<name>.wait()``.
+
+    Example:
+        >>> from aiki import EventResult
+        >>> EventResult(data={"amount": 5})
+        EventResult(data={'amount': 5}, timeout=False)
+        >>> EventResult(timeout=True).data is None
+        True
 
     Attributes:
         data: The event payload (None when the wait timed out).
@@ -50,6 +78,17 @@ class EventResult(Generic[T]):
 @dataclass(frozen=True, slots=True)
 class ChildResult(Generic[T]):
     """The outcome of ``child.wait_for_status()`` inside a workflow.
+
+    A failed or cancelled child does not raise in its parent: check :attr:`completed` or
+    :attr:`status`.
+
+    Example:
+        >>> from aiki import ChildResult
+        >>> done = ChildResult(status="completed", output=3)
+        >>> done.completed, done.output
+        (True, 3)
+        >>> ChildResult(timeout=True).completed
+        False
 
     Attributes:
         status: The terminal status the child reached (``completed``, ``failed``, ``cancelled``),
@@ -78,6 +117,7 @@ class EventWaiter(Generic[T]):
     """
 
     def __init__(self, runtime: Runtime, name: str, type: Any) -> None:
+        """A waiter on the event ``name`` with payload ``type``; the run builds it (``run.events``)."""
         self._runtime, self.name, self._type = runtime, name, type
 
     async def wait(self, timeout: timedelta | float | None = None) -> EventResult[T]:
@@ -111,6 +151,7 @@ class ChildHandle(Generic[T]):
     """
 
     def __init__(self, runtime: Runtime, record: ChildRecord, output_type: Any) -> None:
+        """A handle on the child ``record``; :meth:`WorkflowVersion.start_as_child` builds it."""
         self._runtime = runtime
         self._output_type = output_type
         self.id = record.run_id
@@ -147,6 +188,7 @@ class ChildHandle(Generic[T]):
         return result
 
     def __repr__(self) -> str:
+        """``<ChildHandle id workflow@version>``."""
         return f"<ChildHandle {self.id} {self.workflow}@{self.version}>"
 
 
@@ -198,6 +240,12 @@ class Run:
     """
 
     def __init__(self, runtime: Runtime, event_types: dict[str, Any]) -> None:
+        """The run of the activation ``runtime`` executes; the worker builds it, not the workflow.
+
+        Args:
+            runtime: The engine executing the activation (see :class:`~aiki.worker_sdk._runtime.Runtime`).
+            event_types: The payload type of each event the workflow version declares, by name.
+        """
         activation = runtime.activation
         self._runtime = runtime
         self.id = activation.run_id
@@ -245,4 +293,5 @@ class Run:
         return await self._runtime.start_child(version, input)
 
     def __repr__(self) -> str:
+        """``<Run id workflow@version attempt n>``."""
         return f"<Run {self.id} {self.workflow}@{self.version} attempt {self.attempt}>"

@@ -90,8 +90,15 @@ class Schedule:
         Example:
             >>> from aiki import schedule
             >>> nightly = schedule(cron="0 9 * * *", timezone="Europe/Berlin", overlap="skip")
-            >>> # handle = await nightly.activate(client, report_v1, ReportInput(team="ops"))
-            >>> # await handle.pause(); await handle.resume(); await handle.delete()
+            >>> nightly.every is None
+            True
+
+            Activating it needs a server and a version some worker registered::
+
+                handle = await nightly.activate(client, report_v1, ReportInput(team="ops"))
+                await handle.pause()
+                await handle.resume()
+                await handle.delete()
         """
         options = version._options
         refused = [
@@ -195,6 +202,13 @@ class ScheduleHandle:
     """
 
     def __init__(self, client: Client, schedule_id: str, *, created: bool = False) -> None:
+        """A handle on the schedule ``schedule_id``; nothing is sent until a method is called.
+
+        Args:
+            client: The Aiki client.
+            schedule_id: The schedule's id.
+            created: Whether the schedule was just created (see :attr:`created`).
+        """
         self._client = client
         self.id = schedule_id
         self.created = created
@@ -208,11 +222,19 @@ class ScheduleHandle:
         return await self._client.request("GET", f"/schedules/{self.id}", ScheduleView)
 
     async def pause(self) -> ScheduleView:
-        """Stop starting runs until :meth:`resume`; runs already started are not touched."""
+        """Stop starting runs until :meth:`resume`; runs already started are not touched.
+
+        Returns:
+            The schedule as it is now (``status`` is ``paused``).
+        """
         return await self._client.request("POST", f"/schedules/{self.id}/pause", ScheduleView)
 
     async def resume(self) -> ScheduleView:
-        """Start runs again, from the first occurrence after now (the paused time is not caught up)."""
+        """Start runs again, from the first occurrence after now (the paused time is not caught up).
+
+        Returns:
+            The schedule as it is now (``status`` is ``active``).
+        """
         return await self._client.request("POST", f"/schedules/{self.id}/resume", ScheduleView)
 
     async def delete(self) -> ScheduleView:
@@ -224,6 +246,7 @@ class ScheduleHandle:
         return await self._client.request("DELETE", f"/schedules/{self.id}", ScheduleView)
 
     def __repr__(self) -> str:
+        """``<ScheduleHandle id>``."""
         return f"<ScheduleHandle {self.id}>"
 
 
@@ -233,5 +256,8 @@ async def list_schedules(client: Client, **filters: str) -> ScheduleListResponse
     Args:
         client: The Aiki client.
         **filters: ``workflow``, ``version``, ``status`` (``active``/``paused``), ``cursor``, ``limit``.
+
+    Returns:
+        One page of schedules and the cursor of the next.
     """
     return await client.request("GET", "/schedules", ScheduleListResponse, params=filters)

@@ -58,7 +58,15 @@ def _jittered(backoff: float) -> float:
 
 
 class Worker:
-    """A worker definition, built by :func:`worker`; :meth:`spawn` starts it."""
+    """A worker definition, built by :func:`worker`; :meth:`spawn` starts it.
+
+    Attributes:
+        versions: The workflow versions served, by ``(name, version)``.
+        concurrency: How many runs it executes at once.
+        pools: The worker pools it claims from (empty: the default pool).
+        worker_id: The id it registers with.
+        heartbeat_interval: The longest wait between heartbeats it asked for, if any.
+    """
 
     def __init__(
         self,
@@ -68,6 +76,12 @@ class Worker:
         worker_id: str | None,
         heartbeat_interval: timedelta | None = None,
     ) -> None:
+        """Check and keep the definition; use :func:`worker` rather than this constructor.
+
+        Raises:
+            ValueError: ``concurrency`` below 1, a non-positive ``heartbeat_interval``, or a
+                version listed twice.
+        """
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         if heartbeat_interval is not None and heartbeat_interval <= timedelta(0):
@@ -81,7 +95,11 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def specs(self) -> list[VersionSpec]:
-        """The versions served, with the JSON Schemas of their inputs and events."""
+        """The versions served, with the JSON Schemas of their inputs and events.
+
+        Returns:
+            One registration entry per version, as :meth:`spawn` sends them.
+        """
         return [
             VersionSpec(
                 workflow=v.name,
@@ -98,6 +116,12 @@ class Worker:
 
         While the server cannot be reached or answers 503 (it is starting, its database restarts),
         registration is retried with backoff, without limit: a worker may start before its server.
+
+        Args:
+            client: The Aiki client it talks to the server through.
+
+        Returns:
+            A :class:`WorkerHandle` on the running worker; ``await handle.stop()`` stops it.
 
         Raises:
             AikiError: Registration was refused (e.g. ``AuthenticationError`` for a bad key).
@@ -137,6 +161,7 @@ class WorkerHandle:
     """
 
     def __init__(self, worker: Worker, client: Client, worker_id: str, heartbeat_interval: float) -> None:
+        """The handle of ``worker`` once registered; :meth:`Worker.spawn` builds and starts it."""
         self._worker = worker
         self._client = client
         self.worker_id = worker_id
@@ -406,6 +431,28 @@ def worker(
 
     Returns:
         The worker; ``await worker(...).spawn(client)`` starts it.
+
+    Raises:
+        ValueError: ``concurrency`` below 1, a non-positive ``heartbeat_interval``, or a version
+            listed twice.
+
+    Example:
+        >>> from aiki import Run, workflow, worker
+        >>> @workflow("hello").v("1.0.0")
+        ... async def hello_v1(run: Run, name: str) -> str:
+        ...     return f"hello {name}"
+        >>> definition = worker([hello_v1], concurrency=4, pools=["default", "gpu"], worker_id="w-1")
+        >>> definition.worker_id, definition.concurrency, definition.pools
+        ('w-1', 4, ['default', 'gpu'])
+        >>> [(spec.workflow, spec.version, spec.input_schema) for spec in definition.specs()]
+        [('hello', '1.0.0', {'type': 'string'})]
+
+        Running it needs a server::
+
+            async with aiki.client(url="https://aiki.example.com", api_key=key) as client:
+                handle = await definition.spawn(client)
+                ...
+                await handle.stop()
     """
     return Worker(workflows, concurrency, pools, worker_id, heartbeat_interval)
 

@@ -120,7 +120,7 @@ def test_the_engine_is_not_public() -> None:
 
 def test_the_user_facing_modules_import_no_engine_even_for_types() -> None:
     """``Run`` and the definitions reach the engine only through the ``_runtime`` protocol."""
-    for module in ("definitions", "run", "_runtime", "_replay_state"):
+    for module in ("definitions", "tasks", "run", "_runtime", "_replay_state", "_signatures"):
         path = SDK / f"{module}.py"
         tree = ast.parse(path.read_text())
         names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

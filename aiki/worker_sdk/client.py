@@ -1,9 +1,4 @@
-"""The client of the Aiki API (:func:`client`, :class:`Client`) and handles on runs (:class:`RunHandle`).
-
-A run is started from its workflow version (``await version.start(client, input)``), which
-returns a :class:`RunHandle` typed with the version's output; the handle waits for the run, sends
-it events and drives it (cancel, pause, resume, wake, requeue).
-"""
+"""The HTTP client of the Aiki API and run handles."""
 
 from __future__ import annotations
 
@@ -105,16 +100,9 @@ class Client:
     Build it with :func:`client`. One instance holds one connection pool; share it, and close it
     with :meth:`close` or ``async with``. In embedded mode the hot wire calls (start, wait, claim,
     record, transition ...) go to the server's local port instead (see ``transport.py``).
-
-    Attributes:
-        payload_max_bytes: The server's request size limit, learnt when a worker registers
-            (None: unknown).
-        sleep_hold_max_ms: The longest sleep the server lets an executor hold in memory
-            (None: none).
     """
 
     def __init__(self, http: HttpBackend, port: LocalPort | None = None) -> None:
-        """A client over ``http`` (and the server's local port, if any); use :func:`client` to build one."""
         self._http = http
         self._port = port
         # Set when a server that takes batches registers this client's worker (HTTP only).
@@ -185,20 +173,7 @@ class Client:
         return await self.request("POST", "/runs", StartRunResponse, request)
 
     async def get_run(self, run_id: str, *, wait_for: Sequence[str] = (), timeout_ms: int | None = None) -> RunView:
-        """``GET /runs/{id}``, long-polling while ``wait_for`` statuses are not reached.
-
-        Args:
-            run_id: The run's id.
-            wait_for: Statuses to wait for; the answer comes once the run is in one of them, or
-                has ended, or ``timeout_ms`` passed (empty: answer at once).
-            timeout_ms: The longest the server holds the request while waiting.
-
-        Returns:
-            The run as the server sees it.
-
-        Raises:
-            RunNotFoundError: No such run.
-        """
+        """``GET /runs/{id}``, long-polling while ``wait_for`` statuses are not reached."""
         if self._port is not None:
             return await self._port.get_run(run_id, tuple(wait_for), timeout_ms)
         params: dict[str, str] = {}

@@ -154,14 +154,13 @@ class Worker:
 
 
 class WorkerHandle:
-    """A running worker.
+    """A running worker, returned by :meth:`Worker.spawn`; :meth:`stop` stops it.
 
     Attributes:
         worker_id: The id the server knows this worker by.
     """
 
     def __init__(self, worker: Worker, client: Client, worker_id: str, heartbeat_interval: float) -> None:
-        """The handle of ``worker`` once registered; :meth:`Worker.spawn` builds and starts it."""
         self._worker = worker
         self._client = client
         self.worker_id = worker_id

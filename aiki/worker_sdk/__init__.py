@@ -2,6 +2,11 @@
 
 Only ``aiohttp``, ``httpx`` and ``msgspec`` (and the standard library) are imported, so a worker host stays
 light.
+
+The names below are the SDK's public API; import them from here (or from ``aiki``). They live in
+the public modules ``client``, ``definitions``, ``errors``, ``retry``, ``run``, ``schedules``,
+``serde``, ``tasks`` and ``worker``; the engine that executes runs (``execution`` and the private
+``_*`` modules) is not part of the API.
 """
 
 from aiki.worker_sdk.client import Client, EventSender, RunHandle, client

@@ -477,6 +477,12 @@ class _HandleEvents:
 class RunHandle(Generic[O]):
     """A handle on one run, from ``version.start()`` or ``version.get_handle()``.
 
+    Example::
+
+        handle = await orders_v1.start(client, 5)
+        await handle.events.approved.send(True)
+        print(await handle.result())  # waits for the run to complete
+
     Attributes:
         id: The run id.
         events: ``handle.events.<name>.send(data)`` sends the declared event ``name``.
@@ -557,6 +563,12 @@ class RunHandle(Generic[O]):
         Idempotent: cancelling a run that is already cancelled changes nothing and returns it as
         it is (so a retried or repeated cancel is safe).
 
+        Args:
+            reason: Why, recorded in the run's history and as its error's message.
+
+        Returns:
+            The run as it is now (``cancelled``).
+
         Raises:
             InvalidTransitionError: The run already completed or failed.
         """
@@ -569,6 +581,9 @@ class RunHandle(Generic[O]):
         is recorded, and no new task, child or sleep starts (the run's status is ``paused`` at
         once). Resumed, it goes on from there: no side effect runs twice.
 
+        Args:
+            reason: Why, recorded with the change in the run's history.
+
         Raises:
             ActionNotAllowedError: The run is in another status.
         """
@@ -580,6 +595,9 @@ class RunHandle(Generic[O]):
         A run paused while running whose executor has not reached its step boundary yet is
         ``running`` again: that executor simply goes on.
 
+        Args:
+            reason: Why, recorded with the change in the run's history.
+
         Raises:
             ActionNotAllowedError: The run is not paused.
         """
@@ -588,6 +606,9 @@ class RunHandle(Generic[O]):
     async def wake(self, reason: str | None = None) -> RunView:
         """End the run's current sleep early (the sleep returns ``cancelled=True``).
 
+        Args:
+            reason: Why, recorded with the change in the run's history.
+
         Raises:
             ActionNotAllowedError: The run is not sleeping.
         """
@@ -595,6 +616,9 @@ class RunHandle(Generic[O]):
 
     async def requeue(self, reason: str | None = None) -> RunView:
         """Put a stalled run (queued too long without a claim) back in the ready queue.
+
+        Args:
+            reason: Why, recorded with the change in the run's history.
 
         Raises:
             ActionNotAllowedError: The run is not stalled.

@@ -58,6 +58,6 @@ See ``docs/testing.md`` for the whole guide.
 from __future__ import annotations
 
 from aiki.testing._environment import WAITING_STATUSES, RunRef, WorkflowEnvironment
-from aiki.testing._records import TaskCall
+from aiki.testing._records import SentEvent, TaskCall
 
-__all__ = ["WAITING_STATUSES", "RunRef", "TaskCall", "WorkflowEnvironment"]
+__all__ = ["WAITING_STATUSES", "RunRef", "SentEvent", "TaskCall", "WorkflowEnvironment"]

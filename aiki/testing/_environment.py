@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiki
 from aiki.testing import _database
-from aiki.testing._records import TaskCall
+from aiki.testing._records import SentEvent, TaskCall
 from aiki.worker_sdk import ActionNotAllowedError, Client, RunHandle, WorkerHandle, WorkflowVersion
 from aiki.worker_sdk.protocol import TERMINAL_STATUSES, ChildRun, HistoryEntry, RunDetail, RunView
 
@@ -334,6 +334,10 @@ class WorkflowEnvironment:
         """
         calls = [TaskCall.from_detail(t) for t in (await self.detail(run)).tasks]
         return [c for c in calls if include_discarded or c.status != "discarded"]
+
+    async def events(self, run: RunRef) -> list[SentEvent]:
+        """The events sent to the run, by name, then in the order they were sent."""
+        return [SentEvent.from_detail(e) for e in (await self.detail(run)).events]
 
     async def children(self, run: RunRef) -> list[ChildRun]:
         """The runs this run started as children, oldest first (the first 500).

@@ -1,4 +1,4 @@
-"""What a test reads back about a run: its tasks as plain values, its statuses in order."""
+"""What a test reads back about a run: its tasks and events, payloads decoded to plain values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from aiki.worker_sdk.protocol import ErrorInfo, TaskDetail
+from aiki.worker_sdk.protocol import ErrorInfo, EventDetail, TaskDetail
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +48,26 @@ class TaskCall:
             error=detail.error,
             seq=detail.seq,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SentEvent:
+    """One event sent to a run, as recorded by the server.
+
+    Attributes:
+        name: The event's name.
+        data: Its payload, decoded to plain Python values (None if it had none).
+        reference_id: The de-duplication key it was sent with, if any.
+        seq: Its position among the events of that name sent to the run (0 first).
+    """
+
+    name: str
+    data: Any
+    reference_id: str | None
+    seq: int
+
+    @classmethod
+    def from_detail(cls, detail: EventDetail) -> SentEvent:
+        """The event as a run detail's event entry describes it."""
+        data = msgspec.json.decode(detail.data)
+        return cls(name=detail.name, data=data, reference_id=detail.reference_id, seq=detail.seq)

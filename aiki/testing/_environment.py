@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
+import weakref
 from collections.abc import Sequence
 from datetime import timedelta
 from types import TracebackType
@@ -347,12 +349,19 @@ class WorkflowEnvironment:
         return (await self.detail(run)).children
 
 
+# Alembic keeps its migration context in a module global: two migrations of one process must not
+# interleave, so environments opened at once in one event loop make the template one at a time.
+_template_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 async def _private_database() -> _database.SqliteStore:
     """A fresh database for one environment: a copy of the process's migrated template."""
     in_memory = _database.memdb_supported()
     template = _database.template()
     if template is None:
-        template = await _migrated(_database.SqliteStore(in_memory=in_memory))
+        lock = _template_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            template = _database.template() or await _migrated(_database.SqliteStore(in_memory=in_memory))
     store = _database.SqliteStore(in_memory=in_memory)
     try:
         store.copy_from(template)

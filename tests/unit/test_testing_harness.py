@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import doctest
 import gc
+import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -338,7 +340,10 @@ def unraisable() -> Iterator[list[Any]]:
 
 
 async def test_leaving_the_environment_leaves_nothing_behind(unraisable: list[Any]) -> None:
+    async with WorkflowEnvironment():
+        pass  # the process's template is made, and kept, outside what is counted below
     before = asyncio.all_tasks()
+    threads = set(threading.enumerate())
     ENTERED["c2"], CANCELLED["c2"] = asyncio.Event(), asyncio.Event()
     async with WorkflowEnvironment(workflows=[blocker_v1, naps_v1]) as env:
         sleeper = await env.start(naps_v1, 1)
@@ -351,6 +356,10 @@ async def test_leaving_the_environment_leaves_nothing_behind(unraisable: list[An
     for _ in range(5):
         await asyncio.sleep(0)
     assert asyncio.all_tasks() - before == set()
+    # aiosqlite's connection threads end once their connection is closed.
+    for thread in set(threading.enumerate()) - threads:
+        thread.join(GUARD_S)
+    assert set(threading.enumerate()) - threads == set()
     gc.collect()
     assert [(u.exc_type, str(u.exc_value)) for u in unraisable] == []
 
@@ -410,6 +419,21 @@ async def test_without_memdb_a_temporary_file_stands_in(monkeypatch: pytest.Monk
     assert not template_file.parent.exists()
 
 
+async def test_environments_opened_at_once_share_one_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_database, "_template", None)
+    one, two = WorkflowEnvironment(workflows=[naps_v1]), WorkflowEnvironment(workflows=[naps_v1])
+    try:
+        await asyncio.gather(one.open(), two.open())
+        kept = _database.template()
+        assert kept is not None
+        runs = [await env.start(naps_v1, 0) for env in (one, two)]
+        assert [await run.result() for run in runs] == [[], []]
+    finally:
+        await one.close()
+        await two.close()
+    kept.close()
+
+
 def _file_of(url: str) -> Path:
     """The file of a ``sqlite+aiosqlite:///file:/path?uri=true`` URL."""
     return Path(url.split("file:", 1)[1].split("?", 1)[0])
@@ -426,6 +450,21 @@ async def test_on_a_database_of_your_own(db_url: str) -> None:
 
 
 # -- the documented examples run ---------------------------------------------------------------
+
+
+def test_the_example_tests_pass() -> None:
+    """``examples/test_subscription_trial.py``, run as its docstring says (pytest from the root)."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/test_subscription_trial.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
 
 
 @pytest.mark.parametrize("module", [aiki.testing, _environment], ids=lambda m: m.__name__)

@@ -84,6 +84,15 @@ async def naps_v1(run: Run, count: int) -> list[bool]:
     return [r.cancelled for r in results]
 
 
+short_naps = workflow(name="th-short-naps")
+
+
+@short_naps.v("1")
+async def short_naps_v1(run: Run, count: int) -> list[bool]:
+    # 20 s: below the hold limit of the test that uses it, so its executor holds each sleep.
+    return [(await run.sleep(timedelta(seconds=20), name=f"short-{i}")).cancelled for i in range(count)]
+
+
 child_wf = workflow(name="th-child")
 
 
@@ -199,6 +208,24 @@ async def test_skip_sleeps_ends_every_sleep_until_the_run_ends(env: WorkflowEnvi
     assert view.status == "completed"
     assert await run.result() == [True, True, True]
     assert (await env.statuses(run)).count("sleeping") == 3
+
+
+async def test_a_sleep_held_by_its_executor_is_skipped_too() -> None:
+    """With ``sleep_hold_max``, a short sleep is waited out in memory (production's default): the
+    run is ``sleeping`` all the same, and waking it ends the sleep at once."""
+    async with WorkflowEnvironment(workflows=[naps_v1], sleep_hold_max=timedelta(seconds=30)) as env:
+        run = await env.start(naps_v1, 1)  # one nap of a day: longer than the hold limit, suspends
+        await env.skip_sleep(run)
+        assert await run.result() == [True]
+
+        held = await short_naps_v1.start(env.client, 2)
+        await env.start_worker([short_naps_v1])
+        assert (await env.skip_sleeps(held)).status == "completed"
+        assert await held.result() == [True, True]
+        assert [s.status for s in (await env.detail(held)).sleeps] == ["cancelled", "cancelled"]
+        reasons = [h.reason or "" for h in await env.history(held)]
+        assert sum("held by its executor" in r for r in reasons) == 2  # the sleeps were held indeed
+        assert reasons.count("skipped by aiki.testing") == 2
 
 
 async def test_skip_sleeps_stops_at_a_wait_for_something_else(env: WorkflowEnvironment) -> None:

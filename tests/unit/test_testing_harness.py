@@ -5,6 +5,7 @@ Every test here uses the harness as a user would: through ``aiki.testing`` and t
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import doctest
 import gc
@@ -409,6 +410,15 @@ async def test_misuse_is_reported() -> None:
             _ = bare.worker
 
 
+async def test_an_environment_that_cannot_open_leaves_nothing_open() -> None:
+    env = WorkflowEnvironment(workflows=[naps_v1], database_url="mysql://nowhere/aiki")
+    with pytest.raises(ValueError, match="not supported"):
+        await env.open()
+    with pytest.raises(RuntimeError, match="not open"):
+        _ = env.client
+    await env.close()
+
+
 async def test_an_environment_without_workflows_runs_workers_it_is_given() -> None:
     async with WorkflowEnvironment(wait_timeout=timedelta(seconds=GUARD_S)) as env:
         run = await env.start(naps_v1.with_options(pool="slow"), 1)
@@ -477,6 +487,21 @@ async def test_on_a_database_of_your_own(db_url: str) -> None:
 
 
 # -- the documented examples run ---------------------------------------------------------------
+
+
+def test_the_harness_uses_only_the_public_api() -> None:
+    """``aiki.testing`` is built on what users can call too: the façade, the SDK and its wire types."""
+    allowed = {"aiki", "aiki.worker_sdk", "aiki.worker_sdk.protocol", "aiki.testing", "aiki.testing._database",
+               "aiki.testing._environment", "aiki.testing._records"}  # fmt: skip
+    package = Path(aiki.testing.__file__).parent
+    imported: set[str] = set()
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    assert {name for name in imported if name.split(".")[0] == "aiki"} <= allowed
 
 
 def test_the_example_tests_pass() -> None:

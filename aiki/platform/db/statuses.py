@@ -42,6 +42,10 @@ HELD_STATUSES = f"status IN ({RUNNING}, {PAUSED})"
 TASK_AWAITING_RETRY = "'awaiting_retry'"
 TASK_DISCARDED = "'discarded'"
 
+# A sleep entry's statuses: under way, then ended (or cancelled with its run).
+SLEEP_SLEEPING = "'sleeping'"
+SLEEP_COMPLETED = "'completed'"
+
 TASK_COLUMNS = (
     "id, namespace_id, run_id, address, seq, name, status, attempts, input, output, error, "
     "next_attempt_at, created_at, updated_at"

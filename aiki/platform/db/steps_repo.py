@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiki.platform.db.raw import Params, RawConn, Repository, Row
-from aiki.platform.db.statuses import HELD, TASK_DISCARDED, record_task_once
+from aiki.platform.db.statuses import HELD, SLEEP_SLEEPING, TASK_DISCARDED, record_task_once
 
 _TASK_UPSERT = record_task_once("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)")
 
@@ -205,7 +205,7 @@ class StepRepository(Repository):
         """Create sleep (name, seq) unless it exists; return its ``wake_at``."""
         await self.conn.execute(
             "INSERT INTO sleeps (id, namespace_id, run_id, name, seq, status, wake_at, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, 'sleeping', $6, $7) ON CONFLICT (run_id, name, seq) DO NOTHING",
+            f"VALUES ($1, $2, $3, $4, $5, {SLEEP_SLEEPING}, $6, $7) ON CONFLICT (run_id, name, seq) DO NOTHING",
             sleep_id,
             self.namespace_id,
             run_id,
@@ -223,7 +223,7 @@ class StepRepository(Repository):
         """When sleep (name, seq) of the run ends, if it is still sleeping."""
         value = await self.conn.fetchval(
             "SELECT wake_at FROM sleeps WHERE run_id = $1 AND namespace_id = $2 AND name = $3 AND seq = $4 "
-            "AND status = 'sleeping'",
+            f"AND status = {SLEEP_SLEEPING}",
             run_id,
             self.namespace_id,
             name,
@@ -232,7 +232,7 @@ class StepRepository(Repository):
         return None if value is None else int(value)
 
     async def finish_sleeps(self, run_id: str, status: str, *, due_by: int | None = None) -> None:
-        sql = "UPDATE sleeps SET status = $3 WHERE run_id = $1 AND namespace_id = $2 AND status = 'sleeping'"
+        sql = f"UPDATE sleeps SET status = $3 WHERE run_id = $1 AND namespace_id = $2 AND status = {SLEEP_SLEEPING}"
         args: list[Any] = [run_id, self.namespace_id, status]
         if due_by is not None:
             sql += " AND wake_at <= $4"

@@ -10,7 +10,7 @@ from aiki.platform.db.due_runs_repo import STALL_PICK, STALL_SET, DueRunReposito
 from aiki.platform.db.raw import Params, Row
 from aiki.platform.db.run_rows import HISTORY_COLUMNS
 from aiki.platform.db.runs_repo import CLAIM_RETURNED, CLAIM_SETS, RunRepository, insert_sql
-from aiki.platform.db.statuses import QUEUED, RUNNING, SLEEPING
+from aiki.platform.db.statuses import QUEUED, RUNNING, SLEEP_COMPLETED, SLEEP_SLEEPING, SLEEPING
 
 # When the PostgreSQL server (re)started, in ms since the epoch.
 _PG_UP_SINCE_MS = "(extract(epoch FROM pg_postmaster_start_time()) * 1000)::bigint"
@@ -99,8 +99,8 @@ WITH due AS MATERIALIZED (
   FROM due WHERE r.id = due.id
   RETURNING r.id, r.namespace_id, r.attempt
 ), slept AS (
-  UPDATE sleeps AS s SET status = 'completed' FROM woken
-  WHERE s.run_id = woken.id AND s.namespace_id = woken.namespace_id AND s.status = 'sleeping' AND s.wake_at <= $1
+  UPDATE sleeps AS s SET status = {SLEEP_COMPLETED} FROM woken
+  WHERE s.run_id = woken.id AND s.namespace_id = woken.namespace_id AND s.status = {SLEEP_SLEEPING} AND s.wake_at <= $1
 ), logged AS (
   INSERT INTO run_history ({HISTORY_COLUMNS})
   SELECT namespace_id, id, attempt, {SLEEPING}, $3, 'sleep ended', $1 FROM woken

@@ -110,16 +110,18 @@ def is_connection_failure(exc: BaseException) -> bool:
 
 def integrity_error(exc: BaseException) -> BaseException | None:
     """The integrity error (SQLSTATE class 23, sqlite3's) ``exc`` is or wraps: the driver's own when
-    found (the most precise), else SQLAlchemy's wrapper."""
+    found (the most precise), else a wrapper (SQLAlchemy's, or its adapter's)."""
     found: BaseException | None = None
     for e in chain(exc):
         state = sqlstate(e)
-        if state is not None and state.startswith(INTEGRITY_CLASS) and isinstance(e, _PG_SERVER_ERROR):
-            return e
         if isinstance(e, sqlite3.IntegrityError):
             return e
-        if isinstance(e, sa_exc.IntegrityError) and found is None:
-            found = e
+        if state is not None and state.startswith(INTEGRITY_CLASS):
+            if isinstance(e, _PG_SERVER_ERROR):
+                return e
+            found = found or e
+        elif isinstance(e, sa_exc.IntegrityError):
+            found = found or e
     return found
 
 

@@ -415,7 +415,7 @@ async def test_new_work_started_after_an_unheard_pause_stops_at_that_boundary(se
     view = await handle.describe()
     assert view.status == "paused"
     assert any("step boundary" in r for r in await _history_reasons(setup.client, handle.id))
-    async with setup.aiki.server.services.db.raw_read() as conn:
+    async with setup.aiki.server.services.db.autocommit() as conn:
         row = await conn.fetchrow("SELECT lease_owner, revision FROM runs WHERE id = $1", handle.id)
     assert row["lease_owner"] is None  # released: a resume queues it now
     assert row["revision"] == held + 1

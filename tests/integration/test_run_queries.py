@@ -263,7 +263,7 @@ async def test_queries_see_only_their_namespace(aiki: Any) -> None:
     run_id = await start(aiki.http, A, "1")
     await insert_child(aiki, run_id, C, "1")
     other = "00000000-0000-7000-8000-0000000000ff"
-    async with aiki.server.db.raw_read() as conn:
+    async with aiki.server.db.autocommit() as conn:
         mine = QueryRepository(conn, DEFAULT_NAMESPACE_ID)
         theirs = QueryRepository(conn, other)
         assert len(await mine.page(RunFilter(), before_id=None, limit=10)) == 2

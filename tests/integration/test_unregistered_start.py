@@ -37,7 +37,7 @@ async def late_v1(run: Run, order: Order) -> dict[str, object]:
 
 
 async def _timeout_ms(aiki: AikiHarness, run_id: str) -> int | None:
-    async with aiki.server.services.db.raw_read() as conn:
+    async with aiki.server.services.db.autocommit() as conn:
         row = await RunRepository(conn, DEFAULT_NAMESPACE_ID).get(run_id)
     assert row is not None
     value: int | None = row["timeout_ms"]

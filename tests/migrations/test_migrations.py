@@ -149,7 +149,7 @@ async def test_default_namespace_exists_after_upgrade(empty_db: Database) -> Non
 
 async def test_downgrade_to_base_then_upgrade_again(empty_db: Database) -> None:
     await migrate.upgrade(empty_db)
-    if empty_db.is_postgres:
+    if empty_db.dialect == "postgresql":
         assert await pg_trigger_exists(empty_db)
 
     await downgrade(empty_db, "base")
@@ -158,7 +158,7 @@ async def test_downgrade_to_base_then_upgrade_again(empty_db: Database) -> None:
     status = await migrate.status(empty_db)
     assert status["current"] is None
     assert not status["up_to_date"]
-    if empty_db.is_postgres:
+    if empty_db.dialect == "postgresql":
         assert not await pg_trigger_exists(empty_db)
 
     await migrate.upgrade(empty_db)
@@ -166,7 +166,7 @@ async def test_downgrade_to_base_then_upgrade_again(empty_db: Database) -> None:
     assert (await migrate.status(empty_db))["up_to_date"]
     assert await schema_diff(empty_db) == []
     assert await default_namespace(empty_db) is not None
-    if empty_db.is_postgres:
+    if empty_db.dialect == "postgresql":
         assert await pg_trigger_exists(empty_db)
 
 

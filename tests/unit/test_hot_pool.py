@@ -322,7 +322,7 @@ async def test_a_failed_connect_hands_its_slot_to_a_waiter(pools: Pools) -> None
     assert (pool.size, pool.idle) == (0, 0)
 
 
-async def test_database_raw_read_after_a_failed_raw_transaction_reuses_the_one_connection() -> None:
+async def test_database_autocommit_after_a_failed_raw_transaction_reuses_the_one_connection() -> None:
     db = Database(PG_ADMIN_DSN, migrate=False)
     pids: list[int] = []
 
@@ -340,7 +340,7 @@ async def test_database_raw_read_after_a_failed_raw_transaction_reuses_the_one_c
         assert pool is not None
         assert (pool.size, pool.idle) == (1, 1)  # rolled back, not terminated
 
-        async with db.raw_read() as conn:
+        async with db.autocommit() as conn:
             assert conn.driver.get_server_pid() == pids[0]
             assert await conn.fetchval("SELECT to_regclass('pg_temp.hot_pool_probe')") is None
             assert await conn.fetchval("SELECT 1") == 1
@@ -364,7 +364,7 @@ async def test_a_connection_the_server_shut_down_while_idle_fails_once_as_unavai
 
     db = Database(PG_ADMIN_DSN, migrate=False)
     try:
-        async with db.raw_read() as conn:
+        async with db.autocommit() as conn:
             assert await conn.fetchval("SELECT 1") == 1
             driver = conn.driver
         pool = db._pool
@@ -377,7 +377,7 @@ async def test_a_connection_the_server_shut_down_while_idle_fails_once_as_unavai
         assert not driver.is_closed()
 
         async def query_on_the_pooled_connection() -> None:
-            async with db.raw_read() as conn:
+            async with db.autocommit() as conn:
                 assert conn.driver is driver
                 await conn.fetchval("SELECT 1")
 
@@ -387,7 +387,7 @@ async def test_a_connection_the_server_shut_down_while_idle_fails_once_as_unavai
         assert is_connection_failure(failed.value)
         assert driver.is_closed()
         assert (pool.size, pool.idle) == (0, 0)
-        async with db.raw_read() as conn:
+        async with db.autocommit() as conn:
             assert conn.driver is not driver
             assert await conn.fetchval("SELECT 1") == 1
     finally:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aiki.platform.db.raw import RawConn
@@ -20,7 +20,8 @@ class CatalogRepository:
     def __init__(self, conn: AsyncConnection, namespace_id: str, *, dialect: str) -> None:
         self.conn = conn
         self.namespace_id = namespace_id
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        # The dialect's own INSERT (it has ON CONFLICT): sqlalchemy.dialects.<name>.insert.
+        self._insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
 
     async def get_version(self, workflow: str, version: str) -> Row | None:
         stmt = sa.select(

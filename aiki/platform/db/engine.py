@@ -1,26 +1,32 @@
-"""The database handle: one async engine, transactions, and the dialect's quirks in one place."""
+"""The database handle: one async engine and the ways a service opens a connection or a transaction.
+
+:class:`Database` is the interface; ``Database(url)`` builds, once, the implementation its URL
+names: :class:`~aiki.platform.db.postgres.database.PostgresDatabase` or
+:class:`~aiki.platform.db.sqlite.database.SqliteDatabase`. What differs between the two databases
+lives in those two packages (``aiki.platform.db.postgres``, ``aiki.platform.db.sqlite``).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from aiki.platform.db.hot_pool import DatabaseUnavailable, HotPool
-from aiki.platform.db.raw import RawConn, is_connection_failure
+from aiki.platform.db.hot_pool import DatabaseUnavailable
+from aiki.platform.db.raw import RawConn
+from aiki.platform.db.wakeups import WakeHub
 
 DEFAULT_URL = "sqlite+aiosqlite:///aiki.db"
 DEFAULT_POOL_SIZE = 20
 DEFAULT_POOL_TIMEOUT_S = 10.0
 
 __all__ = ["ConfigurationError", "Database", "DatabaseUnavailable", "database", "normalize_url"]
+
+# URL scheme (as people write it) -> the scheme with the async driver we ship.
+_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
 
 
 class ConfigurationError(ValueError):
@@ -38,58 +44,48 @@ def normalize_url(url: str) -> str:
             "(expected postgresql://user@host/db or sqlite+aiosqlite:///file.db)"
         )
     scheme, rest = url.split("://", 1)
-    base = scheme.split("+", 1)[0]
-    if base in ("postgresql", "postgres"):
-        return f"postgresql+asyncpg://{rest}"
-    if base == "sqlite":
-        return f"sqlite+aiosqlite://{rest}"
-    raise ConfigurationError(f"DATABASE_URL scheme {scheme!r} is not supported (use postgresql or sqlite)")
+    driver = _DRIVERS.get(scheme.split("+", 1)[0])
+    if driver is None:
+        raise ConfigurationError(f"DATABASE_URL scheme {scheme!r} is not supported (use postgresql or sqlite)")
+    return f"{driver}://{rest}"
 
 
-class _BorrowingPool(NullPool):
-    """SQLAlchemy's pool on PostgreSQL: its connections are borrowed from the hot pool.
+def _implementation(url: str) -> type[Database]:
+    """The :class:`Database` class of a normalized URL's database (the only place that asks)."""
+    from aiki.platform.db.postgres.database import PostgresDatabase
+    from aiki.platform.db.sqlite.database import SqliteDatabase
 
-    One pool of ``pool_size`` connections then serves both SQL layers, so the process never opens
-    more than that (plus the LISTEN connection, counted in ``pool_size`` too; see ``Database``). A
-    checkout borrows a driver connection (waiting at most the pool timeout), a checkin gives it back.
-    """
-
-    give_back: Any = None  # set by Database: HotPool.release
-
-    def _close_connection(self, connection: Any, *, terminate: bool = False) -> None:
-        driver = connection._connection  # SQLAlchemy's adapter around the asyncpg connection
-        if terminate:
-            driver.terminate()
-        self.give_back(driver)
-
-    def recreate(self) -> _BorrowingPool:
-        pool = super().recreate()
-        assert isinstance(pool, _BorrowingPool)
-        pool.give_back = self.give_back
-        return pool
+    by_driver: dict[str, type[Database]] = {
+        _DRIVERS["postgresql"]: PostgresDatabase,
+        _DRIVERS["sqlite"]: SqliteDatabase,
+    }
+    return by_driver[url.split("://", 1)[0]]
 
 
-def _quiet_aiosqlite() -> None:
-    """aiosqlite logs every statement with its parameters (user data) at DEBUG: never let it.
+class WakeListener(Protocol):
+    """Carries other processes' wake-ups into this process's hub while started."""
 
-    Left alone when someone set its level on purpose.
-    """
-    aiosqlite_log = logging.getLogger("aiosqlite")
-    if aiosqlite_log.level == logging.NOTSET:
-        aiosqlite_log.setLevel(logging.INFO)
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Database:
-    """An async engine and the way every service opens a transaction.
+    """An async engine and the ways every service opens a connection or a transaction.
 
-    On SQLite one process holds one connection and transactions take turns behind an asyncio lock:
-    SQLite has one writer anyway, and taking turns in Python avoids ``database is locked`` errors.
-
-    On PostgreSQL the process opens at most ``pool_size`` connections in all: one pool serves the
-    hot path (driver-level SQL) and SQLAlchemy (which borrows from it), and the runtime's LISTEN
-    connection, when on, takes one of the ``pool_size``. A request waits at most ``pool_timeout``
-    seconds for a free connection, then fails with :class:`DatabaseUnavailable` (503).
+    ``Database(url)`` returns the implementation for the URL's database. Services use only this
+    interface: :meth:`transaction` (SQLAlchemy), :meth:`raw_transaction` (driver-level SQL, see
+    ``raw.py``), :meth:`autocommit` (driver-level statements each committed on its own: reads, and
+    writes that are one statement) and :meth:`atomic` (for a store call written as one statement
+    where the database allows it, as a transaction elsewhere).
     """
+
+    dialect: ClassVar[str]
+    """The SQLAlchemy dialect name: ``postgresql`` or ``sqlite``."""
+
+    def __new__(cls, url: str = DEFAULT_URL, *args: Any, **kwargs: Any) -> Database:
+        impl = _implementation(normalize_url(url)) if cls is Database else cls
+        return super().__new__(impl)
 
     def __init__(
         self,
@@ -102,18 +98,14 @@ class Database:
     ):
         self.url = normalize_url(url)
         self.auto_migrate = migrate
-        self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         if pool_size < 1:
             raise ConfigurationError(f"pool_size must be at least 1, got {pool_size}")
         if not pool_timeout > 0:
             raise ConfigurationError(f"pool_timeout must be a positive number of seconds, got {pool_timeout}")
-        self._lock: asyncio.Lock | None = None
         self._engine: AsyncEngine | None = None
         self._pool_size = pool_size
         self._pool_timeout = pool_timeout
         self._reserved = 0  # connections of the budget held outside the pool (the LISTEN one)
-        self._pool: HotPool | None = None
-        self._lent: dict[int, HotPool] = {}  # connections SQLAlchemy borrowed, by id
         self._echo = echo
 
     @property
@@ -133,15 +125,18 @@ class Database:
                 "give a pool size of at least 2 (--pool-size / AIKI_DB_POOL_SIZE), or turn LISTEN off"
             )
         self._reserved += 1
-        if self._pool is not None:
-            self._pool.resize(self._pool_size - self._reserved)
+        self._resize()
 
     def unreserve_connection(self) -> None:
         """Give back a connection taken by :meth:`reserve_connection`."""
         self._reserved = max(0, self._reserved - 1)
-        if self._pool is not None:
-            self._pool.resize(self._pool_size - self._reserved)
+        self._resize()
 
+    def _resize(self) -> None:
+        """Fit the pool to the connections not reserved (only PostgreSQL keeps such a pool)."""
+
+    # Until services/executions.py moves onto the executor store (fix/server-commands), which
+    # still asks: remove at that merge. Nothing else reads it.
     @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
@@ -153,176 +148,55 @@ class Database:
         return self._engine
 
     def _create_engine(self) -> AsyncEngine:
-        if self.is_postgres:
-            engine = create_async_engine(
-                self.url,
-                poolclass=_BorrowingPool,
-                async_creator=self._borrow,
-                pool_pre_ping=False,
-                echo=self._echo,
-                # SQL parameters are user data (emails, token hashes, run inputs): never in an
-                # exception's message, so never in a log or traceback.
-                hide_parameters=True,
-            )
-            pool = engine.sync_engine.pool
-            assert isinstance(pool, _BorrowingPool)
-            pool.give_back = self._give_back
+        raise NotImplementedError
 
-            @sa.event.listens_for(engine.sync_engine, "handle_error")
-            def _broken_session(context: Any) -> None:
-                # SQLAlchemy takes only a closed socket for a disconnect; a session the server ended
-                # (shutdown, restart) must not go back to the pool either: it would fail its next
-                # user with "another operation is in progress". A disconnect is terminated.
-                if is_connection_failure(context.original_exception):
-                    context.is_disconnect = True
-
-            return engine
-        _quiet_aiosqlite()
-        engine = create_async_engine(
-            self.url,
-            # Readers run concurrently under WAL; writers take turns behind `_lock`.
-            poolclass=AsyncAdaptedQueuePool,
-            pool_size=4,
-            max_overflow=4,
-            pool_timeout=300,
-            echo=self._echo,
-            hide_parameters=True,  # as above: no user data in exception messages
-            connect_args={"timeout": 30},
-        )
-
-        @sa.event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # Let SQLAlchemy, not pysqlite, decide when transactions begin (BEGIN IMMEDIATE below).
-            dbapi_conn.isolation_level = None
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        @sa.event.listens_for(engine.sync_engine, "begin")
-        def _sqlite_begin(conn: Any) -> None:
-            # Writers take the write lock up front: a deferred transaction that later writes can
-            # fail with SQLITE_BUSY when another process wrote in between. Readers stay deferred.
-            write = conn.get_execution_options().get("aiki_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-        return engine
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         """One database transaction: committed on success, rolled back on error."""
-        if self.is_postgres:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock, self.engine.connect() as conn:
-            await conn.execution_options(aiki_write=True)
-            async with conn.begin():
-                yield conn
+        raise NotImplementedError
 
-    @contextlib.asynccontextmanager
-    async def raw_transaction(self) -> AsyncIterator[RawConn]:
+    def raw_transaction(self) -> contextlib.AbstractAsyncContextManager[RawConn]:
         """One transaction on the driver connection, for the hot path (see ``raw.py``)."""
-        if self.is_postgres:
-            pool = self._hot_pool()
-            driver = await pool.acquire()
-            try:
-                async with driver.transaction():
-                    yield RawConn(driver, self.dialect)
-            except BaseException as exc:
-                _drop_if_broken(driver, exc)
-                raise
-            finally:
-                pool.release(driver)
-            return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock, self.engine.connect() as conn:
-            driver = await _driver(conn)
-            await driver.execute("BEGIN IMMEDIATE")
-            try:
-                yield RawConn(driver, self.dialect)
-            except BaseException:
-                await driver.execute("ROLLBACK")
-                raise
-            await driver.execute("COMMIT")
+        raise NotImplementedError
 
-    @contextlib.asynccontextmanager
-    async def raw_read(self) -> AsyncIterator[RawConn]:
-        """A driver connection for reads outside any transaction."""
-        if self.is_postgres:
-            pool = self._hot_pool()
-            driver = await pool.acquire()
-            try:
-                yield RawConn(driver, self.dialect)
-            except BaseException as exc:
-                _drop_if_broken(driver, exc)
-                raise
-            finally:
-                pool.release(driver)
-            return
-        async with self.engine.connect() as conn:
-            driver = await _driver(conn)
-            yield RawConn(driver, self.dialect)
+    def autocommit(self) -> contextlib.AbstractAsyncContextManager[RawConn]:
+        """A driver connection outside any transaction: each statement commits on its own.
 
-    def _hot_pool(self) -> HotPool:
-        if self._pool is None:
-            self._pool = HotPool(self.driver_dsn, max_size=self._pool_size - self._reserved, timeout=self._pool_timeout)
-        return self._pool
+        For reads, and for writes that are one statement (atomic by themselves).
+        """
+        raise NotImplementedError
 
-    async def _borrow(self) -> Any:
-        pool = self._hot_pool()
-        driver = await pool.acquire()
-        self._lent[id(driver)] = pool
-        return driver
+    def atomic(self) -> contextlib.AbstractAsyncContextManager[RawConn]:
+        """A driver connection for one store call that must be atomic.
 
-    def _give_back(self, driver: Any) -> None:
-        # To the pool it came from: after dispose() that one is closed and terminates it.
-        pool = self._lent.pop(id(driver), None)
-        if pool is not None:
-            pool.release(driver)
-        else:
-            driver.terminate()
+        Where the store writes the call as one statement (PostgreSQL's CTEs) it autocommits; where
+        it takes several statements (SQLite) it is a transaction.
+        """
+        raise NotImplementedError
 
-    @property
-    def driver_dsn(self) -> str:
-        """The URL without SQLAlchemy's driver suffix (for asyncpg)."""
-        return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    # Until services/executions.py moves onto the executor store (fix/server-commands): remove then.
+    def raw_read(self) -> contextlib.AbstractAsyncContextManager[RawConn]:
+        return self.autocommit()
+
+    def listener(self, hub: WakeHub) -> WakeListener | None:
+        """What carries other processes' wake-ups into ``hub`` (PostgreSQL's LISTEN), or None."""
+        raise NotImplementedError
+
+    async def lock_for_migration(self, conn: AsyncConnection) -> None:
+        """Within ``conn``'s transaction, keep other processes from migrating at the same time."""
+        raise NotImplementedError
+
+    async def identity(self) -> str:
+        """A stable name of the database every process that reaches it computes alike."""
+        raise NotImplementedError
 
     async def ping(self) -> None:
         async with self.transaction() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def dispose(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
-        self._lock = None
-
-
-def _drop_if_broken(driver: Any, exc: BaseException) -> None:
-    """Terminate a connection whose session failed (the server shut it down, the socket broke).
-
-    asyncpg raises such an error as soon as it reads it, before it notices the socket closing:
-    given back as it is, the connection would look healthy and fail its next user with "another
-    operation is in progress".
-    """
-    if is_connection_failure(exc):
-        driver.terminate()
-
-
-async def _driver(conn: AsyncConnection) -> Any:
-    driver = (await conn.get_raw_connection()).driver_connection
-    if driver is None:  # pragma: no cover - only after the pool was disposed
-        raise RuntimeError("the database connection is closed")
-    return driver
 
 
 def database(

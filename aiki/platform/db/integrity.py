@@ -1,5 +1,6 @@
 """Integrity violations (a unique key taken, a foreign key gone, a NOT NULL or CHECK broken) from
-either driver, recognised by class, and described without the values that violated them.
+either driver, recognised by SQLSTATE class 23 (SQLite: its integrity error), and described without
+the values that violated them.
 
 A request that races another (two accepts of one invitation, two sign-ups of one email) may meet
 one the code did not expect: it is a conflict with the current state, never a server error. What
@@ -11,35 +12,13 @@ from __future__ import annotations
 
 import sqlite3
 
-import sqlalchemy.exc as sa_exc
-from asyncpg.exceptions import IntegrityConstraintViolationError
-
-# SQLAlchemy's wrapper, and each driver's own (the hot path's raw SQL raises those bare).
-_CLASSES: tuple[type[BaseException], ...] = (
-    sa_exc.IntegrityError,
-    sqlite3.IntegrityError,
-    IntegrityConstraintViolationError,
-)
-_MAX_DEPTH = 10
+from aiki.platform.db.errors import integrity_error
 
 
 def integrity_violation(exc: BaseException) -> BaseException | None:
-    """The driver's integrity error ``exc`` is or wraps (through SQLAlchemy and ``raise from``), if any."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    found: BaseException | None = None
-    while todo and len(seen) < _MAX_DEPTH:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, _CLASSES):
-            if not isinstance(e, sa_exc.IntegrityError):
-                return e  # the driver's own error: the most precise
-            found = e
-        orig = getattr(e, "orig", None)
-        todo += [e.__cause__, e.__context__, orig if isinstance(orig, BaseException) else None]
-    return found
+    """The integrity error (SQLSTATE class 23, sqlite3's) ``exc`` is or wraps, if any: the driver's
+    own when found (the most precise), else SQLAlchemy's wrapper."""
+    return integrity_error(exc)
 
 
 def describe(violation: BaseException) -> str:

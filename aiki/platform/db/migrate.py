@@ -14,9 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aiki.platform.db.engine import Database
 
-# Any constant works; it only has to be the same in every process that migrates.
-_MIGRATION_LOCK_KEY = 0x41494B49
-
 
 def alembic_config() -> Config:
     config = Config()
@@ -37,8 +34,7 @@ async def upgrade(db: Database, revision: str = "head") -> None:
     """Apply migrations up to ``revision``; safe when several processes start at once."""
     config = alembic_config()
     async with db.engine.begin() as conn:
-        if db.is_postgres:
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        await db.lock_for_migration(conn)
         await conn.run_sync(_upgrade, config, revision)
 
 

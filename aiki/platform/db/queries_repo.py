@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aiki.platform.db.raw import Params, RawConn, Row
-from aiki.platform.db.runs_repo import RUN_COLUMNS
+from aiki.platform.db.run_rows import RUN_COLUMNS
+from aiki.platform.db.statuses import RUNNING, TASK_DISCARDED
 from aiki.platform.domain.queries import DEFAULT_POOL, RunFilter
 
 _CHILD_COLUMNS = "id, workflow_name, version, status, reference_id, created_at, updated_at, finished_at"
@@ -83,8 +84,9 @@ class QueryRepository:
         )
         # Two halves so each can use its partial index (live entries, discarded entries).
         rows = await self.conn.fetch(
-            f"SELECT {columns} FROM tasks WHERE run_id = $1 AND namespace_id = $2 AND status <> 'discarded' "
-            f"UNION ALL SELECT {columns} FROM tasks WHERE run_id = $1 AND namespace_id = $2 AND status = 'discarded'",
+            f"SELECT {columns} FROM tasks WHERE run_id = $1 AND namespace_id = $2 AND status <> {TASK_DISCARDED} "
+            f"UNION ALL SELECT {columns} FROM tasks "
+            f"WHERE run_id = $1 AND namespace_id = $2 AND status = {TASK_DISCARDED}",
             run_id,
             self.namespace_id,
         )
@@ -157,7 +159,7 @@ class QueryRepository:
     async def leased_counts(self) -> dict[str, int]:
         """Runs currently leased (``running``), per lease owner."""
         rows = await self.conn.fetch(
-            "SELECT lease_owner, count(*) AS n FROM runs WHERE namespace_id = $1 AND status = 'running' "
+            f"SELECT lease_owner, count(*) AS n FROM runs WHERE namespace_id = $1 AND status = {RUNNING} "
             "AND lease_owner IS NOT NULL GROUP BY lease_owner",
             self.namespace_id,
         )

@@ -1,4 +1,4 @@
-"""Driver-level SQL for the hot path, written once for PostgreSQL and SQLite.
+"""Driver-level SQL for the hot path: the connection interface and the repositories' base.
 
 SQLAlchemy builds, caches and compiles statements at a cost of about a millisecond of CPU per
 statement; the orchestration hot path (start, claim, record a task, transition) runs a handful of
@@ -6,21 +6,32 @@ fixed statements per step, so it talks to the driver connection directly: asyncp
 (prepared statements, binary protocol) and sqlite3 (through aiosqlite) on SQLite. Statements use
 PostgreSQL's ``$n`` placeholders; on SQLite they become ``?n``, which SQLite reads the same way.
 SQLAlchemy keeps the schema (``tables.py``), migrations and the cold queries.
+
+:class:`RawConn` is implemented once per database (``postgres/conn.py``, ``sqlite/conn.py``): the
+driver calls, and the few spellings that differ (row locks, ``= ANY`` or ``IN``). A repository
+(:class:`Repository`) built on a connection is that database's subclass of it, so a statement that
+only one database can run (a one-statement CTE) is that subclass's business.
 """
 
 from __future__ import annotations
 
-import functools
-import re
+import abc
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
+
+from aiki.platform.db.errors import is_connection_failure, is_deadlock, is_unique_violation
 
 Row = Mapping[str, Any]
 
-
-@functools.lru_cache(maxsize=1024)
-def _to_sqlite(sql: str) -> str:
-    return re.sub(r"\$(\d+)", r"?\1", sql)
+__all__ = [
+    "Params",
+    "RawConn",
+    "Repository",
+    "Row",
+    "is_connection_failure",
+    "is_deadlock",
+    "is_unique_violation",
+]
 
 
 class Params:
@@ -34,34 +45,27 @@ class Params:
         return f"${len(self.values)}"
 
 
-class RawConn:
+class RawConn(abc.ABC):
     """One driver connection (inside a transaction when the caller opened one)."""
 
-    def __init__(self, driver: Any, dialect: str) -> None:
-        self.driver = driver
-        self.dialect = dialect
-        self.is_postgres = dialect == "postgresql"
+    dialect: ClassVar[str]
+    for_update: ClassVar[str]
+    """Suffix that locks the rows a SELECT reads until the transaction ends (empty where the
+    transaction holds the whole database)."""
+    skip_locked: ClassVar[str]
+    """Suffix that locks the rows read and passes over those another transaction holds."""
+    repositories: ClassVar[Mapping[type, type]] = {}
+    """Each repository base class -> this database's subclass of it (see :class:`Repository`)."""
 
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+
+    @abc.abstractmethod
     def any_of(self, params: Params, column: str, values: Sequence[Any]) -> str:
         """``column`` equals one of ``values``, as a parameterized SQL condition."""
-        if not values:
-            return "FALSE" if self.is_postgres else "0"
-        if self.is_postgres:
-            return f"{column} = ANY({params(list(values))})"
-        return f"{column} IN ({', '.join(params(v) for v in values)})"
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        if self.is_postgres:
-            return list(await self.driver.fetch(sql, *args))
-        cursor = await self.driver.execute(_to_sqlite(sql), args)
-        try:
-            rows = await cursor.fetchall()
-            if not rows:
-                return []
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in rows]
-        finally:
-            await cursor.close()
+    @abc.abstractmethod
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
         rows = await self.fetch(sql, *args)
@@ -71,88 +75,20 @@ class RawConn:
         row = await self.fetchrow(sql, *args)
         return None if row is None else next(iter(row.values()))
 
+    @abc.abstractmethod
     async def execute(self, sql: str, *args: Any) -> int:
         """Run a statement; return the number of rows it changed."""
-        if self.is_postgres:
-            status: str = await self.driver.execute(sql, *args)
-            tail = status.rsplit(" ", 1)[-1]
-            return int(tail) if tail.isdigit() else 0
-        cursor = await self.driver.execute(_to_sqlite(sql), args)
-        try:
-            return int(cursor.rowcount)
-        finally:
-            await cursor.close()
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        batch = [tuple(r) for r in rows]
-        if not batch:
-            return
-        if self.is_postgres:
-            await self.driver.executemany(sql, batch)
-        else:
-            await self.driver.executemany(_to_sqlite(sql), batch)
+    @abc.abstractmethod
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
 
-def is_unique_violation(exc: BaseException) -> bool:
-    """True for a unique-constraint violation from either driver."""
-    # SQLAlchemy wraps asyncpg's UniqueViolationError (as __cause__); raw connections raise it bare.
-    for e in (exc, exc.__cause__, getattr(exc, "orig", None)):
-        if e is None:
-            continue
-        name = type(e).__name__
-        if name == "UniqueViolationError" or (name == "IntegrityError" and "UNIQUE" in str(e)):
-            return True
-    return "UniqueViolationError" in str(exc)
+class Repository:
+    """Base of the driver-level repositories: built on a connection, one is that database's subclass.
 
-
-def is_deadlock(exc: BaseException) -> bool:
-    """True when PostgreSQL aborted the transaction to break a deadlock (safe to run it again)."""
-    return type(exc).__name__ == "DeadlockDetectedError"
-
-
-def is_connection_failure(exc: BaseException) -> bool:
-    """True when ``exc`` (or what it wraps) says the database could not be reached or used.
-
-    A refused or dropped connection, a server shutting down or starting up, too many clients, no
-    pool connection free in time: the request did not get its work done and may simply be sent
-    again. Matched by exception class, through SQLAlchemy's and the drivers' wrapping.
+    ``RunRepository(conn, ns)`` returns the ``RunRepository`` subclass ``conn``'s database
+    registered (``RawConn.repositories``), so callers name only the interface.
     """
-    import sqlite3
 
-    import sqlalchemy.exc as sa_exc
-
-    try:
-        import asyncpg.exceptions as pg
-    except ImportError:  # pragma: no cover - asyncpg is a dependency
-        pg_classes: tuple[type[BaseException], ...] = ()
-    else:
-        pg_classes = (
-            pg.PostgresConnectionError,  # class 08: connection exceptions, ConnectionDoesNotExistError
-            pg.InterfaceError,  # the client side of a connection in a bad state
-            # "another operation is in progress": a pooled connection whose session the server just
-            # ended (the shutdown message was read, the socket's close not yet) was handed out.
-            pg.InternalClientError,
-            pg.AdminShutdownError,
-            pg.CrashShutdownError,
-            pg.CannotConnectNowError,
-            pg.InsufficientResourcesError,  # class 53: too many connections, out of memory or disk
-            # A connection the server shut down while it sat idle in the pool: asyncpg reads the
-            # FATAL error in a state that expects none, and the next query on it fails with
-            # "cannot switch to state …; another operation (2) is in progress" before the closed
-            # socket is noticed. The caller drops the connection (engine._drop_if_broken).
-            pg.InternalClientError,
-        )
-    unavailable = (*pg_classes, OSError, sqlite3.OperationalError, sa_exc.OperationalError, sa_exc.TimeoutError)
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen or len(seen) > 20:
-            continue
-        seen.add(id(e))
-        if isinstance(e, unavailable):  # OSError: ConnectionError and its kin, TimeoutError
-            return True
-        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
-            return True
-        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
-    return False
+    def __new__(cls, conn: RawConn, *args: Any, **kwargs: Any) -> Any:
+        return super().__new__(conn.repositories.get(cls, cls))

@@ -44,16 +44,7 @@ async def cluster_id(db: Database) -> str:
     reaches the same database, under whatever host name, computes the same id. On SQLite: the
     database file.
     """
-    if db.is_postgres:
-        async with db.raw_read() as conn:
-            row = await conn.fetchrow(
-                "SELECT system_identifier::text AS sid, current_database() AS name FROM pg_control_system()"
-            )
-        assert row is not None
-        identity = f"pg:{row['sid']}:{row['name']}"
-    else:
-        identity = f"sqlite:{db.engine.url.database}"
-    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return hashlib.sha256((await db.identity()).encode()).hexdigest()[:16]
 
 
 def channel_for(cluster: str) -> str:

@@ -10,7 +10,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from aiki.platform.db.raw import Params, RawConn, Row
+from aiki.platform.db.raw import Params, RawConn, Repository, Row
 
 SCHEDULE_COLUMNS = (
     "id, namespace_id, identity, reference_id, definition_hash, workflow_name, version, input, input_hash, "
@@ -31,8 +31,8 @@ def _update_sql(columns: tuple[str, ...]) -> str:
     return f"UPDATE schedules SET {sets} WHERE id = $1 AND namespace_id = $2"
 
 
-class ScheduleRepository:
-    """Schedules of one namespace."""
+class ScheduleRepository(Repository):
+    """Schedules of one namespace. ``ScheduleRepository(conn, ns)`` is the subclass of ``conn``'s database."""
 
     def __init__(self, conn: RawConn, namespace_id: str) -> None:
         self.conn = conn
@@ -43,7 +43,7 @@ class ScheduleRepository:
         await self.conn.execute(_insert_sql(columns), self.namespace_id, *values.values())
 
     async def get(self, schedule_id: str, *, lock: bool = False) -> Row | None:
-        suffix = " FOR UPDATE" if lock and self.conn.is_postgres else ""
+        suffix = self.conn.for_update if lock else ""
         return await self.conn.fetchrow(
             f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1 AND namespace_id = $2{suffix}",
             schedule_id,
@@ -89,8 +89,7 @@ class ScheduleRepository:
 
     async def announce(self) -> None:
         """Tell the schedule loops of other server processes that a deadline may have moved closer."""
-        if self.conn.is_postgres:
-            await self.conn.execute("SELECT pg_notify('aiki_wake', 'schedule')")
+        raise NotImplementedError
 
 
 class DueScheduleRepository:
@@ -105,10 +104,9 @@ class DueScheduleRepository:
 
     async def take_due(self, now: int, limit: int) -> list[Row]:
         """Lock up to ``limit`` due schedules; on PostgreSQL rows another replica holds are skipped."""
-        lock = " FOR UPDATE SKIP LOCKED" if self.conn.is_postgres else ""
         return await self.conn.fetch(
             f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE status = 'active' AND next_fire_at IS NOT NULL "
-            f"AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2{lock}",
+            f"AND next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2{self.conn.skip_locked}",
             now,
             limit,
         )

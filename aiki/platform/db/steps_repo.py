@@ -8,19 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiki.platform.db.raw import Params, RawConn, Row
-from aiki.platform.db.runs_repo import HELD
+from aiki.platform.db.raw import Params, RawConn, Repository, Row
+from aiki.platform.db.statuses import HELD, SLEEP_SLEEPING, TASK_DISCARDED, record_task_once
 
-_TASK_UPSERT = (
-    "INSERT INTO tasks (id, namespace_id, run_id, address, seq, name, status, attempts, input, output, error, "
-    "next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) "
-    # A task result is recorded at most once per (run, address, seq); only a pending retry is
-    # overwritten by its next attempt.
-    "ON CONFLICT (run_id, address, seq) WHERE status <> 'discarded' DO UPDATE SET "
-    "status = excluded.status, attempts = excluded.attempts, output = excluded.output, error = excluded.error, "
-    "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
-    "WHERE tasks.status = 'awaiting_retry' RETURNING id"
-)
+_TASK_UPSERT = record_task_once("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)")
 
 # PostgreSQL only: fencing, the lease extension and the upsert in ONE statement (one round trip, its
 # own transaction). The fence locks the run's row first, as the two-step version does, and the task
@@ -47,40 +38,14 @@ _TASK_RECORD_FENCED = (
 )
 
 
-_STATE_KINDS = ("tasks", "events", "sleeps", "wait_timeouts", "children")
-# PostgreSQL: the five reads of ``state_for`` as one UNION ALL over a common column list (NULL
-# where a kind has no such column), ordered per kind as the separate queries are. $1: every run
-# id (events); $2: the runs executed before (everything else).
-_STATE_IN_ONE_STATEMENT = """
-SELECT * FROM (
-  SELECT 0 AS kind, run_id, address, seq, name, status, attempts, output, error, next_attempt_at,
-         id, NULL AS data, NULL AS reference_id, NULL::bigint AS wake_at, NULL AS parent_address,
-         NULL::integer AS parent_seq, NULL AS workflow_name, NULL AS version,
-         NULL AS o_text, created_at AS o_num, id AS o_tie
-    FROM tasks WHERE run_id = ANY($2) AND status <> 'discarded'
-  UNION ALL
-  SELECT 1, run_id, NULL, seq, name, NULL, NULL, NULL, NULL, NULL,
-         id, data, reference_id, NULL, NULL, NULL, NULL, NULL, name, seq, NULL
-    FROM events WHERE run_id = ANY($1)
-  UNION ALL
-  SELECT 2, run_id, NULL, seq, name, status, NULL, NULL, NULL, NULL,
-         NULL, NULL, NULL, wake_at, NULL, NULL, NULL, NULL, name, seq, NULL
-    FROM sleeps WHERE run_id = ANY($2)
-  UNION ALL
-  SELECT 3, run_id, NULL, seq, name, NULL, NULL, NULL, NULL, NULL,
-         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-    FROM wait_timeouts WHERE run_id = ANY($2)
-  UNION ALL
-  SELECT 4, parent_run_id, NULL, NULL, NULL, status, NULL, output, error, NULL,
-         id, NULL, NULL, NULL, parent_address, parent_seq, workflow_name, version, NULL, NULL, id
-    FROM runs WHERE parent_run_id = ANY($2)
-) AS state
-ORDER BY kind, o_text, o_num, o_tie
-"""
+STATE_KINDS = ("tasks", "events", "sleeps", "wait_timeouts", "children")
 
 
-class StepRepository:
-    """Task entries, events, sleeps and wait timeouts of runs in one namespace."""
+class StepRepository(Repository):
+    """Task entries, events, sleeps and wait timeouts of runs in one namespace.
+
+    ``StepRepository(conn, ns)`` is the subclass of ``conn``'s database.
+    """
 
     def __init__(self, conn: RawConn, namespace_id: str) -> None:
         self.conn = conn
@@ -101,32 +66,16 @@ class StepRepository:
         }
         if not run_ids:
             return state
-        queries = {
-            "tasks": "SELECT run_id, address, seq, name, status, attempts, output, error, next_attempt_at "
-            "FROM tasks WHERE {ids} AND status <> 'discarded' ORDER BY created_at, id",
-            "events": "SELECT run_id, id, name, seq, data, reference_id FROM events WHERE {ids} ORDER BY name, seq",
-            "sleeps": "SELECT run_id, name, seq, status, wake_at FROM sleeps WHERE {ids} ORDER BY name, seq",
-            "wait_timeouts": "SELECT run_id, name, seq FROM wait_timeouts WHERE {ids}",
-            "children": "SELECT parent_run_id AS run_id, id, parent_address, parent_seq, workflow_name, version, "
-            "status, output, error FROM runs WHERE {ids} ORDER BY id",
-        }
         fresh = set(first_claims)
-        executed = [r for r in run_ids if r not in fresh]
-        if self.conn.is_postgres:
-            # One round trip instead of five: a resumed run's claim is on the path of every wake-up.
-            for row in await self.conn.fetch(_STATE_IN_ONE_STATEMENT, list(run_ids), executed):
-                state[row["run_id"]][_STATE_KINDS[row["kind"]]].append(row)
-            return state
-        for kind, template in queries.items():
-            ids = list(run_ids) if kind == "events" else executed
-            if not ids:
-                continue
-            p = Params()
-            column = "parent_run_id" if kind == "children" else "run_id"
-            sql = template.format(ids=self.conn.any_of(p, column, ids))
-            for row in await self.conn.fetch(sql, *p.values):
-                state[row["run_id"]][kind].append(row)
+        await self._load_state(state, list(run_ids), [r for r in run_ids if r not in fresh])
         return state
+
+    async def _load_state(
+        self, state: dict[str, dict[str, list[Row]]], run_ids: list[str], executed: list[str]
+    ) -> None:
+        """Append to ``state`` (by run, by kind) every event of ``run_ids``, and every live task
+        entry, sleep, wait timeout and child of ``executed``, in replay order."""
+        raise NotImplementedError
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -189,7 +138,7 @@ class StepRepository:
     async def get_task(self, run_id: str, address: str, seq: int) -> Row | None:
         return await self.conn.fetchrow(
             "SELECT status, attempts, output FROM tasks WHERE run_id = $1 AND namespace_id = $2 "
-            "AND address = $3 AND seq = $4 AND status <> 'discarded'",
+            f"AND address = $3 AND seq = $4 AND status <> {TASK_DISCARDED}",
             run_id,
             self.namespace_id,
             address,
@@ -199,7 +148,7 @@ class StepRepository:
     async def discard_tasks(self, run_id: str, statuses: Sequence[str], now: int) -> None:
         p = Params(run_id, self.namespace_id, now)
         await self.conn.execute(
-            "UPDATE tasks SET status = 'discarded', updated_at = $3 WHERE run_id = $1 AND namespace_id = $2 "
+            f"UPDATE tasks SET status = {TASK_DISCARDED}, updated_at = $3 WHERE run_id = $1 AND namespace_id = $2 "
             f"AND {self.conn.any_of(p, 'status', list(statuses))}",
             *p.values,
         )
@@ -256,7 +205,7 @@ class StepRepository:
         """Create sleep (name, seq) unless it exists; return its ``wake_at``."""
         await self.conn.execute(
             "INSERT INTO sleeps (id, namespace_id, run_id, name, seq, status, wake_at, created_at) "
-            "VALUES ($1, $2, $3, $4, $5, 'sleeping', $6, $7) ON CONFLICT (run_id, name, seq) DO NOTHING",
+            f"VALUES ($1, $2, $3, $4, $5, {SLEEP_SLEEPING}, $6, $7) ON CONFLICT (run_id, name, seq) DO NOTHING",
             sleep_id,
             self.namespace_id,
             run_id,
@@ -274,7 +223,7 @@ class StepRepository:
         """When sleep (name, seq) of the run ends, if it is still sleeping."""
         value = await self.conn.fetchval(
             "SELECT wake_at FROM sleeps WHERE run_id = $1 AND namespace_id = $2 AND name = $3 AND seq = $4 "
-            "AND status = 'sleeping'",
+            f"AND status = {SLEEP_SLEEPING}",
             run_id,
             self.namespace_id,
             name,
@@ -283,7 +232,7 @@ class StepRepository:
         return None if value is None else int(value)
 
     async def finish_sleeps(self, run_id: str, status: str, *, due_by: int | None = None) -> None:
-        sql = "UPDATE sleeps SET status = $3 WHERE run_id = $1 AND namespace_id = $2 AND status = 'sleeping'"
+        sql = f"UPDATE sleeps SET status = $3 WHERE run_id = $1 AND namespace_id = $2 AND status = {SLEEP_SLEEPING}"
         args: list[Any] = [run_id, self.namespace_id, status]
         if due_by is not None:
             sql += " AND wake_at <= $4"

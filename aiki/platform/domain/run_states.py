@@ -11,6 +11,20 @@ from typing import Final
 
 from aiki.platform.domain.errors import ActionNotAllowed, InvalidTransition
 
+# The statuses by name (SQL builds its conditions from these: ``aiki.platform.db.statuses``).
+SCHEDULED: Final = "scheduled"
+QUEUED: Final = "queued"
+RUNNING: Final = "running"
+PAUSED: Final = "paused"
+SLEEPING: Final = "sleeping"
+AWAITING_EVENT: Final = "awaiting_event"
+AWAITING_RETRY: Final = "awaiting_retry"
+AWAITING_CHILD: Final = "awaiting_child"
+STALLED: Final = "stalled"
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+
 LIVE: Final = frozenset(
     {
         "scheduled",

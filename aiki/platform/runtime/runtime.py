@@ -7,8 +7,8 @@ import contextlib
 import logging
 
 from aiki.platform.db import migrate
+from aiki.platform.db.engine import WakeListener
 from aiki.platform.db.redis_wakeups import RedisRelay, channel_for, cluster_id
-from aiki.platform.db.wakeups import PgListener
 from aiki.platform.runtime.schedule_loop import run_schedule_loop
 from aiki.platform.runtime.timer_loop import run_timer_loop
 from aiki.platform.services.context import Services
@@ -31,7 +31,7 @@ class Runtime:
         self.pg_listen = pg_listen
         self.redis_url = redis_url
         self._tasks: list[asyncio.Task[None]] = []
-        self._listener: PgListener | None = None
+        self._listener: WakeListener | None = None
         self._relay: RedisRelay | None = None
         self._stopping = asyncio.Event()
         self.started = False
@@ -42,11 +42,12 @@ class Runtime:
         db = self._svc.db
         if db.auto_migrate:
             await migrate.upgrade(db)
-        if db.is_postgres and self.pg_listen:
+        listener = db.listener(self._svc.hub) if self.pg_listen else None
+        if listener is not None:
             # The LISTEN connection is one of the database's pool_size: the pool shrinks by one.
             db.reserve_connection("the LISTEN connection")
-            self._listener = PgListener(db.driver_dsn, self._svc.hub)
-            await self._listener.start()
+            self._listener = listener
+            await listener.start()
         if self.redis_url:
             self._relay = RedisRelay(self.redis_url, self._svc.hub, channel_for(await cluster_id(db)))
             await self._relay.start()

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 
-from aiki.platform.db.raw import is_connection_failure
+from aiki.platform.db.errors import is_connection_failure
 from aiki.platform.domain.ids import now_ms
 from aiki.platform.services.context import Services
 from aiki.platform.services.timers import fire_due, next_wake_at, stall_sweep

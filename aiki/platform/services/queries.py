@@ -28,7 +28,7 @@ _BULK_PAGE = 500
 async def list_runs(svc: Services, ns: str, f: RunFilter, *, cursor: str | None, limit: int) -> p.RunListResponse:
     """Runs matching ``f``, newest first, one keyset page at a time."""
     before_id = decode_cursor(cursor)
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         rows = await QueryRepository(conn, ns).page(f, before_id=before_id, limit=limit + 1)
     items = [run_view(r) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
@@ -36,7 +36,7 @@ async def list_runs(svc: Services, ns: str, f: RunFilter, *, cursor: str | None,
 
 
 async def run_detail(svc: Services, ns: str, run_id: str) -> p.RunDetail:
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         repo = QueryRepository(conn, ns)
         run = await repo.get_run(run_id)
         if run is None:
@@ -102,7 +102,7 @@ async def run_detail(svc: Services, ns: str, run_id: str) -> p.RunDetail:
 
 async def grouped_history(svc: Services, ns: str, run_id: str) -> p.GroupedHistory:
     """The run's status transitions grouped by workflow attempt, oldest first."""
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         repo = QueryRepository(conn, ns)
         if await repo.get_run(run_id) is None:
             raise RunNotFound(run_id)
@@ -143,7 +143,7 @@ def _decode_json(text: str, default: Any) -> Any:
 
 async def list_workers(svc: Services, ns: str) -> p.WorkerListResponse:
     """Every worker that registered in the namespace, most recently seen first."""
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         repo = QueryRepository(conn, ns)
         rows = await repo.workers()
         leased = await repo.leased_counts()
@@ -171,7 +171,7 @@ async def list_workers(svc: Services, ns: str) -> p.WorkerListResponse:
 
 async def list_workflows(svc: Services, ns: str) -> p.WorkflowListResponse:
     """Every workflow with its versions and their runs counted by status."""
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         repo = QueryRepository(conn, ns)
         versions = await repo.versions()
         counts = await repo.run_counts()
@@ -232,7 +232,7 @@ async def cancel_runs(svc: Services, ns: str, f: RunFilter, reason: str | None, 
     want = limit + 1  # one more than allowed tells whether the answer is truncated
     while len(matched) < want:
         size = min(_BULK_PAGE, want - len(matched))
-        async with svc.db.raw_read() as conn:
+        async with svc.db.autocommit() as conn:
             page = await QueryRepository(conn, ns).live_ids(f, sorted(statuses), before_id=before, limit=size)
         matched.extend(page)
         if len(page) < size:

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from aiki.platform.db.raw import is_deadlock, is_unique_violation
+from aiki.platform.db.errors import is_deadlock, is_unique_violation
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.steps_repo import StepRepository
 from aiki.platform.db.wakeups import RECHECK_S
@@ -67,9 +67,9 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
         offer = svc.claims.take(ns, req.workflow, req.version, values["pool"])
     if offer is not None:
         return await _start_handed(svc, ns, values, timeout_ms, offer, since)
-    if req.reference_id is None and svc.db.is_postgres:
-        # Nothing to look up first: the run and its history row in one statement, one round trip.
-        async with svc.db.raw_read() as conn:
+    if req.reference_id is None:
+        # Nothing to look up first: the run and its history row (one statement where it can be).
+        async with svc.db.atomic() as conn:
             await RunRepository(conn, ns).insert_started(values)
     else:
         existing = await _insert_unless_referenced(svc, ns, req, values, input_hash)
@@ -116,7 +116,7 @@ async def _start_handed(
         deadline_at=now + timeout_ms if timeout_ms is not None else None,
     )
     try:
-        async with svc.db.raw_transaction() if not svc.db.is_postgres else svc.db.raw_read() as conn:
+        async with svc.db.atomic() as conn:
             await RunRepository(conn, ns).insert_claimed(values, f"claimed by {offer.worker_id}")
     except BaseException:
         if not offer.future.done():
@@ -128,7 +128,7 @@ async def _start_handed(
     if offer.future.done():
         # The claimer stopped waiting while the run was being inserted: back to the queue.
         await _requeue_unstarted(svc, ns, values["id"], offer.worker_id)
-        async with svc.db.raw_read() as conn:
+        async with svc.db.autocommit() as conn:
             current = await RunRepository(conn, ns).get(values["id"])
         return p.StartRunResponse(run=run_view(current or row), created=True)
     view = run_view(row)
@@ -176,7 +176,7 @@ async def get_run(svc: Services, ns: str, run_id: str) -> p.RunView:
     ended = svc.terminal_view(ns, run_id)
     if ended is not None:
         return ended
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         row = await RunRepository(conn, ns).get(run_id)
     if row is None:
         raise RunNotFound(run_id)
@@ -206,7 +206,7 @@ async def wait_for_run(svc: Services, ns: str, run_id: str, statuses: Iterable[s
 
 
 async def run_history(svc: Services, ns: str, run_id: str) -> list[p.HistoryEntry]:
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         repo = RunRepository(conn, ns)
         if not await repo.exists(run_id):
             raise RunNotFound(run_id)
@@ -215,7 +215,7 @@ async def run_history(svc: Services, ns: str, run_id: str) -> list[p.HistoryEntr
 
 async def send_event(svc: Services, ns: str, run_id: str, name: str, req: p.SendEventRequest) -> p.SendEventResponse:
     # Validate before the transaction: the schema comes from the run's version.
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         head = await RunRepository(conn, ns).get(run_id)
     if head is None:
         raise RunNotFound(run_id)

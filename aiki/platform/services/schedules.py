@@ -25,7 +25,8 @@ from typing import Any
 
 import msgspec
 
-from aiki.platform.db.raw import RawConn, is_unique_violation
+from aiki.platform.db.errors import is_unique_violation
+from aiki.platform.db.raw import RawConn
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.schedules_repo import DueScheduleRepository, ScheduleRepository
 from aiki.platform.domain import run_states
@@ -179,7 +180,7 @@ async def activate_schedule(
 
 
 async def get_schedule(svc: Services, ns: str, schedule_id: str) -> p.ScheduleView:
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         row = await ScheduleRepository(conn, ns).get(schedule_id)
     if row is None:
         raise ScheduleNotFound(schedule_id)
@@ -196,7 +197,7 @@ async def list_schedules(
     cursor: str | None = None,
     limit: int = 50,
 ) -> p.ScheduleListResponse:
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         rows = await ScheduleRepository(conn, ns).page(
             workflow=workflow, version=version, status=status, after_id=cursor, limit=limit + 1
         )
@@ -249,7 +250,7 @@ async def delete_schedule(svc: Services, ns: str, schedule_id: str) -> p.Schedul
 
 async def next_fire_at(svc: Services) -> int | None:
     """The earliest due time of any active schedule, in any namespace."""
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         return await DueScheduleRepository(conn).next_fire_at()
 
 

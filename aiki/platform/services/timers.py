@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aiki.platform.db.runs_repo import DueRunRepository, RunRepository
+from aiki.platform.db.due_runs_repo import DueRunRepository
+from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.steps_repo import StepRepository
 from aiki.platform.domain import run_states
 from aiki.platform.domain.ids import new_id
@@ -17,7 +18,7 @@ from aiki.worker_sdk import protocol as p
 
 
 async def next_wake_at(svc: Services, *, leases_from: int = 0) -> int | None:
-    async with svc.db.raw_read() as conn:
+    async with svc.db.autocommit() as conn:
         return await DueRunRepository(conn).next_wake_at(
             leases_from=leases_from, lease_ttl_ms=svc.settings.lease_ttl_ms
         )
@@ -36,15 +37,13 @@ async def fire_due(svc: Services, now: int, limit: int = 200, *, leases_from: in
     """
     ready: set[str] = set()
     changed: list[str] = []
-    woken: list[Any] = []
-    if svc.db.is_postgres:
-        # Sleeps, the most common deadline, end in one autocommitted statement and their runs are
-        # announced before the general pass below: a sleeper's overshoot is one round trip.
-        async with svc.db.raw_read() as conn:
-            woken = await DueRunRepository(conn).end_due_sleeps(now, limit, run_states.next_status("due", "sleeping"))
-        for run in woken:
-            svc.hub.notify(f"ready:{run['namespace_id']}")
-            svc.hub.notify(f"run:{run['id']}")
+    # Sleeps, the most common deadline, end in one autocommitted statement where the store has one,
+    # and their runs are announced before the general pass below: a sleeper's overshoot is one round trip.
+    async with svc.db.autocommit() as conn:
+        woken = await DueRunRepository(conn).end_due_sleeps(now, limit, run_states.next_status("due", "sleeping"))
+    for run in woken:
+        svc.hub.notify(f"ready:{run['namespace_id']}")
+        svc.hub.notify(f"run:{run['id']}")
     async with svc.db.raw_transaction() as conn:
         expired = await DueRunRepository(conn).take_expired(now, limit)
         for run in expired:

@@ -6,6 +6,7 @@ a downgrade to base and back, and seed the default namespace that embedded mode 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -246,3 +247,15 @@ async def test_password_accounts_start_unverified_and_sso_accounts_verified(empt
     async with db.engine.connect() as conn:
         rows = dict((await conn.execute(sa.text("SELECT id, email_verified_at FROM users"))).all())
     assert rows == {"u-password": None, "u-sso": 1000, "u-linked": 1000, "u-unverified-link": None}
+
+
+async def test_two_databases_upgraded_at_once_in_one_process(tmp_path: Path) -> None:
+    """Two embedded servers starting together migrate their own databases (Alembic's context is global)."""
+    dbs = [Database(f"sqlite+aiosqlite:///{tmp_path / f'db{i}.db'}", migrate=False) for i in range(2)]
+    try:
+        await asyncio.gather(*(migrate.upgrade(db) for db in dbs))
+        for db in dbs:
+            assert (await migrate.status(db))["up_to_date"] is True
+    finally:
+        for db in dbs:
+            await db.dispose()

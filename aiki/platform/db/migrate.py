@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +32,18 @@ def _current(sync_conn: sa.Connection) -> str | None:
     return MigrationContext.configure(sync_conn).get_current_revision()
 
 
+# Alembic keeps the running migration's context in module globals (``alembic.op``, ``alembic.context``):
+# two upgrades interleaved on one event loop (two embedded servers starting together) would run each
+# other's operations on the wrong database. One upgrade at a time per loop.
+_upgrade_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 async def upgrade(db: Database, revision: str = "head") -> None:
-    """Apply migrations up to ``revision``; safe when several processes start at once."""
+    """Apply migrations up to ``revision``; safe when several processes, or several servers in one
+    process, start at once."""
     config = alembic_config()
-    async with db.engine.begin() as conn:
+    lock = _upgrade_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock, db.engine.begin() as conn:
         await db.lock_for_migration(conn)
         await conn.run_sync(_upgrade, config, revision)
 

@@ -9,21 +9,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aiki.iam import key_cache
-from aiki.platform.db.tables import (
+from aiki.iam.tables import (
     api_keys,
     audit_log,
     email_tokens,
     identities,
     invitations,
     namespace_members,
-    namespaces,
     oidc_logins,
     organization_members,
-    organizations,
     rate_limits,
     sessions,
     users,
 )
+from aiki.platform.db.tables import namespaces, organizations
 
 Row = Mapping[str, Any]
 

@@ -14,7 +14,7 @@ from aiki.iam.server_secret import PREVIOUS_SECRET_ENV, SECRET_ENV, check_secret
 KEY_CACHE_TTL_ENV = "AIKI_API_KEY_CACHE_TTL_S"
 EMAIL_VERIFICATION_ENV = "AIKI_EMAIL_VERIFICATION"
 MAX_KEY_CACHE_TTL_S = 3600
-# Where the API serves the OIDC callback (aiki.api.iam_routes); the default redirect URI points here.
+# Where the API serves the OIDC callback (aiki.api.oidc_routes); the default redirect URI points here.
 OIDC_CALLBACK_PATH = "/api/v1/auth/oidc/callback"
 
 

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from aiki.api.auth import SESSION_COOKIE
-from aiki.api.iam_routes import OIDC_BROWSER_COOKIE
+from aiki.api.oidc_routes import OIDC_BROWSER_COOKIE
 from aiki.iam.config import IamConfig, IamConfigError
 from aiki.iam.oidc import InMemoryPendingLoginStore, OidcConfig, OidcRelyingParty, TokenResponse, start_login
 from aiki.iam.tables import audit_log, identities, oidc_logins, users

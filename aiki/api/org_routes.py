@@ -10,7 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from aiki.api.auth import client_ip, policy
 from aiki.api.deps import GrantDep, IamDep, PrincipalDep
 from aiki.api.iam_requests import API, AcceptInvitationRequest, InvitationRequest, NameRequest, RoleRequest
-from aiki.iam import audit, orgs
+from aiki.iam import audit, invitations, orgs
 from aiki.iam.models import (
     AuditPage,
     CreatedInvitation,
@@ -70,7 +70,7 @@ class OrganizationController(Controller):
 
     @get("/{org_id:str}/invitations", summary="Pending invitations", opt=policy("invitations:read"))
     async def list_invitations(self, org_id: FromPath[str], iam: IamDep, grant: GrantDep) -> list[InvitationView]:
-        return await orgs.list_invitations(iam, grant.organization_id)
+        return await invitations.list_invitations(iam, grant.organization_id)
 
     @post(
         "/{org_id:str}/invitations",
@@ -87,7 +87,7 @@ class OrganizationController(Controller):
         principal: PrincipalDep,
         grant: GrantDep,
     ) -> CreatedInvitation:
-        return await orgs.create_invitation(
+        return await invitations.create_invitation(
             iam,
             principal,
             grant,
@@ -109,7 +109,7 @@ class OrganizationController(Controller):
         principal: PrincipalDep,
         grant: GrantDep,
     ) -> None:
-        await orgs.cancel_invitation(iam, principal, grant, invitation_id, client_ip(request))
+        await invitations.cancel_invitation(iam, principal, grant, invitation_id, client_ip(request))
 
     @get("/{org_id:str}/namespaces", summary="Namespaces you can enter", opt=policy("org:read"))
     async def list_namespaces(
@@ -153,4 +153,4 @@ class InvitationController(Controller):
         iam: IamDep,
         principal: PrincipalDep,
     ) -> OrganizationView:
-        return await orgs.accept_invitation(iam, principal, data.token, client_ip(request))
+        return await invitations.accept_invitation(iam, principal, data.token, client_ip(request))

@@ -182,7 +182,7 @@ email_tokens = sa.Table(
     sa.Index("ix_email_tokens_user_id_purpose", "user_id", "purpose"),
 )
 
-# OIDC logins in progress (``aiki.iam.oidc.PendingLogin``), bound to the browser that started them:
+# OIDC logins in progress (``aiki.iam.oidc_pending.PendingLogin``), bound to the browser that started them:
 # `browser_hash` is the HMAC of a random pre-login cookie, so only that browser can finish the login,
 # and a row is deleted when its callback arrives (single use). Rows past their TTL are purged.
 oidc_logins = sa.Table(

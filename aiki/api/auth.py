@@ -162,30 +162,54 @@ async def iam_guard(connection: ASGIConnection[Any, Any, Any, Any], route_handle
         return
     principal = await authenticate(connection, iam)
     connection.scope["aiki_principal"] = principal  # type: ignore[typeddict-unknown-key]
-    if route_handler.opt.get(PEOPLE_ONLY) and not principal.is_user:
+    _check_channel(connection, iam, principal, route_handler, unsafe=unsafe)
+    check_verified(iam, principal, route_handler)
+    grant = await _grant_for(connection, iam, principal, r.scope)
+    authorize(principal, action, grant)
+    _remember(connection, grant, route_handler.opt.get("audit"))
+
+
+def _check_channel(
+    connection: ASGIConnection[Any, Any, Any, Any],
+    iam: Iam,
+    principal: Principal,
+    route_handler: BaseRouteHandler,
+    *,
+    unsafe: bool,
+) -> None:
+    """Refuse a key on the dashboard, and check a session's unsafe request (its origin, its token)."""
+    people_only = bool(route_handler.opt.get(PEOPLE_ONLY))
+    if people_only and not principal.is_user:
         # The dashboard with an API key: a page is answered as without a session (the login
         # redirect), a form post is refused.
         if unsafe:
             raise PermissionDenied("the dashboard is for people; API keys use the API")
         raise Unauthenticated("the dashboard is for people: log in (API keys work on the API only)")
     if principal.is_user and unsafe:
-        if route_handler.opt.get(PEOPLE_ONLY):
+        if people_only:
             _check_origin(connection, iam)  # the dashboard's own guard checks its token and origin
         else:
             _check_session_request(connection, iam, principal)
-    check_verified(iam, principal, route_handler)
-    grant: Grant | None = None
-    if r.scope == "organization":
+
+
+async def _grant_for(
+    connection: ASGIConnection[Any, Any, Any, Any], iam: Iam, principal: Principal, scope: str
+) -> Grant | None:
+    """The principal's grant in the organization or namespace the route acts on (None: global scope)."""
+    if scope == "organization":
         org_id = str(connection.path_params.get("org_id", ""))
-        grant = await accounts.organization_grant(iam, principal, org_id)
-    elif r.scope == "namespace":
-        grant = await accounts.namespace_grant(iam, principal, _namespace_of(connection, principal))
-    authorize(principal, action, grant)
+        return await accounts.organization_grant(iam, principal, org_id)
+    if scope == "namespace":
+        return await accounts.namespace_grant(iam, principal, _namespace_of(connection, principal))
+    return None
+
+
+def _remember(connection: ASGIConnection[Any, Any, Any, Any], grant: Grant | None, audit_action: Any) -> None:
+    """Keep the grant, its namespace and the action to audit on the request, for the handler and the audit."""
     if grant is not None:
         connection.scope["aiki_grant"] = grant  # type: ignore[typeddict-unknown-key]
         if grant.namespace_id is not None:
             connection.scope["aiki_namespace_id"] = grant.namespace_id  # type: ignore[typeddict-unknown-key]
-    audit_action = route_handler.opt.get("audit")
     if audit_action:
         connection.scope["aiki_audit"] = audit_action  # type: ignore[typeddict-unknown-key]
 

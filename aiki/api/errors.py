@@ -1,12 +1,13 @@
-"""Errors to RFC 9457 problem+json, in one table.
+"""Errors to RFC 9457 problem+json.
 
-The core raises errors with stable codes and no HTTP knowledge; this module alone decides the
-status of each. A response never carries a stack trace.
+The core raises errors with stable codes and no HTTP knowledge; the HTTP status of each comes from
+the one catalogue of error codes (``aiki.worker_sdk.error_codes``). A response never carries a stack trace.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -26,58 +27,15 @@ from aiki.platform.db.integrity import CONFLICT_DETAIL, describe, integrity_viol
 from aiki.platform.db.raw import is_connection_failure
 from aiki.platform.db.value_errors import is_value_out_of_range
 from aiki.platform.domain.errors import CoreError, RateLimited
+from aiki.worker_sdk import error_codes as codes
 from aiki.worker_sdk.protocol import Problem
 
 log = logging.getLogger("aiki.api")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
-STATUS_BY_CODE: dict[str, int] = {
-    "not_found": 404,
-    "run_not_found": 404,
-    "workflow_not_found": 404,
-    "schedule_not_found": 404,
-    "validation_error": 422,
-    "malformed_json": 400,
-    "bad_request": 400,
-    "invalid_transition": 400,
-    "action_not_allowed": 400,
-    "reference_conflict": 409,
-    "stale_revision": 409,
-    "task_conflict": 409,
-    "payload_too_large": 413,
-    "unsupported_media_type": 415,
-    "method_not_allowed": 405,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "email_unverified": 403,
-    "rate_limited": 429,
-    "already_exists": 409,
-    # An integrity violation nothing handled: a request raced another one (aiki.platform.db.integrity).
-    "conflict": 409,
-    "invitation_invalid": 400,
-    "link_invalid": 400,
-    # OIDC login: our settings are broken (500), the provider cannot be reached or talked to (502),
-    # this browser has no such login (400), the provider's answer does not authenticate (401), the
-    # identity is authentic but not allowed here (403).
-    "oidc_config_invalid": 500,
-    "oidc_not_configured": 404,
-    "oidc_discovery_failed": 502,
-    "oidc_token_exchange_failed": 502,
-    "oidc_state_mismatch": 400,
-    "oidc_expired_login": 400,
-    "oidc_provider_error": 401,
-    "oidc_wrong_issuer": 401,
-    "oidc_invalid_token": 401,
-    "oidc_wrong_audience": 401,
-    "oidc_nonce_mismatch": 401,
-    "oidc_token_expired": 401,
-    "oidc_email_domain_not_allowed": 403,
-    "oidc_email_unverified": 403,
-    "oidc_account_unverified": 403,
-    "unavailable": 503,
-    "internal_error": 500,
-}
+# Every code's status, from the one catalogue of error codes.
+STATUS_BY_CODE: Mapping[str, int] = codes.HTTP_STATUS
 
 TITLES: dict[int, str] = {
     400: "Bad request",
@@ -119,15 +77,15 @@ def problem_for_exception(exc: Exception, instance: str) -> Problem:
         return problem_body(exc.code, exc.message, instance, field=exc.field, run_id=exc.run_id)
     if _is_db_unavailable(exc):
         log.warning("database unavailable: %s", exc)
-        return problem_body("unavailable", "the database is unavailable; retry shortly", instance)
+        return problem_body(codes.UNAVAILABLE, "the database is unavailable; retry shortly", instance)
     if is_value_out_of_range(exc):
         log.warning("value out of range on %s: %s", instance, (str(exc).splitlines() or [""])[0][:300])
-        return problem_body("validation_error", _OUT_OF_RANGE_DETAIL, instance)
+        return problem_body(codes.VALIDATION_ERROR, _OUT_OF_RANGE_DETAIL, instance)
     if (violation := integrity_violation(exc)) is not None:
         log.warning("conflict on %s: %s", instance, describe(violation))
-        return problem_body("conflict", CONFLICT_DETAIL, instance)
+        return problem_body(codes.CONFLICT, CONFLICT_DETAIL, instance)
     log.exception("unhandled error on %s", instance)
-    return problem_body("internal_error", "an internal error occurred; it has been logged", instance)
+    return problem_body(codes.INTERNAL_ERROR, "an internal error occurred; it has been logged", instance)
 
 
 def problem(
@@ -158,17 +116,17 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
             field = field or (f"$.{key}" if key else None)
             messages.append(f"{key}: {item.get('message')}" if key else str(item.get("message")))
     detail = "; ".join(messages) or exc.detail
-    return problem(request, "validation_error", detail, field=field)
+    return problem(request, codes.VALIDATION_ERROR, detail, field=field)
 
 
 def _client_error(request: Request[Any, Any, Any], exc: ClientException) -> Response[bytes]:
     if exc.status_code != 400:
         return _http_error(request, exc)
     if isinstance(exc, JsonTooDeep):
-        return problem(request, "malformed_json", exc.detail)
+        return problem(request, codes.MALFORMED_JSON, exc.detail)
     if isinstance(exc.__cause__, SerializationException) or "malformed" in exc.detail.lower():
-        return problem(request, "malformed_json", f"the request body is not valid JSON: {exc.detail}")
-    return problem(request, "bad_request", exc.detail)
+        return problem(request, codes.MALFORMED_JSON, f"the request body is not valid JSON: {exc.detail}")
+    return problem(request, codes.BAD_REQUEST, exc.detail)
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -176,33 +134,36 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     # RFC 9110 §15.5.6), whatever the method (``TRACE`` included).
     headers = dict(exc.headers or {})
     if isinstance(exc, RequestEntityTooLarge) or exc.status_code == 413:
-        return problem(request, "payload_too_large", "the request body exceeds the server's size limit")
+        return problem(request, codes.PAYLOAD_TOO_LARGE, "the request body exceeds the server's size limit")
     if isinstance(exc, NotFoundException):
-        return problem(request, "not_found", exc.detail, headers=headers)
+        return problem(request, codes.NOT_FOUND, exc.detail, headers=headers)
     if isinstance(exc, MethodNotAllowedException):
-        return problem(request, "method_not_allowed", exc.detail, headers=headers)
-    code = {401: "unauthorized", 403: "forbidden", 415: "unsupported_media_type", 503: "unavailable"}.get(
-        exc.status_code, "bad_request"
-    )
+        return problem(request, codes.METHOD_NOT_ALLOWED, exc.detail, headers=headers)
+    code = {
+        401: codes.UNAUTHORIZED,
+        403: codes.FORBIDDEN,
+        415: codes.UNSUPPORTED_MEDIA_TYPE,
+        503: codes.UNAVAILABLE,
+    }.get(exc.status_code, codes.BAD_REQUEST)
     return problem(request, code, exc.detail, headers=headers)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     if _is_db_unavailable(exc):
         log.warning("database unavailable: %s", exc)
-        return problem(request, "unavailable", "the database is unavailable; retry shortly")
+        return problem(request, codes.UNAVAILABLE, "the database is unavailable; retry shortly")
     if is_value_out_of_range(exc):
         # The request passed its schema but a value does not fit its column (an integer beyond its
         # bits, a string longer than the column, a NUL in PostgreSQL text): the caller's input, a 422.
         first_line = (str(exc).splitlines() or [""])[0][:300]  # not the SQL parameters that follow
         log.warning("value out of range on %s %s: %s", request.method, request.url.path, first_line)
-        return problem(request, "validation_error", _OUT_OF_RANGE_DETAIL)
+        return problem(request, codes.VALIDATION_ERROR, _OUT_OF_RANGE_DETAIL)
     if (violation := integrity_violation(exc)) is not None:
         # Logged by constraint only: the exception's text would carry the violating values.
         log.warning("conflict on %s %s: %s", request.method, request.url.path, describe(violation))
-        return problem(request, "conflict", CONFLICT_DETAIL)
+        return problem(request, codes.CONFLICT, CONFLICT_DETAIL)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return problem(request, "internal_error", "an internal error occurred; it has been logged")
+    return problem(request, codes.INTERNAL_ERROR, "an internal error occurred; it has been logged")
 
 
 def _is_db_unavailable(exc: BaseException) -> bool:

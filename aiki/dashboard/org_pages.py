@@ -22,7 +22,7 @@ from aiki.dashboard.web import (
     redirect,
     render,
 )
-from aiki.iam import accounts, audit, orgs
+from aiki.iam import accounts, audit, invitations, orgs
 from aiki.iam.policy import NAMESPACE_ROLES, ORG_ROLES, effective_namespace_role
 from aiki.platform.domain.errors import CoreError, Unauthenticated
 
@@ -38,7 +38,7 @@ async def _members_context(request: Request[Any, Any, Any], org_id: str, **extra
         **await layout(request, organization_id=org_id),
         "org_id": org_id,
         "members": await orgs.list_members(iam, org_id),
-        "invitations": await orgs.list_invitations(iam, org_id) if admin else [],
+        "invitations": await invitations.list_invitations(iam, org_id) if admin else [],
         "org_namespaces": await orgs.list_namespaces(iam, principal, grant),
         "can_manage": admin,
         "is_owner": grant.org_role == "owner",
@@ -82,7 +82,7 @@ class OrgPages(Controller):
         ns = str(form.get("namespace_id") or "") or None
         values = {k: str(form.get(k) or "") for k in ("email", "role", "namespace_id", "namespace_role")}
         try:
-            created = await orgs.create_invitation(
+            created = await invitations.create_invitation(
                 iam_of(request),
                 principal_of(request),
                 grant_of(request),
@@ -104,7 +104,7 @@ class OrgPages(Controller):
     async def cancel_invitation(
         self, request: Request[Any, Any, Any], org_id: FromPath[str], invitation_id: FromPath[str]
     ) -> Any:
-        await orgs.cancel_invitation(
+        await invitations.cancel_invitation(
             iam_of(request), principal_of(request), grant_of(request), invitation_id, client_ip(request)
         )
         return redirect(f"{PREFIX}/orgs/{org_id}/members")
@@ -193,7 +193,7 @@ class InvitationPages(Controller):
         form = await request.form()
         token = str(form.get("token") or "")
         try:
-            await orgs.accept_invitation(iam_of(request), principal_of(request), token, client_ip(request))
+            await invitations.accept_invitation(iam_of(request), principal_of(request), token, client_ip(request))
         except CoreError as exc:
             context = {**await layout(request), "token": token, "signed_in": True, "error": exc.message}
             return render(request, "orgs/accept.html", context, status_code=403 if exc.code == "forbidden" else 400)

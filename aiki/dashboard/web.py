@@ -27,6 +27,7 @@ from aiki.platform.db.raw import is_connection_failure
 from aiki.platform.db.value_errors import is_value_out_of_range
 from aiki.platform.domain.errors import CoreError, EmailUnverified, PermissionDenied, Unauthenticated
 from aiki.platform.services.context import Services
+from aiki.worker_sdk import error_codes as codes
 
 log = logging.getLogger("aiki.dashboard")
 
@@ -53,18 +54,22 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+# The codes a page answers with the API's status (the catalogue's); any other core error is a 400 page.
 _STATUS_BY_CODE = {
-    "not_found": 404,
-    "run_not_found": 404,
-    "workflow_not_found": 404,
-    "schedule_not_found": 404,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "rate_limited": 429,
-    "already_exists": 409,
-    "validation_error": 422,
-    "reference_conflict": 409,
-    "stale_revision": 409,
+    code: codes.HTTP_STATUS[code]
+    for code in (
+        codes.NOT_FOUND,
+        codes.RUN_NOT_FOUND,
+        codes.WORKFLOW_NOT_FOUND,
+        codes.SCHEDULE_NOT_FOUND,
+        codes.UNAUTHORIZED,
+        codes.FORBIDDEN,
+        codes.RATE_LIMITED,
+        codes.ALREADY_EXISTS,
+        codes.VALIDATION_ERROR,
+        codes.REFERENCE_CONFLICT,
+        codes.STALE_REVISION,
+    )
 }
 
 

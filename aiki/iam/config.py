@@ -14,7 +14,7 @@ from aiki.iam.server_secret import PREVIOUS_SECRET_ENV, SECRET_ENV, check_secret
 KEY_CACHE_TTL_ENV = "AIKI_API_KEY_CACHE_TTL_S"
 EMAIL_VERIFICATION_ENV = "AIKI_EMAIL_VERIFICATION"
 MAX_KEY_CACHE_TTL_S = 3600
-# Where the API serves the OIDC callback (aiki.api.iam_routes); the default redirect URI points here.
+# Where the API serves the OIDC callback (aiki.api.oidc_routes); the default redirect URI points here.
 OIDC_CALLBACK_PATH = "/api/v1/auth/oidc/callback"
 
 
@@ -137,6 +137,16 @@ class IamConfig:
     email_from: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_secrets()
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise IamConfigError(
+                f"AIKI_BASE_URL must be an http(s) URL such as https://aiki.example.com, got {self.base_url!r}"
+            )
+        self._check_numbers()
+        self._check_mail()
+
+    def _check_secrets(self) -> None:
         for variable, value in ((SECRET_ENV, self.secret_key), (PREVIOUS_SECRET_ENV, self.previous_secret_key)):
             problem = None if value is None else check_secret(variable, value)
             if problem is not None:
@@ -146,11 +156,8 @@ class IamConfig:
                 f"{PREVIOUS_SECRET_ENV} is the same as {SECRET_ENV}: set {SECRET_ENV} to the new secret "
                 f"and {PREVIOUS_SECRET_ENV} to the old one"
             )
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise IamConfigError(
-                f"AIKI_BASE_URL must be an http(s) URL such as https://aiki.example.com, got {self.base_url!r}"
-            )
+
+    def _check_numbers(self) -> None:
         for name, (variable, minimum) in INT_SETTINGS.items():
             value = getattr(self, name)
             if value is None and name == "password_hash_threads":
@@ -162,6 +169,8 @@ class IamConfig:
             raise IamConfigError(
                 f"{KEY_CACHE_TTL_ENV} must be a number of seconds from 0 to {MAX_KEY_CACHE_TTL_S}, got {ttl!r}"
             )
+
+    def _check_mail(self) -> None:
         if self.smtp_url is not None:
             try:
                 SmtpSettings.parse(self.smtp_url)
@@ -211,33 +220,47 @@ class IamConfig:
         values: dict[str, object] = {
             "secret_key": env.get("AIKI_SECRET_KEY", ""),
             "base_url": env.get("AIKI_BASE_URL", ""),
+            **_numbers_from_env(env),
+            **_mail_from_env(env),
         }
         if env.get(PREVIOUS_SECRET_ENV):
             values["previous_secret_key"] = env[PREVIOUS_SECRET_ENV]
-        ttl = env.get(KEY_CACHE_TTL_ENV, "").strip()
-        if ttl:
-            try:
-                values["api_key_cache_ttl_s"] = float(ttl)
-            except ValueError:
-                raise IamConfigError(f"{KEY_CACHE_TTL_ENV} must be a number of seconds, got {ttl!r}") from None
-        for name, (variable, _) in INT_SETTINGS.items():
-            raw = env.get(variable, "").strip()
-            if raw:
-                try:
-                    values[name] = int(raw)
-                except ValueError:
-                    raise IamConfigError(f"{variable} must be a whole number, got {raw!r}") from None
-        verification = env.get(EMAIL_VERIFICATION_ENV, "").strip().lower()
-        if verification:
-            if verification not in ("on", "off"):
-                raise IamConfigError(f"{EMAIL_VERIFICATION_ENV} must be on or off, got {verification!r}")
-            values["email_verification"] = verification == "on"
-        if env.get(SMTP_URL_ENV, "").strip():
-            values["smtp_url"] = env[SMTP_URL_ENV].strip()
-        if env.get(EMAIL_FROM_ENV, "").strip():
-            values["email_from"] = env[EMAIL_FROM_ENV].strip()
         values.update(overrides)
         if "oidc" not in overrides:
             base_url = str(values["base_url"]).rstrip("/")
             values["oidc"] = OidcConfig.from_env(env, default_redirect_uri=base_url + OIDC_CALLBACK_PATH)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _numbers_from_env(env: Mapping[str, str]) -> dict[str, object]:
+    """The key cache's time to live and the abuse limits of ``INT_SETTINGS`` that the environment sets."""
+    values: dict[str, object] = {}
+    ttl = env.get(KEY_CACHE_TTL_ENV, "").strip()
+    if ttl:
+        try:
+            values["api_key_cache_ttl_s"] = float(ttl)
+        except ValueError:
+            raise IamConfigError(f"{KEY_CACHE_TTL_ENV} must be a number of seconds, got {ttl!r}") from None
+    for name, (variable, _) in INT_SETTINGS.items():
+        raw = env.get(variable, "").strip()
+        if raw:
+            try:
+                values[name] = int(raw)
+            except ValueError:
+                raise IamConfigError(f"{variable} must be a whole number, got {raw!r}") from None
+    return values
+
+
+def _mail_from_env(env: Mapping[str, str]) -> dict[str, object]:
+    """Email verification on or off, and the SMTP server and sender, as far as the environment sets them."""
+    values: dict[str, object] = {}
+    verification = env.get(EMAIL_VERIFICATION_ENV, "").strip().lower()
+    if verification:
+        if verification not in ("on", "off"):
+            raise IamConfigError(f"{EMAIL_VERIFICATION_ENV} must be on or off, got {verification!r}")
+        values["email_verification"] = verification == "on"
+    if env.get(SMTP_URL_ENV, "").strip():
+        values["smtp_url"] = env[SMTP_URL_ENV].strip()
+    if env.get(EMAIL_FROM_ENV, "").strip():
+        values["email_from"] = env[EMAIL_FROM_ENV].strip()
+    return values

@@ -139,19 +139,31 @@ def authorize(principal: Principal, action: str, grant: Grant | None) -> None:
     if grant is None:
         raise NotFound("not found")
     if principal.kind == "api_key":
-        if r.scope != "namespace" or grant.namespace_id != principal.key_namespace_id:
-            if r.scope == "organization" and grant.organization_id == principal.key_organization_id:
-                raise PermissionDenied(f"API keys cannot {action!r}")
-            raise NotFound("not found")
-        if principal.key_role not in r.key_roles:
-            raise PermissionDenied(f"a {principal.key_role!r} key cannot {action!r}")
-        return
-    if r.scope == "organization":
-        if grant.org_role is None:
-            raise NotFound("not found")
-        if grant.org_role not in r.session_roles:
-            raise PermissionDenied(f"the {grant.org_role!r} role cannot {action!r} in this organization")
-        return
+        _authorize_key(principal, action, r, grant)
+    elif r.scope == "organization":
+        _authorize_org_member(action, r, grant)
+    else:
+        _authorize_namespace_member(action, r, grant)
+
+
+def _authorize_key(principal: Principal, action: str, r: Rule, grant: Grant) -> None:
+    """An API key acts only in its own namespace, and only with a role the rule lists for keys."""
+    if r.scope != "namespace" or grant.namespace_id != principal.key_namespace_id:
+        if r.scope == "organization" and grant.organization_id == principal.key_organization_id:
+            raise PermissionDenied(f"API keys cannot {action!r}")
+        raise NotFound("not found")
+    if principal.key_role not in r.key_roles:
+        raise PermissionDenied(f"a {principal.key_role!r} key cannot {action!r}")
+
+
+def _authorize_org_member(action: str, r: Rule, grant: Grant) -> None:
+    if grant.org_role is None:
+        raise NotFound("not found")
+    if grant.org_role not in r.session_roles:
+        raise PermissionDenied(f"the {grant.org_role!r} role cannot {action!r} in this organization")
+
+
+def _authorize_namespace_member(action: str, r: Rule, grant: Grant) -> None:
     role = effective_namespace_role(grant)
     if role is None:
         raise NotFound("not found")

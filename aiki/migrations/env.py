@@ -11,8 +11,8 @@ import os
 from alembic import context
 from sqlalchemy import Connection
 
+from aiki.iam.tables import metadata  # the core's MetaData, with IAM's tables registered on it
 from aiki.platform.db.engine import Database
-from aiki.platform.db.tables import metadata
 
 config = context.config
 

@@ -4,6 +4,9 @@ Every error derives from :class:`AikiError` and carries a stable class attribute
 same string the server puts in a problem+json ``code`` where one exists) plus the ids it is about
 (``run_id``, ``task_name``, ``field`` ...). Catch by class; log or compare by ``code``.
 
+Every code is defined once, in :mod:`aiki.worker_sdk.error_codes`; :data:`PROBLEM_CODES` says which
+class each code the server answers with arrives as.
+
 ```
 AikiError
 ├── TaskFailedError            task_failed         a task exhausted its retry policy
@@ -17,10 +20,15 @@ AikiError
 ├── MalformedRequestError      malformed_json      the server could not parse the request
 ├── AuthenticationError        unauthorized        missing, bad, expired or revoked API key
 ├── PermissionDeniedError      forbidden           the key's role may not do this
+│   └── EmailUnverifiedError   email_unverified    the signed-in person has not verified their email
 ├── NotFoundError              not_found
 │   ├── WorkflowNotFoundError  workflow_not_found
-│   └── RunNotFoundError       run_not_found
+│   ├── RunNotFoundError       run_not_found
+│   └── ScheduleNotFoundError  schedule_not_found
 ├── StaleRevisionError         stale_revision      the executor's revision moved on (fenced)
+├── TaskConflictError          task_conflict       a task entry is already recorded with another outcome
+├── AlreadyExistsError         already_exists      a unique thing (email, namespace name ...) exists
+├── ConflictError              conflict            the request raced another one and lost: retry
 ├── InvalidTransitionError     invalid_transition  the run's status does not allow this
 │   └── ActionNotAllowedError  action_not_allowed  pause/resume/wake/requeue/cancel from a wrong status
 ├── PayloadTooLargeError       payload_too_large
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from aiki.worker_sdk import error_codes as codes
 from aiki.worker_sdk.protocol import ErrorInfo
 
 
@@ -47,9 +56,16 @@ class AikiError(Exception):
         status: The HTTP status of the response that caused it, when there is one.
     """
 
-    code: ClassVar[str] = "aiki_error"
+    code: ClassVar[str] = codes.AIKI_ERROR
 
     def __init__(self, detail: str = "", *, run_id: str | None = None, status: int | None = None) -> None:
+        """Build the error.
+
+        Args:
+            detail: Human-readable explanation; the code when empty.
+            run_id: The run the error is about.
+            status: The HTTP status of the response that caused it.
+        """
         super().__init__(detail or self.code)
         self.detail = detail or self.code
         self.run_id = run_id
@@ -64,9 +80,16 @@ class TaskFailedError(AikiError):
         error: The recorded failure of the last attempt.
     """
 
-    code = "task_failed"
+    code = codes.TASK_FAILED
 
     def __init__(self, task_name: str, error: ErrorInfo, *, run_id: str | None = None) -> None:
+        """Build the error.
+
+        Args:
+            task_name: Name of the failed task.
+            error: The recorded failure of the last attempt.
+            run_id: The run the task belongs to.
+        """
         super().__init__(f"task {task_name!r} failed: {error.type}: {error.message}", run_id=run_id)
         self.task_name = task_name
         self.error = error
@@ -83,9 +106,16 @@ class NonDeterminismError(AikiError):
         address: The address of the new call that triggered the check.
     """
 
-    code = "non_determinism"
+    code = codes.NON_DETERMINISM
 
     def __init__(self, unconsumed: list[tuple[str, int, str]], *, address: str = "", run_id: str | None = None) -> None:
+        """Build the error.
+
+        Args:
+            unconsumed: ``(address, seq, name)`` of every recorded entry the replay did not reach.
+            address: The address of the new call that triggered the check.
+            run_id: The run being replayed.
+        """
         listed = ", ".join(f"{name} ({addr} #{seq})" for addr, seq, name in unconsumed)
         super().__init__(f"new task {address!r} reached while recorded entries are unconsumed: {listed}", run_id=run_id)
         self.unconsumed = unconsumed
@@ -99,9 +129,15 @@ class RunFailedError(AikiError):
         error: The run's recorded error, if the server returned one.
     """
 
-    code = "run_failed"
+    code = codes.RUN_FAILED
 
     def __init__(self, run_id: str, error: ErrorInfo | None) -> None:
+        """Build the error.
+
+        Args:
+            run_id: The run that failed.
+            error: The run's recorded error, if the server returned one.
+        """
         msg = f"run {run_id} failed" + (f": {error.type}: {error.message}" if error else "")
         super().__init__(msg, run_id=run_id)
         self.error = error
@@ -110,9 +146,14 @@ class RunFailedError(AikiError):
 class RunCancelledError(AikiError):
     """The run ended with status ``cancelled``."""
 
-    code = "run_cancelled"
+    code = codes.RUN_CANCELLED
 
     def __init__(self, run_id: str) -> None:
+        """Build the error.
+
+        Args:
+            run_id: The run that was cancelled.
+        """
         super().__init__(f"run {run_id} was cancelled", run_id=run_id)
 
 
@@ -124,9 +165,16 @@ class UnexpectedStatusError(AikiError):
         expected: The statuses that were awaited.
     """
 
-    code = "unexpected_status"
+    code = codes.UNEXPECTED_STATUS
 
     def __init__(self, run_id: str, actual: str, expected: tuple[str, ...]) -> None:
+        """Build the error.
+
+        Args:
+            run_id: The awaited run.
+            actual: The terminal status reached.
+            expected: The statuses that were awaited.
+        """
         super().__init__(f"run {run_id} ended {actual}, expected {'/'.join(expected)}", run_id=run_id)
         self.actual = actual
         self.expected = expected
@@ -139,9 +187,15 @@ class WaitTimeoutError(AikiError):
         last_status: The run's status when the wait gave up.
     """
 
-    code = "wait_timeout"
+    code = codes.WAIT_TIMEOUT
 
     def __init__(self, run_id: str, last_status: str) -> None:
+        """Build the error.
+
+        Args:
+            run_id: The awaited run.
+            last_status: The run's status when the wait gave up.
+        """
         super().__init__(f"timed out waiting for run {run_id} (status {last_status})", run_id=run_id)
         self.last_status = last_status
 
@@ -149,7 +203,7 @@ class WaitTimeoutError(AikiError):
 class ReferenceConflictError(AikiError):
     """A run with this reference id already exists with a different input (``conflict="error"``)."""
 
-    code = "reference_conflict"
+    code = codes.REFERENCE_CONFLICT
 
 
 class ValidationError(AikiError):
@@ -159,11 +213,19 @@ class ValidationError(AikiError):
         field: Path of the offending field (``user_id``, ``items[0].sku``), when known.
     """
 
-    code = "validation_error"
+    code = codes.VALIDATION_ERROR
 
     def __init__(
         self, detail: str, *, field: str | None = None, run_id: str | None = None, status: int | None = None
     ) -> None:
+        """Build the error.
+
+        Args:
+            detail: Human-readable explanation.
+            field: Path of the offending field, when known.
+            run_id: The run the error is about.
+            status: The HTTP status of the response that caused it.
+        """
         super().__init__(detail, run_id=run_id, status=status)
         self.field = field
 
@@ -171,68 +233,101 @@ class ValidationError(AikiError):
 class MalformedRequestError(AikiError):
     """The server could not parse the request body (400 ``malformed_json``)."""
 
-    code = "malformed_json"
+    code = codes.MALFORMED_JSON
 
 
 class AuthenticationError(AikiError):
     """The API key is missing, malformed, expired or revoked (401)."""
 
-    code = "unauthorized"
+    code = codes.UNAUTHORIZED
 
 
 class PermissionDeniedError(AikiError):
     """The caller's role does not allow this action (403)."""
 
-    code = "forbidden"
+    code = codes.FORBIDDEN
+
+
+class EmailUnverifiedError(PermissionDeniedError):
+    """The signed-in person has not verified their email address yet (403)."""
+
+    code = codes.EMAIL_UNVERIFIED
 
 
 class NotFoundError(AikiError):
     """The resource does not exist in the caller's namespace (404)."""
 
-    code = "not_found"
+    code = codes.NOT_FOUND
 
 
 class WorkflowNotFoundError(NotFoundError):
     """No worker ever registered this workflow version in the namespace."""
 
-    code = "workflow_not_found"
+    code = codes.WORKFLOW_NOT_FOUND
 
 
 class RunNotFoundError(NotFoundError):
     """No such run in the caller's namespace."""
 
-    code = "run_not_found"
+    code = codes.RUN_NOT_FOUND
+
+
+class ScheduleNotFoundError(NotFoundError):
+    """No such schedule in the caller's namespace."""
+
+    code = codes.SCHEDULE_NOT_FOUND
 
 
 class StaleRevisionError(AikiError):
     """The executor's revision of the run is no longer current (409): it must stop writing."""
 
-    code = "stale_revision"
+    code = codes.STALE_REVISION
+
+
+class TaskConflictError(AikiError):
+    """A task entry is already recorded with a different outcome (409); the first one stands."""
+
+    code = codes.TASK_CONFLICT
+
+
+class AlreadyExistsError(AikiError):
+    """A unique thing (an email, a namespace name, a membership) already exists (409)."""
+
+    code = codes.ALREADY_EXISTS
+
+
+class ConflictError(AikiError):
+    """The request raced another one that changed the same thing first (409); it may be retried."""
+
+    code = codes.CONFLICT
 
 
 class InvalidTransitionError(AikiError):
     """The run's current status does not allow the requested change (e.g. cancel a finished run)."""
 
-    code = "invalid_transition"
+    code = codes.INVALID_TRANSITION
 
 
 class ActionNotAllowedError(InvalidTransitionError):
-    """A run action (pause, resume, wake, requeue, cancel) was asked of a run whose status does not
-    allow it; the message names the action and the run's status (400)."""
+    """A run action was asked of a run whose status does not allow it (400).
 
-    code = "action_not_allowed"
+    The action is one of pause, resume, wake, requeue and cancel; the message names it and the
+    run's status.
+    """
+
+    code = codes.ACTION_NOT_ALLOWED
 
 
 class PayloadTooLargeError(AikiError):
     """A payload exceeds the server's size limit (413)."""
 
-    code = "payload_too_large"
+    code = codes.PAYLOAD_TOO_LARGE
 
 
 class ServerUnavailableError(AikiError):
     """The server could not be reached or answered 5xx; the request may be retried."""
 
-    code = "server_unavailable"
+    code = codes.SERVER_UNAVAILABLE
 
 
 class RateLimitedError(ServerUnavailableError):
@@ -242,9 +337,16 @@ class RateLimitedError(ServerUnavailableError):
         retry_after: Seconds the server asked to wait, when it said.
     """
 
-    code = "rate_limited"
+    code = codes.RATE_LIMITED
 
     def __init__(self, detail: str = "", *, retry_after: float | None = None, status: int | None = 429) -> None:
+        """Build the error.
+
+        Args:
+            detail: Human-readable explanation.
+            retry_after: Seconds the server asked to wait, when it said.
+            status: The HTTP status of the response (429 unless told).
+        """
         super().__init__(detail, status=status)
         self.retry_after = retry_after
 
@@ -256,28 +358,54 @@ class UnexpectedResponseError(AikiError):
         problem_code: The problem+json ``code`` received, if any.
     """
 
-    code = "unexpected_response"
+    code = codes.UNEXPECTED_RESPONSE
 
     def __init__(self, detail: str = "", *, problem_code: str | None = None, **kwargs: Any) -> None:
+        """Build the error.
+
+        Args:
+            detail: Human-readable explanation.
+            problem_code: The problem+json ``code`` received, if any.
+            **kwargs: ``run_id`` and ``status``, as for :class:`AikiError`.
+        """
         super().__init__(detail, **kwargs)
         self.problem_code = problem_code
 
 
+_OWN_CODE_CLASSES: tuple[type[AikiError], ...] = (
+    ReferenceConflictError,
+    MalformedRequestError,
+    AuthenticationError,
+    PermissionDeniedError,
+    EmailUnverifiedError,
+    NotFoundError,
+    WorkflowNotFoundError,
+    RunNotFoundError,
+    ScheduleNotFoundError,
+    StaleRevisionError,
+    TaskConflictError,
+    AlreadyExistsError,
+    ConflictError,
+    InvalidTransitionError,
+    ActionNotAllowedError,
+    PayloadTooLargeError,
+    ServerUnavailableError,
+)
+
+# Codes that arrive as the class of their HTTP status's meaning: the login flows' refusals, which the
+# SDK never drives itself (a 5xx and a 404 arrive as these classes whatever their code).
+_BY_STATUS: dict[int, type[AikiError]] = {
+    400: ValidationError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    500: ServerUnavailableError,
+    502: ServerUnavailableError,
+}
+_ARRIVING_BY_STATUS = (codes.LINK_INVALID, codes.INVITATION_INVALID, *sorted(codes.OIDC_CODES))
+
 PROBLEM_CODES: dict[str, type[AikiError]] = {
-    cls.code: cls
-    for cls in (
-        ReferenceConflictError,
-        MalformedRequestError,
-        AuthenticationError,
-        PermissionDeniedError,
-        NotFoundError,
-        WorkflowNotFoundError,
-        RunNotFoundError,
-        StaleRevisionError,
-        InvalidTransitionError,
-        ActionNotAllowedError,
-        PayloadTooLargeError,
-        ServerUnavailableError,
-    )
+    **{cls.code: cls for cls in _OWN_CODE_CLASSES},
+    **{code: _BY_STATUS[codes.HTTP_STATUS[code]] for code in _ARRIVING_BY_STATUS},
 }
 """Problem ``code`` → error class, for every code whose class takes the common constructor."""

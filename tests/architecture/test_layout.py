@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from aiki.platform.db.tables import IAM_GLOBAL_TABLES, TENANT_TABLES, metadata
+from aiki.iam.tables import IAM_GLOBAL_TABLES, IAM_TENANT_TABLES, metadata
+from aiki.platform.db.tables import TENANT_TABLES as CORE_TENANT_TABLES
+
+TENANT_TABLES = CORE_TENANT_TABLES + IAM_TENANT_TABLES
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "aiki"
@@ -23,11 +26,14 @@ EXPECTED_PUBLIC_NAMES = [
     "ActionNotAllowedError",
     "AikiError",
     "AikiServer",
+    "AlreadyExistsError",
     "AuthenticationError",
     "ChildHandle",
     "ChildResult",
     "Client",
+    "ConflictError",
     "Database",
+    "EmailUnverifiedError",
     "EventDefinition",
     "EventResult",
     "EventSender",
@@ -48,11 +54,13 @@ EXPECTED_PUBLIC_NAMES = [
     "RunNotFoundError",
     "Schedule",
     "ScheduleHandle",
+    "ScheduleNotFoundError",
     "ServerUnavailableError",
     "SleepResult",
     "StaleRevisionError",
     "StartOptions",
     "Task",
+    "TaskConflictError",
     "TaskFailedError",
     "UnexpectedResponseError",
     "UnexpectedStatusError",

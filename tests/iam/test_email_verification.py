@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from aiki.iam import verification
-from aiki.platform.db.tables import email_tokens, organization_members, users
+from aiki.iam.tables import email_tokens, organization_members, users
 from tests.api.test_http_basics import assert_problem
 from tests.iam_support import API, PASSWORD, IamHarness, rows
 

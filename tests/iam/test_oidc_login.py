@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from aiki.api.auth import SESSION_COOKIE
-from aiki.api.iam_routes import OIDC_BROWSER_COOKIE
+from aiki.api.oidc_routes import OIDC_BROWSER_COOKIE
 from aiki.iam.config import IamConfig, IamConfigError
 from aiki.iam.oidc import InMemoryPendingLoginStore, OidcConfig, OidcRelyingParty, TokenResponse, start_login
-from aiki.platform.db.tables import audit_log, identities, oidc_logins, users
+from aiki.iam.tables import audit_log, identities, oidc_logins, users
 from aiki.platform.domain.errors import OidcError
 from tests.api.test_http_basics import assert_problem
 from tests.iam.oidc_provider import REDIRECT_URI, OidcProvider, RegisteredClient, run_provider

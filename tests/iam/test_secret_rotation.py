@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from aiki.api.auth import SESSION_COOKIE
 from aiki.iam.crypto import Secrets
-from aiki.platform.db.tables import metadata
+from aiki.iam.tables import metadata
 from tests.iam_support import API, BASE_URL, PASSWORD, IamHarness
 
 OLD = "old-secret-0123456789-abcdefghijklmnopqrstuvwxyz"

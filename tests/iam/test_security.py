@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from aiki.iam import crypto
 from aiki.iam.crypto import Passwords, new_api_key, parse_api_key
 from aiki.iam.repos import ApiKeyDirectory
-from aiki.platform.db.tables import metadata
+from aiki.iam.tables import metadata
 from tests.iam_support import API, PASSWORD, IamHarness, Person
 
 WF = {"workflow": "sec-wf", "version": "1.0.0"}

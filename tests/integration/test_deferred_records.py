@@ -12,7 +12,7 @@ import pytest
 
 from aiki import Run, task, worker, workflow
 from aiki.worker_sdk.client import Client
-from aiki.worker_sdk.errors import StaleRevisionError, UnexpectedResponseError
+from aiki.worker_sdk.errors import StaleRevisionError, TaskConflictError
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
     RecordTaskRequest,
@@ -248,11 +248,11 @@ async def test_a_carried_record_that_conflicts_refuses_the_completion(aiki: Any)
     await aiki.client.record_task(act.run_id, _step(act.revision, 6))
     # Another outcome for the same entry (a second attempt's) cannot be recorded over the first.
     late = _step(act.revision, 8, attempts=2)
-    with pytest.raises(UnexpectedResponseError) as refused:
+    with pytest.raises(TaskConflictError) as refused:
         await aiki.client.transition(
             act.run_id, TransitionRequest(revision=act.revision, kind="complete", output=7, task=late)
         )
-    assert (refused.value.status, refused.value.problem_code) == (409, "task_conflict")
+    assert (refused.value.status, refused.value.code) == (409, "task_conflict")
     # Nothing moved: the run is still held and the first outcome stands.
     assert await _state(aiki, act.run_id) == ("running", [(0, "completed", 6)])
     # The same outcome again (a retried write) is accepted, and the completion goes through.

@@ -19,13 +19,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from aiki.iam.tables import metadata
 from aiki.platform.db import migrate
 from aiki.platform.db.engine import Database
-from aiki.platform.db.tables import (
-    DEFAULT_NAMESPACE_ID,
-    DEFAULT_ORGANIZATION_ID,
-    metadata,
-)
+from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID, DEFAULT_ORGANIZATION_ID
 from tests import db_support
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aiki import cli
+from aiki.cli import settings
 
 
 @pytest.mark.parametrize(
@@ -25,7 +25,7 @@ def test_api_rate_limit(
         monkeypatch.delenv("AIKI_API_RATE_LIMIT", raising=False)
     else:
         monkeypatch.setenv("AIKI_API_RATE_LIMIT", env)
-    assert cli._api_rate_limit(flag) == expected
+    assert settings.api_rate_limit(flag) == expected
 
 
 @pytest.mark.parametrize(
@@ -36,24 +36,24 @@ def test_a_bad_api_rate_limit_names_its_source(
     monkeypatch: pytest.MonkeyPatch, flag: str | None, env: str, named: str
 ) -> None:
     monkeypatch.setenv("AIKI_API_RATE_LIMIT", env)
-    with pytest.raises(cli.CliError, match=named):
-        cli._api_rate_limit(flag)
+    with pytest.raises(settings.CliError, match=named):
+        settings.api_rate_limit(flag)
 
 
 def test_trusted_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIKI_TRUSTED_PROXIES", raising=False)
-    assert cli._trusted_proxies(None) is None
+    assert settings.trusted_proxies(None) is None
     monkeypatch.setenv("AIKI_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")
-    assert cli._trusted_proxies(None) == "10.0.0.0/8, 127.0.0.1"
-    assert cli._trusted_proxies("192.0.2.1") == "192.0.2.1"
-    with pytest.raises(cli.CliError, match="--trusted-proxies"):
-        cli._trusted_proxies("proxy.internal")
+    assert settings.trusted_proxies(None) == "10.0.0.0/8, 127.0.0.1"
+    assert settings.trusted_proxies("192.0.2.1") == "192.0.2.1"
+    with pytest.raises(settings.CliError, match="--trusted-proxies"):
+        settings.trusted_proxies("proxy.internal")
     monkeypatch.setenv("AIKI_TRUSTED_PROXIES", "10.0.0.0/40")
-    with pytest.raises(cli.CliError, match="AIKI_TRUSTED_PROXIES"):
-        cli._trusted_proxies(None)
+    with pytest.raises(settings.CliError, match="AIKI_TRUSTED_PROXIES"):
+        settings.trusted_proxies(None)
 
 
 def test_the_log_format_is_checked_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIKI_LOG_FORMAT", "xml")
-    with pytest.raises(cli.CliError, match="AIKI_LOG_FORMAT must be json or text"):
-        cli._setup_logging("server")
+    with pytest.raises(settings.CliError, match="AIKI_LOG_FORMAT must be json or text"):
+        settings.setup_logging("server")

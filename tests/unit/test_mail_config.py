@@ -52,8 +52,8 @@ def test_bad_mail_settings_name_the_variable_not_the_password(env: dict[str, str
 
 
 def test_an_organization_name_cannot_break_the_subject_header() -> None:
+    from aiki.iam.invitations import _invitation_email
     from aiki.iam.mail import _message
-    from aiki.iam.orgs import _invitation_email
 
     mail = _invitation_email("bo@example.com", "al@example.com", "Evil\r\nBcc: all@example.com", "http://x/i", 86400)
     msg = _message("aiki@example.com", mail)  # raises on a header with a line break

@@ -9,7 +9,7 @@ general path (the run is paused, a child, fenced ...) returns None from its one-
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -42,7 +42,7 @@ class Claimed(NamedTuple):
     skipped: bool
     """Claimable runs were passed over (held by another transaction): look again soon."""
     state: dict[str, dict[str, list[Row]]]
-    """The replay state of each run claimed (``StepRepository.state_for``)."""
+    """The replay state of each run claimed."""
 
 
 @dataclass(frozen=True)
@@ -180,16 +180,28 @@ class SharedExecutorStore:
 
 EMPTY_STATE: dict[str, list[Any]] = {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []}
 
+ReplayState = dict[str, dict[str, list[Row]]]
+"""Per run: its live task entries, events, sleeps, wait timeouts and children, in replay order."""
+ReadState = Callable[[list[str], list[str]], Awaitable[ReplayState]]
+"""Reads the replay state of runs (all of them: events) and of those executed before (the rest)."""
 
-async def claimed_state(steps: StepRepository, claimed: list[Row]) -> dict[str, dict[str, list[Any]]]:
+
+def empty_state(run_ids: Sequence[str]) -> ReplayState:
+    """A state with nothing in it for each of ``run_ids``."""
+    return {run_id: {kind: [] for kind in EMPTY_STATE} for run_id in run_ids}
+
+
+async def claimed_state(claimed: list[Row], read: ReadState) -> ReplayState:
     """The replay state of the runs ``claimed``, reading only what can exist."""
     if not claimed:
         return {}
-    # Revision 1 is the first claim ever (every claim bumps it): such a run has no history yet.
-    first = [r["id"] for r in claimed if r["revision"] == 1]
+    # Revision 1 is the first claim ever (every claim bumps it): such a run has no history yet,
+    # only events (sent while it was queued) ...
+    first = {r["id"] for r in claimed if r["revision"] == 1}
     # ... and when the claim saw no event for it either, there is nothing to read at all.
     bare = {r["id"] for r in claimed if r["revision"] == 1 and r.get("has_events", True) is False}
-    state = await steps.state_for([r["id"] for r in claimed if r["id"] not in bare], first_claims=first)
+    to_read = [r["id"] for r in claimed if r["id"] not in bare]
+    state = await read(to_read, [run_id for run_id in to_read if run_id not in first]) if to_read else {}
     state.update({run_id: EMPTY_STATE for run_id in bare})
     return state
 

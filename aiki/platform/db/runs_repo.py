@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiki.platform.db.raw import Params, RawConn, Row
-from aiki.platform.domain.queries import DEFAULT_POOL
 
 RUN_COLUMNS = (
     "id, namespace_id, workflow_name, version, status, revision, attempt, recoveries, max_recoveries, "
@@ -66,17 +65,6 @@ def _insert_claimed_sql(columns: tuple[str, ...]) -> str:
 def _update_sql(columns: tuple[str, ...]) -> str:
     sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
     return f"UPDATE runs SET {sets} WHERE id = $1 AND namespace_id = $2"
-
-
-def _claim_history(row: Row, worker_id: str, now: int) -> dict[str, Any]:
-    return {
-        "run_id": row["id"],
-        "attempt": row["attempt"],
-        "from_status": "queued",
-        "to_status": "running",
-        "reason": f"claimed by {worker_id}",
-        "created_at": now,
-    }
 
 
 class RunRepository:
@@ -190,88 +178,6 @@ class RunRepository:
             "SELECT 1 FROM runs WHERE id = $1 AND namespace_id = $2", run_id, self.namespace_id
         )
         return found is not None
-
-    async def claim(
-        self,
-        versions: Sequence[tuple[str, str]],
-        pools: Sequence[str],
-        limit: int,
-        worker_id: str,
-        now: int,
-        lease_until: int,
-    ) -> tuple[list[Row], bool]:
-        """Take up to ``limit`` queued runs, oldest first, lease them to ``worker_id``, write history.
-
-        Returns the runs claimed, and whether the claim passed over claimable runs that another
-        transaction held (PostgreSQL's ``SKIP LOCKED``; never on SQLite): that transaction may
-        commit without changing them, and then nothing announces them again, so the caller must
-        look again soon. On PostgreSQL each row also says ``has_events``.
-
-        ``pools`` names the pools served; ``DEFAULT_POOL`` among them stands for runs stored with
-        no pool. No pools at all means the default pool only.
-        """
-        p = Params(self.namespace_id, worker_id, now, lease_until)
-        served = " OR ".join(f"(workflow_name = {p(w)} AND version = {p(v)})" for w, v in versions)
-        named = [x for x in pools if x != DEFAULT_POOL]
-        conditions = [self.conn.any_of(p, "pool", named)] if named else []
-        if not pools or DEFAULT_POOL in pools:
-            conditions.append("pool IS NULL")
-        pool = f"({' OR '.join(conditions)})"
-        pick = (
-            f"SELECT id FROM runs WHERE namespace_id = $1 AND status = 'queued' AND ({served}) AND {pool} "
-            f"ORDER BY queued_at LIMIT {p(limit)}"
-        )
-        sets = (
-            "SET status = 'running', revision = revision + 1, lease_owner = $2, wake_at = $4, "
-            "queued_at = NULL, updated_at = $3, started_at = COALESCE(started_at, $3), "
-            # The execution deadline runs from the first claim (NULL + n is NULL: no time limit).
-            "deadline_at = COALESCE(deadline_at, $3 + timeout_ms) "
-        )
-        # wait_event/wait_seq: the wait the run last suspended on; its replay lasts until it (replay.py).
-        returned = (
-            "id",
-            "revision",
-            "workflow_name",
-            "version",
-            "attempt",
-            "input",
-            "retry",
-            "reference_id",
-            "wait_event",
-            "wait_seq",
-        )
-        returning = "RETURNING " + ", ".join(f"runs.{c}" for c in (*returned, "deadline_at"))
-        if not self.conn.is_postgres:
-            # SQLite runs the uncorrelated subquery once; one writer at a time, so nothing to skip.
-            claimed = await self.conn.fetch(
-                f"UPDATE runs {sets}WHERE id IN ({pick}) AND status = 'queued' "
-                f"RETURNING {', '.join(returned)}, deadline_at",
-                *p.values,
-            )
-            await self.add_history([_claim_history(r, worker_id, now) for r in claimed])
-            return claimed, False
-        # One statement: the claim and its history rows (one round trip, its own transaction).
-        # The rows are picked once, in a materialized CTE: as ``id IN (SELECT ... LIMIT n FOR
-        # UPDATE SKIP LOCKED)`` PostgreSQL may plan a semi-join that re-runs the subquery, each
-        # time skipping the rows it locked before and taking others, far beyond the limit.
-        sql = (
-            f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED), "
-            f"c AS (UPDATE runs {sets}FROM picked WHERE runs.id = picked.id AND runs.status = 'queued' {returning}), "
-            "h AS (INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
-            "SELECT $1, c.id, c.attempt, 'queued', 'running', 'claimed by ' || $2, $3 FROM c), "
-            # Whether runs this claim could take were left queued: with fewer rows picked than the
-            # limit, those were locked by another transaction (statement snapshot: the rows picked
-            # are still queued in it, hence excluded by id).
-            f"s AS (SELECT EXISTS (SELECT 1 FROM runs WHERE namespace_id = $1 AND status = 'queued' AND ({served}) "
-            f"AND {pool} AND id NOT IN (SELECT id FROM picked)) AS skipped) "
-            # Whether events wait for the run (sent before this claim): most first claims have none,
-            # and then the activation needs no further read. One row even when nothing was claimed.
-            "SELECT c.*, EXISTS (SELECT 1 FROM events e WHERE e.run_id = c.id) AS has_events, s.skipped "
-            "FROM s LEFT JOIN c ON true"
-        )
-        rows = await self.conn.fetch(sql, *p.values)
-        claimed = [r for r in rows if r["id"] is not None]
-        return claimed, len(claimed) < limit and bool(rows[0]["skipped"])
 
     async def heartbeat(
         self, worker_id: str, held: Mapping[str, int], now: int, lease_until: int

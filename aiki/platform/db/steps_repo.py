@@ -21,37 +21,6 @@ _TASK_UPSERT = (
     "WHERE tasks.status = 'awaiting_retry' RETURNING id"
 )
 
-_STATE_KINDS = ("tasks", "events", "sleeps", "wait_timeouts", "children")
-# PostgreSQL: the five reads of ``state_for`` as one UNION ALL over a common column list (NULL
-# where a kind has no such column), ordered per kind as the separate queries are. $1: every run
-# id (events); $2: the runs executed before (everything else).
-_STATE_IN_ONE_STATEMENT = """
-SELECT * FROM (
-  SELECT 0 AS kind, run_id, address, seq, name, status, attempts, output, error, next_attempt_at,
-         id, NULL AS data, NULL AS reference_id, NULL::bigint AS wake_at, NULL AS parent_address,
-         NULL::integer AS parent_seq, NULL AS workflow_name, NULL AS version,
-         NULL AS o_text, created_at AS o_num, id AS o_tie
-    FROM tasks WHERE run_id = ANY($2) AND status <> 'discarded'
-  UNION ALL
-  SELECT 1, run_id, NULL, seq, name, NULL, NULL, NULL, NULL, NULL,
-         id, data, reference_id, NULL, NULL, NULL, NULL, NULL, name, seq, NULL
-    FROM events WHERE run_id = ANY($1)
-  UNION ALL
-  SELECT 2, run_id, NULL, seq, name, status, NULL, NULL, NULL, NULL,
-         NULL, NULL, NULL, wake_at, NULL, NULL, NULL, NULL, name, seq, NULL
-    FROM sleeps WHERE run_id = ANY($2)
-  UNION ALL
-  SELECT 3, run_id, NULL, seq, name, NULL, NULL, NULL, NULL, NULL,
-         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-    FROM wait_timeouts WHERE run_id = ANY($2)
-  UNION ALL
-  SELECT 4, parent_run_id, NULL, NULL, NULL, status, NULL, output, error, NULL,
-         id, NULL, NULL, NULL, parent_address, parent_seq, workflow_name, version, NULL, NULL, id
-    FROM runs WHERE parent_run_id = ANY($2)
-) AS state
-ORDER BY kind, o_text, o_num, o_tie
-"""
-
 
 class StepRepository:
     """Task entries, events, sleeps and wait timeouts of runs in one namespace."""
@@ -59,48 +28,6 @@ class StepRepository:
     def __init__(self, conn: RawConn, namespace_id: str) -> None:
         self.conn = conn
         self.namespace_id = namespace_id
-
-    # -- loading a run's state for replay --------------------------------------------------
-
-    async def state_for(
-        self, run_ids: Sequence[str], *, first_claims: Sequence[str] = ()
-    ) -> dict[str, dict[str, list[Row]]]:
-        """Every live task entry, event, sleep and wait timeout of ``run_ids``, in replay order.
-
-        ``first_claims`` (a subset of ``run_ids``) were never executed before: only events (sent
-        while they were queued) can exist for them, so the other tables are not read for them.
-        """
-        state: dict[str, dict[str, list[Row]]] = {
-            run_id: {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []} for run_id in run_ids
-        }
-        if not run_ids:
-            return state
-        queries = {
-            "tasks": "SELECT run_id, address, seq, name, status, attempts, output, error, next_attempt_at "
-            "FROM tasks WHERE {ids} AND status <> 'discarded' ORDER BY created_at, id",
-            "events": "SELECT run_id, id, name, seq, data, reference_id FROM events WHERE {ids} ORDER BY name, seq",
-            "sleeps": "SELECT run_id, name, seq, status, wake_at FROM sleeps WHERE {ids} ORDER BY name, seq",
-            "wait_timeouts": "SELECT run_id, name, seq FROM wait_timeouts WHERE {ids}",
-            "children": "SELECT parent_run_id AS run_id, id, parent_address, parent_seq, workflow_name, version, "
-            "status, output, error FROM runs WHERE {ids} ORDER BY id",
-        }
-        fresh = set(first_claims)
-        executed = [r for r in run_ids if r not in fresh]
-        if self.conn.is_postgres:
-            # One round trip instead of five: a resumed run's claim is on the path of every wake-up.
-            for row in await self.conn.fetch(_STATE_IN_ONE_STATEMENT, list(run_ids), executed):
-                state[row["run_id"]][_STATE_KINDS[row["kind"]]].append(row)
-            return state
-        for kind, template in queries.items():
-            ids = list(run_ids) if kind == "events" else executed
-            if not ids:
-                continue
-            p = Params()
-            column = "parent_run_id" if kind == "children" else "run_id"
-            sql = template.format(ids=self.conn.any_of(p, column, ids))
-            for row in await self.conn.fetch(sql, *p.values):
-                state[row["run_id"]][kind].append(row)
-        return state
 
     # -- tasks ----------------------------------------------------------------------------
 

@@ -6,10 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiki.platform.db.executor_store import Claimed, Recorded, SharedExecutorStore, claimed_state
-from aiki.platform.db.raw import Row
-from aiki.platform.db.runs_repo import HELD, RUN_COLUMNS, RunRepository
-from aiki.platform.db.steps_repo import StepRepository
+from aiki.platform.db.claim_query import CLAIMED, QUEUED, RETURNED, SETS, ClaimQuery, claim_query
+from aiki.platform.db.executor_store import (
+    Claimed,
+    Recorded,
+    ReplayState,
+    SharedExecutorStore,
+    claimed_state,
+    empty_state,
+)
+from aiki.platform.db.raw import RawConn, Row
+from aiki.platform.db.runs_repo import HELD, RUN_COLUMNS
 from aiki.platform.domain.run_states import next_status
 
 _SLEEPING = next_status("sleep", "running")
@@ -199,8 +206,73 @@ class PostgresExecutorStore(SharedExecutorStore):
         # state is read right after on the same connection. Nothing but the executor holding the
         # new revision writes tasks, sleeps or children, so reading after the commit loses nothing.
         async with self.db.raw_read() as conn:
-            claimed, skipped = await RunRepository(conn, self.namespace_id).claim(
-                versions, pools, limit, worker_id, now, lease_until
-            )
-            state = await claimed_state(StepRepository(conn, self.namespace_id), claimed)
+            q = claim_query(conn, self.namespace_id, versions, pools, limit, worker_id, now, lease_until)
+            rows = await conn.fetch(_claim_sql(q), *q.params.values)
+            claimed = [r for r in rows if r["id"] is not None]
+            # With fewer rows picked than the limit, runs left queued were held by another transaction.
+            skipped = len(claimed) < limit and bool(rows[0]["skipped"])
+            state = await claimed_state(claimed, lambda ids, first: _state_for(conn, ids, first))
         return Claimed(claimed, skipped, state)
+
+
+def _claim_sql(q: ClaimQuery) -> str:
+    """The claim and its history rows in one statement (one round trip, its own transaction).
+
+    The rows are picked once, in a materialized CTE: as ``id IN (SELECT ... LIMIT n FOR UPDATE SKIP
+    LOCKED)`` PostgreSQL may plan a semi-join that re-runs the subquery, each time skipping the
+    rows it locked before and taking others, far beyond the limit. ``skipped``: runs this claim
+    could take were left queued (statement snapshot: the rows picked are still queued in it, hence
+    excluded by id). ``has_events``: events wait for the run (sent before this claim); most first
+    claims have none, and then the activation needs no further read. One row even when nothing
+    was claimed.
+    """
+    returning = "RETURNING " + ", ".join(f"runs.{c}" for c in RETURNED)
+    return (
+        f"WITH picked AS MATERIALIZED ({q.pick} FOR UPDATE SKIP LOCKED), "
+        f"c AS (UPDATE runs {SETS}FROM picked WHERE runs.id = picked.id AND runs.status = '{QUEUED}' {returning}), "
+        "h AS (INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at) "
+        f"SELECT $1, c.id, c.attempt, '{QUEUED}', '{CLAIMED}', 'claimed by ' || $2, $3 FROM c), "
+        f"s AS (SELECT EXISTS (SELECT 1 FROM runs WHERE {q.served} AND id NOT IN (SELECT id FROM picked)) AS skipped) "
+        "SELECT c.*, EXISTS (SELECT 1 FROM events e WHERE e.run_id = c.id) AS has_events, s.skipped "
+        "FROM s LEFT JOIN c ON true"
+    )
+
+
+_STATE_KINDS = ("tasks", "events", "sleeps", "wait_timeouts", "children")
+# The five reads of a replay state as one UNION ALL over a common column list (NULL where a kind
+# has no such column), ordered per kind as SQLite's separate queries are. $1: every run id
+# (events); $2: the runs executed before (everything else).
+_STATE_IN_ONE_STATEMENT = """
+SELECT * FROM (
+  SELECT 0 AS kind, run_id, address, seq, name, status, attempts, output, error, next_attempt_at,
+         id, NULL AS data, NULL AS reference_id, NULL::bigint AS wake_at, NULL AS parent_address,
+         NULL::integer AS parent_seq, NULL AS workflow_name, NULL AS version,
+         NULL AS o_text, created_at AS o_num, id AS o_tie
+    FROM tasks WHERE run_id = ANY($2) AND status <> 'discarded'
+  UNION ALL
+  SELECT 1, run_id, NULL, seq, name, NULL, NULL, NULL, NULL, NULL,
+         id, data, reference_id, NULL, NULL, NULL, NULL, NULL, name, seq, NULL
+    FROM events WHERE run_id = ANY($1)
+  UNION ALL
+  SELECT 2, run_id, NULL, seq, name, status, NULL, NULL, NULL, NULL,
+         NULL, NULL, NULL, wake_at, NULL, NULL, NULL, NULL, name, seq, NULL
+    FROM sleeps WHERE run_id = ANY($2)
+  UNION ALL
+  SELECT 3, run_id, NULL, seq, name, NULL, NULL, NULL, NULL, NULL,
+         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+    FROM wait_timeouts WHERE run_id = ANY($2)
+  UNION ALL
+  SELECT 4, parent_run_id, NULL, NULL, NULL, status, NULL, output, error, NULL,
+         id, NULL, NULL, NULL, parent_address, parent_seq, workflow_name, version, NULL, NULL, id
+    FROM runs WHERE parent_run_id = ANY($2)
+) AS state
+ORDER BY kind, o_text, o_num, o_tie
+"""
+
+
+async def _state_for(conn: RawConn, run_ids: list[str], executed: list[str]) -> ReplayState:
+    # One round trip instead of five: a resumed run's claim is on the path of every wake-up.
+    state = empty_state(run_ids)
+    for row in await conn.fetch(_STATE_IN_ONE_STATEMENT, run_ids, executed):
+        state[row["run_id"]][_STATE_KINDS[row["kind"]]].append(row)
+    return state

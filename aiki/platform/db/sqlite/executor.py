@@ -6,8 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiki.platform.db.executor_store import Claimed, Recorded, SharedExecutorStore, claimed_state
-from aiki.platform.db.raw import Row
+from aiki.platform.db.claim_query import QUEUED, RETURNED, SETS, claim_history, claim_query
+from aiki.platform.db.executor_store import (
+    Claimed,
+    Recorded,
+    ReplayState,
+    SharedExecutorStore,
+    claimed_state,
+    empty_state,
+)
+from aiki.platform.db.raw import Params, RawConn, Row
 from aiki.platform.db.runs_repo import HELD, RunRepository
 from aiki.platform.db.steps_repo import StepRepository
 
@@ -64,8 +72,37 @@ class SqliteExecutorStore(SharedExecutorStore):
         lease_until: int,
     ) -> Claimed:
         async with self.db.raw_transaction() as conn:
-            claimed, skipped = await RunRepository(conn, self.namespace_id).claim(
-                versions, pools, limit, worker_id, now, lease_until
+            q = claim_query(conn, self.namespace_id, versions, pools, limit, worker_id, now, lease_until)
+            # SQLite runs the uncorrelated subquery once; one writer at a time, so nothing to skip.
+            claimed = await conn.fetch(
+                f"UPDATE runs {SETS}WHERE id IN ({q.pick}) AND status = '{QUEUED}' RETURNING {', '.join(RETURNED)}",
+                *q.params.values,
             )
-            state = await claimed_state(StepRepository(conn, self.namespace_id), claimed)
-        return Claimed(claimed, skipped, state)
+            history = [claim_history(r, worker_id, now) for r in claimed]
+            await RunRepository(conn, self.namespace_id).add_history(history)
+            state = await claimed_state(claimed, lambda ids, first: _state_for(conn, ids, first))
+        return Claimed(claimed, False, state)
+
+
+_STATE_QUERIES = {
+    "tasks": "SELECT run_id, address, seq, name, status, attempts, output, error, next_attempt_at "
+    "FROM tasks WHERE {ids} AND status <> 'discarded' ORDER BY created_at, id",
+    "events": "SELECT run_id, id, name, seq, data, reference_id FROM events WHERE {ids} ORDER BY name, seq",
+    "sleeps": "SELECT run_id, name, seq, status, wake_at FROM sleeps WHERE {ids} ORDER BY name, seq",
+    "wait_timeouts": "SELECT run_id, name, seq FROM wait_timeouts WHERE {ids}",
+    "children": "SELECT parent_run_id AS run_id, id, parent_address, parent_seq, workflow_name, version, "
+    "status, output, error FROM runs WHERE {ids} ORDER BY id",
+}
+
+
+async def _state_for(conn: RawConn, run_ids: list[str], executed: list[str]) -> ReplayState:
+    state = empty_state(run_ids)
+    for kind, template in _STATE_QUERIES.items():
+        ids = run_ids if kind == "events" else executed
+        if not ids:
+            continue
+        p = Params()
+        column = "parent_run_id" if kind == "children" else "run_id"
+        for row in await conn.fetch(template.format(ids=conn.any_of(p, column, ids)), *p.values):
+            state[row["run_id"]][kind].append(row)
+    return state

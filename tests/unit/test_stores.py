@@ -11,7 +11,6 @@ from aiki.platform.db.postgres.conn import PgConn
 from aiki.platform.db.postgres.database import PostgresDatabase
 from aiki.platform.db.postgres.runs import PgDueRunRepository, PgRunRepository
 from aiki.platform.db.postgres.schedules import PgScheduleRepository
-from aiki.platform.db.postgres.steps import PgStepRepository
 from aiki.platform.db.raw import Params
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.schedules_repo import ScheduleRepository
@@ -19,9 +18,7 @@ from aiki.platform.db.sqlite.conn import SqliteConn
 from aiki.platform.db.sqlite.database import SqliteDatabase
 from aiki.platform.db.sqlite.runs import SqliteDueRunRepository, SqliteRunRepository
 from aiki.platform.db.sqlite.schedules import SqliteScheduleRepository
-from aiki.platform.db.sqlite.steps import SqliteStepRepository
 from aiki.platform.db.statuses import HELD, record_task_once, sql
-from aiki.platform.db.steps_repo import StepRepository
 
 
 @pytest.mark.parametrize(
@@ -50,7 +47,6 @@ def test_repositories_on_a_connection_are_its_databases_subclasses() -> None:
     pg, lite = PgConn(None), SqliteConn(None)
     cases = [
         (lambda c: RunRepository(c, "ns"), PgRunRepository, SqliteRunRepository),
-        (lambda c: StepRepository(c, "ns"), PgStepRepository, SqliteStepRepository),
         (lambda c: ScheduleRepository(c, "ns"), PgScheduleRepository, SqliteScheduleRepository),
         (DueRunRepository, PgDueRunRepository, SqliteDueRunRepository),
     ]

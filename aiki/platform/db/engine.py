@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -18,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from aiki.platform.db.hot_pool import DatabaseUnavailable
 from aiki.platform.db.raw import RawConn
 from aiki.platform.db.wakeups import WakeHub
+
+if TYPE_CHECKING:
+    from aiki.platform.db.executor_store import ExecutorStore
 
 DEFAULT_URL = "sqlite+aiosqlite:///aiki.db"
 DEFAULT_POOL_SIZE = 20
@@ -135,12 +138,6 @@ class Database:
     def _resize(self) -> None:
         """Fit the pool to the connections not reserved (only PostgreSQL keeps such a pool)."""
 
-    # Until services/executions.py moves onto the executor store (fix/server-commands), which
-    # still asks: remove at that merge. Nothing else reads it.
-    @property
-    def is_postgres(self) -> bool:
-        return self.dialect == "postgresql"
-
     @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
@@ -173,9 +170,9 @@ class Database:
         """
         raise NotImplementedError
 
-    # Until services/executions.py moves onto the executor store (fix/server-commands): remove then.
-    def raw_read(self) -> contextlib.AbstractAsyncContextManager[RawConn]:
-        return self.autocommit()
+    def executor_store(self, namespace_id: str) -> ExecutorStore:
+        """The executor's writes for namespace ``namespace_id``, as this database runs them."""
+        raise NotImplementedError
 
     def listener(self, hub: WakeHub) -> WakeListener | None:
         """What carries other processes' wake-ups into ``hub`` (PostgreSQL's LISTEN), or None."""

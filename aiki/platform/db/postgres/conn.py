@@ -8,11 +8,9 @@ from typing import Any, ClassVar
 from aiki.platform.db.due_runs_repo import DueRunRepository
 from aiki.platform.db.postgres.runs import PgDueRunRepository, PgRunRepository
 from aiki.platform.db.postgres.schedules import PgScheduleRepository
-from aiki.platform.db.postgres.steps import PgStepRepository
 from aiki.platform.db.raw import Params, RawConn, Row
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.schedules_repo import ScheduleRepository
-from aiki.platform.db.steps_repo import StepRepository
 
 
 class PgConn(RawConn):
@@ -24,7 +22,6 @@ class PgConn(RawConn):
     repositories: ClassVar[Mapping[type, type]] = {
         RunRepository: PgRunRepository,
         DueRunRepository: PgDueRunRepository,
-        StepRepository: PgStepRepository,
         ScheduleRepository: PgScheduleRepository,
     }
 

@@ -14,6 +14,7 @@ from aiki.platform.db.engine import Database
 from aiki.platform.db.errors import is_connection_failure
 from aiki.platform.db.hot_pool import HotPool
 from aiki.platform.db.postgres.conn import PgConn
+from aiki.platform.db.postgres.executor import PostgresExecutorStore
 from aiki.platform.db.wakeups import PgListener, WakeHub
 
 # Any constant works; it only has to be the same in every process that migrates.
@@ -117,6 +118,9 @@ class PostgresDatabase(Database):
             raise
         finally:
             pool.release(driver)
+
+    def executor_store(self, namespace_id: str) -> PostgresExecutorStore:
+        return PostgresExecutorStore(self, namespace_id)
 
     def listener(self, hub: WakeHub) -> PgListener:
         return PgListener(self.driver_dsn, hub)

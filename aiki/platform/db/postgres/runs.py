@@ -9,7 +9,7 @@ from typing import Any
 from aiki.platform.db.due_runs_repo import STALL_PICK, STALL_SET, DueRunRepository
 from aiki.platform.db.raw import Params, Row
 from aiki.platform.db.run_rows import HISTORY_COLUMNS
-from aiki.platform.db.runs_repo import CLAIM_RETURNED, CLAIM_SETS, RunRepository, insert_sql
+from aiki.platform.db.runs_repo import RunRepository, insert_sql
 from aiki.platform.db.statuses import QUEUED, RUNNING, SLEEP_COMPLETED, SLEEP_SLEEPING, SLEEPING
 
 # When the PostgreSQL server (re)started, in ms since the epoch.
@@ -49,34 +49,6 @@ class PgRunRepository(RunRepository):
 
     async def insert_claimed(self, values: Mapping[str, Any], reason: str) -> None:
         await self.conn.execute(_insert_claimed_sql(tuple(values)), self.namespace_id, *values.values(), reason)
-
-    async def _claim(
-        self, pick: str, claimable: str, p: Params, limit: int, worker_id: str, now: int
-    ) -> tuple[list[Row], bool]:
-        # One statement: the claim and its history rows (one round trip, its own transaction).
-        # The rows are picked once, in a materialized CTE: as ``id IN (SELECT ... LIMIT n FOR
-        # UPDATE SKIP LOCKED)`` PostgreSQL may plan a semi-join that re-runs the subquery, each
-        # time skipping the rows it locked before and taking others, far beyond the limit.
-        returning = "RETURNING " + ", ".join(f"runs.{c}" for c in (*CLAIM_RETURNED, "deadline_at"))
-        sql = (
-            f"WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED), "
-            f"c AS (UPDATE runs {CLAIM_SETS}FROM picked WHERE runs.id = picked.id AND runs.status = {QUEUED} "
-            f"{returning}), "
-            f"h AS (INSERT INTO run_history ({HISTORY_COLUMNS}) "
-            f"SELECT $1, c.id, c.attempt, {QUEUED}, {RUNNING}, 'claimed by ' || $2, $3 FROM c), "
-            # Whether runs this claim could take were left queued: with fewer rows picked than the
-            # limit, those were locked by another transaction (statement snapshot: the rows picked
-            # are still queued in it, hence excluded by id).
-            f"s AS (SELECT EXISTS (SELECT 1 FROM runs WHERE namespace_id = $1 AND {claimable} "
-            "AND id NOT IN (SELECT id FROM picked)) AS skipped) "
-            # Whether events wait for the run (sent before this claim): most first claims have none,
-            # and then the activation needs no further read. One row even when nothing was claimed.
-            "SELECT c.*, EXISTS (SELECT 1 FROM events e WHERE e.run_id = c.id) AS has_events, s.skipped "
-            "FROM s LEFT JOIN c ON true"
-        )
-        rows = await self.conn.fetch(sql, *p.values)
-        claimed = [r for r in rows if r["id"] is not None]
-        return claimed, len(claimed) < limit and bool(rows[0]["skipped"])
 
     async def _extend_leases(self, held_by_me: str, p: Params) -> None:
         # A row locked by a slow transaction (a task being recorded, a cancel) is skipped rather

@@ -13,8 +13,6 @@ from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.schedules_repo import ScheduleRepository
 from aiki.platform.db.sqlite.runs import SqliteDueRunRepository, SqliteRunRepository
 from aiki.platform.db.sqlite.schedules import SqliteScheduleRepository
-from aiki.platform.db.sqlite.steps import SqliteStepRepository
-from aiki.platform.db.steps_repo import StepRepository
 
 
 @functools.lru_cache(maxsize=1024)
@@ -31,7 +29,6 @@ class SqliteConn(RawConn):
     repositories: ClassVar[Mapping[type, type]] = {
         RunRepository: SqliteRunRepository,
         DueRunRepository: SqliteDueRunRepository,
-        StepRepository: SqliteStepRepository,
         ScheduleRepository: SqliteScheduleRepository,
     }
 

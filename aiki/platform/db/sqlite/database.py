@@ -14,6 +14,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from aiki.platform.db.engine import Database
 from aiki.platform.db.sqlite.conn import SqliteConn
+from aiki.platform.db.sqlite.executor import SqliteExecutorStore
 from aiki.platform.db.wakeups import WakeHub
 
 
@@ -106,6 +107,9 @@ class SqliteDatabase(Database):
     def atomic(self) -> contextlib.AbstractAsyncContextManager[SqliteConn]:
         # The store takes several statements for such a call: they share one transaction.
         return self.raw_transaction()
+
+    def executor_store(self, namespace_id: str) -> SqliteExecutorStore:
+        return SqliteExecutorStore(self, namespace_id)
 
     def listener(self, hub: WakeHub) -> None:
         return None  # one process: its hub hears every wake-up already

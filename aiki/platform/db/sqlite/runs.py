@@ -8,7 +8,7 @@ from typing import Any
 
 from aiki.platform.db.due_runs_repo import STALL_PICK, STALL_SET, DueRunRepository
 from aiki.platform.db.raw import Params, Row
-from aiki.platform.db.runs_repo import CLAIM_RETURNED, CLAIM_SETS, RunRepository, claim_history
+from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.statuses import QUEUED
 from aiki.platform.domain import run_states as rs
 
@@ -39,18 +39,6 @@ class SqliteRunRepository(RunRepository):
                 {**base, "from_status": rs.QUEUED, "to_status": rs.RUNNING, "reason": reason},
             ]
         )
-
-    async def _claim(
-        self, pick: str, claimable: str, p: Params, limit: int, worker_id: str, now: int
-    ) -> tuple[list[Row], bool]:
-        # SQLite runs the uncorrelated subquery once; one writer at a time, so nothing to skip.
-        claimed = await self.conn.fetch(
-            f"UPDATE runs {CLAIM_SETS}WHERE id IN ({pick}) AND status = {QUEUED} "
-            f"RETURNING {', '.join(CLAIM_RETURNED)}, deadline_at",
-            *p.values,
-        )
-        await self.add_history([claim_history(r, worker_id, now) for r in claimed])
-        return claimed, False
 
     async def _extend_leases(self, held_by_me: str, p: Params) -> None:
         await self.conn.execute(f"UPDATE runs SET wake_at = $3, updated_at = $2 WHERE {held_by_me}", *p.values)

@@ -26,13 +26,16 @@ from typing import TypeVar
 
 import msgspec
 
+from aiki.api.command_results import command_results
 from aiki.api.errors import _is_db_unavailable, problem_body
 from aiki.api.runs_routes import MAX_WAIT_MS, _statuses
+from aiki.api.worker_routes import batch_max_bytes
 from aiki.platform.db.integrity import CONFLICT_DETAIL, describe, integrity_violation
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.platform.domain.errors import CoreError
 from aiki.platform.services import children, executions
 from aiki.platform.services import runs as run_service
+from aiki.platform.services.commands.dispatch import apply_commands
 from aiki.platform.services.context import Services
 from aiki.worker_sdk import protocol as p
 from aiki.worker_sdk.errors import AikiError
@@ -53,6 +56,7 @@ class LocalPort:
         self._svc = services
         self._ns = namespace_id
         self._max_body = services.settings.max_payload_bytes
+        self._max_batch = batch_max_bytes(services)
 
     # -- the wire calls ---------------------------------------------------------------------
 
@@ -120,12 +124,19 @@ class LocalPort:
         req = self._body(request, p.StartChildRequest, path)
         return await self._call(path, lambda: children.start_child(self._svc, self._ns, run_id, req))
 
+    async def run_commands(self, commands: list[p.Command]) -> list[p.CommandResult]:
+        """``POST /workers/commands``: one result per command (a refusal as its problem), in order."""
+        path = "/workers/commands"
+        batch = self._body(p.CommandBatch(commands=commands), p.CommandBatch, path, self._max_batch)
+        outcomes = await self._call(path, lambda: apply_commands(self._svc, self._ns, batch.commands))
+        return command_results(batch.commands, outcomes)
+
     # -- what every route does around its service call -------------------------------------
 
-    def _body(self, request: msgspec.Struct, type_: type[S], path: str) -> S:
+    def _body(self, request: msgspec.Struct, type_: type[S], path: str, max_body: int | None = None) -> S:
         """The request as the route would receive it: size-limited, then converted like Litestar."""
         raw = msgspec.json.encode(request)
-        if len(raw) > self._max_body:
+        if len(raw) > (max_body or self._max_body):
             raise self._problem(path, "payload_too_large", "the request body exceeds the server's size limit")
         try:
             return msgspec.convert(msgspec.json.decode(raw), type_, strict=False, str_keys=True)

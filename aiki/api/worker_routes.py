@@ -13,16 +13,19 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 
 from aiki.api.auth import policy
+from aiki.api.command_results import command_results
 from aiki.api.deps import NamespaceId, Svc
 from aiki.api.errors import problem_body, problem_for_exception
 from aiki.platform.domain.errors import StaleRevision
 from aiki.platform.services import children, executions, leases
+from aiki.platform.services.commands.dispatch import Outcome, apply_commands
 from aiki.platform.services.context import Services
 from aiki.worker_sdk import protocol as p
 
 T = TypeVar("T")
 
 BATCH_PATH = "/api/v1/workers/batch"
+COMMANDS_PATH = "/api/v1/workers/commands"
 # A batch may carry several operations of the largest size one request may have.
 BATCH_BODY_FACTOR = 8
 
@@ -211,6 +214,39 @@ def worker_batch_route(services: Services) -> HTTPRouteHandler:
         opt=policy("worker:execute"),
         request_max_body_size=batch_max_bytes(services),
     )(run_batch)
+
+
+def commands_route(services: Services) -> HTTPRouteHandler:
+    """``POST /workers/commands``, with the body limit of this server's settings."""
+
+    async def run_commands(
+        request: Request[Any, Any, Any], data: JSONBody[p.CommandBatch], svc: Svc, namespace_id: NamespaceId
+    ) -> p.CommandResults:
+        commands = data.commands
+        if not any(c.parks for c in commands):
+            outcomes = await apply_commands(svc, namespace_id, commands)
+            return p.CommandResults(results=command_results(commands, outcomes))
+        # A parked command (a resume at a sleep's end) whose executor is gone by then would lease
+        # the run to nobody until the lease expires: leave the sleep to the server, which wakes
+        # the run after its grace.
+        applied = await _while_connected(request, lambda _gone: apply_commands(svc, namespace_id, commands))
+        gone: list[Outcome] = [StaleRevision(c.run_id, c.revision) for c in commands]
+        return p.CommandResults(results=command_results(commands, applied if applied is not None else gone))
+
+    return post(
+        COMMANDS_PATH,
+        summary="Apply executor commands (record tasks, end, suspend runs, start children)",
+        description=(
+            "Commands of one run are applied in their order; once one is refused, the run's later commands "
+            "get the same problem and are not applied. Commands of different runs are independent, each "
+            "fenced by its own revision. The answer lists one result per command, in order: its response or "
+            f"its problem. At most {p.BATCH_MAX_COMMANDS} commands; each no larger than one request may be."
+        ),
+        status_code=200,
+        tags=["worker protocol"],
+        opt=policy("worker:execute"),
+        request_max_body_size=batch_max_bytes(services),
+    )(run_commands)
 
 
 async def _apply(svc: Services, namespace_id: str, op: p.RecordTaskOp | p.TransitionOp, limit: int) -> p.BatchOutcome:

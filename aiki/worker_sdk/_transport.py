@@ -109,11 +109,11 @@ class HttpTransport:
 
     max_in_flight: int | None = 2
 
-    def __init__(self, http: HttpBackend) -> None:
-        self._http = http
+    def __init__(self, backend: HttpBackend) -> None:
+        self.backend = backend
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.backend.aclose()
 
     async def request(
         self,
@@ -135,7 +135,7 @@ class HttpTransport:
                 ``ServerUnavailableError`` on connection errors and 5xx.
         """
         content = body if body is None or isinstance(body, bytes) else msgspec.json.encode(body)
-        answer = await send_retrying_unavailable(self._http, method, API_PREFIX + path, content, params, timeout)
+        answer = await send_retrying_unavailable(self.backend, method, API_PREFIX + path, content, params, timeout)
         if answer.status >= 400:
             raise error_from_response(answer)
         try:

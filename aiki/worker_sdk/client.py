@@ -176,6 +176,7 @@ class Client:
         """``POST /runs/{id}/{action}`` for ``pause``, ``resume``, ``wake`` and ``requeue``."""
         return await self.request("POST", f"/runs/{run_id}/{action}", RunView, RunActionRequest(reason=reason))
 
+
 def _seconds(value: timedelta | float | None, name: str) -> float | None:
     """A duration argument in seconds: a ``timedelta`` or a number (not a bool), or None."""
     if value is None:

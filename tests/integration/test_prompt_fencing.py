@@ -175,7 +175,8 @@ class Setup:
 
     async def worker(self, *, concurrency: int = 10, deaf: bool = False) -> Any:
         """Spawn a worker; ``deaf``: its watches never answer (it hears of nothing but by its writes)."""
-        watch = self.client.watch
+        connection = connect(self.client)
+        watch = connection.watch
 
         async def counted(request: Any) -> Any:
             self.watches += 1
@@ -183,7 +184,7 @@ class Setup:
                 await asyncio.Event().wait()
             return await watch(request)
 
-        self.client.watch = counted  # type: ignore[method-assign]
+        connection.watch = counted  # type: ignore[method-assign]
         handle = await worker(workflows=ALL, concurrency=concurrency).spawn(self.client)
         self.aiki._workers.append(handle)
         return handle

@@ -3,7 +3,7 @@
 Every write names the revision the execution holds, set when it is sent. A write is retried while
 the server is unavailable (within the execution's retry budget); fenced off (a stale revision) or
 refused, the execution is abandoned without further writes (lease recovery hands the run out
-again).
+again). Every answer renews what the writer knows of the run's lease (:attr:`RunWriter.lease_until`).
 
 *Deferral.* A completed task's record is durable before anything that follows the task can have an
 effect: new work (a task, a child) sends it first and waits for it (:meth:`RunWriter.flush`). What
@@ -12,6 +12,12 @@ wait. So the record (if at most a quarter of the server's request limit) waits f
 current loop iteration; if a transition comes, the record goes ahead of it in the same group (one
 round trip instead of two; the server refuses the transition if it refuses the record), otherwise
 it goes out alone at once.
+
+*Held sleeps.* A short sleep the server lets the executor hold is answered ``held``; the writer then
+sends the :class:`ResumeSleep` at once (a parking command: alone, answered at the sleep's end). From
+the sleep's command to the resume's answer the run is not ``running`` on the server: ``holding``
+is set, so heartbeats leave it out, and ``holds`` changes at both ends, so an answer to a beat sent
+before cannot stop the execution.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import msgspec
 from aiki.worker_sdk._pipeline import WritePipeline
 from aiki.worker_sdk.errors import (
     AikiError,
+    PayloadTooLargeError,
     RateLimitedError,
     ServerUnavailableError,
     StaleRevisionError,
@@ -35,8 +42,13 @@ from aiki.worker_sdk.errors import (
 from aiki.worker_sdk.protocol import (
     Command,
     CommandResult,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    HeartbeatRun,
     RecordTask,
     RecordTaskResponse,
+    ResumeSleep,
+    Sleep,
     StartChild,
     StartChildResponse,
     TransitionResponse,
@@ -46,6 +58,7 @@ from aiki.worker_sdk.transport import error_from_problem
 log = logging.getLogger("aiki.worker")
 R = TypeVar("R")
 Passthrough = tuple[type[AikiError], ...]
+Heartbeat = Callable[[HeartbeatRequest], Awaitable[HeartbeatResponse]]
 
 # A completed task's record may travel with the execution's next write when it is at most this
 # fraction of the server's request limit (so the two together stay well within it).
@@ -85,6 +98,9 @@ class RunWriter:
         run_id: The run written to.
         revision: The run revision the execution holds (its fencing token).
         finished: True once no more writes may be made.
+        lease_until: ``time.monotonic()`` until which the lease is surely ours: a lease TTL after the
+            last request the server answered for this run (a claim, a write, a heartbeat) was sent.
+        holding: A held sleep is under way (see the module docstring); ``holds``: how many began.
     """
 
     def __init__(
@@ -95,7 +111,9 @@ class RunWriter:
         *,
         retry_budget: float,
         payload_max_bytes: int | None,
-        answered: Callable[[float], None],
+        lease_ttl_ms: int,
+        claimed_at: float | None,
+        heartbeat: tuple[str, Heartbeat] | None,
         paused: Callable[[], None],
     ) -> None:
         self._pipeline = pipeline
@@ -104,8 +122,12 @@ class RunWriter:
         self.finished = False
         self.retry_budget = retry_budget
         self._payload_max_bytes = payload_max_bytes
-        self._answered = answered
+        self._lease_ttl = lease_ttl_ms / 1000
+        self.lease_until = (time.monotonic() if claimed_at is None else claimed_at) + self._lease_ttl
+        self._heartbeat = heartbeat
         self._paused = paused
+        self.holding = False
+        self.holds = 0
         self._lock = asyncio.Lock()
         # A completed task's record not sent yet; at most one at a time.
         self._deferred: RecordTask | None = None
@@ -124,7 +146,7 @@ class RunWriter:
             try:
                 sent = time.monotonic()
                 answer = await call()
-                self._answered(sent)
+                self.renew_lease(sent)
                 return answer
             except passthrough:
                 raise
@@ -145,6 +167,26 @@ class RunWriter:
     def _abandon(self, cause: BaseException | None) -> None:
         self.finished = True
         raise Abandon from cause
+
+    def renew_lease(self, sent: float) -> None:
+        """The server answered a request for this run sent at ``sent`` (monotonic): the lease held then."""
+        self.lease_until = max(self.lease_until, sent + self._lease_ttl)
+
+    async def confirm_lease(self) -> None:
+        """Before a task runs: if nothing renewed the lease for a whole TTL, ask the server whether it is still ours.
+
+        A worker process stopped (SIGSTOP, a VM paused) past its lease reads, once resumed, answers
+        its server gave long ago (a claim, a sleep's end): the run may since have been recovered and
+        run elsewhere. Its writes are fenced, but a task's side effect is not: so it asks first.
+        """
+        if self._heartbeat is None or time.monotonic() < self.lease_until:
+            return
+        worker_id, heartbeat = self._heartbeat
+        beat = HeartbeatRequest(worker_id=worker_id, runs=[HeartbeatRun(self.run_id, self.revision)])
+        response = await self.call(lambda: heartbeat(beat))
+        if self.run_id in response.stale:
+            log.info("run %s: lease lost while this worker was away, abandoning the execution", self.run_id)
+            self._abandon(None)
 
     async def _send(self, commands: list[Command], passthrough: Passthrough = ()) -> list[CommandResult]:
         """Send one group (the caller holds the lock), each command fenced by the current revision."""
@@ -170,6 +212,17 @@ class RunWriter:
             self._paused()
         return response
 
+    async def record_completed(self, command: RecordTask, size: int) -> None:
+        """A completed task's record (``size`` payload bytes): deferred if it may be, else sent now.
+
+        Raises:
+            PayloadTooLargeError: The server refused it as too large (the task then failed).
+        """
+        if self.may_defer(size):
+            self.defer(command, size)
+        else:
+            await self.record(command, passthrough=(PayloadTooLargeError,))
+
     async def start_child(self, command: StartChild, passthrough: Passthrough = ()) -> StartChildResponse:
         """Start a child (new work: an earlier deferred record is durable first)."""
         async with self._lock:
@@ -192,6 +245,21 @@ class RunWriter:
         if response.revision is not None:
             self.revision = response.revision
         return response
+
+    async def hold_sleep(self, command: Sleep) -> TransitionResponse:
+        """A short sleep held in memory (see the module docstring): the answer that ends or suspends it."""
+        command.hold = True
+        self.holding, self.holds = True, self.holds + 1
+        try:
+            response = await self.transition(command)
+            if response.suspended or not response.held:
+                return response
+            # The server answers this at the sleep's end (at once if the run is cancelled or woken).
+            return await self.transition(
+                ResumeSleep(run_id=self.run_id, revision=0, name=command.name, seq=command.seq)
+            )
+        finally:
+            self.holding, self.holds = False, self.holds + 1
 
     # -- deferral -----------------------------------------------------------------------------
 

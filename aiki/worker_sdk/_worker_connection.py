@@ -17,6 +17,7 @@ from aiki.worker_sdk._run_writer import RunWriter
 from aiki.worker_sdk._transport import Transport
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.protocol import (
+    Activation,
     ClaimRequest,
     ClaimResponse,
     Command,
@@ -77,21 +78,27 @@ class WorkerConnection:
 
     def writer(
         self,
-        run_id: str,
-        revision: int,
+        activation: Activation,
         *,
         retry_budget: float,
-        answered: Callable[[float], None],
+        claimed_at: float | None,
+        worker_id: str | None,
         paused: Callable[[], None],
     ) -> RunWriter:
-        """The pipeline's end for one execution of ``run_id`` holding ``revision``."""
+        """The pipeline's end for one execution of ``activation`` (claimed at ``claimed_at``, monotonic).
+
+        With ``worker_id`` the writer confirms the lease by a heartbeat before a task runs when nothing
+        renewed it for a whole TTL; ``paused`` is called when a record's answer says a pause is requested.
+        """
         return RunWriter(
             self.pipeline,
-            run_id,
-            revision,
+            activation.run_id,
+            activation.revision,
             retry_budget=retry_budget,
             payload_max_bytes=self.payload_max_bytes,
-            answered=answered,
+            lease_ttl_ms=activation.lease_ttl_ms,
+            claimed_at=claimed_at,
+            heartbeat=None if worker_id is None else (worker_id, self.heartbeat),
             paused=paused,
         )
 

@@ -15,21 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal
 
 import msgspec
 
+from aiki.worker_sdk import _commands as commands
 from aiki.worker_sdk import serde
+from aiki.worker_sdk._commands import error_info
 from aiki.worker_sdk._run_writer import Abandon as _Abandon
 from aiki.worker_sdk._run_writer import Passthrough
 from aiki.worker_sdk._run_writer import Suspend as _Suspend
 from aiki.worker_sdk._worker_connection import WorkerConnection
 from aiki.worker_sdk.definitions import Task, WorkflowVersion
 from aiki.worker_sdk.errors import (
-    AikiError,
     NonDeterminismError,
     PayloadTooLargeError,
     ReferenceConflictError,
@@ -48,13 +48,9 @@ from aiki.worker_sdk.protocol import (
     Complete,
     ErrorInfo,
     Fail,
-    HeartbeatRequest,
-    HeartbeatRun,
     RecordTask,
-    ResumeSleep,
     Retry,
     Sleep,
-    StartChild,
     TransitionResponse,
     Yield,
 )
@@ -62,7 +58,6 @@ from aiki.worker_sdk.replay import TIMED_OUT, ChildHandle, ChildResult, EventRes
 from aiki.worker_sdk.retry import RetryPolicy
 
 log = logging.getLogger("aiki.worker")
-_TRACEBACK_LIMIT = 8000
 _SETTLE_TICKS = 3
 # A refused input, reference or unknown version is the workflow's error, not the execution's.
 _CHILD_PASSTHROUGH: Passthrough = (ValidationError, WorkflowNotFoundError, ReferenceConflictError)
@@ -77,18 +72,6 @@ def _ms(delta: timedelta) -> int:
     return int(delta.total_seconds() * 1000)
 
 
-def error_info(error: BaseException, *, cause: str | None = None) -> ErrorInfo:
-    """Describe ``error`` as the server records it."""
-    text = "".join(traceback.format_exception(error))
-    return ErrorInfo(
-        type=type(error).__name__,
-        message=str(error) or type(error).__name__,
-        code=getattr(error, "code", None) if isinstance(error, AikiError) else None,
-        traceback=text[-_TRACEBACK_LIMIT:],
-        cause=cause,
-    )
-
-
 class Execution:
     """Executes one activation of a workflow version.
 
@@ -100,8 +83,6 @@ class Execution:
         activation: What the claim returned.
         revision: The run revision this execution holds (its fencing token).
         finished: True once no more writes may be made.
-        lease_until: ``time.monotonic()`` until which the lease is surely ours: a lease TTL after the
-            last request the server answered for this run (a claim, a write, a heartbeat) was sent.
     """
 
     def __init__(
@@ -121,26 +102,21 @@ class Execution:
         self.run_id = activation.run_id
         self.state = ReplayState(activation)
         self.writer = connection.writer(
-            activation.run_id,
-            activation.revision,
+            activation,
             retry_budget=retry_budget,
-            answered=self.renew_lease,
+            claimed_at=claimed_at,
+            worker_id=worker_id,
             paused=self._pause_requested,
         )
         self._fatal: NonDeterminismError | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # Short sleeps held in memory (see sleep()): whether one is under way, and how many began.
         self._may_hold = may_hold
-        self.holding = False
-        self.holds = 0
         # A pause was requested (see the module docstring); task attempts under way, and when none is.
         self.pause_requested = False
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.worker_id = worker_id
-        self._lease_ttl = activation.lease_ttl_ms / 1000
-        self.lease_until = (time.monotonic() if claimed_at is None else claimed_at) + self._lease_ttl
         self.run = Run(self, {name: e.type for name, e in version.events.items()})
 
     @property
@@ -246,26 +222,6 @@ class Execution:
         if self.finished:
             raise _Suspend
 
-    def renew_lease(self, sent: float) -> None:
-        """The server answered a request for this run sent at ``sent`` (monotonic): the lease held then."""
-        self.lease_until = max(self.lease_until, sent + self._lease_ttl)
-
-    async def _confirm_lease(self) -> None:
-        """Before a task runs: if nothing renewed the lease for a whole TTL, ask the server whether it is still ours.
-
-        A worker process stopped (SIGSTOP, a VM paused) past its lease reads, once resumed, answers
-        its server gave long ago (a claim, a sleep's end): the run may since have been recovered and
-        run elsewhere. Its writes are fenced, but a task's side effect is not: so it asks first.
-        """
-        if self.worker_id is None or time.monotonic() < self.lease_until:
-            return
-        beat = HeartbeatRequest(worker_id=self.worker_id, runs=[HeartbeatRun(self.run_id, self.revision)])
-        response = await self.writer.call(lambda: self.connection.heartbeat(beat))
-        if self.run_id in response.stale:
-            log.info("run %s: lease lost while this worker was away, abandoning the execution", self.run_id)
-            self.finished = True
-            raise _Abandon
-
     # -- pause at the step boundary -----------------------------------------------------------
 
     def _attempt_began(self) -> None:
@@ -298,10 +254,15 @@ class Execution:
         """Send a transition; True if the run is suspended (or ended), after which nothing is written."""
         return await self._send_transition(command) is None
 
-    async def _send_transition(self, command: Command) -> TransitionResponse | None:
-        """Send a transition; its answer, or None if the run is suspended (or ended)."""
-        passthrough: Passthrough = (PayloadTooLargeError,) if isinstance(command, Complete) else ()
-        response = await self.writer.transition(command, passthrough)
+    async def _send_transition(self, command: Command, *, hold: bool = False) -> TransitionResponse | None:
+        """Send a transition (with ``hold``: a sleep held in memory); its answer, or None if the run is
+        suspended (or ended)."""
+        if hold:
+            assert isinstance(command, Sleep)
+            response = await self.writer.hold_sleep(command)
+        else:
+            passthrough: Passthrough = (PayloadTooLargeError,) if isinstance(command, Complete) else ()
+            response = await self.writer.transition(command, passthrough)
         if response.child is not None:
             self.state.add_child(response.child)
         if response.suspended or command.ends_execution:
@@ -345,7 +306,7 @@ class Execution:
             await self._settle()
             self._enter()
             self._check_determinism(address)
-        await self._confirm_lease()
+        await self.writer.confirm_lease()
         return await self._run_attempts(task, input, canonical, address, seq, attempt)
 
     def _check_determinism(self, address: str) -> None:
@@ -403,13 +364,10 @@ class Execution:
                         continue
                     await self.writer.record(entry("failed", error=error))
                     raise TaskFailedError(task.name, error, run_id=self.run_id) from e
-                completed = entry("completed", output=msgspec.Raw(raw))
-                size = len(raw) + len(canonical)
-                if self.writer.may_defer(size):
-                    self.writer.defer(completed, size)
-                    return serde.decode(raw, task.output_type)
                 try:
-                    await self.writer.record(completed, passthrough=(PayloadTooLargeError,))
+                    await self.writer.record_completed(
+                        entry("completed", output=msgspec.Raw(raw)), len(raw) + len(canonical)
+                    )
                 except PayloadTooLargeError as e:
                     error = error_info(e)
                     await self.writer.record(entry("failed", error=error))
@@ -434,29 +392,12 @@ class Execution:
             if await self._transition(command):
                 raise _Suspend
             return SleepResult(cancelled=False)
-        command.hold = True
-        await self._hold_sleep(command)
-        return SleepResult(cancelled=False)
-
-    async def _hold_sleep(self, command: Sleep) -> None:
         # A short sleep on a worker with slots to spare: wait for it here and carry on, without a
         # claim and a replay. The sleep is recorded all the same; were this process lost, the server
-        # would wake the run shortly after the sleep's end and it would be replayed. While the run
-        # is not `running` on the server (from the request to the resume's answer) heartbeats
-        # leave it out, and ``holds`` changes at both ends so an answer to a beat sent before
-        # cannot stop this execution.
-        self.holding, self.holds = True, self.holds + 1
-        try:
-            response = await self._send_transition(command)
-            if response is None:
-                raise _Suspend
-            if response.held:
-                # The server answers this at the sleep's end (at once if the run is cancelled or woken).
-                resume = ResumeSleep(run_id=self.run_id, revision=self.revision, name=command.name, seq=command.seq)
-                if await self._send_transition(resume) is None:
-                    raise _Suspend
-        finally:
-            self.holding, self.holds = False, self.holds + 1
+        # would wake the run shortly after the sleep's end and it would be replayed.
+        if await self._send_transition(command, hold=True) is None:
+            raise _Suspend
+        return SleepResult(cancelled=False)
 
     def _may_hold_for(self, duration_ms: int) -> bool:
         limit = self.connection.sleep_hold_max_ms
@@ -501,22 +442,7 @@ class Execution:
             await self.writer.flush()
             while True:
                 await self._boundary()
-                options = version._options
-                command = StartChild(
-                    run_id=self.run_id,
-                    revision=self.revision,
-                    address=address,
-                    seq=seq,
-                    workflow=version.name,
-                    version=version.version,
-                    input=msgspec.Raw(raw),
-                    retry=None if options.retry is None else options.retry.to_wire(),
-                    reference_id=options.reference_id,
-                    conflict=options.conflict,
-                    delay_ms=options.delay_ms,
-                    pool=options.pool,
-                    require_registered=options.require_registered,
-                )
+                command = commands.start_child(self.run_id, address, seq, version, raw)
                 response = await self.writer.start_child(command, _CHILD_PASSTHROUGH)
                 if response.child is not None:
                     break

@@ -241,10 +241,12 @@ class WorkerHandle:
             await asyncio.sleep(self._heartbeat_interval)
             # A run whose sleep its execution holds is not `running` on the server: its lease is the
             # sleep's own deadline, so it is left out (it would be reported stale).
-            live = [(run_id, e) for run_id, (e, _) in self._executions.items() if not e.finished and not e.holding]
+            live = [
+                (run_id, e) for run_id, (e, _) in self._executions.items() if not e.finished and not e.writer.holding
+            ]
             runs = [HeartbeatRun(run_id, e.revision) for run_id, e in live]
             sent = {r.run_id: r.revision for r in runs}
-            holds = {run_id: e.holds for run_id, e in live}
+            holds = {run_id: e.writer.holds for run_id, e in live}
             sent_at = time.monotonic()
             try:
                 response = await self._connection.heartbeat(HeartbeatRequest(worker_id=self.worker_id, runs=runs))
@@ -253,13 +255,17 @@ class WorkerHandle:
                 continue
             for run_id, execution in live:
                 if run_id not in response.stale:
-                    execution.renew_lease(sent_at)
+                    execution.writer.renew_lease(sent_at)
             for run_id in response.stale:
                 entry = self._executions.get(run_id)
                 # While the beat was in flight the run may have been claimed again by this worker: the
                 # newer execution holds the current revision and must go on.
                 # So is one that began holding a sleep while the beat was in flight.
-                if entry is not None and entry[0].revision == sent.get(run_id) and entry[0].holds == holds.get(run_id):
+                if (
+                    entry is not None
+                    and entry[0].revision == sent.get(run_id)
+                    and entry[0].writer.holds == holds.get(run_id)
+                ):
                     self._stop_execution(run_id, entry)
             self._pause_executions(response.paused, sent)
 

@@ -241,7 +241,9 @@ def writer(pipeline: WritePipeline, run_id: str = "r", payload_max_bytes: int | 
         5,
         retry_budget=0.1,
         payload_max_bytes=payload_max_bytes,
-        answered=lambda _sent: None,
+        lease_ttl_ms=30_000,
+        claimed_at=None,
+        heartbeat=None,
         paused=lambda: None,
     )
 

@@ -26,6 +26,7 @@ from typing import TypeVar
 
 import msgspec
 
+from aiki.api import single_commands
 from aiki.api.command_results import command_results
 from aiki.api.errors import _is_db_unavailable, problem_body
 from aiki.api.runs_routes import MAX_WAIT_MS, _statuses
@@ -33,7 +34,7 @@ from aiki.api.worker_routes import batch_max_bytes
 from aiki.platform.db.integrity import CONFLICT_DETAIL, describe, integrity_violation
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.platform.domain.errors import CoreError
-from aiki.platform.services import children, executions
+from aiki.platform.services import executions
 from aiki.platform.services import runs as run_service
 from aiki.platform.services.commands.dispatch import apply_commands
 from aiki.platform.services.context import Services
@@ -112,23 +113,24 @@ class LocalPort:
     async def record_task(self, run_id: str, request: p.RecordTaskRequest) -> p.RecordTaskResponse:
         path = f"/runs/{run_id}/tasks"
         req = self._body(request, p.RecordTaskRequest, path)
-        return await self._call(path, lambda: executions.record_task(self._svc, self._ns, run_id, req))
+        return await self._call(path, lambda: single_commands.record_task(self._svc, self._ns, run_id, req))
 
     async def transition(self, run_id: str, request: p.TransitionRequest) -> p.TransitionResponse:
         path = f"/runs/{run_id}/transition"
         req = self._body(request, p.TransitionRequest, path)
-        return await self._call(path, lambda: executions.transition(self._svc, self._ns, run_id, req))
+        return await self._call(path, lambda: single_commands.transition(self._svc, self._ns, run_id, req))
 
     async def start_child(self, run_id: str, request: p.StartChildRequest) -> p.StartChildResponse:
         path = f"/runs/{run_id}/children"
         req = self._body(request, p.StartChildRequest, path)
-        return await self._call(path, lambda: children.start_child(self._svc, self._ns, run_id, req))
+        return await self._call(path, lambda: single_commands.start_child(self._svc, self._ns, run_id, req))
 
     async def run_commands(self, commands: list[p.Command]) -> list[p.CommandResult]:
         """``POST /workers/commands``: one result per command (a refusal as its problem), in order."""
         path = "/workers/commands"
         batch = self._body(p.CommandBatch(commands=commands), p.CommandBatch, path, self._max_batch)
-        outcomes = await self._call(path, lambda: apply_commands(self._svc, self._ns, batch.commands))
+        svc, ns, limit = self._svc, self._ns, self._max_body
+        outcomes = await self._call(path, lambda: apply_commands(svc, ns, batch.commands, limit=limit))
         return command_results(batch.commands, outcomes)
 
     # -- what every route does around its service call -------------------------------------

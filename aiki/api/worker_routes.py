@@ -12,12 +12,13 @@ from litestar import Controller, Request, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 
+from aiki.api import single_commands
 from aiki.api.auth import policy
 from aiki.api.command_results import command_results
 from aiki.api.deps import NamespaceId, Svc
 from aiki.api.errors import problem_body, problem_for_exception
 from aiki.platform.domain.errors import StaleRevision
-from aiki.platform.services import children, executions, leases
+from aiki.platform.services import executions, leases
 from aiki.platform.services.commands.dispatch import Outcome, apply_commands
 from aiki.platform.services.context import Services
 from aiki.worker_sdk import protocol as p
@@ -110,7 +111,7 @@ class ExecutionController(Controller):
     async def record_task(
         self, run_id: FromPath[str], data: JSONBody[p.RecordTaskRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.RecordTaskResponse:
-        return await executions.record_task(svc, namespace_id, run_id, data)
+        return await single_commands.record_task(svc, namespace_id, run_id, data)
 
     @post(
         "/transition",
@@ -127,11 +128,13 @@ class ExecutionController(Controller):
         namespace_id: NamespaceId,
     ) -> p.TransitionResponse:
         if data.kind != "resume_sleep":
-            return await executions.transition(svc, namespace_id, run_id, data)
+            return await single_commands.transition(svc, namespace_id, run_id, data)
         # A resume is parked until the sleep's end. If its executor is gone by then (its worker
         # stopped or died: the connection closed), resuming would lease the run to nobody until
         # the lease expires; leave the sleep to the server, which wakes the run after its grace.
-        resumed = await _while_connected(request, lambda _gone: executions.transition(svc, namespace_id, run_id, data))
+        resumed = await _while_connected(
+            request, lambda _gone: single_commands.transition(svc, namespace_id, run_id, data)
+        )
         if resumed is None:
             raise StaleRevision(run_id, data.revision)
         return resumed
@@ -145,7 +148,7 @@ class ExecutionController(Controller):
     async def start_child(
         self, run_id: FromPath[str], data: JSONBody[p.StartChildRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.StartChildResponse:
-        return await children.start_child(svc, namespace_id, run_id, data)
+        return await single_commands.start_child(svc, namespace_id, run_id, data)
 
 
 async def _while_connected(
@@ -224,12 +227,14 @@ def commands_route(services: Services) -> HTTPRouteHandler:
     ) -> p.CommandResults:
         commands = data.commands
         if not any(c.parks for c in commands):
-            outcomes = await apply_commands(svc, namespace_id, commands)
+            outcomes = await apply_commands(svc, namespace_id, commands, limit=svc.settings.max_payload_bytes)
             return p.CommandResults(results=command_results(commands, outcomes))
         # A parked command (a resume at a sleep's end) whose executor is gone by then would lease
         # the run to nobody until the lease expires: leave the sleep to the server, which wakes
         # the run after its grace.
-        applied = await _while_connected(request, lambda _gone: apply_commands(svc, namespace_id, commands))
+        applied = await _while_connected(
+            request, lambda _gone: apply_commands(svc, namespace_id, commands, limit=svc.settings.max_payload_bytes)
+        )
         gone: list[Outcome] = [StaleRevision(c.run_id, c.revision) for c in commands]
         return p.CommandResults(results=command_results(commands, applied if applied is not None else gone))
 
@@ -259,7 +264,7 @@ async def _apply(svc: Services, namespace_id: str, op: p.RecordTaskOp | p.Transi
         )
     try:
         if isinstance(op, p.RecordTaskOp):
-            return p.BatchOutcome(record=await executions.record_task(svc, namespace_id, op.run_id, op.request))
-        return p.BatchOutcome(transition=await executions.transition(svc, namespace_id, op.run_id, op.request))
+            return p.BatchOutcome(record=await single_commands.record_task(svc, namespace_id, op.run_id, op.request))
+        return p.BatchOutcome(transition=await single_commands.transition(svc, namespace_id, op.run_id, op.request))
     except Exception as exc:  # each operation answers for itself, as its own route would
         return p.BatchOutcome(problem=problem_for_exception(exc, instance))

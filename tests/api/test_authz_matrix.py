@@ -182,6 +182,9 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/workers/batch"): Row(
         lambda w: {"ops": [{"op": "record_task", "run_id": w.run_a, "request": _record_task(w)}]}
     ),
+    ("POST", "/api/v1/workers/commands"): Row(
+        lambda w: {"commands": [{"kind": "record_task", "run_id": w.run_a, **_record_task(w)}]}
+    ),
     ("POST", "/api/v1/runs/{run_id:str}/children"): Row(
         lambda w: {"revision": 1, "address": "child:x", "seq": 0, "workflow": WORKFLOW, "version": VERSION}
     ),

@@ -256,3 +256,58 @@ async def test_the_local_port_answers_commands_like_the_route(aiki: Any) -> None
     assert refused.problem is not None
     assert (refused.problem.status, refused.problem.code) == (409, "stale_revision")
     assert (await get_run(aiki.http, fresh.run_id))["status"] == "completed"
+
+
+async def test_a_record_and_its_ending_are_one_write_on_postgres(aiki: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    if aiki.db != "postgres":
+        pytest.skip("the one-statement path is PostgreSQL's")
+    from aiki.platform.db.postgres.executor import PostgresExecutorStore
+
+    alone: list[str] = []
+    finished: list[bool] = []
+    record, finish = PostgresExecutorStore.record_task, PostgresExecutorStore.finish
+
+    async def spy_record(self: Any, run_id: str, *args: Any) -> Any:
+        alone.append(run_id)
+        return await record(self, run_id, *args)
+
+    async def spy_finish(self: Any, *args: Any) -> Any:
+        row = await finish(self, *args)
+        finished.append(row is not None and args[-1] is not None)
+        return row
+
+    monkeypatch.setattr(PostgresExecutorStore, "record_task", spy_record)
+    monkeypatch.setattr(PostgresExecutorStore, "finish", spy_finish)
+    [a] = await _claimed(aiki, 1)
+    results = await _send(aiki, _record(a, "step:1"), _cmd("complete", a, output="done"))
+    assert results == [{"record": {"recorded": True}}, {"transition": {"status": "completed"}}]
+    assert (alone, finished) == ([], [True])  # no separate record: the record rode with the ending
+    assert await _tasks(aiki, a.run_id) == [("step:1", "completed")]
+
+
+async def test_the_transition_route_names_the_field_its_kind_needs(aiki: Any) -> None:
+    [a] = await _claimed(aiki, 1)
+    resp = await aiki.http.post(
+        f"{API}/runs/{a.run_id}/transition", json={"revision": a.revision, "kind": "sleep", "sleep_seq": 0}
+    )
+    assert resp.status_code == 422, resp.text
+    assert (resp.json()["code"], resp.json()["field"]) == ("validation_error", "$.sleep_name")
+    resp = await aiki.http.post(
+        f"{API}/runs/{a.run_id}/transition", json={"revision": a.revision, "kind": "await_child", "wait_seq": 0}
+    )
+    assert resp.json()["field"] == "$.child_run_id"
+    assert (await get_run(aiki.http, a.run_id))["status"] == "running"
+
+
+async def test_a_transition_with_its_task_is_refused_whole_when_the_task_is(aiki: Any) -> None:
+    [a] = await _claimed(aiki, 1)
+    await aiki.http.post(
+        f"{API}/runs/{a.run_id}/tasks", json={k: v for k, v in _record(a).items() if k not in ("kind", "run_id")}
+    )
+    conflicting = {**_record(a), "status": "failed", "error": {"type": "E", "message": "m"}}
+    task = {k: v for k, v in conflicting.items() if k not in ("kind", "run_id")}
+    resp = await aiki.http.post(
+        f"{API}/runs/{a.run_id}/transition", json={"revision": a.revision, "kind": "complete", "task": task}
+    )
+    assert (resp.status_code, resp.json()["code"]) == (409, "task_conflict")
+    assert (await get_run(aiki.http, a.run_id))["status"] == "running"

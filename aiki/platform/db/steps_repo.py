@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiki.platform.db.raw import Params, RawConn, Row
-from aiki.platform.db.runs_repo import HELD
 
 _TASK_UPSERT = (
     "INSERT INTO tasks (id, namespace_id, run_id, address, seq, name, status, attempts, input, output, error, "
@@ -22,62 +21,6 @@ _TASK_UPSERT = (
     "WHERE tasks.status = 'awaiting_retry' RETURNING id"
 )
 
-# PostgreSQL only: fencing, the lease extension and the upsert in ONE statement (one round trip, its
-# own transaction). The fence locks the run's row first, as the two-step version does, and the task
-# row is written only when the fence held. The lease is extended only once less than half of it is
-# left ($16): rewriting the run row on every task would add a row version (and an entry in each of
-# the table's indexes, ``wake_at`` being indexed) per task. Parameters are cast because an
-# INSERT ... SELECT does not infer their types from the target columns.
-_TASK_RECORD_FENCED = (
-    "WITH fence AS (SELECT id, wake_at, status FROM runs "
-    f"WHERE id = $3 AND namespace_id = $2 AND revision = $14 AND {HELD} FOR NO KEY UPDATE), "
-    "ext AS (UPDATE runs SET updated_at = $13, wake_at = $15 FROM fence "
-    "WHERE runs.id = fence.id "
-    "AND (fence.wake_at IS NULL OR fence.wake_at < $16::bigint)), "
-    "ins AS (INSERT INTO tasks (id, namespace_id, run_id, address, seq, name, status, attempts, input, output, "
-    "error, next_attempt_at, created_at, updated_at) "
-    "SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::int, $6::varchar, $7::varchar, $8::int, "
-    "$9::text, $10::text, $11::text, $12::bigint, $13::bigint, $13::bigint FROM fence "
-    "ON CONFLICT (run_id, address, seq) WHERE status <> 'discarded' DO UPDATE SET "
-    "status = excluded.status, attempts = excluded.attempts, output = excluded.output, error = excluded.error, "
-    "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
-    "WHERE tasks.status = 'awaiting_retry' RETURNING id) "
-    "SELECT (SELECT count(*) FROM fence) AS held, (SELECT count(*) FROM ins) AS recorded, "
-    "(SELECT count(*) FROM fence WHERE status = 'paused') AS paused"
-)
-
-
-_STATE_KINDS = ("tasks", "events", "sleeps", "wait_timeouts", "children")
-# PostgreSQL: the five reads of ``state_for`` as one UNION ALL over a common column list (NULL
-# where a kind has no such column), ordered per kind as the separate queries are. $1: every run
-# id (events); $2: the runs executed before (everything else).
-_STATE_IN_ONE_STATEMENT = """
-SELECT * FROM (
-  SELECT 0 AS kind, run_id, address, seq, name, status, attempts, output, error, next_attempt_at,
-         id, NULL AS data, NULL AS reference_id, NULL::bigint AS wake_at, NULL AS parent_address,
-         NULL::integer AS parent_seq, NULL AS workflow_name, NULL AS version,
-         NULL AS o_text, created_at AS o_num, id AS o_tie
-    FROM tasks WHERE run_id = ANY($2) AND status <> 'discarded'
-  UNION ALL
-  SELECT 1, run_id, NULL, seq, name, NULL, NULL, NULL, NULL, NULL,
-         id, data, reference_id, NULL, NULL, NULL, NULL, NULL, name, seq, NULL
-    FROM events WHERE run_id = ANY($1)
-  UNION ALL
-  SELECT 2, run_id, NULL, seq, name, status, NULL, NULL, NULL, NULL,
-         NULL, NULL, NULL, wake_at, NULL, NULL, NULL, NULL, name, seq, NULL
-    FROM sleeps WHERE run_id = ANY($2)
-  UNION ALL
-  SELECT 3, run_id, NULL, seq, name, NULL, NULL, NULL, NULL, NULL,
-         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-    FROM wait_timeouts WHERE run_id = ANY($2)
-  UNION ALL
-  SELECT 4, parent_run_id, NULL, NULL, NULL, status, NULL, output, error, NULL,
-         id, NULL, NULL, NULL, parent_address, parent_seq, workflow_name, version, NULL, NULL, id
-    FROM runs WHERE parent_run_id = ANY($2)
-) AS state
-ORDER BY kind, o_text, o_num, o_tie
-"""
-
 
 class StepRepository:
     """Task entries, events, sleeps and wait timeouts of runs in one namespace."""
@@ -85,48 +28,6 @@ class StepRepository:
     def __init__(self, conn: RawConn, namespace_id: str) -> None:
         self.conn = conn
         self.namespace_id = namespace_id
-
-    # -- loading a run's state for replay --------------------------------------------------
-
-    async def state_for(
-        self, run_ids: Sequence[str], *, first_claims: Sequence[str] = ()
-    ) -> dict[str, dict[str, list[Row]]]:
-        """Every live task entry, event, sleep and wait timeout of ``run_ids``, in replay order.
-
-        ``first_claims`` (a subset of ``run_ids``) were never executed before: only events (sent
-        while they were queued) can exist for them, so the other tables are not read for them.
-        """
-        state: dict[str, dict[str, list[Row]]] = {
-            run_id: {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []} for run_id in run_ids
-        }
-        if not run_ids:
-            return state
-        queries = {
-            "tasks": "SELECT run_id, address, seq, name, status, attempts, output, error, next_attempt_at "
-            "FROM tasks WHERE {ids} AND status <> 'discarded' ORDER BY created_at, id",
-            "events": "SELECT run_id, id, name, seq, data, reference_id FROM events WHERE {ids} ORDER BY name, seq",
-            "sleeps": "SELECT run_id, name, seq, status, wake_at FROM sleeps WHERE {ids} ORDER BY name, seq",
-            "wait_timeouts": "SELECT run_id, name, seq FROM wait_timeouts WHERE {ids}",
-            "children": "SELECT parent_run_id AS run_id, id, parent_address, parent_seq, workflow_name, version, "
-            "status, output, error FROM runs WHERE {ids} ORDER BY id",
-        }
-        fresh = set(first_claims)
-        executed = [r for r in run_ids if r not in fresh]
-        if self.conn.is_postgres:
-            # One round trip instead of five: a resumed run's claim is on the path of every wake-up.
-            for row in await self.conn.fetch(_STATE_IN_ONE_STATEMENT, list(run_ids), executed):
-                state[row["run_id"]][_STATE_KINDS[row["kind"]]].append(row)
-            return state
-        for kind, template in queries.items():
-            ids = list(run_ids) if kind == "events" else executed
-            if not ids:
-                continue
-            p = Params()
-            column = "parent_run_id" if kind == "children" else "run_id"
-            sql = template.format(ids=self.conn.any_of(p, column, ids))
-            for row in await self.conn.fetch(sql, *p.values):
-                state[row["run_id"]][kind].append(row)
-        return state
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -152,39 +53,6 @@ class StepRepository:
             v["created_at"],
         )
         return row is not None
-
-    async def record_task_fenced(
-        self, run_id: str, revision: int, lease_until: int, extend_below: int, v: Mapping[str, Any]
-    ) -> tuple[bool, bool, bool]:
-        """PostgreSQL: fence, extend the lease and upsert in one statement (see ``upsert_task``).
-
-        The lease becomes ``lease_until`` when it ends before ``extend_below``.
-
-        Returns ``(held, recorded, paused)``: whether the run is still held at ``revision``, whether
-        the entry was written (False when a finished entry already holds this address and seq),
-        and whether a pause of the run is requested (``RunRepository.touch_if_held``).
-        """
-        row = await self.conn.fetchrow(
-            _TASK_RECORD_FENCED,
-            v["id"],
-            self.namespace_id,
-            run_id,
-            v["address"],
-            v["seq"],
-            v["name"],
-            v["status"],
-            v["attempts"],
-            v["input"],
-            v["output"],
-            v["error"],
-            v["next_attempt_at"],
-            v["created_at"],
-            revision,
-            lease_until,
-            extend_below,
-        )
-        assert row is not None
-        return row["held"] == 1, row["recorded"] == 1, row["paused"] == 1
 
     async def get_task(self, run_id: str, address: str, seq: int) -> Row | None:
         return await self.conn.fetchrow(

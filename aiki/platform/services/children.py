@@ -19,9 +19,10 @@ from aiki.platform.db.raw import is_unique_violation
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.steps_repo import StepRepository
 from aiki.platform.domain import run_states
-from aiki.platform.domain.errors import ReferenceConflict, RunNotFound, StaleRevision
+from aiki.platform.domain.errors import ReferenceConflict, StaleRevision
 from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pool
+from aiki.platform.services.commands.fence import fenced_run, pause_requested
 from aiki.platform.services.context import Services, check_payload, input_hash, version_or_none
 from aiki.platform.services.views import encode_error, error_info, raw
 from aiki.worker_sdk import protocol as p
@@ -50,14 +51,15 @@ def child_record(row: Mapping[Any, Any]) -> p.ChildRecord:
     )
 
 
-async def start_child(svc: Services, ns: str, parent_id: str, req: p.StartChildRequest) -> p.StartChildResponse:
-    """Start child run ``(address, seq)`` of ``parent_id``, or return the one already started.
+async def start_child(svc: Services, ns: str, req: p.StartChild) -> p.StartChildResponse:
+    """Start child run ``(address, seq)`` of ``req.run_id``, or return the one already started.
 
     Fenced by the parent's revision: a stale executor cannot start children. The start options
     mean what they mean for a client start (``runs.start_run``): a delayed child is ``scheduled``,
     its pool defaults to the parent's, and a reference id de-duplicates, within the parent's own
     children only (see :func:`_referenced_child`).
     """
+    parent_id = req.run_id
     info = await version_or_none(svc, ns, req.workflow, req.version, req.require_registered)
     if info is not None:
         check_payload(info.input_validator, req.input, "child input")
@@ -68,12 +70,8 @@ async def start_child(svc: Services, ns: str, parent_id: str, req: p.StartChildR
         async with svc.db.raw_transaction() as conn:
             runs = RunRepository(conn, ns)
             # The parent's row lock also serializes concurrent starts of the same entry.
-            parent = await runs.get(parent_id, lock=True)
-            if parent is None:
-                raise RunNotFound(parent_id)
-            if parent["revision"] != req.revision:
-                raise StaleRevision(parent_id, req.revision)
-            if parent["status"] == "paused" and parent["lease_owner"] is not None:
+            parent = await fenced_run(runs, req)
+            if pause_requested(parent):
                 # A pause committed before this start: no new child, but the executor still holds
                 # the run and stops at this step boundary (its ``yield`` releases the run).
                 return p.StartChildResponse(paused=True)
@@ -138,7 +136,7 @@ async def start_child(svc: Services, ns: str, parent_id: str, req: p.StartChildR
     return p.StartChildResponse(child=child_record(row), created=True)
 
 
-async def _referenced_child(runs: RunRepository, parent_id: str, req: p.StartChildRequest) -> Any | None:
+async def _referenced_child(runs: RunRepository, parent_id: str, req: p.StartChild) -> Any | None:
     """The child of ``parent_id`` that ``req.reference_id`` already names, if any.
 
     A child is memoized by its entry in the parent's replay; a reference id names it across

@@ -8,7 +8,7 @@ Each is one transaction on the locked run row, valid only from its statuses
   A running run is *pausing*: ``paused`` at once, but still leased to its executor (``lease_owner``
   set, revision unchanged), which learns of it at once (``POST /workers/watch``), starts nothing
   new, lets the task under way finish and be recorded, and stops at its next step boundary (the
-  ``yield`` transition, or any transition it sends meanwhile: ``executions.transition``). That
+  ``yield`` transition, or any transition it sends meanwhile: ``services/commands/moves.py``). That
   releases the run and bumps its revision. So pause/resume never runs a side effect twice.
 * ``resume`` (paused →) goes back to ``scheduled`` while a delayed start is still in the future,
   else to ``queued`` (the run replays its recorded history when claimed again). A pausing run,

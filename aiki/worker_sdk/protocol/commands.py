@@ -2,13 +2,14 @@
 
 Every write an executor makes to a run it holds is a :data:`Command`: a tagged union (the ``kind``
 field names the member) of small structs, each naming the run and the revision it is fenced by. A
-worker sends them as a :class:`CommandBatch` (``POST /workers/batch``, or the local port's
+worker sends them as a :class:`CommandBatch` (``POST /workers/commands``, or the local port's
 ``run_commands``); the server applies each with one handler per kind and answers a
 :class:`CommandResult` per command, in order.
 
 Within a batch, commands of one run are applied in their order, and once one is refused the run's
-later commands are answered with the same problem and not applied: a task record sent ahead of the
-completion it precedes refuses the completion too. Commands of different runs are independent
+later commands are answered with the same problem (its ``instance`` naming each command's own
+route) and not applied: a task record sent ahead of the completion it precedes refuses the
+completion too. Commands of different runs are independent
 (each in its own transaction, fenced by its own revision).
 
 The per-run routes (``POST /runs/{id}/tasks``, ``/transition``, ``/children``) take the older
@@ -307,7 +308,7 @@ BATCH_MAX_COMMANDS = 256
 
 
 class CommandBatch(msgspec.Struct):
-    """Several executor writes in one request (``POST /workers/batch``); see the module docstring."""
+    """Several executor writes in one request (``POST /workers/commands``); see the module docstring."""
 
     commands: Annotated[list[Command], msgspec.Meta(min_length=1, max_length=BATCH_MAX_COMMANDS)]
 

@@ -5,18 +5,21 @@ turns an exception into the problem its route would answer. Once a run's command
 run's later commands in the list get the same exception and are not applied.
 
 A :class:`~aiki.worker_sdk.protocol.RecordTask` directly followed by an ending of the same run at
-the same revision is applied together with it (one statement on PostgreSQL).
+the same revision (``Complete``, ``Fail``, ``AwaitTaskRetry``) is applied together with it: one
+statement on PostgreSQL (:func:`endings.record_and_end`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import msgspec
 
 from aiki.platform.domain.errors import CoreError
-from aiki.platform.services.commands import handlers
+from aiki.platform.services import children
+from aiki.platform.services.commands import endings, record, sleeps, waits, yields
 from aiki.platform.services.context import Services
 from aiki.worker_sdk import protocol as p
 
@@ -24,6 +27,23 @@ Answer = p.RecordTaskResponse | p.TransitionResponse | p.StartChildResponse
 """What an applied command answers (by kind: a record, a transition, a child start)."""
 Outcome = Answer | Exception
 """A command's answer, or the exception it was refused with."""
+
+Handler = Callable[[Services, str, Any], Awaitable[Answer]]
+
+HANDLERS: dict[type[Any], Handler] = {
+    p.RecordTask: record.record_task,
+    p.Complete: endings.end,
+    p.Fail: endings.end,
+    p.AwaitTaskRetry: endings.end,
+    p.Retry: endings.retry,
+    p.Sleep: sleeps.sleep,
+    p.ResumeSleep: sleeps.resume_sleep,
+    p.AwaitEvent: waits.await_event,
+    p.AwaitChild: waits.await_child,
+    p.Yield: yields.yield_run,
+    p.StartChild: children.start_child,
+}
+"""The one handler of each command kind."""
 
 
 class CommandTooLarge(CoreError):
@@ -35,19 +55,24 @@ class CommandTooLarge(CoreError):
         super().__init__("the command exceeds the server's size limit")
 
 
-# The endings a task record is applied together with (their one-statement path takes it along).
-_FUSES_WITH_RECORD = (p.Complete, p.Fail, p.AwaitTaskRetry)
+async def apply_commands(
+    svc: Services, ns: str, commands: Sequence[p.Command], *, limit: int | None = None
+) -> list[Outcome]:
+    """Apply ``commands``; one outcome per command, in order.
 
-
-async def apply_commands(svc: Services, ns: str, commands: Sequence[p.Command]) -> list[Outcome]:
-    """Apply ``commands``; one outcome per command, in order."""
+    ``limit``: the most bytes one command may take as JSON (a larger one is refused with
+    :class:`CommandTooLarge`); None when the request carrying them was limited as a whole.
+    """
     by_run: dict[str, list[int]] = {}
     for index, command in enumerate(commands):
         by_run.setdefault(command.run_id, []).append(index)
+    if len(by_run) == 1:  # the common case: no task to spawn
+        return await _apply_run(svc, ns, list(commands), limit)
     outcomes: list[Outcome | None] = [None] * len(commands)
 
     async def one_run(indexes: list[int]) -> None:
-        for index, outcome in zip(indexes, await _apply_run(svc, ns, [commands[i] for i in indexes]), strict=True):
+        applied = await _apply_run(svc, ns, [commands[i] for i in indexes], limit)
+        for index, outcome in zip(indexes, applied, strict=True):
             outcomes[index] = outcome
 
     await asyncio.gather(*(one_run(indexes) for indexes in by_run.values()))
@@ -56,45 +81,39 @@ async def apply_commands(svc: Services, ns: str, commands: Sequence[p.Command]) 
 
 async def apply_command(svc: Services, ns: str, command: p.Command) -> Answer:
     """Apply one command; raises the exception it is refused with."""
-    outcome = (await _apply_run(svc, ns, [command]))[0]
-    if isinstance(outcome, Exception):
-        raise outcome
-    return outcome
+    return await HANDLERS[type(command)](svc, ns, command)
 
 
-async def _apply_run(svc: Services, ns: str, commands: list[p.Command]) -> list[Outcome]:
+async def _apply_run(svc: Services, ns: str, commands: list[p.Command], limit: int | None) -> list[Outcome]:
     """The commands of one run, in order; the first refusal refuses the rest."""
-    limit = svc.settings.max_payload_bytes
     outcomes: list[Outcome] = []
-    i = 0
-    while i < len(commands):
-        command = commands[i]
-        following = commands[i + 1] if i + 1 < len(commands) else None
+    while len(outcomes) < len(commands):
+        command = commands[len(outcomes)]
+        following = commands[len(outcomes) + 1] if len(outcomes) + 1 < len(commands) else None
         try:
             _check_size(command, limit)
-            if isinstance(command, p.RecordTask) and _ends_after_record(command, following, limit):
-                assert following is not None
-                outcomes += await handlers.record_and_end(svc, ns, command, following)
-                i += 2
-                continue
-            outcomes.append(await handlers.apply(svc, ns, command))
+            if isinstance(command, p.RecordTask) and _ends_after(command, following, limit):
+                assert isinstance(following, endings.Ending)
+                outcomes += await endings.record_and_end(svc, ns, command, following)
+            else:
+                outcomes.append(await apply_command(svc, ns, command))
         except Exception as exc:  # the refusal answers this command and every later one of the run
-            outcomes += [exc] * (len(commands) - len(outcomes))
-            return outcomes
-        i += 1
+            outcomes.append(exc)
+        if outcomes and isinstance(outcomes[-1], Exception):
+            outcomes += [outcomes[-1]] * (len(commands) - len(outcomes))
     return outcomes
 
 
-def _check_size(command: p.Command, limit: int) -> None:
+def _check_size(command: p.Command, limit: int | None) -> None:
     """One command may be no larger than the largest request the server takes."""
-    if len(msgspec.json.encode(command)) > limit:
+    if limit is not None and len(msgspec.json.encode(command)) > limit:
         raise CommandTooLarge()
 
 
-def _ends_after_record(record: p.RecordTask, following: p.Command | None, limit: int) -> bool:
+def _ends_after(record: p.RecordTask, following: p.Command | None, limit: int | None) -> bool:
     """Whether ``following`` is an ending to apply together with ``record`` (same run, same revision)."""
     return (
-        isinstance(following, _FUSES_WITH_RECORD)
+        isinstance(following, (p.Complete, p.Fail, p.AwaitTaskRetry))
         and following.revision == record.revision
-        and len(msgspec.json.encode(following)) <= limit
+        and (limit is None or len(msgspec.json.encode(following)) <= limit)
     )

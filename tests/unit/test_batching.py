@@ -329,3 +329,28 @@ async def test_a_refused_record_refuses_the_command_it_travels_with() -> None:
     assert w.finished  # the execution writes nothing more
     [batch] = server.batches
     assert [type(c) for c in batch] == [RecordTask, Complete]
+
+
+async def test_a_held_sleep_sends_its_resume_alone_and_is_left_out_while_held() -> None:
+    server = FakeServer()
+    seen: list[tuple[str, bool]] = []
+    answers = {
+        Sleep: TransitionResponse(status="sleeping", suspended=False, held=True),
+        ResumeSleep: TransitionResponse(status="running", suspended=False),
+    }
+
+    async def run_commands(commands: Sequence[Command]) -> list[CommandResult]:
+        server.batches.append(list(commands))
+        seen.extend((type(c).__name__, w.holding) for c in commands)
+        return [CommandResult(transition=answers[type(c)]) for c in commands]
+
+    server.run_commands = run_commands  # type: ignore[method-assign]
+    w = writer(WritePipeline(server))  # type: ignore[arg-type]
+    holds = w.holds
+    answer = await w.hold_sleep(Sleep(run_id="r", revision=0, name="nap", seq=0, duration_ms=50))
+    assert answer.status == "running"
+    assert seen == [("Sleep", True), ("ResumeSleep", True)]
+    assert [[type(c).__name__ for c in b] for b in server.batches] == [["Sleep"], ["ResumeSleep"]]
+    assert isinstance(server.batches[0][0], Sleep)
+    assert server.batches[0][0].hold
+    assert (w.holding, w.holds) == (False, holds + 2)  # changed at both ends

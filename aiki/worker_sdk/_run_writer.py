@@ -114,6 +114,7 @@ class RunWriter:
         lease_ttl_ms: int,
         claimed_at: float | None,
         heartbeat: tuple[str, Heartbeat] | None,
+        sleep_hold: tuple[int, Callable[[], bool]] | None = None,
         paused: Callable[[], None],
     ) -> None:
         self._pipeline = pipeline
@@ -126,6 +127,7 @@ class RunWriter:
         self.lease_until = (time.monotonic() if claimed_at is None else claimed_at) + self._lease_ttl
         self._heartbeat = heartbeat
         self._paused = paused
+        self._sleep_hold = sleep_hold
         self.holding = False
         self.holds = 0
         self._lock = asyncio.Lock()
@@ -231,7 +233,15 @@ class RunWriter:
         return _answer(result.child, type(command).__name__)
 
     async def transition(self, command: Command, passthrough: Passthrough = ()) -> TransitionResponse:
-        """End or suspend the execution; a deferred record travels ahead of it if both fit one request."""
+        """End or suspend the execution; a deferred record travels ahead of it if both fit one request.
+
+        A :class:`Sleep` with ``hold`` is held in memory (see the module docstring).
+        """
+        if isinstance(command, Sleep) and command.hold:
+            return await self._hold_sleep(command)
+        return await self._transition(command, passthrough)
+
+    async def _transition(self, command: Command, passthrough: Passthrough = ()) -> TransitionResponse:
         async with self._lock:
             group: list[Command] = [command]
             if self._joins(command):
@@ -246,18 +256,23 @@ class RunWriter:
             self.revision = response.revision
         return response
 
-    async def hold_sleep(self, command: Sleep) -> TransitionResponse:
-        """A short sleep held in memory (see the module docstring): the answer that ends or suspends it."""
-        command.hold = True
+    def may_hold(self, duration_ms: int) -> bool:
+        """Whether a sleep of ``duration_ms`` may be held now: the server allows it, the worker has a free slot."""
+        if self._sleep_hold is None:
+            return False
+        limit, free_slot = self._sleep_hold
+        return duration_ms <= limit and free_slot()
+
+    async def _hold_sleep(self, command: Sleep) -> TransitionResponse:
+        """A short sleep held in memory: the answer that ends or suspends it."""
         self.holding, self.holds = True, self.holds + 1
         try:
-            response = await self.transition(command)
+            response = await self._transition(command)
             if response.suspended or not response.held:
                 return response
             # The server answers this at the sleep's end (at once if the run is cancelled or woken).
-            return await self.transition(
-                ResumeSleep(run_id=self.run_id, revision=0, name=command.name, seq=command.seq)
-            )
+            resume = ResumeSleep(run_id=self.run_id, revision=self.revision, name=command.name, seq=command.seq)
+            return await self._transition(resume)
         finally:
             self.holding, self.holds = False, self.holds + 1
 

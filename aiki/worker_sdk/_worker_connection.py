@@ -83,13 +83,16 @@ class WorkerConnection:
         retry_budget: float,
         claimed_at: float | None,
         worker_id: str | None,
+        may_hold: Callable[[], bool] | None,
         paused: Callable[[], None],
     ) -> RunWriter:
         """The pipeline's end for one execution of ``activation`` (claimed at ``claimed_at``, monotonic).
 
         With ``worker_id`` the writer confirms the lease by a heartbeat before a task runs when nothing
-        renewed it for a whole TTL; ``paused`` is called when a record's answer says a pause is requested.
+        renewed it for a whole TTL; ``may_hold`` says whether a short sleep may be held now (the worker has
+        a free slot); ``paused`` is called when a record's answer says a pause is requested.
         """
+        hold_max = self.sleep_hold_max_ms
         return RunWriter(
             self.pipeline,
             activation.run_id,
@@ -99,6 +102,7 @@ class WorkerConnection:
             lease_ttl_ms=activation.lease_ttl_ms,
             claimed_at=claimed_at,
             heartbeat=None if worker_id is None else (worker_id, self.heartbeat),
+            sleep_hold=None if may_hold is None or hold_max is None else (hold_max, may_hold),
             paused=paused,
         )
 

@@ -106,12 +106,12 @@ class Execution:
             retry_budget=retry_budget,
             claimed_at=claimed_at,
             worker_id=worker_id,
+            may_hold=may_hold,
             paused=self._pause_requested,
         )
         self._fatal: NonDeterminismError | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # Short sleeps held in memory (see sleep()): whether one is under way, and how many began.
-        self._may_hold = may_hold
         # A pause was requested (see the module docstring); task attempts under way, and when none is.
         self.pause_requested = False
         self._busy = 0
@@ -254,15 +254,10 @@ class Execution:
         """Send a transition; True if the run is suspended (or ended), after which nothing is written."""
         return await self._send_transition(command) is None
 
-    async def _send_transition(self, command: Command, *, hold: bool = False) -> TransitionResponse | None:
-        """Send a transition (with ``hold``: a sleep held in memory); its answer, or None if the run is
-        suspended (or ended)."""
-        if hold:
-            assert isinstance(command, Sleep)
-            response = await self.writer.hold_sleep(command)
-        else:
-            passthrough: Passthrough = (PayloadTooLargeError,) if isinstance(command, Complete) else ()
-            response = await self.writer.transition(command, passthrough)
+    async def _send_transition(self, command: Command) -> TransitionResponse | None:
+        """Send a transition; its answer, or None if the run is suspended (or ended)."""
+        passthrough: Passthrough = (PayloadTooLargeError,) if isinstance(command, Complete) else ()
+        response = await self.writer.transition(command, passthrough)
         if response.child is not None:
             self.state.add_child(response.child)
         if response.suspended or command.ends_execution:
@@ -386,22 +381,15 @@ class Execution:
             await self._boundary()
         # A sleep already recorded as sleeping keeps its deadline: ask only for what remains.
         duration_ms = _ms(duration) if record is None else max(0, record.wake_at - now_ms())
-        hold = record is None and self._may_hold_for(duration_ms)
+        # A short new sleep on a worker with slots to spare is held: waited for here, without a claim
+        # and a replay (see _run_writer.py). It is recorded all the same; were this process lost, the
+        # server would wake the run shortly after the sleep's end and it would be replayed.
+        hold = record is None and self.writer.may_hold(duration_ms)
         command = Sleep(run_id=self.run_id, revision=self.revision, name=name, seq=seq, duration_ms=duration_ms)
-        if not hold:
-            if await self._transition(command):
-                raise _Suspend
-            return SleepResult(cancelled=False)
-        # A short sleep on a worker with slots to spare: wait for it here and carry on, without a
-        # claim and a replay. The sleep is recorded all the same; were this process lost, the server
-        # would wake the run shortly after the sleep's end and it would be replayed.
-        if await self._send_transition(command, hold=True) is None:
+        command.hold = hold
+        if await self._transition(command):
             raise _Suspend
         return SleepResult(cancelled=False)
-
-    def _may_hold_for(self, duration_ms: int) -> bool:
-        limit = self.connection.sleep_hold_max_ms
-        return limit is not None and duration_ms <= limit and self._may_hold is not None and self._may_hold()
 
     async def wait_event(self, name: str, type: Any, timeout: timedelta | None) -> EventResult[Any]:
         """``run.events.X.wait()``: return a buffered event or timeout, or suspend until one comes."""

@@ -347,7 +347,7 @@ async def test_a_held_sleep_sends_its_resume_alone_and_is_left_out_while_held() 
     server.run_commands = run_commands  # type: ignore[method-assign]
     w = writer(WritePipeline(server))  # type: ignore[arg-type]
     holds = w.holds
-    answer = await w.hold_sleep(Sleep(run_id="r", revision=0, name="nap", seq=0, duration_ms=50))
+    answer = await w.transition(Sleep(run_id="r", revision=0, name="nap", seq=0, duration_ms=50, hold=True))
     assert answer.status == "running"
     assert seen == [("Sleep", True), ("ResumeSleep", True)]
     assert [[type(c).__name__ for c in b] for b in server.batches] == [["Sleep"], ["ResumeSleep"]]

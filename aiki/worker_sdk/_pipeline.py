@@ -11,7 +11,10 @@
                      └─────────────► Transport.run_commands (HTTP or the local port)
 
 A parking command (a held sleep's resume, answered only at the sleep's end) bypasses the batcher:
-it travels alone, so that it holds up no other run's writes. See ``_run_writer.py`` for deferral.
+it travels alone, so that it holds up no other run's writes. A transport without an in-flight
+limit (the local port: a call costs no request) has no batching stage either: each group is a
+call of its own, answered as soon as its run's commands are applied. See ``_run_writer.py`` for
+deferral.
 """
 
 from __future__ import annotations
@@ -33,18 +36,22 @@ class WritePipeline:
 
     def __init__(self, transport: Transport, batch_max_bytes: int | None = None) -> None:
         self._transport = transport
-        self._batcher = CommandBatcher(transport.run_commands, batch_max_bytes, transport.max_in_flight)
+        self._batcher: CommandBatcher | None = None
+        if transport.max_in_flight is not None:
+            self._batcher = CommandBatcher(transport.run_commands, batch_max_bytes, transport.max_in_flight)
 
     async def send(self, commands: Sequence[Command]) -> list[CommandResult]:
         """Send ``commands`` (of one run, in order); one result each, in order."""
-        if any(c.parks for c in commands):
+        if self._batcher is None or any(c.parks for c in commands):
             return await self._transport.run_commands(commands)
         return await self._batcher.submit(list(commands))
 
     def limit_batches(self, max_bytes: int) -> None:
         """The server takes batch bodies of at most ``max_bytes`` (learnt when a worker registers)."""
-        self._batcher.max_bytes = max_bytes
+        if self._batcher is not None:
+            self._batcher.max_bytes = max_bytes
 
     async def aclose(self) -> None:
         """Cancel the batches on their way."""
-        await self._batcher.aclose()
+        if self._batcher is not None:
+            await self._batcher.aclose()

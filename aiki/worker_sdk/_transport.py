@@ -70,7 +70,7 @@ class Transport(Protocol):
     """The calls the SDK makes; :class:`HttpTransport` and :class:`LocalTransport` implement it."""
 
     max_in_flight: int | None
-    """How many command batches may be on their way at once (None: no limit)."""
+    """How many command batches may be on their way at once (None: commands are not batched)."""
 
     async def request(
         self,

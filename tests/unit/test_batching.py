@@ -354,3 +354,17 @@ async def test_a_held_sleep_sends_its_resume_alone_and_is_left_out_while_held() 
     assert isinstance(server.batches[0][0], Sleep)
     assert server.batches[0][0].hold
     assert (w.holding, w.holds) == (False, holds + 2)  # changed at both ends
+
+
+async def test_without_requests_to_share_each_group_is_a_call_of_its_own() -> None:
+    # The local port: no batching stage, so no write waits for another run's.
+    server = FakeServer()
+    server.max_in_flight = None
+    server.gate.clear()
+    pipeline = WritePipeline(server)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(pipeline.send([record(0, run_id="a")]))
+    second = asyncio.ensure_future(pipeline.send([record(1, run_id="b"), Complete(run_id="b", revision=5)]))
+    await asyncio.sleep(0)
+    assert [[c.run_id for c in b] for b in server.batches] == [["a"], ["b", "b"]]
+    server.gate.set()
+    await asyncio.gather(first, second)

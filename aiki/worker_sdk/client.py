@@ -1,9 +1,13 @@
-"""The HTTP client of the Aiki API and run handles."""
+"""The client of the Aiki API (start, find, query, signal and act on runs) and run handles.
+
+The worker protocol (registration, claims, heartbeats, an executor's writes) is not here: a worker
+reaches the server through the same client's transport by ``_worker_connection.connect(client)``.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -12,86 +16,39 @@ import httpx
 import msgspec
 
 from aiki.worker_sdk import serde
-from aiki.worker_sdk.batching import WriteBatcher, encode_op
+from aiki.worker_sdk._http_backends import AiohttpBackend, HttpxBackend
+from aiki.worker_sdk._transport import HttpTransport, LocalTransport, Transport
 from aiki.worker_sdk.errors import (
     AikiError,
     RunCancelledError,
     RunFailedError,
     RunNotFoundError,
-    UnexpectedResponseError,
     UnexpectedStatusError,
     WaitTimeoutError,
 )
-from aiki.worker_sdk.http_backends import (
-    AiohttpBackend,
-    HttpAnswer,
-    HttpBackend,
-    HttpxBackend,
-    send_retrying_unavailable,
-)
 from aiki.worker_sdk.protocol import (
     TERMINAL_STATUSES,
-    BatchOutcome,
     CancelRunRequest,
     CancelRunsRequest,
     CancelRunsResponse,
-    ClaimRequest,
-    ClaimResponse,
-    HeartbeatRequest,
-    HeartbeatResponse,
     HistoryEntry,
-    Problem,
-    RecordTaskRequest,
-    RecordTaskResponse,
-    RegisterWorkerRequest,
-    RegisterWorkerResponse,
-    ReleaseRequest,
-    ReleaseResponse,
     RunActionRequest,
     RunDetail,
     RunListResponse,
     RunView,
     SendEventRequest,
     SendEventResponse,
-    StartChildRequest,
-    StartChildResponse,
     StartRunRequest,
     StartRunResponse,
-    TransitionRequest,
-    TransitionResponse,
-    WatchRequest,
-    WatchResponse,
-    WorkerBatchResponse,
     WorkerListResponse,
     WorkflowListResponse,
 )
-from aiki.worker_sdk.transport import LocalPort, error_from_problem, find_local_port
+from aiki.worker_sdk.transport import find_local_port
 
 R = TypeVar("R")
 O = TypeVar("O")  # noqa: E741
 
-API_PREFIX = "/api/v1"
-# Long-polls are answered by the server at its own deadline; the HTTP timeout only guards against
-# a server that never answers, so it is the poll time plus this margin.
-_POLL_MARGIN_S = 15.0
 _POLL_SLICE_MS = 20_000
-_EMPTY = msgspec.json.encode({})
-# A held sleep's resume is answered when the sleep ends (at most the server's 30 s hold limit).
-_PARKED_TIMEOUT_S = 30 + _POLL_MARGIN_S
-
-
-def error_from_response(answer: HttpAnswer) -> AikiError:
-    """Map an error answer (problem+json, or anything else) to the SDK exception tree."""
-    try:
-        problem: Problem | None = msgspec.json.decode(answer.body, type=Problem)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        problem = None
-    return error_from_problem(
-        answer.status,
-        problem,
-        fallback=answer.body[:500].decode("utf-8", "replace") or answer.reason,
-        retry_after=answer.retry_after,
-    )
 
 
 class Client:
@@ -99,18 +56,15 @@ class Client:
 
     Build it with :func:`client`. One instance holds one connection pool; share it, and close it
     with :meth:`close` or ``async with``. In embedded mode the hot wire calls (start, wait, claim,
-    record, transition ...) go to the server's local port instead (see ``transport.py``).
+    an executor's writes ...) go to the server's local port instead (see ``_transport.py``).
+
+    Attributes:
+        transport: How the calls travel (HTTP, or an embedded server's port).
     """
 
-    def __init__(self, http: HttpBackend, port: LocalPort | None = None) -> None:
-        self._http = http
-        self._port = port
-        # Set when a server that takes batches registers this client's worker (HTTP only).
-        self._batcher: WriteBatcher | None = None
-        #: The server's request size limit, learnt when a worker registers (None: unknown).
-        self.payload_max_bytes: int | None = None
-        #: The longest sleep the server lets an executor hold in memory (None: none).
-        self.sleep_hold_max_ms: int | None = None
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     async def __aenter__(self) -> Client:
         """The client itself; leaving the ``async with`` block closes it."""
@@ -122,11 +76,15 @@ class Client:
         """Close the client (see :meth:`close`)."""
         await self.close()
 
+    def close_with(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Call ``closer`` when the client closes, before its connections (e.g. a worker connection's)."""
+        self._closers.append(closer)
+
     async def close(self) -> None:
         """Close the connection pool (idempotent; a client that never sent a request holds none)."""
-        if self._batcher is not None:
-            await self._batcher.aclose()
-        await self._http.aclose()
+        for closer in self._closers:
+            await closer()
+        await self.transport.aclose()
 
     async def request(
         self,
@@ -155,35 +113,17 @@ class Client:
             AikiError: The subclass matching the server's problem ``code``;
                 ``ServerUnavailableError`` on connection errors and 5xx.
         """
-        content = body if body is None or isinstance(body, bytes) else msgspec.json.encode(body)
-        answer = await send_retrying_unavailable(self._http, method, API_PREFIX + path, content, params, timeout)
-        if answer.status >= 400:
-            raise error_from_response(answer)
-        try:
-            return msgspec.json.decode(answer.body, type=response_type)
-        except (msgspec.DecodeError, msgspec.ValidationError) as e:
-            raise UnexpectedResponseError(f"{method} {path}: cannot decode answer: {e}", status=answer.status) from e
+        return await self.transport.request(method, path, response_type, body, params=params, timeout=timeout)
 
     # -- client API ---------------------------------------------------------------------------
 
     async def start_run(self, request: StartRunRequest) -> StartRunResponse:
         """``POST /runs``."""
-        if self._port is not None:
-            return await self._port.start_run(request)
-        return await self.request("POST", "/runs", StartRunResponse, request)
+        return await self.transport.start_run(request)
 
     async def get_run(self, run_id: str, *, wait_for: Sequence[str] = (), timeout_ms: int | None = None) -> RunView:
         """``GET /runs/{id}``, long-polling while ``wait_for`` statuses are not reached."""
-        if self._port is not None:
-            return await self._port.get_run(run_id, tuple(wait_for), timeout_ms)
-        params: dict[str, str] = {}
-        timeout = None
-        if wait_for:
-            params["wait_for"] = ",".join(wait_for)
-            if timeout_ms is not None:
-                params["timeout_ms"] = str(timeout_ms)
-                timeout = timeout_ms / 1000 + _POLL_MARGIN_S
-        return await self.request("GET", f"/runs/{run_id}", RunView, params=params or None, timeout=timeout)
+        return await self.transport.get_run(run_id, tuple(wait_for), timeout_ms)
 
     async def list_runs(self, **filters: str) -> RunListResponse:
         """``GET /runs``: one page of runs, newest first.
@@ -242,9 +182,7 @@ class Client:
 
     async def send_event(self, run_id: str, name: str, request: SendEventRequest) -> SendEventResponse:
         """``POST /runs/{id}/events/{name}``."""
-        if self._port is not None:
-            return await self._port.send_event(run_id, name, request)
-        return await self.request("POST", f"/runs/{run_id}/events/{name}", SendEventResponse, request)
+        return await self.transport.send_event(run_id, name, request)
 
     async def cancel_run(self, run_id: str, reason: str | None = None) -> RunView:
         """``POST /runs/{id}/cancel`` (idempotent: an already cancelled run is returned as it is)."""
@@ -253,79 +191,6 @@ class Client:
     async def run_action(self, run_id: str, action: str, reason: str | None = None) -> RunView:
         """``POST /runs/{id}/{action}`` for ``pause``, ``resume``, ``wake`` and ``requeue``."""
         return await self.request("POST", f"/runs/{run_id}/{action}", RunView, RunActionRequest(reason=reason))
-
-    # -- worker protocol ----------------------------------------------------------------------
-
-    async def register_worker(self, request: RegisterWorkerRequest) -> RegisterWorkerResponse:
-        """``POST /workers/register``."""
-        if self._port is not None:
-            response = await self._port.register_worker(request)
-        else:
-            response = await self.request("POST", "/workers/register", RegisterWorkerResponse, request)
-            if response.batch_max_bytes and self._batcher is None:
-                self._batcher = WriteBatcher(self._send_batch, response.batch_max_bytes)
-        self.payload_max_bytes = response.payload_max_bytes
-        self.sleep_hold_max_ms = response.sleep_hold_max_ms
-        return response
-
-    async def claim(self, request: ClaimRequest) -> ClaimResponse:
-        """``POST /workers/claim`` (long-polls up to ``request.wait_ms``)."""
-        if self._port is not None:
-            return await self._port.claim(request)
-        timeout = request.wait_ms / 1000 + _POLL_MARGIN_S
-        return await self.request("POST", "/workers/claim", ClaimResponse, request, timeout=timeout)
-
-    async def heartbeat(self, request: HeartbeatRequest) -> HeartbeatResponse:
-        """``POST /workers/heartbeat``."""
-        if self._port is not None:
-            return await self._port.heartbeat(request)
-        return await self.request("POST", "/workers/heartbeat", HeartbeatResponse, request)
-
-    async def watch(self, request: WatchRequest) -> WatchResponse:
-        """``POST /workers/watch`` (long-polls up to ``request.wait_ms``)."""
-        if self._port is not None:
-            return await self._port.watch(request)
-        timeout = request.wait_ms / 1000 + _POLL_MARGIN_S
-        return await self.request("POST", "/workers/watch", WatchResponse, request, timeout=timeout)
-
-    async def release(self, request: ReleaseRequest) -> ReleaseResponse:
-        """``POST /workers/release``: a stopping worker hands back the runs it holds."""
-        return await self.request("POST", "/workers/release", ReleaseResponse, request)
-
-    async def record_task(self, run_id: str, request: RecordTaskRequest) -> RecordTaskResponse:
-        """``POST /runs/{id}/tasks``."""
-        if self._port is not None:
-            return await self._port.record_task(run_id, request)
-        if self._batcher is not None:
-            op = encode_op("record_task", run_id, request)
-            if self._batcher.fits(op):
-                outcome = await self._batcher.submit(op)
-                return _answer(outcome, outcome.record, f"/runs/{run_id}/tasks")
-        return await self.request("POST", f"/runs/{run_id}/tasks", RecordTaskResponse, request)
-
-    async def start_child(self, run_id: str, request: StartChildRequest) -> StartChildResponse:
-        """``POST /runs/{id}/children``."""
-        if self._port is not None:
-            return await self._port.start_child(run_id, request)
-        return await self.request("POST", f"/runs/{run_id}/children", StartChildResponse, request)
-
-    async def transition(self, run_id: str, request: TransitionRequest) -> TransitionResponse:
-        """``POST /runs/{id}/transition``."""
-        if self._port is not None:
-            return await self._port.transition(run_id, request)
-        if request.kind == "resume_sleep":
-            # The server answers it at the sleep's end: alone, so that it holds up no batch.
-            path = f"/runs/{run_id}/transition"
-            return await self.request("POST", path, TransitionResponse, request, timeout=_PARKED_TIMEOUT_S)
-        if self._batcher is not None:
-            op = encode_op("transition", run_id, request)
-            if self._batcher.fits(op):
-                outcome = await self._batcher.submit(op)
-                return _answer(outcome, outcome.transition, f"/runs/{run_id}/transition")
-        return await self.request("POST", f"/runs/{run_id}/transition", TransitionResponse, request)
-
-    async def _send_batch(self, body: bytes) -> WorkerBatchResponse:
-        return await self.request("POST", "/workers/batch", WorkerBatchResponse, body)
 
 
 def _seconds(value: timedelta | float | None, name: str) -> float | None:
@@ -347,16 +212,6 @@ def as_timedelta(value: timedelta | float | None, name: str) -> timedelta | None
     """
     seconds = _seconds(value, name)
     return None if seconds is None else timedelta(seconds=seconds)
-
-
-def _answer(outcome: BatchOutcome, response: R | None, path: str) -> R:
-    """One operation's response from its batch outcome, or the exception its own route would cause."""
-    if outcome.problem is not None:
-        status = outcome.problem.status
-        raise error_from_problem(status, outcome.problem, retry_after="1" if status == 503 else None)
-    if response is None:
-        raise UnexpectedResponseError(f"POST {API_PREFIX}{path}: the batch answered neither a response nor a problem")
-    return response
 
 
 def client(
@@ -417,11 +272,11 @@ def client(
         raise ValueError("pass handler= alone: it is served in-process")
     if handler is None and url is None and transport is None:
         raise ValueError("pass url=, handler= or transport=")
-    port = None
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     if url is not None and transport is None:
-        # Over the network: aiohttp (see http_backends.py for why).
-        return Client(AiohttpBackend(url, headers, timeout.total_seconds()))
+        # Over the network: aiohttp (see _http_backends.py for why).
+        return Client(HttpTransport(AiohttpBackend(url, headers, timeout.total_seconds())))
+    port = None
     if handler is not None:
         transport = httpx.ASGITransport(app=handler)
         # An embedded Aiki server answers the hot calls in-process (same checks, no HTTP).
@@ -432,7 +287,8 @@ def client(
         headers=headers,
         timeout=timeout.total_seconds(),
     )
-    return Client(HttpxBackend(http), port)
+    over_http = HttpTransport(HttpxBackend(http))
+    return Client(over_http if port is None else LocalTransport(port, over_http))
 
 
 class EventSender:

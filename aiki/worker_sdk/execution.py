@@ -13,28 +13,27 @@ a ``yield`` transition and stops (see ``services/lifecycle.py`` on the server).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import msgspec
 
+from aiki.worker_sdk import _commands as commands
 from aiki.worker_sdk import serde
+from aiki.worker_sdk._commands import error_info
 from aiki.worker_sdk._replay_state import TIMED_OUT, ReplayState
-from aiki.worker_sdk.client import Client
+from aiki.worker_sdk._run_writer import Abandon as _Abandon
+from aiki.worker_sdk._run_writer import Passthrough
+from aiki.worker_sdk._run_writer import Suspend as _Suspend
+from aiki.worker_sdk._worker_connection import WorkerConnection
 from aiki.worker_sdk.definitions import WorkflowVersion
 from aiki.worker_sdk.errors import (
-    AikiError,
     NonDeterminismError,
     PayloadTooLargeError,
-    RateLimitedError,
     ReferenceConflictError,
-    ServerUnavailableError,
-    StaleRevisionError,
     TaskFailedError,
     ValidationError,
     WorkflowNotFoundError,
@@ -42,38 +41,28 @@ from aiki.worker_sdk.errors import (
 from aiki.worker_sdk.protocol import (
     TERMINAL_STATUSES,
     Activation,
+    AwaitChild,
+    AwaitEvent,
+    AwaitTaskRetry,
     ChildRecord,
+    Command,
+    Complete,
     ErrorInfo,
-    HeartbeatRequest,
-    HeartbeatRun,
-    RecordTaskRequest,
-    StartChildRequest,
-    TransitionRequest,
+    Fail,
+    RecordTask,
+    Retry,
+    Sleep,
     TransitionResponse,
+    Yield,
 )
 from aiki.worker_sdk.retry import RetryPolicy
 from aiki.worker_sdk.run import ChildHandle, ChildResult, EventResult, Run, SleepResult
 from aiki.worker_sdk.tasks import Task
 
 log = logging.getLogger("aiki.worker")
-R = TypeVar("R")
-_TRACEBACK_LIMIT = 8000
 _SETTLE_TICKS = 3
-# A completed task's record may travel with the execution's next write when it is at most this
-# fraction of the server's request limit (so the two together stay well within it).
-_DEFER_FRACTION = 4
-_MERGE_MARGIN_BYTES = 1024
-
-
-class _Suspend(BaseException):
-    """Unwinds the workflow coroutine once the run is suspended (or the execution is over).
-
-    A BaseException so that ``except Exception`` in workflow code cannot swallow it.
-    """
-
-
-class _Abandon(BaseException):
-    """Unwinds the execution without further writes; lease recovery hands the run out again."""
+# A refused input, reference or unknown version is the workflow's error, not the execution's.
+_CHILD_PASSTHROUGH: Passthrough = (ValidationError, WorkflowNotFoundError, ReferenceConflictError)
 
 
 def now_ms() -> int:
@@ -85,33 +74,22 @@ def _ms(delta: timedelta) -> int:
     return int(delta.total_seconds() * 1000)
 
 
-def error_info(error: BaseException, *, cause: str | None = None) -> ErrorInfo:
-    """Describe ``error`` as the server records it."""
-    text = "".join(traceback.format_exception(error))
-    return ErrorInfo(
-        type=type(error).__name__,
-        message=str(error) or type(error).__name__,
-        code=getattr(error, "code", None) if isinstance(error, AikiError) else None,
-        traceback=text[-_TRACEBACK_LIMIT:],
-        cause=cause,
-    )
-
-
 class Execution:
     """Executes one activation of a workflow version.
+
+    Every write is a command sent through the worker connection's write pipeline, by this
+    execution's :class:`~aiki.worker_sdk._run_writer.RunWriter` (one write at a time, deferral of
+    a completed task's record, retries, fencing).
 
     Attributes:
         activation: What the claim returned.
         revision: The run revision this execution holds (its fencing token).
         finished: True once no more writes may be made.
-        retry_budget: Seconds to keep retrying a write while the server is unavailable.
-        lease_until: ``time.monotonic()`` until which the lease is surely ours: a lease TTL after the
-            last request the server answered for this run (a claim, a write, a heartbeat) was sent.
     """
 
     def __init__(
         self,
-        client: Client,
+        connection: WorkerConnection,
         version: WorkflowVersion[Any, Any],
         activation: Activation,
         *,
@@ -120,34 +98,45 @@ class Execution:
         worker_id: str | None = None,
         claimed_at: float | None = None,
     ) -> None:
-        self.client = client
+        self.connection = connection
         self.version = version
         self.activation = activation
         self.run_id = activation.run_id
-        self.revision = activation.revision
         self.state = ReplayState(activation)
-        self.finished = False
-        self.retry_budget = retry_budget
-        self._lock = asyncio.Lock()
+        self.writer = connection.writer(
+            activation,
+            retry_budget=retry_budget,
+            claimed_at=claimed_at,
+            worker_id=worker_id,
+            may_hold=may_hold,
+            paused=self._pause_requested,
+        )
         self._fatal: NonDeterminismError | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        # A completed task's record not sent yet (see _defer); at most one at a time.
-        self._deferred: RecordTaskRequest | None = None
-        self._deferred_size = 0
-        self._flushes: set[asyncio.Task[None]] = set()
         # Short sleeps held in memory (see sleep()): whether one is under way, and how many began.
-        self._may_hold = may_hold
-        self.holding = False
-        self.holds = 0
         # A pause was requested (see the module docstring); task attempts under way, and when none is.
         self.pause_requested = False
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.worker_id = worker_id
-        self._lease_ttl = activation.lease_ttl_ms / 1000
-        self.lease_until = (time.monotonic() if claimed_at is None else claimed_at) + self._lease_ttl
         self.run = Run(self, {name: e.type for name, e in version.events.items()})
+
+    @property
+    def revision(self) -> int:
+        """The run revision this execution holds (its fencing token)."""
+        return self.writer.revision
+
+    @property
+    def finished(self) -> bool:
+        """True once no more writes may be made."""
+        return self.writer.finished
+
+    @finished.setter
+    def finished(self, value: bool) -> None:
+        self.writer.finished = value
+
+    def _pause_requested(self) -> None:
+        self.pause_requested = True
 
     # -- the workflow as a whole --------------------------------------------------------------
 
@@ -182,7 +171,7 @@ class Execution:
             if deadline.expired() and self._fatal is None:
                 info = error_info(e, cause="timeout")
                 info.message = f"the run exceeded its execution time limit of {version.timeout}"
-                await self._transition(TransitionRequest(revision=self.revision, kind="fail", error=info))
+                await self._transition(Fail(run_id=self.run_id, revision=self.revision, error=info))
             else:
                 await self._on_error(e)
             return
@@ -193,7 +182,7 @@ class Execution:
             await self._fail(self._fatal)
             return
         try:
-            await self._transition(TransitionRequest(revision=self.revision, kind="complete", output=msgspec.Raw(raw)))
+            await self._transition(Complete(run_id=self.run_id, revision=self.revision, output=msgspec.Raw(raw)))
         except PayloadTooLargeError as e:
             await self._fail(e)
 
@@ -214,15 +203,16 @@ class Execution:
         if not isinstance(error, NonDeterminismError | ValidationError) and policy.should_retry(attempt, error):
             wake_at = now_ms() + _ms(policy.delay_for(attempt))
             self.run.logger.info("workflow attempt %d failed (%r); retrying", attempt, error)
-            request = TransitionRequest(revision=self.revision, kind="retry", wake_at=wake_at, error=error_info(error))
-            await self._transition(request)
+            await self._transition(
+                Retry(run_id=self.run_id, revision=self.revision, wake_at=wake_at, error=error_info(error))
+            )
             return
         await self._fail(error)
 
     async def _fail(self, error: BaseException) -> None:
         self.state.end_replay()
         self.run.logger.info("run failed: %r", error)
-        await self._transition(TransitionRequest(revision=self.revision, kind="fail", error=error_info(error)))
+        await self._transition(Fail(run_id=self.run_id, revision=self.revision, error=error_info(error)))
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -233,64 +223,6 @@ class Execution:
             self._tasks.add(task)
         if self.finished:
             raise _Suspend
-
-    async def _send(self, call: Callable[[], Awaitable[R]], passthrough: tuple[type[AikiError], ...] = ()) -> R:
-        """Send one write: retry while the server is unavailable; abandon if fenced or refused."""
-        deadline = time.monotonic() + self.retry_budget
-        delay = 0.2
-        while True:
-            if self.finished:
-                raise _Suspend
-            try:
-                sent = time.monotonic()
-                answer = await call()
-                self.renew_lease(sent)
-                return answer
-            except passthrough:
-                raise
-            except ServerUnavailableError as e:
-                wait = e.retry_after if isinstance(e, RateLimitedError) and e.retry_after else delay
-                if time.monotonic() + wait > deadline:
-                    log.warning("run %s: server unavailable, abandoning to lease recovery: %s", self.run_id, e)
-                    self.finished = True
-                    raise _Abandon from e
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, 5.0)
-            except StaleRevisionError:
-                log.info("run %s: revision %d is stale, abandoning the execution", self.run_id, self.revision)
-                self.finished = True
-                raise _Abandon from None
-            except AikiError as e:
-                log.error("run %s: write refused, abandoning the execution: %r", self.run_id, e)
-                self.finished = True
-                raise _Abandon from e
-
-    def renew_lease(self, sent: float) -> None:
-        """The server answered a request for this run sent at ``sent`` (monotonic): the lease held then."""
-        self.lease_until = max(self.lease_until, sent + self._lease_ttl)
-
-    async def _confirm_lease(self) -> None:
-        """Before a task runs: if nothing renewed the lease for a whole TTL, ask the server whether it is still ours.
-
-        A worker process stopped (SIGSTOP, a VM paused) past its lease reads, once resumed, answers
-        its server gave long ago (a claim, a sleep's end): the run may since have been recovered and
-        run elsewhere. Its writes are fenced, but a task's side effect is not: so it asks first.
-        """
-        if self.worker_id is None or time.monotonic() < self.lease_until:
-            return
-        beat = HeartbeatRequest(worker_id=self.worker_id, runs=[HeartbeatRun(self.run_id, self.revision)])
-        response = await self._send(lambda: self.client.heartbeat(beat))
-        if self.run_id in response.stale:
-            log.info("run %s: lease lost while this worker was away, abandoning the execution", self.run_id)
-            self.finished = True
-            raise _Abandon
-
-    async def _record(self, request: RecordTaskRequest, passthrough: tuple[type[AikiError], ...] = ()) -> None:
-        async with self._lock:
-            await self._send_deferred()
-            request.revision = self.revision
-            response = await self._send(lambda: self.client.record_task(self.run_id, request), passthrough)
-            self.pause_requested |= response.paused
 
     # -- pause at the step boundary -----------------------------------------------------------
 
@@ -316,78 +248,25 @@ class Execution:
         self._enter()
         if not self.pause_requested:
             return  # a sibling yielded and heard the run was resumed
-        if await self._send_transition(TransitionRequest(revision=self.revision, kind="yield")) is None:
+        if await self._send_transition(Yield(run_id=self.run_id, revision=self.revision)) is None:
             raise _Suspend
         self.pause_requested = False
 
-    # A completed task's record is durable before anything that follows the task can have an
-    # effect: new work (a task, a child) sends it first and waits for it. What the workflow does
-    # right after a task is usually its next write, though: a completion, a sleep, a wait. So the
-    # record waits for the rest of the current loop iteration; if that write comes, the record
-    # travels with it (one round trip instead of two), otherwise it goes out on its own at once.
-
-    def _may_defer(self, size: int) -> bool:
-        limit = self.client.payload_max_bytes
-        return limit is not None and self._deferred is None and size <= limit // _DEFER_FRACTION
-
-    def _defer(self, request: RecordTaskRequest, size: int) -> None:
-        self._deferred, self._deferred_size = request, size
-        asyncio.get_running_loop().call_soon(self._flush_deferred_soon)
-
-    def _flush_deferred_soon(self) -> None:
-        if self._deferred is None or self.finished:
-            return
-        flush = asyncio.get_running_loop().create_task(self._flush_deferred())
-        self._flushes.add(flush)
-        flush.add_done_callback(self._flushes.discard)
-
-    async def _flush_deferred(self) -> None:
-        try:
-            async with self._lock:
-                await self._send_deferred()
-        except (_Suspend, _Abandon):
-            pass  # fenced or given up: ``finished`` is set and the workflow stops at its next step
-
-    async def _send_deferred(self) -> None:
-        """Send the deferred record, if any (the caller holds the lock)."""
-        request, self._deferred = self._deferred, None
-        if request is not None:
-            request.revision = self.revision
-            response = await self._send(lambda: self.client.record_task(self.run_id, request))
-            self.pause_requested |= response.paused
-
-    def _take_deferred_for(self, transition: TransitionRequest) -> bool:
-        """Attach the deferred record to ``transition`` if both fit in one request together."""
-        limit = self.client.payload_max_bytes
-        if self._deferred is None or limit is None:
-            return False
-        if len(msgspec.json.encode(transition)) + self._deferred_size + _MERGE_MARGIN_BYTES > limit:
-            return False
-        transition.task, self._deferred = self._deferred, None
-        transition.task.revision = transition.revision
-        return True
-
-    async def _transition(self, request: TransitionRequest) -> bool:
+    async def _transition(self, command: Command) -> bool:
         """Send a transition; True if the run is suspended (or ended), after which nothing is written."""
-        return await self._send_transition(request) is None
+        return await self._send_transition(command) is None
 
-    async def _send_transition(self, request: TransitionRequest) -> TransitionResponse | None:
+    async def _send_transition(self, command: Command) -> TransitionResponse | None:
         """Send a transition; its answer, or None if the run is suspended (or ended)."""
-        async with self._lock:
-            request.revision = self.revision
-            if not self._take_deferred_for(request):
-                await self._send_deferred()
-            passthrough: tuple[type[AikiError], ...] = (PayloadTooLargeError,) if request.kind == "complete" else ()
-            response = await self._send(lambda: self.client.transition(self.run_id, request), passthrough)
-            if response.revision is not None:
-                self.revision = response.revision
-            if response.child is not None:
-                self.state.add_child(response.child)
-            if response.suspended or request.kind in ("complete", "fail", "retry"):
-                self.finished = True
-                return None
-            self.state.add_events(response.events)
-            return response
+        passthrough: Passthrough = (PayloadTooLargeError,) if isinstance(command, Complete) else ()
+        response = await self.writer.transition(command, passthrough)
+        if response.child is not None:
+            self.state.add_child(response.child)
+        if response.suspended or command.ends_execution:
+            self.finished = True
+            return None
+        self.state.add_events(response.events)
+        return response
 
     async def _settle(self) -> None:
         """Yield until sibling coroutines stop consuming recorded entries."""
@@ -415,9 +294,8 @@ class Execution:
                 error = record.error or ErrorInfo(type="Error", message="task failed")
                 raise TaskFailedError(task.name, error, run_id=self.run_id)
             if record.status == "awaiting_retry" and (record.next_attempt_at or 0) > now_ms():
-                wake_at = record.next_attempt_at
-                request = TransitionRequest(revision=self.revision, kind="await_task_retry", wake_at=wake_at)
-                if await self._transition(request):
+                wait = AwaitTaskRetry(run_id=self.run_id, revision=self.revision, wake_at=record.next_attempt_at)
+                if await self._transition(wait):
                     raise _Suspend
             # Due for retry, or "running" (interrupted by a crash): the next attempt runs now.
             attempt = record.attempts + 1
@@ -425,7 +303,7 @@ class Execution:
             await self._settle()
             self._enter()
             self._check_determinism(address)
-        await self._confirm_lease()
+        await self.writer.confirm_lease()
         return await self._run_attempts(task, input, canonical, address, seq, attempt)
 
     def _check_determinism(self, address: str) -> None:
@@ -440,14 +318,12 @@ class Execution:
         self, task: Task[Any, Any], input: Any, canonical: bytes, address: str, seq: int, attempt: int
     ) -> Any:
         raw_input = msgspec.Raw(canonical)
-        if self._deferred is not None or self._flushes:
-            # New work: an earlier task's record must be durable before this one runs (a flush
-            # already on its way holds the lock until it is).
-            async with self._lock:
-                await self._send_deferred()
+        # New work: an earlier task's record must be durable before this one runs.
+        await self.writer.flush()
 
-        def entry(status: Literal["completed", "failed", "awaiting_retry"], **fields: Any) -> RecordTaskRequest:
-            return RecordTaskRequest(
+        def entry(status: Literal["completed", "failed", "awaiting_retry"], **fields: Any) -> RecordTask:
+            return RecordTask(
+                run_id=self.run_id,
                 revision=self.revision,
                 address=address,
                 seq=seq,
@@ -477,24 +353,21 @@ class Execution:
                         error.cause = "timeout"
                     if task.retry.should_retry(attempt, e):
                         next_at = now_ms() + _ms(task.retry.delay_for(attempt))
-                        await self._record(entry("awaiting_retry", error=error, next_attempt_at=next_at))
-                        request = TransitionRequest(revision=self.revision, kind="await_task_retry", wake_at=next_at)
-                        if await self._transition(request):
+                        await self.writer.record(entry("awaiting_retry", error=error, next_attempt_at=next_at))
+                        wait = AwaitTaskRetry(run_id=self.run_id, revision=self.revision, wake_at=next_at)
+                        if await self._transition(wait):
                             raise _Suspend from None
                         attempt += 1
                         continue
-                    await self._record(entry("failed", error=error))
+                    await self.writer.record(entry("failed", error=error))
                     raise TaskFailedError(task.name, error, run_id=self.run_id) from e
-                completed = entry("completed", output=msgspec.Raw(raw))
-                size = len(raw) + len(canonical)
-                if self._may_defer(size):
-                    self._defer(completed, size)
-                    return serde.decode(raw, task.output_type)
                 try:
-                    await self._record(completed, passthrough=(PayloadTooLargeError,))
+                    await self.writer.record_completed(
+                        entry("completed", output=msgspec.Raw(raw)), len(raw) + len(canonical)
+                    )
                 except PayloadTooLargeError as e:
                     error = error_info(e)
-                    await self._record(entry("failed", error=error))
+                    await self.writer.record(entry("failed", error=error))
                     raise TaskFailedError(task.name, error, run_id=self.run_id) from e
                 return serde.decode(raw, task.output_type)
             finally:
@@ -510,52 +383,30 @@ class Execution:
             await self._boundary()
         # A sleep already recorded as sleeping keeps its deadline: ask only for what remains.
         duration_ms = _ms(duration) if record is None else max(0, record.wake_at - now_ms())
-        hold = record is None and self._may_hold_for(duration_ms)
-        request = TransitionRequest(
-            revision=self.revision, kind="sleep", sleep_name=name, sleep_seq=seq, duration_ms=duration_ms, hold=hold
-        )
-        if not hold:
-            if await self._transition(request):
-                raise _Suspend
-            return SleepResult(cancelled=False)
-        # A short sleep on a worker with slots to spare: wait for it here and carry on, without a
-        # claim and a replay. The sleep is recorded all the same; were this process lost, the server
-        # would wake the run shortly after the sleep's end and it would be replayed. While the run
-        # is not `running` on the server (from the request to the resume's answer) heartbeats
-        # leave it out, and ``holds`` changes at both ends so an answer to a beat sent before
-        # cannot stop this execution.
-        self.holding, self.holds = True, self.holds + 1
-        try:
-            response = await self._send_transition(request)
-            if response is None:
-                raise _Suspend
-            if response.held:
-                # The server answers this at the sleep's end (at once if the run is cancelled or woken).
-                resume = TransitionRequest(revision=self.revision, kind="resume_sleep", sleep_name=name, sleep_seq=seq)
-                if await self._send_transition(resume) is None:
-                    raise _Suspend
-        finally:
-            self.holding, self.holds = False, self.holds + 1
+        # A short new sleep on a worker with slots to spare is held: waited for here, without a claim
+        # and a replay (see _run_writer.py). It is recorded all the same; were this process lost, the
+        # server would wake the run shortly after the sleep's end and it would be replayed.
+        hold = record is None and self.writer.may_hold(duration_ms)
+        command = Sleep(run_id=self.run_id, revision=self.revision, name=name, seq=seq, duration_ms=duration_ms)
+        command.hold = hold
+        if await self._transition(command):
+            raise _Suspend
         return SleepResult(cancelled=False)
-
-    def _may_hold_for(self, duration_ms: int) -> bool:
-        limit = self.client.sleep_hold_max_ms
-        return limit is not None and duration_ms <= limit and self._may_hold is not None and self._may_hold()
 
     async def wait_event(self, name: str, type: Any, timeout: timedelta | None) -> EventResult[Any]:
         """``run.events.X.wait()``: return a buffered event or timeout, or suspend until one comes."""
         self._enter()
         seq, outcome = self.state.next_wait(name)
         if outcome is None:
-            request = TransitionRequest(
+            wait = AwaitEvent(
+                run_id=self.run_id,
                 revision=self.revision,
-                kind="await_event",
-                event_name=name,
+                event=name,
                 wait_seq=seq,
                 consumed=self.state.consumed(name),
                 timeout_ms=None if timeout is None else _ms(timeout),
             )
-            if await self._transition(request):
+            if await self._transition(wait):
                 raise _Suspend
             outcome = self.state.take_event(name)
             if outcome is None:
@@ -576,38 +427,13 @@ class Execution:
             await self._settle()
             self._enter()
             self._check_determinism(address)
-            if self._deferred is not None or self._flushes:
-                # Its answer may say a pause is requested: then no child starts.
-                async with self._lock:
-                    await self._send_deferred()
+            # New work: an earlier task's record is durable first (its answer may say a pause is
+            # requested: then no child starts).
+            await self.writer.flush()
             while True:
                 await self._boundary()
-                options = version._options
-                request = StartChildRequest(
-                    revision=self.revision,
-                    address=address,
-                    seq=seq,
-                    workflow=version.name,
-                    version=version.version,
-                    input=msgspec.Raw(raw),
-                    retry=None if options.retry is None else options.retry.to_wire(),
-                    reference_id=options.reference_id,
-                    conflict=options.conflict,
-                    delay_ms=options.delay_ms,
-                    pool=options.pool,
-                    require_registered=options.require_registered,
-                )
-                async with self._lock:
-                    await self._send_deferred()
-                    request.revision = self.revision
-                    # A refused input, reference or unknown version is the workflow's error, not the execution's.
-                    passthrough: tuple[type[AikiError], ...] = (
-                        ValidationError,
-                        WorkflowNotFoundError,
-                        ReferenceConflictError,
-                    )
-                    start = functools.partial(self.client.start_child, self.run_id, request)
-                    response = await self._send(start, passthrough)
+                command = commands.start_child(self.run_id, address, seq, version, raw)
+                response = await self.writer.start_child(command, _CHILD_PASSTHROUGH)
                 if response.child is not None:
                     break
                 # A pause committed before this start reached the server (the watch had yet to say
@@ -627,14 +453,14 @@ class Execution:
             return ChildResult(timeout=True)
         record = self.state.child_by_id[child_id]
         if record.status not in TERMINAL_STATUSES:
-            request = TransitionRequest(
+            wait = AwaitChild(
+                run_id=self.run_id,
                 revision=self.revision,
-                kind="await_child",
                 child_run_id=child_id,
                 wait_seq=seq,
                 timeout_ms=None if timeout is None else _ms(timeout),
             )
-            if await self._transition(request):
+            if await self._transition(wait):
                 raise _Suspend
             record = self.state.child_by_id[child_id]
             if record.status not in TERMINAL_STATUSES:

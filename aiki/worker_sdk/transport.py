@@ -1,11 +1,12 @@
-"""How the client reaches a server: the in-process port, and problem+json → SDK exceptions.
+"""What an embedded server offers the SDK in process (its local port), and problem+json → SDK exceptions.
 
 Over HTTP every call is a request. In embedded mode (``client(handler=server.handler)``) the
 server may offer a *local port* on its app (``app.state.aiki_local_port``): an object with one
-method per hot wire call that takes and returns the same wire Structs as HTTP (``protocol.py``),
-runs the same server use cases with the same checks (request decoding, payload size, schemas,
-fencing), and raises the same SDK exceptions an HTTP answer would map to. The SDK finds it by duck
-typing, so it never imports server code; calls the port does not offer still go over HTTP.
+method per hot wire call (``run_commands`` for the executor's writes) that takes and returns the
+same wire Structs as HTTP (``protocol.py``), runs the same server use cases with the same checks
+(request decoding, payload size, schemas, fencing), and raises the same SDK exceptions an HTTP
+answer would map to. The SDK finds it by duck typing, so it never imports server code; calls the
+port does not offer still go over HTTP (``_transport.LocalTransport``).
 """
 
 from __future__ import annotations
@@ -25,22 +26,18 @@ from aiki.worker_sdk.errors import (
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
     ClaimResponse,
+    Command,
+    CommandResult,
     HeartbeatRequest,
     HeartbeatResponse,
     Problem,
-    RecordTaskRequest,
-    RecordTaskResponse,
     RegisterWorkerRequest,
     RegisterWorkerResponse,
     RunView,
     SendEventRequest,
     SendEventResponse,
-    StartChildRequest,
-    StartChildResponse,
     StartRunRequest,
     StartRunResponse,
-    TransitionRequest,
-    TransitionResponse,
     WatchRequest,
     WatchResponse,
 )
@@ -66,11 +63,7 @@ class LocalPort(Protocol):
 
     async def watch(self, request: WatchRequest) -> WatchResponse: ...
 
-    async def record_task(self, run_id: str, request: RecordTaskRequest) -> RecordTaskResponse: ...
-
-    async def transition(self, run_id: str, request: TransitionRequest) -> TransitionResponse: ...
-
-    async def start_child(self, run_id: str, request: StartChildRequest) -> StartChildResponse: ...
+    async def run_commands(self, commands: list[Command]) -> list[CommandResult]: ...
 
 
 def find_local_port(handler: Any) -> LocalPort | None:

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from aiki.worker_sdk import serde
+from aiki.worker_sdk._worker_connection import WorkerConnection, connect
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.definitions import WorkflowVersion
 from aiki.worker_sdk.errors import AikiError, NotFoundError, RateLimitedError, ServerUnavailableError
@@ -134,10 +135,11 @@ class Worker:
             concurrency=self.concurrency,
             pid=os.getpid(),
         )
+        connection = connect(client)
         delay = 0.2
         while True:
             try:
-                response = await client.register_worker(request)
+                response = await connection.register_worker(request)
                 break
             except ServerUnavailableError as e:
                 wait = e.retry_after if isinstance(e, RateLimitedError) and e.retry_after else _jittered(delay)
@@ -148,7 +150,7 @@ class Worker:
         interval = response.heartbeat_interval_ms / 1000
         if self.heartbeat_interval is not None:
             interval = min(interval, self.heartbeat_interval.total_seconds())
-        handle = WorkerHandle(self, client, response.worker_id, interval)
+        handle = WorkerHandle(self, connection, response.worker_id, interval)
         handle._start()
         return handle
 
@@ -160,9 +162,9 @@ class WorkerHandle:
         worker_id: The id the server knows this worker by.
     """
 
-    def __init__(self, worker: Worker, client: Client, worker_id: str, heartbeat_interval: float) -> None:
+    def __init__(self, worker: Worker, connection: WorkerConnection, worker_id: str, heartbeat_interval: float) -> None:
         self._worker = worker
-        self._client = client
+        self._connection = connection
         self.worker_id = worker_id
         self._heartbeat_interval = max(heartbeat_interval, 0.05)
         self._executions: dict[str, tuple[Execution, asyncio.Task[None]]] = {}
@@ -202,7 +204,7 @@ class WorkerHandle:
             )
             try:
                 sent = time.monotonic()
-                response = await self._client.claim(request)
+                response = await self._connection.claim(request)
             except ServerUnavailableError as e:
                 wait = _jittered(backoff)
                 log.warning("worker %s: claim failed, retrying in %.2fs: %s", self.worker_id, wait, e)
@@ -233,7 +235,7 @@ class WorkerHandle:
             return
         # A short sleep may keep its slot only while the worker has another one free for new work.
         execution = Execution(
-            self._client,
+            self._connection,
             version,
             activation,
             may_hold=self._has_a_free_slot,
@@ -263,25 +265,31 @@ class WorkerHandle:
             await asyncio.sleep(self._heartbeat_interval)
             # A run whose sleep its execution holds is not `running` on the server: its lease is the
             # sleep's own deadline, so it is left out (it would be reported stale).
-            live = [(run_id, e) for run_id, (e, _) in self._executions.items() if not e.finished and not e.holding]
+            live = [
+                (run_id, e) for run_id, (e, _) in self._executions.items() if not e.finished and not e.writer.holding
+            ]
             runs = [HeartbeatRun(run_id, e.revision) for run_id, e in live]
             sent = {r.run_id: r.revision for r in runs}
-            holds = {run_id: e.holds for run_id, e in live}
+            holds = {run_id: e.writer.holds for run_id, e in live}
             sent_at = time.monotonic()
             try:
-                response = await self._client.heartbeat(HeartbeatRequest(worker_id=self.worker_id, runs=runs))
+                response = await self._connection.heartbeat(HeartbeatRequest(worker_id=self.worker_id, runs=runs))
             except AikiError as e:
                 log.warning("worker %s: heartbeat failed: %r", self.worker_id, e)
                 continue
             for run_id, execution in live:
                 if run_id not in response.stale:
-                    execution.renew_lease(sent_at)
+                    execution.writer.renew_lease(sent_at)
             for run_id in response.stale:
                 entry = self._executions.get(run_id)
                 # While the beat was in flight the run may have been claimed again by this worker: the
                 # newer execution holds the current revision and must go on.
                 # So is one that began holding a sleep while the beat was in flight.
-                if entry is not None and entry[0].revision == sent.get(run_id) and entry[0].holds == holds.get(run_id):
+                if (
+                    entry is not None
+                    and entry[0].revision == sent.get(run_id)
+                    and entry[0].writer.holds == holds.get(run_id)
+                ):
                     self._stop_execution(run_id, entry)
             self._pause_executions(response.paused, sent)
 
@@ -353,7 +361,7 @@ class WorkerHandle:
             backoff = 0.2
 
     async def _watch_once(self, request: WatchRequest, sent: dict[str, int]) -> None:
-        response: WatchResponse = await self._client.watch(request)
+        response: WatchResponse = await self._connection.watch(request)
         for run_id in response.stale:
             entry = self._executions.get(run_id)
             # Only the execution the watch named (a newer one of the same run holds the new revision).
@@ -401,7 +409,7 @@ class WorkerHandle:
         if not held:
             return
         try:
-            response = await self._client.release(ReleaseRequest(worker_id=self.worker_id, runs=held))
+            response = await self._connection.release(ReleaseRequest(worker_id=self.worker_id, runs=held))
         except AikiError as e:
             log.warning("worker %s: could not hand back %d run(s), lease expiry will: %r", self.worker_id, len(held), e)
             return

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from aiki import Client, client, worker
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.errors import AikiError
 from aiki.worker_sdk.protocol import RegisterWorkerRequest, SendEventRequest, VersionSpec
 from tests.chaos.cluster import Cluster
@@ -490,7 +491,9 @@ async def registered_lease_ttl_ms(api: Client) -> int:
     specs: list[VersionSpec] = []
     for versions in (VERSIONS, WITH_PILL):
         specs += [s for s in worker(versions).specs() if s not in specs]
-    response = await api.register_worker(RegisterWorkerRequest(worker_id="chaos-probe", host="chaos", versions=specs))
+    response = await connect(api).register_worker(
+        RegisterWorkerRequest(worker_id="chaos-probe", host="chaos", versions=specs)
+    )
     return response.lease_ttl_ms
 
 

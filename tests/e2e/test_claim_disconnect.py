@@ -20,6 +20,7 @@ import pytest
 
 from aiki import Client, Run, task, workflow
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
     HeartbeatRun,
@@ -100,7 +101,7 @@ class RawClaim:
 
 
 async def _register(sdk: Client, worker_id: str) -> None:
-    await sdk.register_worker(
+    await connect(sdk).register_worker(
         RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[VersionSpec("claim-disconnect", "1.0.0")])
     )
 
@@ -210,7 +211,7 @@ async def test_a_watch_closed_by_its_client_ends_at_once(aiki: Any, served: tupl
     dead = f"dead-{new_key()}"
     await _register(sdk, dead)
     await disconnect_v1.start(sdk, new_key())
-    claimed = await sdk.claim(
+    claimed = await connect(sdk).claim(
         ClaimRequest(worker_id=dead, versions=[VersionRef("claim-disconnect", "1.0.0")], max_runs=1, wait_ms=5000)
     )
     [activation] = claimed.activations

@@ -18,6 +18,7 @@ import pytest
 
 from aiki import client, database, server, worker
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
     HeartbeatRun,
@@ -116,19 +117,21 @@ async def test_a_newer_watch_on_another_server_ends_the_older_one_through_redis(
             key = new_key()
             worker_id = f"pf-watcher-{key}"
             spec = VersionSpec("pf-two-steps", "1.0.0")
-            await client_a.register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
+            await connect(client_a).register_worker(
+                RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec])
+            )
             _events(key)
             await two_steps_v1.start(client_a, key)
             refs = [VersionRef("pf-two-steps", "1.0.0")]
             claim = ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000)
-            [claimed] = (await client_a.claim(claim)).activations
+            [claimed] = (await connect(client_a).claim(claim)).activations
             runs = [HeartbeatRun(claimed.run_id, claimed.revision)]
             request = WatchRequest(worker_id=worker_id, runs=runs, wait_ms=60_000)
             mine = f"watch:{DEFAULT_NAMESPACE_ID}:{worker_id}"
 
-            older = asyncio.create_task(client_a.watch(request))
+            older = asyncio.create_task(connect(client_a).watch(request))
             await poll_until(lambda: a.services.hub.waiting(mine) == 1, timeout=10, what="the older watch parked")
-            newer = asyncio.create_task(client_b.watch(request))
+            newer = asyncio.create_task(connect(client_b).watch(request))
             answer = await asyncio.wait_for(older, PROMPT_S)
             assert (answer.stale, answer.paused) == ([], [])
             await poll_until(lambda: b.services.hub.waiting(mine) == 1, timeout=10, what="the newer watch parked")

@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 
 from aiki import client, database, server
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import ClaimRequest, RegisterWorkerRequest, VersionRef, VersionSpec
 from tests.e2e.procs import all_of, pg_fetch, poll_until_async
 from tests.e2e.workflows import three_steps_v1
@@ -35,7 +36,7 @@ async def test_deadlines_fire_and_leases_are_recovered_once_across_replicas(e2e_
     try:
         ghost = clients[0]
         version = VersionRef(three_steps_v1.name, three_steps_v1.version)
-        await ghost.register_worker(
+        await connect(ghost).register_worker(
             RegisterWorkerRequest(
                 worker_id="ghost",
                 host="nowhere",
@@ -50,7 +51,7 @@ async def test_deadlines_fire_and_leases_are_recovered_once_across_replicas(e2e_
         claimed: set[str] = set()
         async with asyncio.timeout(30):
             while len(claimed) < RUNS:
-                resp = await ghost.claim(
+                resp = await connect(ghost).claim(
                     ClaimRequest(worker_id="ghost", versions=[version], max_runs=100, wait_ms=2000)
                 )
                 claimed |= {a.run_id for a in resp.activations}

@@ -27,6 +27,7 @@ from aiki.platform.domain.schedules import run_reference
 from aiki.platform.domain.settings import Settings
 from aiki.platform.services.schedules import activate_schedule, fire_due
 from aiki.worker_sdk import protocol as p
+from aiki.worker_sdk._worker_connection import connect
 from tests.e2e.procs import REPO_ROOT, pg_fetch, poll_until, poll_until_async
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only, pytest.mark.timeout(180)]
@@ -48,7 +49,7 @@ async def replica(db_url: str) -> AsyncIterator[AikiServer]:
 
 async def register(aiki_server: AikiServer, workflow: str) -> None:
     async with client(handler=aiki_server.handler) as c:
-        await c.register_worker(
+        await connect(c).register_worker(
             p.RegisterWorkerRequest(
                 worker_id=f"registrar-{workflow}", host="test", versions=[p.VersionSpec(workflow=workflow, version="1")]
             )

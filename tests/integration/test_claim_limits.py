@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from aiki import Client, Run, task, worker, workflow
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import ClaimRequest, RegisterWorkerRequest, VersionRef, VersionSpec
 
 from .helpers import API, WAIT, new_key
@@ -58,7 +59,7 @@ def sdk(aiki: Any) -> Client:
 async def _register(sdk: Client) -> str:
     """Register the version under a worker that never claims; its id."""
     worker_id = f"claim-limit-{new_key()}"
-    await sdk.register_worker(
+    await connect(sdk).register_worker(
         RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[VersionSpec("claim-limit", "1.0.0")])
     )
     return worker_id
@@ -77,7 +78,7 @@ async def test_a_claim_leases_no_more_than_its_limit(aiki: Any, sdk: Client, max
     worker_id = await _register(sdk)
     handles = await _queue(sdk, new_key())
     request = ClaimRequest(worker_id=worker_id, versions=[VersionRef("claim-limit", "1.0.0")], max_runs=max_runs)
-    response = await sdk.claim(request)
+    response = await connect(sdk).claim(request)
     assert len(response.activations) == max_runs
     statuses = await _statuses(aiki, handles)
     assert statuses.count("running") == max_runs

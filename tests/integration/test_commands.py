@@ -10,6 +10,7 @@ import pytest
 
 from aiki import Run, workflow
 from aiki.worker_sdk import protocol as p
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import ClaimRequest, RegisterWorkerRequest, VersionRef, VersionSpec
 
 from .helpers import API, get_history, get_run, new_key
@@ -30,13 +31,13 @@ def transport() -> str:
 
 async def _claimed(aiki: Any, count: int) -> list[p.Activation]:
     worker_id = f"commands-claimer-{new_key()}"
-    await aiki.client.register_worker(
+    await connect(aiki.client).register_worker(
         RegisterWorkerRequest(
             worker_id=worker_id, host="t", versions=[VersionSpec("commands-wf", "1.0.0", event_schemas={"go": None})]
         )
     )
     handles = [await cmd_v1.start(aiki.client, new_key()) for _ in range(count)]
-    claim = await aiki.client.claim(
+    claim = await connect(aiki.client).claim(
         ClaimRequest(worker_id=worker_id, versions=[VersionRef("commands-wf", "1.0.0")], max_runs=count, wait_ms=5000)
     )
     assert sorted(a.run_id for a in claim.activations) == sorted(h.id for h in handles)

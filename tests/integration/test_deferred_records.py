@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from aiki import Run, task, worker, workflow
+from aiki.worker_sdk._run_writer import raise_problems
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.errors import StaleRevisionError, TaskConflictError
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
-    RecordTaskRequest,
+    Command,
+    CommandResult,
+    Complete,
+    RecordTask,
     RegisterWorkerRequest,
-    TransitionRequest,
     VersionRef,
     VersionSpec,
 )
@@ -26,23 +31,24 @@ from .helpers import API, LEDGER, WAIT, new_key
 
 
 class WriteLog:
-    """Wraps a client's two executor writes and remembers what each carried."""
+    """Wraps a client's write pipeline and remembers what each write (one run's group of commands) carried."""
 
     def __init__(self, c: Client) -> None:
         self.calls: list[tuple[str, str]] = []  # (kind, task name or transition kind)
-        record, transition = c.record_task, c.transition
+        pipeline = connect(c).pipeline
+        send = pipeline.send
 
-        async def logged_record(run_id: str, request: RecordTaskRequest) -> Any:
-            self.calls.append(("record", request.name))
-            return await record(run_id, request)
+        async def logged_send(commands: Sequence[Command]) -> list[CommandResult]:
+            *carried, last = commands
+            if isinstance(last, RecordTask) and not carried:
+                self.calls.append(("record", last.name))
+            else:
+                names = [f"+{c.name}" for c in carried if isinstance(c, RecordTask)]
+                kind = last.__struct_config__.tag
+                self.calls.append(("transition", kind + "".join(names)))
+            return await send(commands)
 
-        async def logged_transition(run_id: str, request: TransitionRequest) -> Any:
-            carried = f"+{request.task.name}" if request.task is not None else ""
-            self.calls.append(("transition", request.kind + carried))
-            return await transition(run_id, request)
-
-        c.record_task = logged_record  # type: ignore[method-assign]
-        c.transition = logged_transition  # type: ignore[method-assign]
+        pipeline.send = logged_send  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -205,11 +211,11 @@ async def test_a_large_record_is_sent_on_its_own(aiki: Any, wclient: Client) -> 
 async def _claimed_defer_run(aiki: Any) -> Any:
     """A ``defer-three`` run claimed by a registered (idle) worker id: its activation."""
     worker_id = f"defer-claimer-{new_key()}"
-    await aiki.client.register_worker(
+    await connect(aiki.client).register_worker(
         RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[VersionSpec("defer-three", "1.0.0")])
     )
     handle = await defer_v1.start(aiki.client, new_key())
-    claim = await aiki.client.claim(
+    claim = await connect(aiki.client).claim(
         ClaimRequest(worker_id=worker_id, versions=[VersionRef("defer-three", "1.0.0")], max_runs=1, wait_ms=5000)
     )
     [activation] = claim.activations
@@ -217,9 +223,10 @@ async def _claimed_defer_run(aiki: Any) -> Any:
     return activation
 
 
-def _step(revision: int, output: int, *, attempts: int = 1) -> RecordTaskRequest:
-    return RecordTaskRequest(
-        revision=revision,
+def _step(act: Any, output: int, *, revision: int | None = None, attempts: int = 1) -> RecordTask:
+    return RecordTask(
+        run_id=act.run_id,
+        revision=act.revision if revision is None else revision,
         address="defer-step:x",
         seq=0,
         name="defer-step",
@@ -229,6 +236,17 @@ def _step(revision: int, output: int, *, attempts: int = 1) -> RecordTaskRequest
     )
 
 
+def _complete(act: Any, output: int, *, revision: int | None = None) -> Complete:
+    return Complete(run_id=act.run_id, revision=act.revision if revision is None else revision, output=output)
+
+
+async def _write(aiki: Any, *commands: Command) -> list[CommandResult]:
+    """Send ``commands`` together through the pipeline; raise the first refusal as the execution would."""
+    results = await connect(aiki.client).run_commands(commands)
+    raise_problems(results)
+    return results
+
+
 async def _state(aiki: Any, run_id: str) -> tuple[str, list[tuple[int, str, Any]]]:
     detail = (await aiki.http.get(f"{API}/runs/{run_id}/detail")).json()
     return detail["run"]["status"], [(t["seq"], t["status"], t["output"]) for t in detail["tasks"]]
@@ -236,30 +254,30 @@ async def _state(aiki: Any, run_id: str) -> tuple[str, list[tuple[int, str, Any]
 
 async def test_a_carried_record_and_its_completion_are_written_together(aiki: Any) -> None:
     act = await _claimed_defer_run(aiki)
-    answer = await aiki.client.transition(
-        act.run_id, TransitionRequest(revision=act.revision, kind="complete", output=7, task=_step(act.revision, 6))
-    )
-    assert answer.status == "completed"
+    record, answer = await _write(aiki, _step(act, 6), _complete(act, 7))
+    assert record.record is not None
+    assert record.record.recorded
+    assert answer.transition is not None
+    assert answer.transition.status == "completed"
     assert await _state(aiki, act.run_id) == ("completed", [(0, "completed", 6)])
 
 
 async def test_a_carried_record_that_conflicts_refuses_the_completion(aiki: Any) -> None:
     act = await _claimed_defer_run(aiki)
-    await aiki.client.record_task(act.run_id, _step(act.revision, 6))
+    await _write(aiki, _step(act, 6))
     # Another outcome for the same entry (a second attempt's) cannot be recorded over the first.
-    late = _step(act.revision, 8, attempts=2)
+    late = _step(act, 8, attempts=2)
+    results = await connect(aiki.client).run_commands([late, _complete(act, 7)])
+    assert [r.problem.code if r.problem else None for r in results] == ["task_conflict", "task_conflict"]
     with pytest.raises(TaskConflictError) as refused:
-        await aiki.client.transition(
-            act.run_id, TransitionRequest(revision=act.revision, kind="complete", output=7, task=late)
-        )
+        raise_problems(results)
     assert (refused.value.status, refused.value.code) == (409, "task_conflict")
     # Nothing moved: the run is still held and the first outcome stands.
     assert await _state(aiki, act.run_id) == ("running", [(0, "completed", 6)])
     # The same outcome again (a retried write) is accepted, and the completion goes through.
-    answer = await aiki.client.transition(
-        act.run_id, TransitionRequest(revision=act.revision, kind="complete", output=7, task=_step(act.revision, 6))
-    )
-    assert answer.status == "completed"
+    _, answer = await _write(aiki, _step(act, 6), _complete(act, 7))
+    assert answer.transition is not None
+    assert answer.transition.status == "completed"
     assert await _state(aiki, act.run_id) == ("completed", [(0, "completed", 6)])
 
 
@@ -267,7 +285,5 @@ async def test_a_fenced_completion_writes_not_its_carried_record(aiki: Any) -> N
     act = await _claimed_defer_run(aiki)
     stale = act.revision - 1
     with pytest.raises(StaleRevisionError):
-        await aiki.client.transition(
-            act.run_id, TransitionRequest(revision=stale, kind="complete", output=7, task=_step(stale, 6))
-        )
+        await _write(aiki, _step(act, 6, revision=stale), _complete(act, 7, revision=stale))
     assert await _state(aiki, act.run_id) == ("running", [])

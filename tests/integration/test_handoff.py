@@ -9,6 +9,7 @@ from typing import Any
 
 from aiki import Run, task, workflow
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import ClaimRequest, ClaimResponse, RegisterWorkerRequest, VersionRef, VersionSpec
 
 from .helpers import API, LEDGER, WAIT, new_key
@@ -30,7 +31,7 @@ async def handoff_v1(run: Run, key: str) -> str:
 
 async def _registered(aiki: Any) -> str:
     worker_id = f"handoff-claimer-{new_key()}"
-    await aiki.client.register_worker(
+    await connect(aiki.client).register_worker(
         RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[VersionSpec("handoff-one", "1.0.0")])
     )
     return worker_id
@@ -47,7 +48,7 @@ async def _parked_claim(aiki: Any, worker_id: str, *, pools: list[str] | None = 
         wait_ms=int(WAIT.total_seconds() * 1000),
         pools=pools or [],
     )
-    claim = asyncio.create_task(aiki.client.claim(request))
+    claim = asyncio.create_task(connect(aiki.client).claim(request))
     async with asyncio.timeout(WAIT.total_seconds()):
         while claims.parked(DEFAULT_NAMESPACE_ID) == before:
             assert not claim.done(), claim.result()
@@ -150,7 +151,7 @@ async def test_a_claim_right_after_a_handoff_still_finds_a_run_queued_meanwhile(
     assert (await aiki.http.get(f"{API}/runs/{second.id}")).json()["status"] == "queued"
     # ... and the worker's next claim, even one that does not wait, finds it there.
     request = ClaimRequest(worker_id=worker_id, versions=[VersionRef("handoff-one", "1.0.0")], max_runs=5, wait_ms=0)
-    assert [a.run_id for a in (await aiki.client.claim(request)).activations] == [second.id]
+    assert [a.run_id for a in (await connect(aiki.client).claim(request)).activations] == [second.id]
 
 
 async def test_a_wait_begun_right_after_the_start_wakes_when_the_run_is_claimed(aiki: Any) -> None:
@@ -163,7 +164,7 @@ async def test_a_wait_begun_right_after_the_start_wakes_when_the_run_is_claimed(
             assert not waiting.done(), waiting.result()
             await asyncio.sleep(0.001)
     request = ClaimRequest(worker_id=worker_id, versions=[VersionRef("handoff-one", "1.0.0")], max_runs=1, wait_ms=0)
-    [claimed] = (await aiki.client.claim(request)).activations
+    [claimed] = (await connect(aiki.client).claim(request)).activations
     # Woken by the claim itself, long before the waiters' periodic look (10 s).
     view = await asyncio.wait_for(waiting, 5)
     assert (view.id, view.status, claimed.run_id) == (handle.id, "running", handle.id)

@@ -14,6 +14,7 @@ from aiki import Run, client, server, workflow
 from aiki.platform.db.engine import Database
 from aiki.platform.domain.ids import now_ms
 from aiki.platform.services.timers import fire_due, next_wake_at
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import ClaimRequest, RegisterWorkerRequest, VersionRef, VersionSpec
 
 graced = workflow(name="lease-grace")
@@ -29,11 +30,11 @@ async def test_no_lease_expires_before_leases_from_and_it_does_after(db_url: str
     svc = srv.services
     async with client(handler=srv.handler) as api:
         spec = VersionSpec(workflow="lease-grace", version="1.0.0")
-        await api.register_worker(RegisterWorkerRequest(worker_id="w", host="t", versions=[spec]))
+        await connect(api).register_worker(RegisterWorkerRequest(worker_id="w", host="t", versions=[spec]))
         held = await graced_v1.start(api)
         later = await graced_v1.with_options(delay=timedelta(milliseconds=1)).start(api)
         ref = VersionRef("lease-grace", "1.0.0")
-        claimed = await api.claim(ClaimRequest(worker_id="w", versions=[ref], max_runs=1))
+        claimed = await connect(api).claim(ClaimRequest(worker_id="w", versions=[ref], max_runs=1))
         assert [a.run_id for a in claimed.activations] == [held.id]
 
         now = now_ms() + 60_000  # the lease (1 s) is long past due; so is the delayed start

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from aiki import Run, task, workflow
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import ClaimRequest, ClaimResponse
 from tests.conftest import AikiHarness
 from tests.integration.helpers import LEDGER, WAIT, new_key
@@ -37,7 +38,7 @@ async def away_v1(run: Run, key: str) -> str:
 
 async def test_a_claim_answered_before_the_worker_was_away_runs_no_task(make_aiki: Any) -> None:
     aiki: AikiHarness = await make_aiki(lease_ttl=LEASE_TTL)
-    worker_client = aiki.client
+    worker_client = connect(aiki.client)
     key = new_key()
     claim = worker_client.claim
     delayed: list[str] = []

@@ -16,6 +16,7 @@ import pytest
 
 from aiki import Run, server, task, worker, workflow
 from aiki.platform.db.engine import Database
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import HeartbeatRun, RegisterWorkerRequest, ReleaseRequest, VersionSpec
 from tests.conftest import AikiHarness
 
@@ -132,7 +133,9 @@ async def test_release_leaves_runs_that_moved_on(long_lease: AikiHarness) -> Non
         (a.worker_id, handle.id, view.revision - 1),
         (a.worker_id, "no-such-run", 1),
     ):
-        answer = await aiki.client.release(ReleaseRequest(worker_id=worker_id, runs=[HeartbeatRun(run_id, revision)]))
+        answer = await connect(aiki.client).release(
+            ReleaseRequest(worker_id=worker_id, runs=[HeartbeatRun(run_id, revision)])
+        )
         assert answer.released == []
     assert (await handle.describe()).status == "running"
     await handle.cancel()
@@ -168,7 +171,7 @@ def test_a_worker_heartbeat_interval_must_be_positive() -> None:
 
 async def test_the_server_settings_reach_the_worker(make_aiki: Any) -> None:
     harness = await make_aiki(lease_ttl=timedelta(seconds=3), heartbeat_interval=timedelta(milliseconds=700))
-    answer = await harness.client.register_worker(
+    answer = await connect(harness.client).register_worker(
         RegisterWorkerRequest(worker_id=new_key("w"), host="t", versions=[VersionSpec("release-on-stop", "1.0.0")])
     )
     assert (answer.lease_ttl_ms, answer.heartbeat_interval_ms) == (3000, 700)

@@ -13,6 +13,7 @@ import pytest
 from aiki import ActionNotAllowedError, InvalidTransitionError, Run, task, workflow
 from aiki.platform.domain.ids import now_ms
 from aiki.platform.services import timers
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
     HeartbeatRequest,
@@ -140,10 +141,12 @@ async def _claim_and_pause(aiki: Any, key: str) -> tuple[Any, Any]:
     c = aiki.client
     worker_id = f"life-lost-{key}"
     spec = VersionSpec("life-blocking-wf", "1.0.0")
-    await c.register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
+    await connect(c).register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
     handle = await blocking_v1.start(c, key)
     refs = [VersionRef("life-blocking-wf", "1.0.0")]
-    [claimed] = (await c.claim(ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000))).activations
+    [claimed] = (
+        await connect(c).claim(ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000))
+    ).activations
     await handle.pause()
     return handle, claimed
 
@@ -181,7 +184,7 @@ async def test_a_pausing_run_whose_executor_is_lost_is_released_by_lease_recover
     # While the executor lives, its heartbeats keep the pausing run's lease, as a running run's.
     before = (await get_run(aiki.http, handle.id)).get("wake_at")
     assert before is not None
-    beat = await c.heartbeat(HeartbeatRequest(worker_id=worker_id, runs=held))
+    beat = await connect(c).heartbeat(HeartbeatRequest(worker_id=worker_id, runs=held))
     assert (beat.stale, beat.paused) == ([], [handle.id])
     assert (await get_run(aiki.http, handle.id))["wake_at"] >= before
 
@@ -194,7 +197,7 @@ async def test_a_pausing_run_whose_executor_is_lost_is_released_by_lease_recover
     last = (await get_history(aiki.http, handle.id))[-1]
     assert (last["from_status"], last["to_status"]) == ("paused", "paused")
     assert "expired while pausing" in last["reason"]
-    beat = await c.heartbeat(HeartbeatRequest(worker_id=worker_id, runs=held))
+    beat = await connect(c).heartbeat(HeartbeatRequest(worker_id=worker_id, runs=held))
     assert (beat.stale, beat.paused) == ([handle.id], [])
 
     resumed = await handle.resume()

@@ -15,6 +15,9 @@ import msgspec
 import pytest
 
 from aiki import Run, client, event, task, worker, workflow
+from aiki.worker_sdk._run_writer import raise_problems
+from aiki.worker_sdk._transport import HttpTransport, LocalTransport
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.errors import (
     AikiError,
@@ -28,10 +31,10 @@ from aiki.worker_sdk.errors import (
 from aiki.worker_sdk.execution import Execution
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
-    RecordTaskRequest,
+    Complete,
+    RecordTask,
     RegisterWorkerRequest,
     StartRunRequest,
-    TransitionRequest,
     VersionRef,
     VersionSpec,
 )
@@ -71,8 +74,8 @@ async def port_v1(run: Run, order: Order) -> int:
 async def clients(aiki: Any) -> AsyncIterator[dict[str, Client]]:
     """The embedded client (local port) and an HTTP-only client of the same server."""
     http = client(handler=aiki.handler, local_port=False)
-    assert aiki.client._port is not None
-    assert http._port is None
+    assert isinstance(aiki.client.transport, LocalTransport)
+    assert isinstance(http.transport, HttpTransport)
     yield {"local": aiki.client, "http": http}
     await http.close()
 
@@ -87,7 +90,7 @@ def _same(errors: dict[str, AikiError]) -> AikiError:
 
 
 async def _register(c: Client, worker_id: str) -> None:
-    await c.register_worker(
+    await connect(c).register_worker(
         RegisterWorkerRequest(
             worker_id=worker_id,
             host="test",
@@ -172,25 +175,32 @@ async def test_stale_revisions_are_fenced_the_same_way(aiki: Any, clients: dict[
         worker_id = f"port-fence-{name}"
         await _register(c, worker_id)
         handle = await port_v1.start(c, Order(sku=new_key(), quantity=1))
-        claim = await c.claim(
+        claim = await connect(c).claim(
             ClaimRequest(worker_id=worker_id, versions=[VersionRef("port-orders", "1.0.0")], max_runs=1, wait_ms=5000)
         )
         [activation] = claim.activations
         assert activation.run_id == handle.id
         await handle.cancel()  # bumps the revision: the claim's executor is fenced off
-        record = RecordTaskRequest(
-            revision=activation.revision, address="port-step:x", seq=0, name="port-step", status="completed", attempts=1
+        record = RecordTask(
+            run_id=handle.id,
+            revision=activation.revision,
+            address="port-step:x",
+            seq=0,
+            name="port-step",
+            status="completed",
+            attempts=1,
         )
         with pytest.raises(StaleRevisionError) as stale_record:
-            await c.record_task(handle.id, record)
+            raise_problems(await connect(c).run_commands([record]))
+        complete = Complete(run_id=handle.id, revision=activation.revision, output=1)
         with pytest.raises(StaleRevisionError) as stale_transition:
-            await c.transition(handle.id, TransitionRequest(revision=activation.revision, kind="complete", output=1))
+            raise_problems(await connect(c).run_commands([complete]))
         assert stale_record.value.status == stale_transition.value.status == 409
         assert stale_record.value.run_id == handle.id
 
         # An executor holding the stale revision runs its first task, is refused, and stops
         # without writing anything: the run stays cancelled with no task recorded.
-        execution = Execution(c, port_v1, activation)
+        execution = Execution(connect(c), port_v1, activation)
         await execution.execute()
         assert execution.finished
         detail = await c.run_detail(handle.id)
@@ -213,7 +223,7 @@ async def test_a_run_completes_the_same_over_http_and_over_the_port(clients: dic
 async def test_a_server_with_iam_offers_no_port(iam_aiki: Any) -> None:
     # With IAM on, an embedded client goes through HTTP: API keys, roles and audit apply.
     assert find_local_port(iam_aiki.handler) is None
-    assert client(handler=iam_aiki.handler)._port is None
+    assert isinstance(client(handler=iam_aiki.handler).transport, HttpTransport)
 
 
 inbox_wf = workflow(name="port-inbox")

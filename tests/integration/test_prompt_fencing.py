@@ -23,11 +23,12 @@ import pytest
 
 from aiki import Client, InvalidTransitionError, Run, event, task, worker, workflow
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
     HeartbeatRequest,
     HeartbeatRun,
-    RecordTaskRequest,
+    RecordTask,
     RegisterWorkerRequest,
     VersionRef,
     VersionSpec,
@@ -174,7 +175,8 @@ class Setup:
 
     async def worker(self, *, concurrency: int = 10, deaf: bool = False) -> Any:
         """Spawn a worker; ``deaf``: its watches never answer (it hears of nothing but by its writes)."""
-        watch = self.client.watch
+        connection = connect(self.client)
+        watch = connection.watch
 
         async def counted(request: Any) -> Any:
             self.watches += 1
@@ -182,7 +184,7 @@ class Setup:
                 await asyncio.Event().wait()
             return await watch(request)
 
-        self.client.watch = counted  # type: ignore[method-assign]
+        connection.watch = counted  # type: ignore[method-assign]
         handle = await worker(workflows=ALL, concurrency=concurrency).spawn(self.client)
         self.aiki._workers.append(handle)
         return handle
@@ -436,22 +438,25 @@ async def test_the_watch_heartbeat_and_records_of_a_pausing_run(setup: Setup) ->
     c, key = setup.client, new_key()
     worker_id = f"pf-watcher-{key}"
     spec = VersionSpec("pf-two-steps", "1.0.0")
-    await c.register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
+    await connect(c).register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
     handle = await two_steps_v1.start(c, key)
     refs = [VersionRef("pf-two-steps", "1.0.0")]
-    [claimed] = (await c.claim(ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000))).activations
+    [claimed] = (
+        await connect(c).claim(ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000))
+    ).activations
     runs = [HeartbeatRun(claimed.run_id, claimed.revision)]
 
     # A watch parks while nothing happens to its runs, and answers a pause at once.
-    watching = asyncio.create_task(c.watch(WatchRequest(worker_id=worker_id, runs=runs, wait_ms=30_000)))
+    watching = asyncio.create_task(connect(c).watch(WatchRequest(worker_id=worker_id, runs=runs, wait_ms=30_000)))
     await handle.pause()
     answer = await asyncio.wait_for(watching, PROMPT_S)
     assert (answer.stale, answer.paused) == ([], [handle.id])
 
     # The run is still held by its executor: alive for a heartbeat, a task record is accepted.
-    beat = await c.heartbeat(HeartbeatRequest(worker_id=worker_id, runs=runs))
+    beat = await connect(c).heartbeat(HeartbeatRequest(worker_id=worker_id, runs=runs))
     assert (beat.stale, beat.paused) == ([], [handle.id])
-    record = RecordTaskRequest(
+    record = RecordTask(
+        run_id=handle.id,
         revision=claimed.revision,
         address="pf-blocking:x",
         seq=0,
@@ -461,13 +466,15 @@ async def test_the_watch_heartbeat_and_records_of_a_pausing_run(setup: Setup) ->
         input=key,
         output="done",
     )
-    recorded = await c.record_task(handle.id, record)
+    [result] = await connect(c).run_commands([record])
+    recorded = result.record
+    assert recorded is not None
     assert recorded.recorded
     assert recorded.paused
 
     # A pause the worker already knows of is not answered again; a cancel is, at once.
     request = WatchRequest(worker_id=worker_id, runs=runs, wait_ms=30_000, pausing=[handle.id])
-    watching = asyncio.create_task(c.watch(request))
+    watching = asyncio.create_task(connect(c).watch(request))
     await handle.cancel()
     answer = await asyncio.wait_for(watching, PROMPT_S)
     assert (answer.stale, answer.paused) == ([handle.id], [])
@@ -477,17 +484,19 @@ async def test_a_newer_watch_of_a_worker_ends_the_older_one(setup: Setup) -> Non
     c, key = setup.client, new_key()
     worker_id = f"pf-watcher-{key}"
     spec = VersionSpec("pf-two-steps", "1.0.0")
-    await c.register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
+    await connect(c).register_worker(RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[spec]))
     await two_steps_v1.start(c, key)
     refs = [VersionRef("pf-two-steps", "1.0.0")]
-    [claimed] = (await c.claim(ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000))).activations
+    [claimed] = (
+        await connect(c).claim(ClaimRequest(worker_id=worker_id, versions=refs, max_runs=1, wait_ms=5000))
+    ).activations
     request = WatchRequest(worker_id=worker_id, runs=[HeartbeatRun(claimed.run_id, claimed.revision)], wait_ms=30_000)
     hub = setup.aiki.server.services.hub
     key_of_worker = f"watch:{DEFAULT_NAMESPACE_ID}:{worker_id}"
 
-    first = asyncio.create_task(c.watch(request))
+    first = asyncio.create_task(connect(c).watch(request))
     await _until(lambda: hub.waiting(key_of_worker) == 1, "the first watch is parked")
-    second = asyncio.create_task(c.watch(request))
+    second = asyncio.create_task(connect(c).watch(request))
     answer = await asyncio.wait_for(first, PROMPT_S)
     assert (answer.stale, answer.paused) == ([], [])
     await _until(lambda: hub.waiting(key_of_worker) == 1, "the second watch is parked")

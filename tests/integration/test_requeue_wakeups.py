@@ -21,6 +21,7 @@ import pytest
 
 from aiki import Client, Run, event, task, workflow
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import RegisterWorkerRequest, VersionSpec
 
 from .helpers import WAIT, new_key
@@ -122,7 +123,7 @@ async def test_a_run_a_claim_passed_over_is_claimed_once_its_row_is_released(
 ) -> None:
     """The mechanism itself: a claim skips the row of a queued run that another transaction holds,
     and that transaction ends without changing the run (no wake-up follows)."""
-    await sdk.register_worker(
+    await connect(sdk).register_worker(
         RegisterWorkerRequest(
             worker_id=f"registrar-{new_key()}", host="t", versions=[VersionSpec("requeue-leaf", "1.0.0")]
         )

@@ -31,6 +31,7 @@ from aiki.platform.domain.schedules import occurrence_key
 from aiki.platform.runtime.schedule_loop import PASS_KEY
 from aiki.platform.services import schedules as schedule_service
 from aiki.platform.services.schedules import WAKE_KEY
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import RegisterWorkerRequest, ScheduleView, VersionSpec
 from aiki.worker_sdk.schedules import ScheduleHandle, list_schedules
 
@@ -70,7 +71,7 @@ async def echo_v1(run: Run, input: dict[str, str]) -> str:
 
 
 async def register_idle(aiki: Any) -> None:
-    await aiki.client.register_worker(
+    await connect(aiki.client).register_worker(
         RegisterWorkerRequest(
             worker_id=new_key("registrar"), host="test", versions=[VersionSpec(workflow="sched-idle", version="1.0.0")]
         )

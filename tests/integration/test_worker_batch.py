@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from aiki import Run, client, task, worker, workflow
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import ClaimRequest, RegisterWorkerRequest, VersionRef, VersionSpec
 from tests.iam_support import IamHarness
 
@@ -48,11 +49,11 @@ def _record(revision: int, *, address: str = "batch-step:x", output: Any = 1) ->
 async def _claimed(aiki: Any, count: int) -> list[Any]:
     """Start ``count`` runs and claim them with a registered (but idle) worker id."""
     worker_id = f"batch-claimer-{new_key()}"
-    await aiki.client.register_worker(
+    await connect(aiki.client).register_worker(
         RegisterWorkerRequest(worker_id=worker_id, host="t", versions=[VersionSpec("batch-three", "1.0.0")])
     )
     handles = [await batch_v1.start(aiki.client, [new_key(), 0]) for _ in range(count)]
-    claim = await aiki.client.claim(
+    claim = await connect(aiki.client).claim(
         ClaimRequest(worker_id=worker_id, versions=[VersionRef("batch-three", "1.0.0")], max_runs=count, wait_ms=5000)
     )
     assert sorted(a.run_id for a in claim.activations) == sorted(h.id for h in handles)
@@ -76,8 +77,10 @@ async def test_a_busy_http_worker_sends_its_writes_in_batches(aiki: Any) -> None
     assert results == [3] * 40
     assert [LEDGER.count("batch-step", key) for key in keys] == [3] * 40  # every task ran exactly once
     paths = [path for method, path in counting.requests if method == "POST"]
-    assert not [p for p in paths if p.endswith(("/tasks", "/transition"))], "writes went around the batch route"
-    batches = paths.count(f"{API}/workers/batch")
+    assert not [p for p in paths if p.endswith(("/tasks", "/transition", "/workers/batch"))], (
+        "writes went around the commands route"
+    )
+    batches = paths.count(f"{API}/workers/commands")
     writes = 40 * 4  # three task records and one completion per run
     assert 0 < batches <= writes // 2, f"{batches} batch requests carried {writes} writes"
 
@@ -146,11 +149,11 @@ async def test_a_key_of_another_namespace_cannot_write_to_a_run(iam_aiki: IamHar
     bob_key = (await h.create_key(bob, "worker"))["key"]
     alice_client = client(handler=h.handler, api_key=alice_key)
     try:
-        await alice_client.register_worker(
+        await connect(alice_client).register_worker(
             RegisterWorkerRequest(worker_id="alice-w", host="t", versions=[VersionSpec("batch-three", "1.0.0")])
         )
         handle = await batch_v1.start(alice_client, [new_key(), 0])
-        claim = await alice_client.claim(
+        claim = await connect(alice_client).claim(
             ClaimRequest(worker_id="alice-w", versions=[VersionRef("batch-three", "1.0.0")], wait_ms=5000)
         )
         [activation] = claim.activations

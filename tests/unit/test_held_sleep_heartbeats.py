@@ -1,8 +1,9 @@
 """A worker holding a short sleep is not stopped by heartbeat answers that saw the run sleeping.
 
-The fake server below answers every heartbeat at once and reports a run stale while it is
-``sleeping``; it answers the sleep and the resume transitions late, so beats are answered while
-those are in flight. The execution must carry on and finish.
+The fake server below (a transport: the worker's calls without HTTP) answers every heartbeat at
+once and reports a run stale while it is ``sleeping``; it answers the sleep and the resume
+transitions late, so beats are answered while those are in flight. The execution must carry on
+and finish.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import msgspec
 
 from aiki import Run, worker, workflow
 from aiki.worker_sdk import protocol as p
+from aiki.worker_sdk.client import Client
 
 LATE_S = 0.06
 
@@ -28,8 +30,7 @@ async def nap_v1(run: Run) -> str:
 
 
 class FakeServer:
-    payload_max_bytes = 1 << 20
-    sleep_hold_max_ms = 1000
+    max_in_flight = 2
 
     def __init__(self) -> None:
         self.status = "queued"
@@ -65,27 +66,39 @@ class FakeServer:
         self.stale_answers += len(stale)
         return p.HeartbeatResponse(stale=stale)
 
-    async def transition(self, run_id: str, request: p.TransitionRequest) -> p.TransitionResponse:
-        if request.kind == "sleep":
+    async def watch(self, request: p.WatchRequest) -> p.WatchResponse:
+        await asyncio.sleep(request.wait_ms / 1000)
+        return p.WatchResponse()
+
+    async def release(self, request: p.ReleaseRequest) -> p.ReleaseResponse:
+        return p.ReleaseResponse(released=[])
+
+    async def aclose(self) -> None:
+        pass
+
+    async def run_commands(self, commands: list[p.Command]) -> list[p.CommandResult]:
+        [command] = commands  # the workflow has no task: no record travels with a transition
+        return [p.CommandResult(transition=await self.transition(command))]
+
+    async def transition(self, command: p.Command) -> p.TransitionResponse:
+        if isinstance(command, p.Sleep):
+            assert command.hold
             self.status = "sleeping"
             await asyncio.sleep(LATE_S)  # beats are answered (stale) before this answer arrives
             return p.TransitionResponse(status="sleeping", suspended=False, held=True, revision=self.revision)
-        if request.kind == "resume_sleep":
+        if isinstance(command, p.ResumeSleep):
             await asyncio.sleep(LATE_S)  # still `sleeping` for beats answered meanwhile
             self.status = "running"
             return p.TransitionResponse(status="running", suspended=False, revision=self.revision)
-        assert request.kind == "complete", request.kind
-        self.status, self.output = "completed", request.output
+        assert isinstance(command, p.Complete), command
+        self.status, self.output = "completed", command.output
         self.done.set()
         return p.TransitionResponse(status="completed")
-
-    async def record_task(self, run_id: str, request: p.RecordTaskRequest) -> p.RecordTaskResponse:
-        raise AssertionError("the workflow has no task")
 
 
 async def test_stale_answers_about_a_held_sleep_do_not_stop_the_execution() -> None:
     server = FakeServer()
-    handle = await worker(workflows=[nap_v1], concurrency=4, worker_id="hb-worker").spawn(server)  # type: ignore[arg-type]
+    handle = await worker(workflows=[nap_v1], concurrency=4, worker_id="hb-worker").spawn(Client(server))  # type: ignore[arg-type]
     try:
         await asyncio.wait_for(server.done.wait(), timeout=10)
     finally:

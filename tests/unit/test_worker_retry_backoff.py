@@ -17,6 +17,7 @@ import pytest
 
 from aiki import Run, worker, workflow
 from aiki.worker_sdk import protocol as p
+from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.errors import ServerUnavailableError
 
 worker_module = importlib.import_module("aiki.worker_sdk.worker")
@@ -32,8 +33,9 @@ async def idle_v1(run: Run) -> None:
 
 
 class DownServer:
-    payload_max_bytes = 1 << 20
-    sleep_hold_max_ms = 1000
+    """A transport (the worker's calls without HTTP) to a server that is down for a while."""
+
+    max_in_flight = 2
 
     def __init__(self) -> None:
         self.registrations = 0
@@ -63,6 +65,12 @@ class DownServer:
     async def release(self, request: Any) -> Any:
         return None
 
+    async def run_commands(self, commands: Any) -> Any:
+        raise AssertionError("no run is claimed: nothing is written")
+
+    async def aclose(self) -> None:
+        pass
+
 
 async def test_registration_and_claim_retries_wait_at_most_about_two_seconds(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -75,7 +83,7 @@ async def test_registration_and_claim_retries_wait_at_most_about_two_seconds(
     monkeypatch.setattr(asyncio, "sleep", no_wait)
     server = DownServer()
     caplog.set_level(logging.WARNING, logger=worker_module.log.name)
-    handle = await worker([idle_v1], concurrency=1).spawn(server)  # type: ignore[arg-type]
+    handle = await worker([idle_v1], concurrency=1).spawn(Client(server))  # type: ignore[arg-type]
     try:
         await asyncio.wait_for(server.back.wait(), 10)
     finally:

@@ -63,7 +63,7 @@ async def _use(c: object) -> None:
 
 async def test_a_client_never_used_holds_no_session(url: str, noise: Noise) -> None:
     c = client(url=url)
-    assert c._http._session is None  # type: ignore[attr-defined]
+    assert c.transport.backend._session is None  # type: ignore[attr-defined]
     del c
     gc.collect()
     await asyncio.sleep(0)
@@ -73,14 +73,14 @@ async def test_a_client_never_used_holds_no_session(url: str, noise: Noise) -> N
 async def test_close_and_async_with_close_the_session(url: str, noise: Noise) -> None:
     c = client(url=url)
     await _use(c)
-    session = c._http._session  # type: ignore[attr-defined]
+    session = c.transport.backend._session  # type: ignore[attr-defined]
     assert session is not None
     await c.close()
     assert session.closed
     await c.close()  # idempotent
     async with client(url=url) as c2:
         await _use(c2)
-        session = c2._http._session  # type: ignore[attr-defined]
+        session = c2.transport.backend._session  # type: ignore[attr-defined]
     assert session.closed
     del c, c2, session
     gc.collect()

@@ -31,7 +31,7 @@ from aiki.worker_sdk import (
     ValidationError,
     client,
 )
-from aiki.worker_sdk.http_backends import AiohttpBackend
+from aiki.worker_sdk._http_backends import AiohttpBackend
 from aiki.worker_sdk.protocol import RunView, StartRunRequest, StartRunResponse
 
 GUARD_S = 5.0  # no single await in these tests may take longer
@@ -241,7 +241,7 @@ def free_port() -> int:
 async def test_url_client_goes_through_aiohttp(make_client: Callable[..., Client]) -> None:
     # White-box: the point of this file is the aiohttp path, so make sure it is the one in use.
     c = make_client("http://127.0.0.1:1")
-    assert isinstance(c._http, AiohttpBackend)
+    assert isinstance(c.transport.backend, AiohttpBackend)
 
 
 async def test_post_sends_bearer_json_body_under_api_prefix(
@@ -618,7 +618,7 @@ async def test_close_then_request_reopens(server: LoopbackServer, make_client: C
     server.routes[("GET", "/api/v1/runs/r1")] = get
     c = make_client(server.url, api_key="k")
     await guarded(c.get_run("r1"))
-    backend = c._http
+    backend = c.transport.backend
     assert isinstance(backend, AiohttpBackend)
     session = backend._session  # white-box: the session close() must close
     assert session is not None
@@ -644,7 +644,7 @@ async def test_async_with_closes_the_session(server: LoopbackServer) -> None:
     server.routes[("GET", "/api/v1/runs/r1")] = get
     async with client(url=server.url) as c:
         await guarded(c.get_run("r1"))
-        backend = c._http
+        backend = c.transport.backend
         assert isinstance(backend, AiohttpBackend)
         session = backend._session
     assert session is not None

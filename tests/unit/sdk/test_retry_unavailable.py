@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from aiki.worker_sdk import ServerUnavailableError, client
-from aiki.worker_sdk.http_backends import UNAVAILABLE_ATTEMPTS
+from aiki.worker_sdk._http_backends import UNAVAILABLE_ATTEMPTS
 
 UNAVAILABLE = {"type": "x", "title": "Service unavailable", "status": 503, "code": "unavailable", "detail": "db"}
 WORKERS = {"items": []}

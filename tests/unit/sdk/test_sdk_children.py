@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import msgspec
 import pytest
 
 from aiki.worker_sdk import Run, workflow
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.execution import Execution
 from aiki.worker_sdk.protocol import Activation, ChildRecord, ErrorInfo, WaitTimeoutRecord
 from aiki.worker_sdk.serde import canonical, task_address
@@ -68,19 +68,16 @@ def activation(n: int, **kw: Any) -> Activation:
 
 
 async def execute(fake_client: Any, act: Activation) -> None:
-    await Execution(fake_client, parent_v1, act, retry_budget=0.1).execute()
+    await Execution(connect(fake_client), parent_v1, act, retry_budget=0.1).execute()
 
 
 def child_starts(fake: Any) -> list[Any]:
-    return [body for method, path, body in fake.requests if method == "POST" and path.endswith("/children")]
+    return [command for command in fake.sent() if command["kind"] == "start_child"]
 
 
 async def test_a_new_child_is_started_fenced_and_the_parent_suspends_on_it(fake: Any, fake_client: Any) -> None:
     started = child(5)
-    fake.routes[("POST", "/runs/parent-1/children")] = lambda r: (
-        200,
-        {"child": as_json(started), "created": True},
-    )
+    fake.commands["start_child"] = lambda _: {"child": {"child": as_json(started), "created": True}}
     await execute(fake_client, activation(5))
     [start] = child_starts(fake)
     assert start["revision"] == 3
@@ -130,13 +127,9 @@ async def test_a_child_started_with_another_input_is_non_determinism(fake: Any, 
 async def test_the_server_answering_that_the_child_already_ended_resumes_at_once(fake: Any, fake_client: Any) -> None:
     ended = child(5, "completed", "quick")
 
-    def transition(request: httpx.Request) -> tuple[int, Any]:
-        body = msgspec.json.decode(request.content)
-        if body["kind"] == "await_child":
-            return 200, {"status": "running", "suspended": False, "child": as_json(ended)}
-        return 200, {"status": "completed", "suspended": True}
-
-    fake.routes[("POST", "/runs/parent-1/transition")] = transition
+    fake.commands["await_child"] = lambda _: {
+        "transition": {"status": "running", "suspended": False, "child": as_json(ended)}
+    }
     await execute(fake_client, activation(5, children=[child(5, "running")]))
     kinds = [w["kind"] for w in fake.writes("transition")]
     assert kinds == ["await_child", "complete"]
@@ -155,7 +148,7 @@ async def only_terminal_v1(run: Run) -> None:
 async def test_waiting_for_a_non_terminal_status_is_refused(fake: Any, fake_client: Any) -> None:
     act = activation(0, children=[child(1, "running")])
     act.workflow = "only-terminal"
-    await Execution(fake_client, only_terminal_v1, act, retry_budget=0.1).execute()
+    await Execution(connect(fake_client), only_terminal_v1, act, retry_budget=0.1).execute()
     [failed] = fake.writes("transition")
     assert failed["kind"] == "fail"
     assert "terminal statuses" in failed["error"]["message"]

@@ -12,6 +12,7 @@ import pytest
 
 from aiki.worker_sdk import RetryPolicy, Run, TaskFailedError, event, task, workflow
 from aiki.worker_sdk._replay_state import TIMED_OUT, ReplayState
+from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.execution import Execution, now_ms
 from aiki.worker_sdk.protocol import (
     Activation,
@@ -90,7 +91,7 @@ def activation(input: Any = None, **kw: Any) -> Activation:
 
 
 async def execute(fake_client: Any, version: Any, act: Activation) -> Execution:
-    execution = Execution(fake_client, version, act, retry_budget=0.1)
+    execution = Execution(connect(fake_client), version, act, retry_budget=0.1)
     await execution.execute()
     return execution
 
@@ -348,7 +349,7 @@ async def test_sleep_suspends_and_replays(fake: Any, fake_client: Any) -> None:
 
     await execute(fake_client, sleepy, activation())
     assert fake.writes("transition") == [
-        {"revision": 7, "kind": "sleep", "sleep_name": "default", "sleep_seq": 0, "duration_ms": 2000}
+        {"revision": 7, "kind": "sleep", "name": "default", "seq": 0, "duration_ms": 2000}
     ]
     fake.requests.clear()
     sleeps = [
@@ -373,7 +374,7 @@ async def test_event_wait_suspends_with_consumed_count(fake: Any, fake_client: A
         {
             "revision": 7,
             "kind": "await_event",
-            "event_name": "paid",
+            "event": "paid",
             "wait_seq": 0,
             "consumed": 0,
             "timeout_ms": 86_400_000,
@@ -418,20 +419,18 @@ async def test_no_write_after_suspend_in_gather(fake: Any, fake_client: Any) -> 
 
 
 async def test_stale_revision_abandons_silently(fake: Any, fake_client: Any) -> None:
-    fake.routes[("POST", "/runs/run-1/tasks")] = lambda _: (
-        409,
-        {"type": "about:blank", "title": "stale", "status": 409, "code": "stale_revision"},
-    )
+    fake.commands["record_task"] = lambda _: {
+        "problem": {"type": "about:blank", "title": "stale", "status": 409, "code": "stale_revision"}
+    }
     execution = await execute(fake_client, sequential, activation(1))
     assert execution.finished
     assert fake.writes("transition") == []
 
 
 async def test_server_unavailable_abandons_after_budget(fake: Any, fake_client: Any) -> None:
-    fake.routes[("POST", "/runs/run-1/tasks")] = lambda _: (
-        503,
-        {"type": "x", "title": "down", "status": 503, "code": "unavailable"},
-    )
+    fake.commands["record_task"] = lambda _: {
+        "problem": {"type": "x", "title": "down", "status": 503, "code": "unavailable"}
+    }
     await execute(fake_client, sequential, activation(1))
     assert len(fake.writes("task")) >= 1
     assert fake.writes("transition") == []

@@ -67,14 +67,23 @@ class Script:
         if path == "/workers/heartbeat":
             ids = {r[0] for r in body["runs"]}
             return httpx.Response(200, json={"stale": [r for r in self.stale if r in ids]})
-        if path.endswith("/tasks"):
-            return httpx.Response(200, json={"recorded": True})
-        if path.endswith("/transition"):
-            return httpx.Response(200, json={"status": "completed", "suspended": True})
+        if path == "/workers/commands":
+            return httpx.Response(200, json={"results": [self.answer(c) for c in body["commands"]]})
         return httpx.Response(404)
+
+    @staticmethod
+    def answer(command: dict[str, Any]) -> dict[str, Any]:
+        if command["kind"] == "record_task":
+            return {"record": {"recorded": True}}
+        return {"transition": {"status": "completed", "suspended": True}}
 
     def paths(self, suffix: str) -> list[Any]:
         return [b for p, b in self.requests if p.endswith(suffix)]
+
+    def transitions(self) -> list[Any]:
+        """The transition commands sent."""
+        commands = [c for p, b in self.requests if p == "/workers/commands" for c in b["commands"]]
+        return [c for c in commands if c["kind"] != "record_task"]
 
 
 async def test_worker_registers_claims_executes_and_stops() -> None:
@@ -88,10 +97,10 @@ async def test_worker_registers_claims_executes_and_stops() -> None:
     assert specs["1"]["event_schemas"] == {"go": {"type": "integer"}}
     assert "input_schema" not in specs["hang"]
     for _ in range(100):
-        if len(script.paths("/transition")) == 2:
+        if len(script.transitions()) == 2:
             break
         await asyncio.sleep(0.01)
-    assert sorted(t["output"] for t in script.paths("/transition")) == ["hi", "yo"]
+    assert sorted(t["output"] for t in script.transitions()) == ["hi", "yo"]
     assert script.paths("/workers/claim")[0]["max_runs"] == 4
     await handle.stop()
     assert handle.in_flight == 0
@@ -107,7 +116,7 @@ async def test_stale_heartbeat_cancels_execution_without_writes() -> None:
             break
         await asyncio.sleep(0.01)
     assert handle.in_flight == 0
-    assert script.paths("/transition") == []
+    assert script.transitions() == []
     await handle.stop(grace=timedelta(seconds=1))
     await c.close()
 
@@ -123,7 +132,7 @@ async def test_stop_cancels_after_grace() -> None:
     assert handle.in_flight == 1
     await asyncio.wait_for(handle.stop(grace=timedelta(milliseconds=50)), timeout=5)
     assert handle.in_flight == 0
-    assert script.paths("/transition") == []
+    assert script.transitions() == []
     await c.close()
 
 

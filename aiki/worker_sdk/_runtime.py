@@ -1,7 +1,7 @@
 """What a workflow's :class:`~aiki.worker_sdk.run.Run` needs from the engine executing it.
 
 :class:`Runtime` is the narrow port between the user-facing side of the SDK (definitions, ``Run``,
-its handles) and the engine (``execution.py``), as temporalio's ``workflow._Runtime`` is. The
+its handles) and the engine (``_execution.py``), as temporalio's ``workflow._Runtime`` is. The
 engine's ``Execution`` implements it structurally; the user-facing modules import only this
 protocol, never the engine, so there is no import circle between them and a test can drive a
 ``Run`` with a fake runtime.

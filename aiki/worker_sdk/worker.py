@@ -21,11 +21,11 @@ from datetime import timedelta
 from typing import Any
 
 from aiki.worker_sdk import serde
+from aiki.worker_sdk._execution import Execution
 from aiki.worker_sdk._worker_connection import WorkerConnection, connect
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.definitions import WorkflowVersion
 from aiki.worker_sdk.errors import AikiError, NotFoundError, RateLimitedError, ServerUnavailableError
-from aiki.worker_sdk.execution import Execution
 from aiki.worker_sdk.protocol import (
     Activation,
     ClaimRequest,

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from aiki import Run, client, event, task, worker, workflow
+from aiki.worker_sdk._execution import Execution
 from aiki.worker_sdk._run_writer import raise_problems
 from aiki.worker_sdk._transport import HttpTransport, LocalTransport
 from aiki.worker_sdk._worker_connection import connect
@@ -28,7 +29,6 @@ from aiki.worker_sdk.errors import (
     ValidationError,
     WorkflowNotFoundError,
 )
-from aiki.worker_sdk.execution import Execution
 from aiki.worker_sdk.protocol import (
     ClaimRequest,
     Complete,

@@ -8,8 +8,8 @@ import msgspec
 import pytest
 
 from aiki.worker_sdk import Run, workflow
+from aiki.worker_sdk._execution import Execution
 from aiki.worker_sdk._worker_connection import connect
-from aiki.worker_sdk.execution import Execution
 from aiki.worker_sdk.protocol import Activation, ChildRecord, ErrorInfo, WaitTimeoutRecord
 from aiki.worker_sdk.serde import canonical, task_address
 

@@ -11,9 +11,9 @@ import msgspec
 import pytest
 
 from aiki.worker_sdk import RetryPolicy, Run, TaskFailedError, event, task, workflow
+from aiki.worker_sdk._execution import Execution, now_ms
 from aiki.worker_sdk._replay_state import TIMED_OUT, ReplayState
 from aiki.worker_sdk._worker_connection import connect
-from aiki.worker_sdk.execution import Execution, now_ms
 from aiki.worker_sdk.protocol import (
     Activation,
     ErrorInfo,

@@ -24,7 +24,7 @@ from aiki.api.request_checks import RequestChecks
 from aiki.api.response_headers import security_headers
 from aiki.api.runs_routes import RunController
 from aiki.api.schedules_routes import ScheduleController
-from aiki.api.worker_routes import ExecutionController, WorkerController, commands_route, worker_batch_route
+from aiki.api.worker_routes import ExecutionController, WorkerController, commands_route
 from aiki.iam.context import Iam
 from aiki.platform.services.context import Services
 
@@ -48,7 +48,6 @@ def create_app(
         WorkerQueryController,
         WorkflowController,
         ExecutionController,
-        worker_batch_route(services),
         commands_route(services),
         ScheduleController,
         health,

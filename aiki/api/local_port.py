@@ -26,7 +26,6 @@ from typing import TypeVar
 
 import msgspec
 
-from aiki.api import single_commands
 from aiki.api.command_results import command_results
 from aiki.api.errors import _is_db_unavailable, problem_body
 from aiki.api.runs_routes import MAX_WAIT_MS, _statuses
@@ -109,21 +108,6 @@ class LocalPort:
         path = "/workers/watch"
         req = self._body(request, p.WatchRequest, path)
         return await self._call(path, lambda: executions.watch(self._svc, self._ns, req))
-
-    async def record_task(self, run_id: str, request: p.RecordTaskRequest) -> p.RecordTaskResponse:
-        path = f"/runs/{run_id}/tasks"
-        req = self._body(request, p.RecordTaskRequest, path)
-        return await self._call(path, lambda: single_commands.record_task(self._svc, self._ns, run_id, req))
-
-    async def transition(self, run_id: str, request: p.TransitionRequest) -> p.TransitionResponse:
-        path = f"/runs/{run_id}/transition"
-        req = self._body(request, p.TransitionRequest, path)
-        return await self._call(path, lambda: single_commands.transition(self._svc, self._ns, run_id, req))
-
-    async def start_child(self, run_id: str, request: p.StartChildRequest) -> p.StartChildResponse:
-        path = f"/runs/{run_id}/children"
-        req = self._body(request, p.StartChildRequest, path)
-        return await self._call(path, lambda: single_commands.start_child(self._svc, self._ns, run_id, req))
 
     async def run_commands(self, commands: list[p.Command]) -> list[p.CommandResult]:
         """``POST /workers/commands``: one result per command (a refusal as its problem), in order."""

@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-import msgspec
 from litestar import Controller, Request, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
@@ -16,7 +15,6 @@ from aiki.api import single_commands
 from aiki.api.auth import policy
 from aiki.api.command_results import command_results
 from aiki.api.deps import NamespaceId, Svc
-from aiki.api.errors import problem_body, problem_for_exception
 from aiki.platform.domain.errors import StaleRevision
 from aiki.platform.services import executions, leases
 from aiki.platform.services.commands.dispatch import Outcome, apply_commands
@@ -25,14 +23,13 @@ from aiki.worker_sdk import protocol as p
 
 T = TypeVar("T")
 
-BATCH_PATH = "/api/v1/workers/batch"
 COMMANDS_PATH = "/api/v1/workers/commands"
 # A batch may carry several operations of the largest size one request may have.
 BATCH_BODY_FACTOR = 8
 
 
 def batch_max_bytes(services: Services) -> int:
-    """The largest ``POST /workers/batch`` body this server takes."""
+    """The largest ``POST /workers/commands`` body this server takes."""
     return services.settings.max_payload_bytes * BATCH_BODY_FACTOR
 
 
@@ -50,7 +47,7 @@ class WorkerController(Controller):
         self, data: JSONBody[p.RegisterWorkerRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.RegisterWorkerResponse:
         response = await executions.register_worker(svc, namespace_id, data)
-        # Workers that know the batch route send their writes through it, within these sizes.
+        # Workers send their commands in batches up to this size.
         response.batch_max_bytes = batch_max_bytes(svc)
         return response
 
@@ -194,31 +191,6 @@ async def _while_connected(
     return None if job.cancelled() else job.result()
 
 
-def worker_batch_route(services: Services) -> HTTPRouteHandler:
-    """``POST /workers/batch``, with the body limit of this server's settings."""
-
-    async def run_batch(
-        data: JSONBody[p.WorkerBatchRequest], svc: Svc, namespace_id: NamespaceId
-    ) -> p.WorkerBatchResponse:
-        limit = svc.settings.max_payload_bytes
-        outcomes = await asyncio.gather(*(_apply(svc, namespace_id, op, limit) for op in data.ops))
-        return p.WorkerBatchResponse(results=list(outcomes))
-
-    return post(
-        BATCH_PATH,
-        summary="Record task attempts and transition runs, several in one request",
-        description=(
-            "Each operation is what `POST /runs/{run_id}/tasks` or `POST /runs/{run_id}/transition` does, "
-            "in its own transaction and fenced by its own revision; the answer lists one outcome per "
-            f"operation, in order: the route's response or its problem. At most {p.BATCH_MAX_OPS} operations."
-        ),
-        status_code=200,
-        tags=["worker protocol"],
-        opt=policy("worker:execute"),
-        request_max_body_size=batch_max_bytes(services),
-    )(run_batch)
-
-
 def commands_route(services: Services) -> HTTPRouteHandler:
     """``POST /workers/commands``, with the body limit of this server's settings."""
 
@@ -252,19 +224,3 @@ def commands_route(services: Services) -> HTTPRouteHandler:
         opt=policy("worker:execute"),
         request_max_body_size=batch_max_bytes(services),
     )(run_commands)
-
-
-async def _apply(svc: Services, namespace_id: str, op: p.RecordTaskOp | p.TransitionOp, limit: int) -> p.BatchOutcome:
-    record = isinstance(op, p.RecordTaskOp)
-    instance = f"/api/v1/runs/{op.run_id}/{'tasks' if record else 'transition'}"
-    # One operation may be no larger than the request of its own route.
-    if len(msgspec.json.encode(op.request)) > limit:
-        return p.BatchOutcome(
-            problem=problem_body("payload_too_large", "the operation exceeds the server's size limit", instance)
-        )
-    try:
-        if isinstance(op, p.RecordTaskOp):
-            return p.BatchOutcome(record=await single_commands.record_task(svc, namespace_id, op.run_id, op.request))
-        return p.BatchOutcome(transition=await single_commands.transition(svc, namespace_id, op.run_id, op.request))
-    except Exception as exc:  # each operation answers for itself, as its own route would
-        return p.BatchOutcome(problem=problem_for_exception(exc, instance))

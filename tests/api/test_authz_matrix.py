@@ -179,9 +179,6 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/workers/watch"): Row(lambda w: {"worker_id": "w-matrix", "runs": [[w.run_a, 1]], "wait_ms": 0}),
     ("POST", "/api/v1/runs/{run_id:str}/tasks"): Row(_record_task),
     ("POST", "/api/v1/runs/{run_id:str}/transition"): Row(lambda w: {"revision": 1, "kind": "complete"}),
-    ("POST", "/api/v1/workers/batch"): Row(
-        lambda w: {"ops": [{"op": "record_task", "run_id": w.run_a, "request": _record_task(w)}]}
-    ),
     ("POST", "/api/v1/workers/commands"): Row(
         lambda w: {"commands": [{"kind": "record_task", "run_id": w.run_a, **_record_task(w)}]}
     ),

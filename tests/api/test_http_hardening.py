@@ -90,7 +90,7 @@ async def test_json_nested_a_thousand_deep_is_400_without_a_traceback(
         await key_http.post(
             f"{API}/runs", content='{"workflow": "w", "version": "1", "input": ' + deep + "}", headers=json_type
         ),
-        await key_http.post(f"{API}/workers/batch", content='{"ops": [' + deep + "]}", headers=json_type),
+        await key_http.post(f"{API}/workers/commands", content='{"commands": [' + deep + "]}", headers=json_type),
         await key_http.post(f"{API}/workers/register", content="{" + '"a":{' * 1000 + "}" * 1001, headers=json_type),
         await owner.http.post(f"{API}/namespaces/{owner.namespace_id}/api-keys", content=deep, headers=json_type),
     ]

@@ -1,4 +1,4 @@
-"""``POST /workers/batch``: a worker over HTTP sends its writes in batches; each operation answers
+"""``POST /workers/commands``: a worker over HTTP sends its writes in batches; each command answers
 for itself, exactly as its own route would (fencing, size limit, tenancy). Both databases."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ async def test_a_busy_http_worker_sends_its_writes_in_batches(aiki: Any) -> None
     assert results == [3] * 40
     assert [LEDGER.count("batch-step", key) for key in keys] == [3] * 40  # every task ran exactly once
     paths = [path for method, path in counting.requests if method == "POST"]
-    assert not [p for p in paths if p.endswith(("/tasks", "/transition", "/workers/batch"))], (
+    assert not [p for p in paths if p.endswith(("/tasks", "/transition", "/children"))], (
         "writes went around the commands route"
     )
     batches = paths.count(f"{API}/workers/commands")
@@ -90,18 +90,14 @@ async def test_each_operation_answers_for_itself(aiki: Any) -> None:
     await aiki.http.post(f"{API}/runs/{stale.run_id}/cancel", json={})  # fences the claim's revision
     too_big = _record(fresh.revision, address="b:1", output="x" * (70 * 1024))  # the harness allows 64 KiB
     body = {
-        "ops": [
-            {"op": "record_task", "run_id": fresh.run_id, "request": _record(fresh.revision)},
-            {"op": "record_task", "run_id": stale.run_id, "request": _record(stale.revision)},
-            {
-                "op": "record_task",
-                "run_id": fresh.run_id,
-                "request": _record(fresh.revision, address="b:1", output=too_big),
-            },
-            {"op": "transition", "run_id": "no-such-run", "request": {"revision": 1, "kind": "complete"}},
+        "commands": [
+            {"kind": "record_task", "run_id": fresh.run_id, **_record(fresh.revision)},
+            {"kind": "record_task", "run_id": stale.run_id, **_record(stale.revision)},
+            {"kind": "record_task", "run_id": fresh.run_id, **_record(fresh.revision, address="b:1", output=too_big)},
+            {"kind": "complete", "run_id": "no-such-run", "revision": 1},
         ]
     }
-    resp = await aiki.http.post(f"{API}/workers/batch", json=body)
+    resp = await aiki.http.post(f"{API}/workers/commands", json=body)
     assert resp.status_code == 200, resp.text
     ok, fenced, oversized, missing = resp.json()["results"]
     assert ok == {"record": {"recorded": True}}
@@ -120,8 +116,8 @@ async def test_a_stale_write_in_a_batch_is_the_same_error_as_alone(aiki: Any) ->
     await aiki.http.post(f"{API}/runs/{activation.run_id}/cancel", json={})
     alone = await aiki.http.post(f"{API}/runs/{activation.run_id}/tasks", json=_record(activation.revision))
     batched = await aiki.http.post(
-        f"{API}/workers/batch",
-        json={"ops": [{"op": "record_task", "run_id": activation.run_id, "request": _record(activation.revision)}]},
+        f"{API}/workers/commands",
+        json={"commands": [{"kind": "record_task", "run_id": activation.run_id, **_record(activation.revision)}]},
     )
     assert alone.status_code == 409
     assert batched.json()["results"][0]["problem"] == alone.json()
@@ -129,14 +125,16 @@ async def test_a_stale_write_in_a_batch_is_the_same_error_as_alone(aiki: Any) ->
 
 @pytest.mark.parametrize("count", [0, 257])
 async def test_a_batch_holds_one_to_256_operations(aiki: Any, count: int) -> None:
-    op = {"op": "transition", "run_id": "r", "request": {"revision": 1, "kind": "complete"}}
-    resp = await aiki.http.post(f"{API}/workers/batch", json={"ops": [op] * count})
+    command = {"kind": "complete", "run_id": "r", "revision": 1}
+    resp = await aiki.http.post(f"{API}/workers/commands", json={"commands": [command] * count})
     assert resp.status_code == 422, resp.text
-    assert resp.json()["field"] == "$.ops"
+    assert resp.json()["field"] == "$.commands"
 
 
 async def test_an_unknown_operation_is_refused_naming_it(aiki: Any) -> None:
-    resp = await aiki.http.post(f"{API}/workers/batch", json={"ops": [{"op": "delete_everything", "run_id": "r"}]})
+    resp = await aiki.http.post(
+        f"{API}/workers/commands", json={"commands": [{"kind": "delete_everything", "run_id": "r", "revision": 1}]}
+    )
     assert resp.status_code == 422, resp.text
     assert "delete_everything" in resp.json()["detail"]
 
@@ -158,8 +156,8 @@ async def test_a_key_of_another_namespace_cannot_write_to_a_run(iam_aiki: IamHar
         )
         [activation] = claim.activations
         resp = await h.key_http(bob_key).post(
-            f"{API}/workers/batch",
-            json={"ops": [{"op": "record_task", "run_id": handle.id, "request": _record(activation.revision)}]},
+            f"{API}/workers/commands",
+            json={"commands": [{"kind": "record_task", "run_id": handle.id, **_record(activation.revision)}]},
         )
         assert resp.status_code == 200, resp.text
         [outcome] = resp.json()["results"]

@@ -25,11 +25,9 @@ from aiki.worker_sdk.protocol._base import (
 )
 from aiki.worker_sdk.protocol.commands import (
     BATCH_MAX_COMMANDS,
-    BATCH_MAX_OPS,
     AwaitChild,
     AwaitEvent,
     AwaitTaskRetry,
-    BatchOutcome,
     Command,
     CommandBatch,
     CommandResult,
@@ -37,7 +35,6 @@ from aiki.worker_sdk.protocol.commands import (
     Complete,
     Fail,
     RecordTask,
-    RecordTaskOp,
     RecordTaskRequest,
     RecordTaskResponse,
     ResumeSleep,
@@ -47,11 +44,8 @@ from aiki.worker_sdk.protocol.commands import (
     StartChildRequest,
     StartChildResponse,
     Transition,
-    TransitionOp,
     TransitionRequest,
     TransitionResponse,
-    WorkerBatchRequest,
-    WorkerBatchResponse,
     Yield,
 )
 from aiki.worker_sdk.protocol.runs import (
@@ -115,7 +109,6 @@ from aiki.worker_sdk.protocol.workers import (
 
 __all__ = [
     "BATCH_MAX_COMMANDS",
-    "BATCH_MAX_OPS",
     "DEFAULT_POOL",
     "TERMINAL_STATUSES",
     "ActivateScheduleRequest",
@@ -125,7 +118,6 @@ __all__ = [
     "AwaitChild",
     "AwaitEvent",
     "AwaitTaskRetry",
-    "BatchOutcome",
     "CancelRunRequest",
     "CancelRunsRequest",
     "CancelRunsResponse",
@@ -151,7 +143,6 @@ __all__ = [
     "OverlapPolicy",
     "Problem",
     "RecordTask",
-    "RecordTaskOp",
     "RecordTaskRequest",
     "RecordTaskResponse",
     "RegisterWorkerRequest",
@@ -184,7 +175,6 @@ __all__ = [
     "TaskRecord",
     "TaskStatus",
     "Transition",
-    "TransitionOp",
     "TransitionRequest",
     "TransitionResponse",
     "VersionRef",
@@ -195,8 +185,6 @@ __all__ = [
     "WaitTimeoutRecord",
     "WatchRequest",
     "WatchResponse",
-    "WorkerBatchRequest",
-    "WorkerBatchResponse",
     "WorkerListResponse",
     "WorkerView",
     "WorkflowListResponse",

@@ -35,12 +35,11 @@ class RegisterWorkerResponse(msgspec.Struct, omit_defaults=True):
     lease_ttl_ms: int
     heartbeat_interval_ms: int
     sleep_hold_max_ms: int | None = None
-    """Sleeps up to this long may be held by their executor (``TransitionRequest.hold``)."""
+    """Sleeps up to this long may be held by their executor (``Sleep.hold``)."""
     payload_max_bytes: int | None = None
-    """The largest request body the server takes (a task record sent along with a transition
-    counts toward the transition's body)."""
+    """The largest request body the server takes, and the largest one command may be."""
     batch_max_bytes: int | None = None
-    """The server takes ``POST /workers/batch`` bodies up to this size (absent: no batch route)."""
+    """The server takes ``POST /workers/commands`` bodies up to this size."""
 
 
 class VersionRef(msgspec.Struct, array_like=True):

@@ -14,6 +14,9 @@ from .helpers import API, LEDGER, WAIT, get_history, get_run, new_key
 FAN_OUT = 10
 ARRIVED: dict[str, int] = {}
 ALL_ARRIVED: dict[str, asyncio.Event] = {}
+# Set by the test once the parent is seen suspended on a child: no child ends before that, so the
+# parent's wake-up by a child's ending is exercised on every run, whatever the machine's load.
+PARENT_WAITING: dict[str, asyncio.Event] = {}
 
 
 @task(name="orch-square")
@@ -25,6 +28,7 @@ async def square(item: dict[str, Any]) -> int:
     if ARRIVED[key] == FAN_OUT:
         ALL_ARRIVED[key].set()
     await asyncio.wait_for(ALL_ARRIVED[key].wait(), timeout=WAIT.total_seconds())
+    await asyncio.wait_for(PARENT_WAITING[key].wait(), timeout=WAIT.total_seconds())
     n: int = item["n"]
     return n * n
 
@@ -56,16 +60,18 @@ async def fan_v1(run: Run, key: str) -> dict[str, Any]:
 async def test_fan_out_ten_children_in_parallel_and_gather_their_results(aiki: Any) -> None:
     key = new_key()
     ALL_ARRIVED[key] = asyncio.Event()
+    PARENT_WAITING[key] = asyncio.Event()
     # Only a worker of the "orch" pool runs anything: the children must inherit the parent's pool.
     await aiki.worker([fan_v1, square_v1], concurrency=FAN_OUT + 2, pools=["orch"])
 
     handle = await fan_v1.with_options(pool="orch").start(aiki.client, key)
+    await handle.wait_for_status("awaiting_child", timeout=WAIT)
+    PARENT_WAITING[key].set()
     output = await asyncio.wait_for(handle.result(), timeout=WAIT.total_seconds())
 
     assert output["statuses"] == ["completed"]
     assert output["outputs"] == [n * n for n in range(FAN_OUT)]
-    # However often the parent replayed (children may all end before it waits, and then it never
-    # suspends), each child was started once.
+    # However often the parent replayed, each child was started once.
     assert LEDGER.count("orch-square", key) == FAN_OUT
     assert len(set(output["children"])) == FAN_OUT
     for child_id in output["children"]:

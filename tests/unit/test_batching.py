@@ -16,6 +16,7 @@ from aiki.worker_sdk._run_writer import Abandon, RunWriter, raise_problems
 from aiki.worker_sdk.errors import (
     ServerUnavailableError,
     StaleRevisionError,
+    TaskConflictError,
     UnexpectedResponseError,
 )
 from aiki.worker_sdk.protocol import (
@@ -324,8 +325,8 @@ async def test_a_refused_record_refuses_the_command_it_travels_with() -> None:
     with pytest.raises(Abandon) as info:
         await w.transition(Complete(run_id="r", revision=0, output=7))
     cause = info.value.__cause__
-    assert isinstance(cause, UnexpectedResponseError)
-    assert (cause.status, cause.problem_code) == (409, "task_conflict")
+    assert isinstance(cause, TaskConflictError)
+    assert (cause.status, cause.code) == (409, "task_conflict")
     assert w.finished  # the execution writes nothing more
     [batch] = server.batches
     assert [type(c) for c in batch] == [RecordTask, Complete]

@@ -93,31 +93,35 @@ class PostgresDatabase(Database):
         async with self.engine.begin() as conn:
             yield conn
 
+    # Each of these is entered on every hot-path write: one generator each, no nested context manager.
     @contextlib.asynccontextmanager
     async def raw_transaction(self) -> AsyncIterator[PgConn]:
-        async with self._driver() as driver, driver.transaction():
-            yield PgConn(driver)
-
-    @contextlib.asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[PgConn]:
-        async with self._driver() as driver:
-            yield PgConn(driver)
-
-    def atomic(self) -> contextlib.AbstractAsyncContextManager[PgConn]:
-        # The store writes such a call as one statement: atomic on its own.
-        return self.autocommit()
-
-    @contextlib.asynccontextmanager
-    async def _driver(self) -> AsyncIterator[Any]:
         pool = self._hot_pool()
         driver = await pool.acquire()
         try:
-            yield driver
+            async with driver.transaction():
+                yield PgConn(driver)
         except BaseException as exc:
             _drop_if_broken(driver, exc)
             raise
         finally:
             pool.release(driver)
+
+    @contextlib.asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[PgConn]:
+        pool = self._hot_pool()
+        driver = await pool.acquire()
+        try:
+            yield PgConn(driver)
+        except BaseException as exc:
+            _drop_if_broken(driver, exc)
+            raise
+        finally:
+            pool.release(driver)
+
+    def atomic(self) -> contextlib.AbstractAsyncContextManager[PgConn]:
+        # The store writes such a call as one statement: atomic on its own.
+        return self.autocommit()
 
     def executor_store(self, namespace_id: str) -> PostgresExecutorStore:
         return PostgresExecutorStore(self, namespace_id)

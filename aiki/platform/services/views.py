@@ -1,4 +1,5 @@
-"""Rows to wire types: the one place that knows how a stored run looks on the wire."""
+"""Rows to wire types for the read side that still answers in them (``queries``, ``schedules``);
+the other services answer domain values (``rows.py``), mapped to the wire by ``aiki.api.wire``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import msgspec
 from aiki.worker_sdk import protocol as p
 
 _error_decoder = msgspec.json.Decoder(p.ErrorInfo)
-_retry_decoder = msgspec.json.Decoder(p.RetryPolicyWire)
 
 
 _NULL = msgspec.Raw(b"null")
@@ -22,14 +22,6 @@ def raw(text: str | None) -> msgspec.Raw:
 
 def error_info(text: str | None) -> p.ErrorInfo | None:
     return None if text is None else _error_decoder.decode(text)
-
-
-def encode_error(error: p.ErrorInfo | None) -> str | None:
-    return None if error is None else msgspec.json.encode(error).decode()
-
-
-def retry_policy(text: str | None) -> p.RetryPolicyWire | None:
-    return None if text is None else _retry_decoder.decode(text)
 
 
 def run_view(row: Mapping[Any, Any]) -> p.RunView:
@@ -62,27 +54,4 @@ def history_entry(row: Mapping[Any, Any]) -> p.HistoryEntry:
         to_status=row["to_status"],
         created_at=row["created_at"],
         reason=row["reason"],
-    )
-
-
-def event_record(row: Mapping[Any, Any]) -> p.EventRecord:
-    return p.EventRecord(
-        id=row["id"],
-        name=row["name"],
-        seq=row["seq"],
-        data=msgspec.Raw(row["data"].encode()),
-        reference_id=row["reference_id"],
-    )
-
-
-def task_record(row: Mapping[Any, Any]) -> p.TaskRecord:
-    return p.TaskRecord(
-        address=row["address"],
-        seq=row["seq"],
-        name=row["name"],
-        status=row["status"],
-        attempts=row["attempts"],
-        output=raw(row["output"]),
-        error=error_info(row["error"]),
-        next_attempt_at=row["next_attempt_at"],
     )

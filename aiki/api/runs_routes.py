@@ -8,7 +8,7 @@ from litestar import Controller, Response, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from aiki.api import query_routes, wire
+from aiki.api import query_routes, wire, wire_reads
 from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.platform.domain.errors import InputInvalid
@@ -83,7 +83,7 @@ class RunController(Controller):
             created_after=created_after,
             created_before=created_before,
         )
-        return await queries.list_runs(svc, namespace_id, f, cursor=cursor, limit=limit)
+        return wire_reads.run_page(await queries.list_runs(svc, namespace_id, f, cursor=cursor, limit=limit))
 
     @get("/{run_id:str}", summary="Get a run; optionally wait for a status", opt=policy("runs:read"))
     async def get_run(
@@ -110,7 +110,7 @@ class RunController(Controller):
         ] = None,
     ) -> list[p.HistoryEntry] | p.GroupedHistory:
         if group_by == "attempt":
-            return await queries.grouped_history(svc, namespace_id, run_id)
+            return wire_reads.grouped_history(await queries.grouped_history(svc, namespace_id, run_id))
         return wire.history(await run_service.run_history(svc, namespace_id, run_id))
 
     @post(

@@ -1,24 +1,26 @@
 """What the read side answers: pages of runs, a run's detail and grouped history, workers, the
-workflow catalogue, a bulk cancel. Frozen, slotted dataclasses; ``aiki.api.wire`` maps them to the
-wire. Payloads stay the stored JSON text (``output`` None: none yet)."""
+workflow catalogue, a bulk cancel.
+
+Immutable values (frozen Structs, as in :mod:`~aiki.platform.domain.values`);
+``aiki.api.wire_reads`` maps them to the wire. Payloads stay the stored JSON text (``output``
+None: none yet).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from aiki.platform.domain.values import Failure, HistoryEntry, Run
 
 
-@dataclass(frozen=True, slots=True)
-class RunPage:
+class RunPage(msgspec.Struct, frozen=True):
     """Runs newest first; ``next_cursor`` names the next page (None: the last)."""
 
     items: list[Run]
     next_cursor: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class TaskDetail:
+class TaskDetail(msgspec.Struct, frozen=True):
     """One task entry as the run detail shows it (``discarded``: dropped by a workflow retry or cancel)."""
 
     id: str
@@ -35,8 +37,7 @@ class TaskDetail:
     next_attempt_at: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class EventDetail:
+class EventDetail(msgspec.Struct, frozen=True):
     id: str
     name: str
     seq: int
@@ -45,8 +46,7 @@ class EventDetail:
     reference_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class SleepDetail:
+class SleepDetail(msgspec.Struct, frozen=True):
     name: str
     seq: int
     status: str
@@ -54,15 +54,13 @@ class SleepDetail:
     created_at: int
 
 
-@dataclass(frozen=True, slots=True)
-class WaitTimeoutDetail:
+class WaitTimeoutDetail(msgspec.Struct, frozen=True):
     name: str
     seq: int
     created_at: int
 
 
-@dataclass(frozen=True, slots=True)
-class ChildRun:
+class ChildRun(msgspec.Struct, frozen=True):
     """A run started by another run, as its parent's detail lists it."""
 
     id: str
@@ -75,8 +73,7 @@ class ChildRun:
     finished_at: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class RunDetail:
+class RunDetail(msgspec.Struct, frozen=True):
     """The run and everything recorded inside it (``children_truncated``: more children exist)."""
 
     run: Run
@@ -88,8 +85,7 @@ class RunDetail:
     children_truncated: bool
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptHistory:
+class AttemptHistory(msgspec.Struct, frozen=True):
     """The status transitions of one workflow attempt, oldest first."""
 
     attempt: int
@@ -99,20 +95,17 @@ class AttemptHistory:
     ended_at: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class GroupedHistory:
+class GroupedHistory(msgspec.Struct, frozen=True):
     run_id: str
     attempts: list[AttemptHistory]
 
 
-@dataclass(frozen=True, slots=True)
-class ServedVersion:
+class ServedVersion(msgspec.Struct, frozen=True):
     workflow: str
     version: str
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
+class WorkerInfo(msgspec.Struct, frozen=True):
     """A registered worker (``status``: ``active``, or ``stale`` once it missed several heartbeats)."""
 
     id: str
@@ -127,8 +120,7 @@ class WorkerInfo:
     pid: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class VersionSummary:
+class VersionSummary(msgspec.Struct, frozen=True):
     version: str
     run_counts: dict[str, int]
     total_runs: int
@@ -136,8 +128,7 @@ class VersionSummary:
     updated_at: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class WorkflowSummary:
+class WorkflowSummary(msgspec.Struct, frozen=True):
     name: str
     versions: list[VersionSummary]
     run_counts: dict[str, int]
@@ -145,16 +136,14 @@ class WorkflowSummary:
     created_at: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class CancelledRuns:
+class CancelledRuns(msgspec.Struct, frozen=True):
     """A bulk cancel's answer: the ids it cancelled, newest first, and whether more matched."""
 
     cancelled: list[str]
     truncated: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Schedule:
+class Schedule(msgspec.Struct, frozen=True):
     """A schedule (``input``: stored JSON text; ``retry``: the stored policy's JSON)."""
 
     id: str
@@ -176,15 +165,13 @@ class Schedule:
     pool: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ActivatedSchedule:
+class ActivatedSchedule(msgspec.Struct, frozen=True):
     """An activation's answer: the schedule, and whether this activation created it."""
 
     schedule: Schedule
     created: bool
 
 
-@dataclass(frozen=True, slots=True)
-class SchedulePage:
+class SchedulePage(msgspec.Struct, frozen=True):
     items: list[Schedule]
     next_cursor: str | None

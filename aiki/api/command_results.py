@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from aiki.api import wire
 from aiki.api.errors import problem_for_exception
+from aiki.platform.domain import values as v
 from aiki.platform.services.commands.dispatch import Outcome
 from aiki.worker_sdk import protocol as p
 
@@ -24,11 +26,11 @@ def command_result(command: p.Command, outcome: Outcome) -> p.CommandResult:
     """The answer to one command: its response, or the problem its route would have answered."""
     if isinstance(outcome, Exception):
         return p.CommandResult(problem=problem_for_exception(outcome, command_instance(command)))
-    if isinstance(outcome, p.RecordTaskResponse):
-        return p.CommandResult(record=outcome)
-    if isinstance(outcome, p.StartChildResponse):
-        return p.CommandResult(child=outcome)
-    return p.CommandResult(transition=outcome)
+    if isinstance(outcome, v.Transitioned):
+        return p.CommandResult(transition=wire.transitioned(outcome))
+    if isinstance(outcome, v.TaskRecorded):
+        return p.CommandResult(record=wire.task_recorded(outcome))
+    return p.CommandResult(child=wire.child_started(outcome))
 
 
 def command_results(commands: Sequence[p.Command], outcomes: Sequence[Outcome]) -> list[p.CommandResult]:

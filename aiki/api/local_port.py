@@ -26,6 +26,7 @@ from typing import TypeVar
 
 import msgspec
 
+from aiki.api import wire
 from aiki.api.command_results import command_results
 from aiki.api.errors import _is_db_unavailable, problem_body
 from aiki.api.runs_routes import MAX_WAIT_MS, _statuses
@@ -33,6 +34,7 @@ from aiki.api.worker_routes import batch_max_bytes
 from aiki.platform.db.integrity import CONFLICT_DETAIL, describe, integrity_violation
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.platform.domain.errors import CoreError
+from aiki.platform.domain.values import Run
 from aiki.platform.services import executions
 from aiki.platform.services import runs as run_service
 from aiki.platform.services.commands.dispatch import apply_commands
@@ -63,13 +65,13 @@ class LocalPort:
     async def start_run(self, request: p.StartRunRequest) -> p.StartRunResponse:
         path = "/runs"
         req = self._body(request, p.StartRunRequest, path)
-        return await self._call(path, lambda: run_service.start_run(self._svc, self._ns, req))
+        return wire.started_run(await self._call(path, lambda: run_service.start_run(self._svc, self._ns, req)))
 
     async def get_run(self, run_id: str, wait_for: Sequence[str], timeout_ms: int | None) -> p.RunView:
         path = f"/runs/{run_id}"
         svc, ns = self._svc, self._ns
         if not wait_for or not timeout_ms:
-            return await self._call(path, lambda: run_service.get_run(svc, ns, run_id))
+            return wire.run_view(await self._call(path, lambda: run_service.get_run(svc, ns, run_id)))
         if not 0 <= timeout_ms <= MAX_WAIT_MS:
             raise self._problem(
                 path,
@@ -78,36 +80,40 @@ class LocalPort:
                 field="$.timeout_ms",
             )
 
-        async def wait() -> p.RunView:
+        async def wait() -> Run:
             statuses = _statuses(",".join(wait_for))
             return await run_service.wait_for_run(svc, ns, run_id, statuses, timeout_ms / 1000)
 
-        return await self._call(path, wait)
+        return wire.run_view(await self._call(path, wait))
 
     async def send_event(self, run_id: str, name: str, request: p.SendEventRequest) -> p.SendEventResponse:
         path = f"/runs/{run_id}/events/{name}"
         req = self._body(request, p.SendEventRequest, path)
-        return await self._call(path, lambda: run_service.send_event(self._svc, self._ns, run_id, name, req))
+        return wire.sent_event(
+            await self._call(path, lambda: run_service.send_event(self._svc, self._ns, run_id, name, req))
+        )
 
     async def register_worker(self, request: p.RegisterWorkerRequest) -> p.RegisterWorkerResponse:
         path = "/workers/register"
         req = self._body(request, p.RegisterWorkerRequest, path)
-        return await self._call(path, lambda: executions.register_worker(self._svc, self._ns, req))
+        return wire.registration(
+            await self._call(path, lambda: executions.register_worker(self._svc, self._ns, req)), None
+        )
 
     async def claim(self, request: p.ClaimRequest) -> p.ClaimResponse:
         path = "/workers/claim"
         req = self._body(request, p.ClaimRequest, path)
-        return await self._call(path, lambda: executions.claim(self._svc, self._ns, req))
+        return wire.claimed(await self._call(path, lambda: executions.claim(self._svc, self._ns, req)))
 
     async def heartbeat(self, request: p.HeartbeatRequest) -> p.HeartbeatResponse:
         path = "/workers/heartbeat"
         req = self._body(request, p.HeartbeatRequest, path)
-        return await self._call(path, lambda: executions.heartbeat(self._svc, self._ns, req))
+        return wire.heartbeat(await self._call(path, lambda: executions.heartbeat(self._svc, self._ns, req)))
 
     async def watch(self, request: p.WatchRequest) -> p.WatchResponse:
         path = "/workers/watch"
         req = self._body(request, p.WatchRequest, path)
-        return await self._call(path, lambda: executions.watch(self._svc, self._ns, req))
+        return wire.watch(await self._call(path, lambda: executions.watch(self._svc, self._ns, req)))
 
     async def run_commands(self, commands: list[p.Command]) -> list[p.CommandResult]:
         """``POST /workers/commands``: one result per command (a refusal as its problem), in order."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, get, post
 from litestar.params import FromPath, JSONBody
 
+from aiki.api import wire_reads
 from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.platform.domain.queries import RunFilter, check_time_range, parse_statuses, parse_time
@@ -47,7 +48,7 @@ class RunQueryController(Controller):
 
     @get("/{run_id:str}/detail", summary="A run with its tasks, events, sleeps and children", opt=policy("runs:read"))
     async def detail(self, run_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> p.RunDetail:
-        return await queries.run_detail(svc, namespace_id, run_id)
+        return wire_reads.run_detail(await queries.run_detail(svc, namespace_id, run_id))
 
     @post(
         "/cancel",
@@ -69,7 +70,7 @@ class RunQueryController(Controller):
             created_after=data.created_after,
             created_before=data.created_before,
         )
-        return await queries.cancel_runs(svc, namespace_id, f, data.reason, data.limit)
+        return wire_reads.cancelled_runs(await queries.cancel_runs(svc, namespace_id, f, data.reason, data.limit))
 
 
 class WorkerQueryController(Controller):
@@ -82,7 +83,7 @@ class WorkerQueryController(Controller):
         opt=policy("workers:read"),
     )
     async def list_workers(self, svc: Svc, namespace_id: NamespaceId) -> p.WorkerListResponse:
-        return await queries.list_workers(svc, namespace_id)
+        return wire_reads.workers(await queries.list_workers(svc, namespace_id))
 
 
 class WorkflowController(Controller):
@@ -91,4 +92,4 @@ class WorkflowController(Controller):
 
     @get("/", summary="Workflows with their versions and run counts by status", opt=policy("workflows:read"))
     async def list_workflows(self, svc: Svc, namespace_id: NamespaceId) -> p.WorkflowListResponse:
-        return await queries.list_workflows(svc, namespace_id)
+        return wire_reads.workflows(await queries.list_workflows(svc, namespace_id))

@@ -8,7 +8,7 @@ from litestar import Controller, Response, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from aiki.api import query_routes
+from aiki.api import query_routes, wire, wire_reads
 from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.platform.domain.errors import InputInvalid
@@ -45,7 +45,7 @@ class RunController(Controller):
         self, data: JSONBody[p.StartRunRequest], svc: Svc, namespace_id: NamespaceId
     ) -> Response[p.StartRunResponse]:
         result = await run_service.start_run(svc, namespace_id, data)
-        return Response(result, status_code=201 if result.created else 200)
+        return Response(wire.started_run(result), status_code=201 if result.created else 200)
 
     @get("/", summary="List runs, newest first, with filters and a keyset cursor", opt=policy("runs:read"))
     async def list_runs(
@@ -83,7 +83,7 @@ class RunController(Controller):
             created_after=created_after,
             created_before=created_before,
         )
-        return await queries.list_runs(svc, namespace_id, f, cursor=cursor, limit=limit)
+        return wire_reads.run_page(await queries.list_runs(svc, namespace_id, f, cursor=cursor, limit=limit))
 
     @get("/{run_id:str}", summary="Get a run; optionally wait for a status", opt=policy("runs:read"))
     async def get_run(
@@ -95,8 +95,9 @@ class RunController(Controller):
         timeout_ms: Annotated[int, QueryParameter(ge=0, le=MAX_WAIT_MS)] = 0,
     ) -> p.RunView:
         if wait_for is None or timeout_ms == 0:
-            return await run_service.get_run(svc, namespace_id, run_id)
-        return await run_service.wait_for_run(svc, namespace_id, run_id, _statuses(wait_for), timeout_ms / 1000)
+            return wire.run_view(await run_service.get_run(svc, namespace_id, run_id))
+        view = await run_service.wait_for_run(svc, namespace_id, run_id, _statuses(wait_for), timeout_ms / 1000)
+        return wire.run_view(view)
 
     @get("/{run_id:str}/history", summary="The run's status transitions, oldest first", opt=policy("runs:read"))
     async def history(
@@ -109,8 +110,8 @@ class RunController(Controller):
         ] = None,
     ) -> list[p.HistoryEntry] | p.GroupedHistory:
         if group_by == "attempt":
-            return await queries.grouped_history(svc, namespace_id, run_id)
-        return await run_service.run_history(svc, namespace_id, run_id)
+            return wire_reads.grouped_history(await queries.grouped_history(svc, namespace_id, run_id))
+        return wire.history(await run_service.run_history(svc, namespace_id, run_id))
 
     @post(
         "/{run_id:str}/events/{name:str}",
@@ -128,7 +129,7 @@ class RunController(Controller):
         namespace_id: NamespaceId,
     ) -> Response[p.SendEventResponse]:
         result = await run_service.send_event(svc, namespace_id, run_id, name, data)
-        return Response(result, status_code=201 if result.created else 200)
+        return Response(wire.sent_event(result), status_code=201 if result.created else 200)
 
     @post(
         "/{run_id:str}/cancel",
@@ -139,7 +140,7 @@ class RunController(Controller):
     async def cancel(
         self, run_id: FromPath[str], data: JSONBody[p.CancelRunRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.RunView:
-        return await run_service.cancel_run(svc, namespace_id, run_id, data.reason)
+        return wire.run_view(await run_service.cancel_run(svc, namespace_id, run_id, data.reason))
 
     @post(
         "/{run_id:str}/pause",
@@ -154,7 +155,7 @@ class RunController(Controller):
         namespace_id: NamespaceId,
         data: JSONBody[p.RunActionRequest | None] = None,
     ) -> p.RunView:
-        return await lifecycle.act(svc, namespace_id, run_id, "pause", data.reason if data else None)
+        return wire.run_view(await lifecycle.act(svc, namespace_id, run_id, "pause", data.reason if data else None))
 
     @post(
         "/{run_id:str}/resume",
@@ -169,7 +170,7 @@ class RunController(Controller):
         namespace_id: NamespaceId,
         data: JSONBody[p.RunActionRequest | None] = None,
     ) -> p.RunView:
-        return await lifecycle.act(svc, namespace_id, run_id, "resume", data.reason if data else None)
+        return wire.run_view(await lifecycle.act(svc, namespace_id, run_id, "resume", data.reason if data else None))
 
     @post(
         "/{run_id:str}/wake",
@@ -184,7 +185,7 @@ class RunController(Controller):
         namespace_id: NamespaceId,
         data: JSONBody[p.RunActionRequest | None] = None,
     ) -> p.RunView:
-        return await lifecycle.act(svc, namespace_id, run_id, "wake", data.reason if data else None)
+        return wire.run_view(await lifecycle.act(svc, namespace_id, run_id, "wake", data.reason if data else None))
 
     @post(
         "/{run_id:str}/requeue",
@@ -199,4 +200,4 @@ class RunController(Controller):
         namespace_id: NamespaceId,
         data: JSONBody[p.RunActionRequest | None] = None,
     ) -> p.RunView:
-        return await lifecycle.act(svc, namespace_id, run_id, "requeue", data.reason if data else None)
+        return wire.run_view(await lifecycle.act(svc, namespace_id, run_id, "requeue", data.reason if data else None))

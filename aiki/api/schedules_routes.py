@@ -8,6 +8,7 @@ from litestar import Controller, Response, delete, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from aiki.api import wire_reads
 from aiki.api.auth import policy
 from aiki.api.deps import NamespaceId, Svc
 from aiki.platform.services import schedules as schedule_service
@@ -31,7 +32,7 @@ class ScheduleController(Controller):
         self, data: JSONBody[p.ActivateScheduleRequest], svc: Svc, namespace_id: NamespaceId
     ) -> Response[p.ActivateScheduleResponse]:
         result = await schedule_service.activate_schedule(svc, namespace_id, data)
-        return Response(result, status_code=201 if result.created else 200)
+        return Response(wire_reads.activated_schedule(result), status_code=201 if result.created else 200)
 
     @get("/", summary="List schedules, newest first", opt=policy("schedules:read"))
     async def list_schedules(
@@ -44,13 +45,14 @@ class ScheduleController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> p.ScheduleListResponse:
-        return await schedule_service.list_schedules(
+        page = await schedule_service.list_schedules(
             svc, namespace_id, workflow=workflow, version=version, status=status, cursor=cursor, limit=limit
         )
+        return wire_reads.schedule_page(page)
 
     @get("/{schedule_id:str}", summary="Get a schedule", opt=policy("schedules:read"))
     async def get_schedule(self, schedule_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> p.ScheduleView:
-        return await schedule_service.get_schedule(svc, namespace_id, schedule_id)
+        return wire_reads.schedule(await schedule_service.get_schedule(svc, namespace_id, schedule_id))
 
     @post(
         "/{schedule_id:str}/pause",
@@ -59,7 +61,7 @@ class ScheduleController(Controller):
         opt=policy("schedules:write", audit="schedule.pause"),
     )
     async def pause(self, schedule_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> p.ScheduleView:
-        return await schedule_service.pause_schedule(svc, namespace_id, schedule_id)
+        return wire_reads.schedule(await schedule_service.pause_schedule(svc, namespace_id, schedule_id))
 
     @post(
         "/{schedule_id:str}/resume",
@@ -68,7 +70,7 @@ class ScheduleController(Controller):
         opt=policy("schedules:write", audit="schedule.resume"),
     )
     async def resume(self, schedule_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> p.ScheduleView:
-        return await schedule_service.resume_schedule(svc, namespace_id, schedule_id)
+        return wire_reads.schedule(await schedule_service.resume_schedule(svc, namespace_id, schedule_id))
 
     @delete(
         "/{schedule_id:str}",
@@ -77,4 +79,4 @@ class ScheduleController(Controller):
         opt=policy("schedules:write", audit="schedule.delete"),
     )
     async def delete_schedule(self, schedule_id: FromPath[str], svc: Svc, namespace_id: NamespaceId) -> p.ScheduleView:
-        return await schedule_service.delete_schedule(svc, namespace_id, schedule_id)
+        return wire_reads.schedule(await schedule_service.delete_schedule(svc, namespace_id, schedule_id))

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aiki.api import wire
+from aiki.platform.domain import values as v
 from aiki.platform.domain.errors import InputInvalid
 from aiki.platform.services.commands.dispatch import Answer, apply_commands
 from aiki.platform.services.context import Services
@@ -114,17 +116,17 @@ async def apply_last(svc: Services, ns: str, commands: list[p.Command]) -> Answe
 
 async def record_task(svc: Services, ns: str, run_id: str, req: p.RecordTaskRequest) -> p.RecordTaskResponse:
     answer = await apply_last(svc, ns, [record_command(run_id, req)])
-    assert isinstance(answer, p.RecordTaskResponse)
-    return answer
+    assert isinstance(answer, v.TaskRecorded)
+    return wire.task_recorded(answer)
 
 
 async def transition(svc: Services, ns: str, run_id: str, req: p.TransitionRequest) -> p.TransitionResponse:
     answer = await apply_last(svc, ns, transition_commands(run_id, req))
-    assert isinstance(answer, p.TransitionResponse)
-    return answer
+    assert isinstance(answer, v.Transitioned)
+    return wire.transitioned(answer)
 
 
 async def start_child(svc: Services, ns: str, run_id: str, req: p.StartChildRequest) -> p.StartChildResponse:
     answer = await apply_last(svc, ns, [child_command(run_id, req)])
-    assert isinstance(answer, p.StartChildResponse)
-    return answer
+    assert isinstance(answer, v.ChildStarted)
+    return wire.child_started(answer)

@@ -11,7 +11,7 @@ from litestar import Controller, Request, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 
-from aiki.api import single_commands
+from aiki.api import single_commands, wire
 from aiki.api.auth import policy
 from aiki.api.command_results import command_results
 from aiki.api.deps import NamespaceId, Svc
@@ -46,10 +46,9 @@ class WorkerController(Controller):
     async def register(
         self, data: JSONBody[p.RegisterWorkerRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.RegisterWorkerResponse:
-        response = await executions.register_worker(svc, namespace_id, data)
+        registered = await executions.register_worker(svc, namespace_id, data)
         # Workers send their commands in batches up to this size.
-        response.batch_max_bytes = batch_max_bytes(svc)
-        return response
+        return wire.registration(registered, batch_max_bytes(svc))
 
     @post("/claim", summary="Claim ready runs (long-poll)", status_code=200, opt=policy("worker:execute"))
     async def claim(
@@ -62,13 +61,13 @@ class WorkerController(Controller):
             request, lambda gone: executions.claim(svc, namespace_id, data, gone=gone), cancel=False
         )
         assert claimed is not None
-        return claimed
+        return wire.claimed(claimed)
 
     @post("/heartbeat", summary="Extend the leases of in-flight runs", status_code=200, opt=policy("worker:execute"))
     async def heartbeat(
         self, data: JSONBody[p.HeartbeatRequest], svc: Svc, namespace_id: NamespaceId
     ) -> p.HeartbeatResponse:
-        return await executions.heartbeat(svc, namespace_id, data)
+        return wire.heartbeat(await executions.heartbeat(svc, namespace_id, data))
 
     @post(
         "/watch",
@@ -88,7 +87,7 @@ class WorkerController(Controller):
         # A watch whose worker is gone (killed, or it closed the request) ends at once instead of
         # staying parked for its whole wait; nobody reads the answer.
         answer = await _while_connected(request, lambda _gone: executions.watch(svc, namespace_id, data))
-        return answer if answer is not None else p.WatchResponse()
+        return wire.watch(answer) if answer is not None else p.WatchResponse()
 
     @post(
         "/release",
@@ -97,7 +96,7 @@ class WorkerController(Controller):
         opt=policy("worker:execute"),
     )
     async def release(self, data: JSONBody[p.ReleaseRequest], svc: Svc, namespace_id: NamespaceId) -> p.ReleaseResponse:
-        return await leases.release(svc, namespace_id, data)
+        return wire.released(await leases.release(svc, namespace_id, data))
 
 
 class ExecutionController(Controller):

@@ -115,10 +115,10 @@ class WorkerPages(Controller):
 
     @get("/", opt=policy("workers:read"))
     async def list_workers(self, request: Request[Any, Any, Any], ns_id: FromPath[str]) -> Any:
-        listing = await queries.list_workers(services_of(request), ns_id)
+        workers = await queries.list_workers(services_of(request), ns_id)
         context = {
             **await layout(request, namespace_id=ns_id),
-            "workers": listing.items,
+            "workers": workers,
             "base_url": iam_of(request).config.base_url,
         }
         return render(request, "workers/list.html", context)

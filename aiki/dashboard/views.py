@@ -15,10 +15,11 @@ from urllib.parse import urlencode
 import msgspec
 
 from aiki.iam.models import ApiKeyView
+from aiki.platform.domain import inspection as i
 from aiki.platform.domain import run_states
 from aiki.platform.domain.errors import InputInvalid
 from aiki.platform.domain.queries import RunFilter, check_time_range, parse_statuses, parse_time
-from aiki.worker_sdk import protocol as p
+from aiki.platform.domain.values import Failure, Run
 
 RUN_ACTIONS = ("cancel", "pause", "resume", "wake", "requeue")
 """The operator actions on a run, in the order the run page shows them."""
@@ -63,8 +64,10 @@ def pretty_json(value: msgspec.Raw | bytes | str | None) -> str:
     return msgspec.json.format(msgspec.json.encode(decoded), indent=2).decode()
 
 
-def is_null(value: msgspec.Raw | None) -> bool:
-    return value is None or bytes(value).strip() in (b"", b"null")
+def is_null(value: msgspec.Raw | str | None) -> bool:
+    if value is None:
+        return True
+    return (value.encode() if isinstance(value, str) else bytes(value)).strip() in (b"", b"null")
 
 
 def valid_actions(status: str) -> list[str]:
@@ -152,7 +155,7 @@ class RunsPage:
     refresh_href: str
 
 
-def run_row(run: p.RunView, base: str) -> RunRow:
+def run_row(run: Run, base: str) -> RunRow:
     return RunRow(
         id=run.id,
         workflow=run.workflow,
@@ -167,7 +170,7 @@ def run_row(run: p.RunView, base: str) -> RunRow:
     )
 
 
-def runs_page(listing: p.RunListResponse, filters: Filters, base: str, cursor: str | None) -> RunsPage:
+def runs_page(listing: i.RunPage, filters: Filters, base: str, cursor: str | None) -> RunsPage:
     """The runs list: rows, keyset links, and whether it keeps refreshing (some run is live)."""
     rows = [run_row(r, base) for r in listing.items]
     next_href = f"{base}?{filters.query(cursor=listing.next_cursor)}" if listing.next_cursor else None
@@ -218,7 +221,7 @@ class TaskVM:
     attempts: int
     input: str
     output: str | None
-    error: p.ErrorInfo | None
+    error: Failure | None
     next_attempt: str
     created: str
     updated: str
@@ -226,11 +229,11 @@ class TaskVM:
 
 @dataclass(frozen=True, slots=True)
 class RunDetailVM:
-    run: p.RunView
+    run: Run
     status_class: str
     input: str
     output: str | None
-    error: p.ErrorInfo | None
+    error: Failure | None
     created: str
     updated: str
     finished: str
@@ -247,7 +250,7 @@ class RunDetailVM:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_detail(detail: p.RunDetail, history: p.GroupedHistory, base: str, *, can_manage: bool) -> RunDetailVM:
+def run_detail(detail: i.RunDetail, history: i.GroupedHistory, base: str, *, can_manage: bool) -> RunDetailVM:
     """Everything the run page shows; ``actions`` only those the status allows and the role may take."""
     run = detail.run
     attempts = [

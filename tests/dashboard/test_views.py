@@ -9,7 +9,8 @@ from aiki.dashboard import csrf, views
 from aiki.dashboard.web import safe_next
 from aiki.iam.models import ApiKeyView
 from aiki.platform.domain.errors import InputInvalid
-from aiki.worker_sdk import protocol as p
+from aiki.platform.domain.inspection import RunPage
+from aiki.platform.domain.values import Run
 
 
 @pytest.mark.parametrize(
@@ -31,41 +32,47 @@ def test_a_run_offers_only_the_actions_its_status_allows(status: str, actions: l
     assert views.valid_actions(status) == actions
 
 
-def _run(status: str, run_id: str = "0190aaaa-0000-7000-8000-000000000001") -> p.RunView:
-    return p.RunView(
+def _run(status: str, run_id: str = "0190aaaa-0000-7000-8000-000000000001") -> Run:
+    return Run(
         id=run_id,
         workflow="wf",
         version="1",
-        status=status,  # type: ignore[arg-type]
+        status=status,
         revision=1,
         attempt=1,
         created_at=1_000,
         updated_at=2_000,
-        input=msgspec.Raw(b'{"a":1}'),
-        output=msgspec.Raw(b"null"),
+        input='{"a":1}',
+        output=None,
+        error=None,
+        reference_id=None,
+        parent_run_id=None,
+        pool=None,
+        recoveries=0,
+        wake_at=None,
         finished_at=2_500 if status == "completed" else None,
     )
 
 
 def test_the_runs_list_refreshes_only_while_its_first_page_shows_live_runs() -> None:
     filters = views.parse_filters({})
-    live = p.RunListResponse(items=[_run("completed"), _run("running")], next_cursor="c1")
-    done = p.RunListResponse(items=[_run("completed")], next_cursor=None)
+    live = RunPage(items=[_run("completed"), _run("running")], next_cursor="c1")
+    done = RunPage(items=[_run("completed")], next_cursor=None)
     assert views.runs_page(live, filters, "/ui/ns/n/runs", None).live
     assert not views.runs_page(done, filters, "/ui/ns/n/runs", None).live
     # A later page is a fixed window: no refresh even with live runs.
     assert not views.runs_page(live, filters, "/ui/ns/n/runs", "cursor").live
     # An empty first page keeps looking for the first runs.
-    assert views.runs_page(p.RunListResponse(items=[]), filters, "/ui/ns/n/runs", None).live
+    assert views.runs_page(RunPage(items=[], next_cursor=None), filters, "/ui/ns/n/runs", None).live
 
 
 def test_keyset_links_keep_the_filters() -> None:
     filters = views.parse_filters({"status": "running", "workflow": "wf"})
-    page = views.runs_page(p.RunListResponse(items=[_run("running")], next_cursor="abc"), filters, "/b", None)
+    page = views.runs_page(RunPage(items=[_run("running")], next_cursor="abc"), filters, "/b", None)
     assert page.next_href == "/b?status=running&workflow=wf&cursor=abc"
     assert page.first_href is None
     assert page.filtered
-    second = views.runs_page(p.RunListResponse(items=[_run("running")], next_cursor=None), filters, "/b", "abc")
+    second = views.runs_page(RunPage(items=[_run("running")], next_cursor=None), filters, "/b", "abc")
     assert second.next_href is None
     assert second.first_href == "/b?status=running&workflow=wf"
 

@@ -19,12 +19,13 @@ from aiki.platform.db.raw import is_unique_violation
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.steps_repo import StepRepository
 from aiki.platform.domain import run_states
+from aiki.platform.domain import values as v
 from aiki.platform.domain.errors import ReferenceConflict, StaleRevision
 from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pool
 from aiki.platform.services.commands.fence import fenced_run, pause_requested
 from aiki.platform.services.context import Services, check_payload, input_hash, version_or_none
-from aiki.platform.services.views import encode_error, error_info, raw
+from aiki.platform.services.rows import child_entry, encode_error
 from aiki.worker_sdk import protocol as p
 
 _WAIT_PREFIX = "@child:"
@@ -38,20 +39,7 @@ def child_wait_key(child_id: str) -> str:
     return _WAIT_PREFIX + child_id
 
 
-def child_record(row: Mapping[Any, Any]) -> p.ChildRecord:
-    return p.ChildRecord(
-        address=row["parent_address"],
-        seq=row["parent_seq"],
-        run_id=row["id"],
-        workflow=row["workflow_name"],
-        version=row["version"],
-        status=row["status"],
-        output=raw(row["output"]),
-        error=error_info(row["error"]),
-    )
-
-
-async def start_child(svc: Services, ns: str, req: p.StartChild) -> p.StartChildResponse:
+async def start_child(svc: Services, ns: str, req: p.StartChild) -> v.ChildStarted:
     """Start child run ``(address, seq)`` of ``req.run_id``, or return the one already started.
 
     Fenced by the parent's revision: a stale executor cannot start children. The start options
@@ -74,7 +62,7 @@ async def start_child(svc: Services, ns: str, req: p.StartChild) -> p.StartChild
             if pause_requested(parent):
                 # A pause committed before this start: no new child, but the executor still holds
                 # the run and stops at this step boundary (its ``yield`` releases the run).
-                return p.StartChildResponse(paused=True)
+                return v.ChildStarted(paused=True)
             if parent["status"] != "running":
                 raise StaleRevision(parent_id, req.revision)
             lease = {"updated_at": now, "wake_at": now + svc.settings.lease_ttl_ms}
@@ -83,7 +71,7 @@ async def start_child(svc: Services, ns: str, req: p.StartChild) -> p.StartChild
                 existing = await _referenced_child(runs, parent_id, req)
             if existing is not None:
                 await runs.update(parent_id, lease)
-                return p.StartChildResponse(child=child_record(existing), created=False)
+                return v.ChildStarted(child=child_entry(existing), created=False)
             child_id = new_id()
             status = run_states.next_status("start_delayed" if delayed else "start", None)
             values: dict[str, Any] = {
@@ -133,7 +121,7 @@ async def start_child(svc: Services, ns: str, req: p.StartChild) -> p.StartChild
         ) from exc
     svc.hub.notify("timer" if delayed else f"ready:{ns}")
     row = {**values, "output": None, "error": None}
-    return p.StartChildResponse(child=child_record(row), created=True)
+    return v.ChildStarted(child=child_entry(row), created=True)
 
 
 async def _referenced_child(runs: RunRepository, parent_id: str, req: p.StartChild) -> Any | None:

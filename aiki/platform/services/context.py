@@ -17,8 +17,8 @@ from aiki.platform.db.engine import Database
 from aiki.platform.db.wakeups import WakeHub
 from aiki.platform.domain.errors import InputInvalid, NotFound, WorkflowNotFound
 from aiki.platform.domain.settings import Settings
+from aiki.platform.domain.values import Run
 from aiki.platform.services.handoff import ClaimExchange
-from aiki.worker_sdk import protocol as p
 
 # A worker re-registering a version with a new schema reaches other processes within this time.
 _VERSION_CACHE_TTL_S = 5.0
@@ -67,20 +67,20 @@ class Services:
         self.hub = hub or WakeHub()
         self.claims = ClaimExchange()
         self._versions: dict[tuple[str, str, str], VersionInfo] = {}
-        self._terminal: dict[tuple[str, str], p.RunView] = {}
-        self._started: dict[tuple[str, str], tuple[int, p.RunView]] = {}
+        self._terminal: dict[tuple[str, str], Run] = {}
+        self._started: dict[tuple[str, str], tuple[int, Run]] = {}
         self.clock: Callable[[], int] | None = None
 
-    def remember_terminal(self, namespace_id: str, view: p.RunView) -> None:
+    def remember_terminal(self, namespace_id: str, view: Run) -> None:
         """Keep the view of a run that just reached a terminal status (it never changes again)."""
         self._terminal[(namespace_id, view.id)] = view
         if len(self._terminal) > _TERMINAL_VIEWS:
             del self._terminal[next(iter(self._terminal))]
 
-    def terminal_view(self, namespace_id: str, run_id: str) -> p.RunView | None:
+    def terminal_view(self, namespace_id: str, run_id: str) -> Run | None:
         return self._terminal.get((namespace_id, run_id))
 
-    def remember_started(self, namespace_id: str, view: p.RunView, since: int) -> None:
+    def remember_started(self, namespace_id: str, view: Run, since: int) -> None:
         """Keep the view of a run this process just inserted, with the version its ``run:`` key
         had before the insert (``since``).
 
@@ -91,7 +91,7 @@ class Services:
         if len(self._started) > _TERMINAL_VIEWS:
             del self._started[next(iter(self._started))]
 
-    def started_view(self, namespace_id: str, run_id: str) -> tuple[int, p.RunView] | None:
+    def started_view(self, namespace_id: str, run_id: str) -> tuple[int, Run] | None:
         """The view kept by :meth:`remember_started` while its ``run:`` key is not notified since."""
         kept = self._started.get((namespace_id, run_id))
         if kept is None:

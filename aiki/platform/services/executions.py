@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 
 __all__ = ["EMPTY_STATE", "activation", "claim", "heartbeat", "register_worker", "watch"]
 
@@ -17,16 +16,16 @@ import msgspec
 
 from aiki.platform.db.catalog_repo import CatalogRepository
 from aiki.platform.db.executor_store import EMPTY_STATE, executor_store
+from aiki.platform.domain import values as v
 from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pools
-from aiki.platform.services.children import child_record
 from aiki.platform.services.context import Services, dump
 from aiki.platform.services.handoff import Offer
-from aiki.platform.services.views import event_record, retry_policy, task_record
+from aiki.platform.services.rows import activation
 from aiki.worker_sdk import protocol as p
 
 
-async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) -> p.RegisterWorkerResponse:
+async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) -> v.WorkerRegistration:
     now = now_ms()
     async with svc.db.transaction() as conn:
         catalog = CatalogRepository(conn, ns, dialect=svc.db.dialect)
@@ -47,7 +46,7 @@ async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) 
             {
                 "id": req.worker_id,
                 "host": req.host,
-                "versions": msgspec.json.encode([[v.workflow, v.version] for v in req.versions]).decode(),
+                "versions": msgspec.json.encode([[s.workflow, s.version] for s in req.versions]).decode(),
                 "pools": msgspec.json.encode(normalize_pools(req.pools)).decode(),
                 "pid": req.pid,
                 "concurrency": req.concurrency,
@@ -57,7 +56,7 @@ async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) 
         )
     for spec in req.versions:
         svc.forget_version(ns, spec.workflow, spec.version)
-    return p.RegisterWorkerResponse(
+    return v.WorkerRegistration(
         worker_id=req.worker_id,
         lease_ttl_ms=svc.settings.lease_ttl_ms,
         heartbeat_interval_ms=svc.settings.heartbeat_interval_ms,
@@ -75,14 +74,14 @@ _SKIPPED_RETRY_MAX_S = 0.25
 
 async def claim(
     svc: Services, ns: str, req: p.ClaimRequest, gone: asyncio.Future[None] | None = None
-) -> p.ClaimResponse:
+) -> list[v.Activation]:
     """Lease up to ``max_runs`` ready runs, waiting up to ``wait_ms`` for one to become ready.
 
     ``gone`` completes when the claimer can no longer receive the answer (its connection closed):
     the claim then stops waiting and claims nothing, and runs it claimed meanwhile go back to the
     queue at once (their revision moves on; no recovery is used).
     """
-    versions = [(v.workflow, v.version) for v in req.versions]
+    versions = [(r.workflow, r.version) for r in req.versions]
     pools = normalize_pools(req.pools)
     limit = max(1, min(req.max_runs, svc.settings.claim_batch_limit))
     deadline = time.monotonic() + max(0, req.wait_ms) / 1000
@@ -94,7 +93,7 @@ async def claim(
     skip_look = claims.nothing_since(ns, req.worker_id, versions, pools, svc.hub.version(key))
     while True:
         if (gone is not None and gone.done()) or svc.hub.closed:
-            return p.ClaimResponse(activations=[])
+            return []
         since = svc.hub.version(key)
         activations, skipped = (
             ([], False) if skip_look else await _claim_once(svc, ns, req.worker_id, versions, pools, limit)
@@ -102,13 +101,13 @@ async def claim(
         skip_look = False
         if activations and gone is not None and gone.done():
             await _hand_back(svc, ns, req.worker_id, activations)
-            return p.ClaimResponse(activations=[])
+            return []
         remaining = deadline - time.monotonic()
         if activations or remaining <= 0 or not versions:
             # Runs passed over are still there: the next claim must look, not trust the wake-ups.
             if not activations and versions and not skipped:
                 claims.found_nothing(ns, req.worker_id, versions, pools, since)
-            return p.ClaimResponse(activations=activations)
+            return activations
         # While it waits, a run started in this process may be handed to it (handoff.py). Look
         # again now and then in case a wake-up from another process was missed; soon when runs
         # were passed over.
@@ -119,15 +118,15 @@ async def claim(
         else:
             retry_s = _SKIPPED_RETRY_S
         if svc.hub.closed:  # the server is stopping: answer now rather than be cut off
-            return p.ClaimResponse(activations=[])
+            return []
         handed = await _parked(svc, ns, req.worker_id, versions, pools, since, wait_s, gone)
         if handed is not None:
             if gone is not None and gone.done():
                 await _hand_back(svc, ns, req.worker_id, [handed])
-                return p.ClaimResponse(activations=[])
+                return []
             if not skipped:
                 claims.found_nothing(ns, req.worker_id, versions, pools, since)
-            return p.ClaimResponse(activations=[handed])
+            return [handed]
 
 
 async def _parked(
@@ -139,7 +138,7 @@ async def _parked(
     since: int,
     wait_s: float,
     gone: asyncio.Future[None] | None,
-) -> p.Activation | None:
+) -> v.Activation | None:
     """Wait up to ``wait_s`` for a wake-up of ``ready:<ns>``; the run handed over meanwhile, if any."""
     claims = svc.claims
     offer = claims.park(ns, worker_id, versions, pools)
@@ -167,7 +166,7 @@ def _withdraw_when_gone(offer: Offer) -> Callable[[asyncio.Future[None]], None]:
     return withdraw
 
 
-async def _hand_back(svc: Services, ns: str, worker_id: str, activations: list[p.Activation]) -> None:
+async def _hand_back(svc: Services, ns: str, worker_id: str, activations: list[v.Activation]) -> None:
     """Runs claimed for a claimer that is gone go back to the queue, as if never claimed."""
     store = executor_store(svc.db, ns)
     reason = f"claimed by {worker_id}, whose request had ended: handed back"
@@ -180,7 +179,7 @@ async def _hand_back(svc: Services, ns: str, worker_id: str, activations: list[p
 
 async def _claim_once(
     svc: Services, ns: str, worker_id: str, versions: list[tuple[str, str]], pools: list[str], limit: int
-) -> tuple[list[p.Activation], bool]:
+) -> tuple[list[v.Activation], bool]:
     """The activations of the runs claimed, and whether claimable runs were passed over (held by
     another transaction: look again soon)."""
     if not versions:
@@ -197,44 +196,20 @@ async def _claim_once(
     return [activation(r, claimed.state[r["id"]], ttl) for r in claimed.runs], claimed.skipped
 
 
-def activation(r: Any, s: dict[str, list[Any]], lease_ttl_ms: int) -> p.Activation:
-    """What the executor of a claimed run needs: the run as claimed (``r``) and its state ``s``."""
-    return p.Activation(
-        run_id=r["id"],
-        revision=r["revision"],
-        workflow=r["workflow_name"],
-        version=r["version"],
-        attempt=r["attempt"],
-        input=msgspec.Raw(r["input"].encode()),
-        lease_ttl_ms=lease_ttl_ms,
-        tasks=[task_record(t) for t in s["tasks"]],
-        events=[event_record(e) for e in s["events"]],
-        sleeps=[
-            p.SleepRecord(name=x["name"], seq=x["seq"], status=x["status"], wake_at=x["wake_at"]) for x in s["sleeps"]
-        ],
-        wait_timeouts=[p.WaitTimeoutRecord(name=w["name"], seq=w["seq"]) for w in s["wait_timeouts"]],
-        retry=retry_policy(r["retry"]),
-        reference_id=r["reference_id"],
-        children=[child_record(c) for c in s["children"]],
-        deadline_at=r["deadline_at"],
-        resumed_wait=p.WaitRef(name=r["wait_event"], seq=r["wait_seq"] or 0) if r.get("wait_event") else None,
-    )
-
-
-async def heartbeat(svc: Services, ns: str, req: p.HeartbeatRequest) -> p.HeartbeatResponse:
+async def heartbeat(svc: Services, ns: str, req: p.HeartbeatRequest) -> v.HeldRuns:
     now = now_ms()
     held = {r.run_id: r.revision for r in req.runs}
     stale, paused = await executor_store(svc.db, ns).heartbeat(
         req.worker_id, held, now, now + svc.settings.lease_ttl_ms
     )
-    return p.HeartbeatResponse(stale=stale, paused=paused)
+    return v.HeldRuns(stale=stale, paused=paused)
 
 
 # The longest a watch stays parked (the worker asks for less; see worker_sdk/worker.py).
 WATCH_MAX_MS = 60_000
 
 
-async def watch(svc: Services, ns: str, req: p.WatchRequest) -> p.WatchResponse:
+async def watch(svc: Services, ns: str, req: p.WatchRequest) -> v.HeldRuns:
     """Answer as soon as one of the executions ``req.runs`` must stop, or after ``req.wait_ms``.
 
     An execution must stop at once when its run's revision moved on (cancelled, timed out,
@@ -256,7 +231,7 @@ async def watch(svc: Services, ns: str, req: p.WatchRequest) -> p.WatchResponse:
     svc.hub.notify(mine)
     superseded_after = svc.hub.version(mine)
     if not held:
-        return p.WatchResponse()
+        return v.HeldRuns(stale=[], paused=[])
     deadline = time.monotonic() + max(0, min(req.wait_ms, WATCH_MAX_MS)) / 1000
     keys = [f"run:{run_id}" for run_id in held]
     while True:
@@ -275,10 +250,10 @@ async def watch(svc: Services, ns: str, req: p.WatchRequest) -> p.WatchResponse:
         ]
         remaining = deadline - time.monotonic()
         if stale or paused or remaining <= 0:
-            return p.WatchResponse(stale=stale, paused=paused)
+            return v.HeldRuns(stale=stale, paused=paused)
         if svc.hub.closed:  # the server is stopping: answer now rather than be cut off
-            return p.WatchResponse()
+            return v.HeldRuns(stale=[], paused=[])
         # Look again now and then in case a wake-up from another process was missed.
         await svc.hub.wait_any(since, min(remaining, svc.settings.wake_recheck_ms / 1000))
         if svc.hub.version(mine) != superseded_after:
-            return p.WatchResponse()
+            return v.HeldRuns(stale=[], paused=[])

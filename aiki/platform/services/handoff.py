@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiki.platform.domain.queries import DEFAULT_POOL
-from aiki.worker_sdk import protocol as p
+from aiki.platform.domain.values import Activation
 
 _MAX_REMEMBERED = 10_000  # workers whose last empty claim is remembered (a bound, not a tuning)
 
@@ -35,7 +35,7 @@ class Offer:
     worker_id: str
     versions: frozenset[tuple[str, str]]
     pools: frozenset[str]
-    future: asyncio.Future[p.Activation | None] = field(
+    future: asyncio.Future[Activation | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 

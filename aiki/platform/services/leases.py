@@ -14,11 +14,11 @@ from aiki.platform.services.context import Services
 from aiki.worker_sdk import protocol as p
 
 
-async def release(svc: Services, ns: str, req: p.ReleaseRequest) -> p.ReleaseResponse:
+async def release(svc: Services, ns: str, req: p.ReleaseRequest) -> list[str]:
     """Queue again the runs ``req.worker_id`` still holds at the revisions it names."""
     held = {r.run_id: r.revision for r in req.runs}
     if not held:
-        return p.ReleaseResponse(released=[])
+        return []
     now = now_ms()
     async with svc.db.raw_transaction() as conn:
         released = await RunRepository(conn, ns).release(
@@ -29,4 +29,4 @@ async def release(svc: Services, ns: str, req: p.ReleaseRequest) -> p.ReleaseRes
         svc.hub.notify(f"ready:{ns}")
         for run_id in released:
             svc.hub.notify(f"run:{run_id}")
-    return p.ReleaseResponse(released=released)
+    return released

@@ -29,14 +29,14 @@ from aiki.platform.db.steps_repo import StepRepository
 from aiki.platform.domain import run_states
 from aiki.platform.domain.errors import RunNotFound
 from aiki.platform.domain.ids import now_ms
+from aiki.platform.domain.values import Run
 from aiki.platform.services.context import Services
-from aiki.platform.services.views import run_view
-from aiki.worker_sdk import protocol as p
+from aiki.platform.services.rows import run as run_view
 
 ACTIONS = ("pause", "resume", "wake", "requeue")
 
 
-async def act(svc: Services, ns: str, run_id: str, action: str, reason: str | None = None) -> p.RunView:
+async def act(svc: Services, ns: str, run_id: str, action: str, reason: str | None = None) -> Run:
     """Apply user ``action`` (one of :data:`ACTIONS`) to a run and return it as it is now."""
     if action not in ACTIONS:
         raise ValueError(f"unknown run action {action!r}")

@@ -8,14 +8,16 @@ from typing import Any
 import msgspec
 
 from aiki.platform.db.queries_repo import QueryRepository
+from aiki.platform.domain import inspection as i
 from aiki.platform.domain import run_states
 from aiki.platform.domain.errors import InputInvalid, InvalidTransition, RunNotFound
 from aiki.platform.domain.ids import now_ms
-from aiki.platform.domain.queries import RunFilter, decode_cursor, encode_cursor
+from aiki.platform.domain.queries import DEFAULT_POOL, RunFilter, decode_cursor, encode_cursor
+from aiki.platform.domain.values import HistoryEntry
 from aiki.platform.services import runs as run_service
 from aiki.platform.services.context import Services
-from aiki.platform.services.views import error_info, history_entry, raw, run_view
-from aiki.worker_sdk import protocol as p
+from aiki.platform.services.rows import failure, history_entry
+from aiki.platform.services.rows import run as run_view
 
 MAX_CHILDREN = 500
 MAX_BULK_CANCEL = 10_000
@@ -25,17 +27,17 @@ STALE_AFTER_LEASES = 3
 _BULK_PAGE = 500
 
 
-async def list_runs(svc: Services, ns: str, f: RunFilter, *, cursor: str | None, limit: int) -> p.RunListResponse:
+async def list_runs(svc: Services, ns: str, f: RunFilter, *, cursor: str | None, limit: int) -> i.RunPage:
     """Runs matching ``f``, newest first, one keyset page at a time."""
     before_id = decode_cursor(cursor)
     async with svc.db.autocommit() as conn:
         rows = await QueryRepository(conn, ns).page(f, before_id=before_id, limit=limit + 1)
     items = [run_view(r) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
-    return p.RunListResponse(items=items, next_cursor=next_cursor)
+    return i.RunPage(items=items, next_cursor=next_cursor)
 
 
-async def run_detail(svc: Services, ns: str, run_id: str) -> p.RunDetail:
+async def run_detail(svc: Services, ns: str, run_id: str) -> i.RunDetail:
     async with svc.db.autocommit() as conn:
         repo = QueryRepository(conn, ns)
         run = await repo.get_run(run_id)
@@ -46,19 +48,19 @@ async def run_detail(svc: Services, ns: str, run_id: str) -> p.RunDetail:
         sleeps = await repo.sleeps(run_id)
         timeouts = await repo.wait_timeouts(run_id)
         children = await repo.children(run_id, MAX_CHILDREN + 1)
-    return p.RunDetail(
+    return i.RunDetail(
         run=run_view(run),
         tasks=[
-            p.TaskDetail(
+            i.TaskDetail(
                 id=t["id"],
                 name=t["name"],
                 address=t["address"],
                 seq=t["seq"],
                 status=t["status"],
                 attempts=t["attempts"],
-                input=raw(t["input"]),
-                output=raw(t["output"]),
-                error=error_info(t["error"]),
+                input=t["input"],
+                output=t["output"],
+                error=failure(t["error"]),
                 next_attempt_at=t["next_attempt_at"],
                 created_at=t["created_at"],
                 updated_at=t["updated_at"],
@@ -66,25 +68,25 @@ async def run_detail(svc: Services, ns: str, run_id: str) -> p.RunDetail:
             for t in tasks
         ],
         events=[
-            p.EventDetail(
+            i.EventDetail(
                 id=e["id"],
                 name=e["name"],
                 seq=e["seq"],
-                data=raw(e["data"]),
+                data=e["data"],
                 reference_id=e["reference_id"],
                 created_at=e["created_at"],
             )
             for e in events
         ],
         sleeps=[
-            p.SleepDetail(
+            i.SleepDetail(
                 name=s["name"], seq=s["seq"], status=s["status"], wake_at=s["wake_at"], created_at=s["created_at"]
             )
             for s in sleeps
         ],
-        wait_timeouts=[p.WaitTimeoutDetail(name=w["name"], seq=w["seq"], created_at=w["created_at"]) for w in timeouts],
+        wait_timeouts=[i.WaitTimeoutDetail(name=w["name"], seq=w["seq"], created_at=w["created_at"]) for w in timeouts],
         children=[
-            p.ChildRun(
+            i.ChildRun(
                 id=c["id"],
                 workflow=c["workflow_name"],
                 version=c["version"],
@@ -100,14 +102,14 @@ async def run_detail(svc: Services, ns: str, run_id: str) -> p.RunDetail:
     )
 
 
-async def grouped_history(svc: Services, ns: str, run_id: str) -> p.GroupedHistory:
+async def grouped_history(svc: Services, ns: str, run_id: str) -> i.GroupedHistory:
     """The run's status transitions grouped by workflow attempt, oldest first."""
     async with svc.db.autocommit() as conn:
         repo = QueryRepository(conn, ns)
         if await repo.get_run(run_id) is None:
             raise RunNotFound(run_id)
         rows = await repo.history(run_id)
-    groups: dict[int, list[p.HistoryEntry]] = {}
+    groups: dict[int, list[HistoryEntry]] = {}
     for row in rows:
         groups.setdefault(row["attempt"], []).append(history_entry(row))
     attempts = []
@@ -123,7 +125,7 @@ async def grouped_history(svc: Services, ns: str, run_id: str) -> p.GroupedHisto
         else:
             ended_at = None
         attempts.append(
-            p.AttemptHistory(
+            i.AttemptHistory(
                 attempt=attempt,
                 started_at=entries[0].created_at,
                 last_status=last.to_status,
@@ -131,7 +133,7 @@ async def grouped_history(svc: Services, ns: str, run_id: str) -> p.GroupedHisto
                 ended_at=ended_at,
             )
         )
-    return p.GroupedHistory(run_id=run_id, attempts=attempts)
+    return i.GroupedHistory(run_id=run_id, attempts=attempts)
 
 
 def _decode_json(text: str, default: Any) -> Any:
@@ -141,7 +143,7 @@ def _decode_json(text: str, default: Any) -> Any:
         return default
 
 
-async def list_workers(svc: Services, ns: str) -> p.WorkerListResponse:
+async def list_workers(svc: Services, ns: str) -> list[i.WorkerInfo]:
     """Every worker that registered in the namespace, most recently seen first."""
     async with svc.db.autocommit() as conn:
         repo = QueryRepository(conn, ns)
@@ -151,13 +153,13 @@ async def list_workers(svc: Services, ns: str) -> p.WorkerListResponse:
     items = []
     for row in rows:
         versions = _decode_json(row["versions"], [])
-        pools = _decode_json(row["pools"], []) or [p.DEFAULT_POOL]
+        pools = _decode_json(row["pools"], []) or [DEFAULT_POOL]
         items.append(
-            p.WorkerView(
+            i.WorkerInfo(
                 id=row["id"],
                 host=row["host"],
                 pid=row["pid"],
-                versions=[p.ServedVersion(workflow=w, version=v) for w, v in versions],
+                versions=[i.ServedVersion(workflow=w, version=v) for w, v in versions],
                 pools=pools,
                 concurrency=row["concurrency"],
                 started_at=row["started_at"],
@@ -166,10 +168,10 @@ async def list_workers(svc: Services, ns: str) -> p.WorkerListResponse:
                 status="stale" if row["last_heartbeat_at"] < stale_before else "active",
             )
         )
-    return p.WorkerListResponse(items=items)
+    return items
 
 
-async def list_workflows(svc: Services, ns: str) -> p.WorkflowListResponse:
+async def list_workflows(svc: Services, ns: str) -> list[i.WorkflowSummary]:
     """Every workflow with its versions and their runs counted by status."""
     async with svc.db.autocommit() as conn:
         repo = QueryRepository(conn, ns)
@@ -192,7 +194,7 @@ async def list_workflows(svc: Services, ns: str) -> p.WorkflowListResponse:
                 totals[status] += n
             version_row = registered.get(key)
             summaries.append(
-                p.VersionSummary(
+                i.VersionSummary(
                     version=key[1],
                     run_counts=version_counts,
                     total_runs=sum(version_counts.values()),
@@ -201,7 +203,7 @@ async def list_workflows(svc: Services, ns: str) -> p.WorkflowListResponse:
                 )
             )
         items.append(
-            p.WorkflowSummary(
+            i.WorkflowSummary(
                 name=name,
                 versions=summaries,
                 run_counts=dict(sorted(totals.items())),
@@ -209,10 +211,10 @@ async def list_workflows(svc: Services, ns: str) -> p.WorkflowListResponse:
                 created_at=workflow_created.get(name),
             )
         )
-    return p.WorkflowListResponse(items=items)
+    return items
 
 
-async def cancel_runs(svc: Services, ns: str, f: RunFilter, reason: str | None, limit: int) -> p.CancelRunsResponse:
+async def cancel_runs(svc: Services, ns: str, f: RunFilter, reason: str | None, limit: int) -> i.CancelledRuns:
     """Cancel every live run matching ``f``, each in its own transaction through the cancel use case.
 
     Runs that end between the match and their cancel are left out of the answer. A matching run
@@ -225,7 +227,7 @@ async def cancel_runs(svc: Services, ns: str, f: RunFilter, reason: str | None, 
         raise InputInvalid(f"limit: must be between 1 and {MAX_BULK_CANCEL}", field="limit")
     statuses = [s for s in (f.statuses or run_states.LIVE) if s in run_states.LIVE]
     if not statuses:
-        return p.CancelRunsResponse(cancelled=[], truncated=False)
+        return i.CancelledRuns(cancelled=[], truncated=False)
     # Take the matching ids first (newest first, in keyset pages), then cancel them one by one.
     matched: list[str] = []
     before: str | None = None
@@ -246,4 +248,4 @@ async def cancel_runs(svc: Services, ns: str, f: RunFilter, reason: str | None, 
             continue  # it ended (or vanished) after it matched
         if view.status == "cancelled":
             cancelled.append(run_id)
-    return p.CancelRunsResponse(cancelled=cancelled, truncated=len(matched) > limit)
+    return i.CancelledRuns(cancelled=cancelled, truncated=len(matched) > limit)

@@ -9,23 +9,25 @@ from typing import Any
 import msgspec
 
 from aiki.platform.db.errors import is_deadlock, is_unique_violation
+from aiki.platform.db.executor_store import EMPTY_STATE
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.db.steps_repo import StepRepository
 from aiki.platform.db.wakeups import RECHECK_S
 from aiki.platform.domain import run_states
+from aiki.platform.domain import values as v
 from aiki.platform.domain.errors import InvalidTransition, ReferenceConflict, RunNotFound
 from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pool
 from aiki.platform.services.children import cancel_descendants, end_run, notify_parent
 from aiki.platform.services.context import Services, check_payload, version_or_none
 from aiki.platform.services.context import input_hash as hash_input
-from aiki.platform.services.executions import EMPTY_STATE, activation
 from aiki.platform.services.handoff import Offer
-from aiki.platform.services.views import history_entry, run_view
+from aiki.platform.services.rows import activation, history_entry
+from aiki.platform.services.rows import run as run_view
 from aiki.worker_sdk import protocol as p
 
 
-async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRunResponse:
+async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> v.StartedRun:
     # A version no worker registered yet is accepted unless the caller asks otherwise: the run
     # waits in `queued`, and the worker that registers the version checks the input when it
     # claims the run (a misfit fails the run with a validation error naming the field).
@@ -78,7 +80,7 @@ async def start_run(svc: Services, ns: str, req: p.StartRunRequest) -> p.StartRu
     svc.hub.notify("timer" if delayed else f"ready:{ns}")
     view = run_view(_new_row(ns, values))
     svc.remember_started(ns, view, since)
-    return p.StartRunResponse(run=view, created=True)
+    return v.StartedRun(run=view, created=True)
 
 
 def _new_row(ns: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +101,7 @@ def _new_row(ns: str, values: dict[str, Any]) -> dict[str, Any]:
 
 async def _start_handed(
     svc: Services, ns: str, values: dict[str, Any], timeout_ms: int | None, offer: Offer, since: int
-) -> p.StartRunResponse:
+) -> v.StartedRun:
     """Insert the run claimed by ``offer``'s worker, as its claim would, and hand it over."""
     # The offer was withdrawn from the exchange; out of the hub too, so no wake-up completes it.
     svc.hub.forget(f"ready:{ns}", offer.future)
@@ -130,11 +132,11 @@ async def _start_handed(
         await _requeue_unstarted(svc, ns, values["id"], offer.worker_id)
         async with svc.db.autocommit() as conn:
             current = await RunRepository(conn, ns).get(values["id"])
-        return p.StartRunResponse(run=run_view(current or row), created=True)
+        return v.StartedRun(run=run_view(current or row), created=True)
     view = run_view(row)
     svc.remember_started(ns, view, since)
     offer.future.set_result(activation(row, EMPTY_STATE, ttl))
-    return p.StartRunResponse(run=view, created=True)
+    return v.StartedRun(run=view, created=True)
 
 
 async def _requeue_unstarted(svc: Services, ns: str, run_id: str, worker_id: str) -> None:
@@ -146,7 +148,7 @@ async def _requeue_unstarted(svc: Services, ns: str, run_id: str, worker_id: str
 
 async def _insert_unless_referenced(
     svc: Services, ns: str, req: p.StartRunRequest, values: dict[str, Any], input_hash: str | None
-) -> p.StartRunResponse | None:
+) -> v.StartedRun | None:
     """Insert the run unless its reference id already names one: then answer that one."""
     for _ in range(3):
         try:
@@ -161,7 +163,7 @@ async def _insert_unless_referenced(
                                 "of this workflow version with a different input",
                                 run_id=existing["id"],
                             )
-                        return p.StartRunResponse(run=run_view(existing), created=False)
+                        return v.StartedRun(run=run_view(existing), created=False)
                 await repo.insert_started(values)
             return None
         except Exception as exc:
@@ -172,7 +174,7 @@ async def _insert_unless_referenced(
     raise ReferenceConflict(f"reference id {req.reference_id!r} is being used concurrently")
 
 
-async def get_run(svc: Services, ns: str, run_id: str) -> p.RunView:
+async def get_run(svc: Services, ns: str, run_id: str) -> v.Run:
     ended = svc.terminal_view(ns, run_id)
     if ended is not None:
         return ended
@@ -183,7 +185,7 @@ async def get_run(svc: Services, ns: str, run_id: str) -> p.RunView:
     return run_view(row)
 
 
-async def wait_for_run(svc: Services, ns: str, run_id: str, statuses: Iterable[str], timeout_s: float) -> p.RunView:
+async def wait_for_run(svc: Services, ns: str, run_id: str, statuses: Iterable[str], timeout_s: float) -> v.Run:
     """The run once its status is one of ``statuses`` or terminal, or as it is at the timeout."""
     wanted = set(statuses) | run_states.TERMINAL
     deadline = time.monotonic() + max(0.0, timeout_s)
@@ -205,7 +207,7 @@ async def wait_for_run(svc: Services, ns: str, run_id: str, statuses: Iterable[s
         await svc.hub.wait(key, since, min(remaining, RECHECK_S))
 
 
-async def run_history(svc: Services, ns: str, run_id: str) -> list[p.HistoryEntry]:
+async def run_history(svc: Services, ns: str, run_id: str) -> list[v.HistoryEntry]:
     async with svc.db.autocommit() as conn:
         repo = RunRepository(conn, ns)
         if not await repo.exists(run_id):
@@ -213,7 +215,7 @@ async def run_history(svc: Services, ns: str, run_id: str) -> list[p.HistoryEntr
         return [history_entry(r) for r in await repo.history(run_id)]
 
 
-async def send_event(svc: Services, ns: str, run_id: str, name: str, req: p.SendEventRequest) -> p.SendEventResponse:
+async def send_event(svc: Services, ns: str, run_id: str, name: str, req: p.SendEventRequest) -> v.SentEvent:
     # Validate before the transaction: the schema comes from the run's version.
     async with svc.db.autocommit() as conn:
         head = await RunRepository(conn, ns).get(run_id)
@@ -237,7 +239,7 @@ async def send_event(svc: Services, ns: str, run_id: str, name: str, req: p.Send
         if req.reference_id is not None:
             existing = await steps.find_event(run_id, name, req.reference_id)
             if existing is not None:
-                return p.SendEventResponse(event_id=existing["id"], created=False)
+                return v.SentEvent(event_id=existing["id"], created=False)
         if run_states.is_terminal(run["status"]):
             raise InvalidTransition(f"run {run_id} is {run['status']}: it takes no more events", run_id=run_id)
         event_id = new_id()
@@ -248,7 +250,7 @@ async def send_event(svc: Services, ns: str, run_id: str, name: str, req: p.Send
     if woke:
         svc.hub.notify(f"ready:{ns}")
         svc.hub.notify(f"run:{run_id}")  # its status changed: waits on it (also via Redis) look again
-    return p.SendEventResponse(event_id=event_id, created=True)
+    return v.SentEvent(event_id=event_id, created=True)
 
 
 async def _requeue(runs: RunRepository, run: Any, now: int, action: str, reason: str) -> None:
@@ -277,7 +279,7 @@ async def _requeue(runs: RunRepository, run: Any, now: int, action: str, reason:
     )
 
 
-async def cancel_run(svc: Services, ns: str, run_id: str, reason: str | None) -> p.RunView:
+async def cancel_run(svc: Services, ns: str, run_id: str, reason: str | None) -> v.Run:
     """Cancel a live run and, on the server, every live descendant; wake a parent waiting for it."""
     for attempt in range(3):
         try:
@@ -289,7 +291,7 @@ async def cancel_run(svc: Services, ns: str, run_id: str, reason: str | None) ->
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _cancel_once(svc: Services, ns: str, run_id: str, reason: str | None) -> p.RunView:
+async def _cancel_once(svc: Services, ns: str, run_id: str, reason: str | None) -> v.Run:
     now = now_ms()
     notify = [f"run:{run_id}"]
     async with svc.db.raw_transaction() as conn:

@@ -39,10 +39,10 @@ from aiki.platform.domain.errors import (
     ScheduleNotFound,
 )
 from aiki.platform.domain.ids import new_id, now_ms
+from aiki.platform.domain.inspection import ActivatedSchedule, Schedule, SchedulePage
 from aiki.platform.domain.queries import normalize_pool
 from aiki.platform.services.context import Services, check_payload
 from aiki.platform.services.runs import cancel_run
-from aiki.platform.services.views import raw
 from aiki.worker_sdk import protocol as p
 
 WAKE_KEY = "schedule"
@@ -63,15 +63,15 @@ def _hash(value: Any) -> str:
     return hashlib.sha256(msgspec.json.encode(value, order="sorted")).hexdigest()
 
 
-def schedule_view(row: Mapping[Any, Any]) -> p.ScheduleView:
-    return p.ScheduleView(
+def schedule_view(row: Mapping[Any, Any]) -> Schedule:
+    return Schedule(
         id=row["id"],
         workflow=row["workflow_name"],
         version=row["version"],
         timezone=row["timezone"],
         overlap=row["overlap"],
         status=row["status"],
-        input=raw(row["input"]),
+        input=row["input"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         cron=row["cron"],
@@ -80,7 +80,7 @@ def schedule_view(row: Mapping[Any, Any]) -> p.ScheduleView:
         next_fire_at=row["next_fire_at"],
         last_fire_at=row["last_fire_at"],
         last_run_id=row["last_run_id"],
-        retry=msgspec.json.decode(row["retry"], type=p.RetryPolicyWire) if row.get("retry") else None,
+        retry=row.get("retry") or None,
         pool=row.get("pool"),
     )
 
@@ -98,7 +98,7 @@ def _next_or_none(rule: rules.Rule, after: int) -> int | None:
 
 async def activate_schedule(
     svc: Services, ns: str, req: p.ActivateScheduleRequest, *, now: int | None = None
-) -> p.ActivateScheduleResponse:
+) -> ActivatedSchedule:
     """Create the schedule, or return the one with the same identity (reference id or definition).
 
     Raises:
@@ -165,7 +165,7 @@ async def activate_schedule(
                             f"reference id {req.reference_id!r} already names schedule {existing['id']} "
                             "with a different definition"
                         )
-                    return p.ActivateScheduleResponse(schedule=schedule_view(existing), created=False)
+                    return ActivatedSchedule(schedule=schedule_view(existing), created=False)
                 await repo.insert(values)
                 await repo.announce()
             break
@@ -176,10 +176,10 @@ async def activate_schedule(
     else:  # pragma: no cover - three concurrent losers in a row
         raise ReferenceConflict(f"schedule {identity!r} is being activated concurrently")
     svc.hub.notify(WAKE_KEY)
-    return p.ActivateScheduleResponse(schedule=schedule_view({**values, "namespace_id": ns}), created=True)
+    return ActivatedSchedule(schedule=schedule_view({**values, "namespace_id": ns}), created=True)
 
 
-async def get_schedule(svc: Services, ns: str, schedule_id: str) -> p.ScheduleView:
+async def get_schedule(svc: Services, ns: str, schedule_id: str) -> Schedule:
     async with svc.db.autocommit() as conn:
         row = await ScheduleRepository(conn, ns).get(schedule_id)
     if row is None:
@@ -196,16 +196,16 @@ async def list_schedules(
     status: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
-) -> p.ScheduleListResponse:
+) -> SchedulePage:
     async with svc.db.autocommit() as conn:
         rows = await ScheduleRepository(conn, ns).page(
             workflow=workflow, version=version, status=status, after_id=cursor, limit=limit + 1
         )
     items = [schedule_view(r) for r in rows[:limit]]
-    return p.ScheduleListResponse(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+    return SchedulePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
 
-async def pause_schedule(svc: Services, ns: str, schedule_id: str, *, now: int | None = None) -> p.ScheduleView:
+async def pause_schedule(svc: Services, ns: str, schedule_id: str, *, now: int | None = None) -> Schedule:
     """Stop firing; runs already started are not touched. Pausing a paused schedule changes nothing."""
     at = clock_now(svc, now)
     async with svc.db.raw_transaction() as conn:
@@ -220,7 +220,7 @@ async def pause_schedule(svc: Services, ns: str, schedule_id: str, *, now: int |
     return schedule_view(row)
 
 
-async def resume_schedule(svc: Services, ns: str, schedule_id: str, *, now: int | None = None) -> p.ScheduleView:
+async def resume_schedule(svc: Services, ns: str, schedule_id: str, *, now: int | None = None) -> Schedule:
     """Fire again from the first occurrence after now (the paused period is not caught up)."""
     at = clock_now(svc, now)
     async with svc.db.raw_transaction() as conn:
@@ -238,7 +238,7 @@ async def resume_schedule(svc: Services, ns: str, schedule_id: str, *, now: int 
     return schedule_view(row)
 
 
-async def delete_schedule(svc: Services, ns: str, schedule_id: str) -> p.ScheduleView:
+async def delete_schedule(svc: Services, ns: str, schedule_id: str) -> Schedule:
     """Delete the schedule and return it as it was; runs it started are not touched."""
     async with svc.db.raw_transaction() as conn:
         repo = ScheduleRepository(conn, ns)

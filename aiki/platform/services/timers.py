@@ -13,7 +13,7 @@ from aiki.platform.domain import run_states
 from aiki.platform.domain.ids import new_id
 from aiki.platform.services.children import cancel_descendants, end_run, notify_parent
 from aiki.platform.services.context import Services
-from aiki.platform.services.views import encode_error
+from aiki.platform.services.rows import encode_error
 from aiki.worker_sdk import protocol as p
 
 

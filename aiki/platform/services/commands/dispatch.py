@@ -17,13 +17,14 @@ from typing import Any
 
 import msgspec
 
+from aiki.platform.domain import values as v
 from aiki.platform.domain.errors import CoreError
 from aiki.platform.services import children
 from aiki.platform.services.commands import endings, record, sleeps, waits, yields
 from aiki.platform.services.context import Services
 from aiki.worker_sdk import protocol as p
 
-Answer = p.RecordTaskResponse | p.TransitionResponse | p.StartChildResponse
+Answer = v.TaskRecorded | v.Transitioned | v.ChildStarted
 """What an applied command answers (by kind: a record, a transition, a child start)."""
 Outcome = Answer | Exception
 """A command's answer, or the exception it was refused with."""

@@ -13,12 +13,14 @@ import msgspec
 
 from aiki.platform.db.executor_store import ExecutorStore, executor_store
 from aiki.platform.domain import run_states
+from aiki.platform.domain import values as v
 from aiki.platform.domain.ids import now_ms
 from aiki.platform.services.commands.fence import check_recorded, task_values
 from aiki.platform.services.commands.moves import Held, Move, kind_of, move_held_run
 from aiki.platform.services.commands.record import record_task
 from aiki.platform.services.context import Services
-from aiki.platform.services.views import encode_error, run_view
+from aiki.platform.services.rows import encode_error
+from aiki.platform.services.rows import run as run_view
 from aiki.worker_sdk import protocol as p
 
 Ending = p.Complete | p.Fail | p.AwaitTaskRetry
@@ -36,7 +38,7 @@ def _ending(command: Ending, now: int) -> Move:
     return Move({"wake_at": command.wake_at or now}, "task retry scheduled")
 
 
-async def end(svc: Services, ns: str, command: Ending) -> p.TransitionResponse:
+async def end(svc: Services, ns: str, command: Ending) -> v.Transitioned:
     """Apply an ending: in one statement when the store can, else on the general path."""
     done = await _in_one_statement(svc, ns, executor_store(svc.db, ns), command, None)
     if done is not None:
@@ -50,7 +52,7 @@ async def end(svc: Services, ns: str, command: Ending) -> p.TransitionResponse:
 
 async def record_and_end(
     svc: Services, ns: str, record: p.RecordTask, command: Ending
-) -> tuple[p.RecordTaskResponse, p.TransitionResponse | Exception]:
+) -> tuple[v.TaskRecorded, v.Transitioned | Exception]:
     """A task record and the ending sent right after it, in one statement when the store can.
 
     Raises the record's refusal (which refuses the ending too); the ending's own refusal is
@@ -69,7 +71,7 @@ async def record_and_end(
 
 async def _in_one_statement(
     svc: Services, ns: str, store: ExecutorStore, command: Ending, record: p.RecordTask | None
-) -> tuple[p.RecordTaskResponse, p.TransitionResponse] | None:
+) -> tuple[v.TaskRecorded, v.Transitioned] | None:
     """The ending (after ``record``) by ``ExecutorStore.finish``; None: take the general path."""
     now = now_ms()
     target = run_states.next_status(kind_of(command), "running")
@@ -89,10 +91,10 @@ async def _in_one_statement(
     svc.hub.notify(f"run:{command.run_id}")
     if values.get("wake_at") is not None:
         svc.hub.notify("timer")
-    return p.RecordTaskResponse(recorded=recorded), p.TransitionResponse(status=target, suspended=True)  # type: ignore[arg-type]
+    return v.TaskRecorded(recorded=recorded), v.Transitioned(status=target, suspended=True)
 
 
-async def retry(svc: Services, ns: str, command: p.Retry) -> p.TransitionResponse:
+async def retry(svc: Services, ns: str, command: p.Retry) -> v.Transitioned:
     """The workflow failed and its policy retries it at ``wake_at``: a new attempt."""
 
     async def plan(held: Held) -> Move:

@@ -15,7 +15,7 @@ from aiki.platform.db.raw import Row
 from aiki.platform.db.runs_repo import RunRepository
 from aiki.platform.domain.errors import RunNotFound, StaleRevision, TaskConflict
 from aiki.platform.domain.ids import new_id
-from aiki.platform.services.views import encode_error
+from aiki.platform.services.rows import encode_error
 from aiki.worker_sdk import protocol as p
 
 

@@ -16,12 +16,13 @@ from typing import Any
 from aiki.platform.db.executor_store import Tx, executor_store
 from aiki.platform.db.raw import Row
 from aiki.platform.domain import run_states
+from aiki.platform.domain import values as v
 from aiki.platform.domain.errors import StaleRevision
 from aiki.platform.domain.ids import now_ms
 from aiki.platform.services.children import notify_parent
 from aiki.platform.services.commands.fence import fenced_run, pause_requested
 from aiki.platform.services.context import Services
-from aiki.platform.services.views import run_view
+from aiki.platform.services.rows import run as run_view
 from aiki.worker_sdk import protocol as p
 
 
@@ -49,7 +50,7 @@ class Held:
     now: int
 
 
-Plan = Callable[[Held], Awaitable[Move | p.TransitionResponse]]
+Plan = Callable[[Held], Awaitable[Move | v.Transitioned]]
 """What a kind writes to a held run, or the answer when it moves nothing (the executor goes on)."""
 
 
@@ -60,7 +61,7 @@ def kind_of(command: p.Command) -> str:
 
 async def move_held_run(
     svc: Services, ns: str, command: p.Command, plan: Plan, *, held_from: str = "running"
-) -> p.TransitionResponse:
+) -> v.Transitioned:
     """Apply ``command`` (``plan``) to its run, held ``held_from`` at the command's revision."""
     now = now_ms()
     kind = kind_of(command)
@@ -72,7 +73,7 @@ async def move_held_run(
         if run["status"] != held_from:
             raise StaleRevision(command.run_id, command.revision)
         move = await plan(Held(svc, ns, tx, run, now))
-        if isinstance(move, p.TransitionResponse):
+        if isinstance(move, v.Transitioned):
             return move
         target = run_states.next_status(kind, run["status"])
         values = {"updated_at": now, **({} if move.keeps_lease else {"lease_owner": None}), **move.values}
@@ -87,8 +88,8 @@ async def move_held_run(
     for key in notify:
         svc.hub.notify(key)
     if move.keeps_lease:
-        return p.TransitionResponse(status=target, suspended=False, held=move.held, revision=run["revision"])  # type: ignore[arg-type]
-    return p.TransitionResponse(status=target, suspended=True)  # type: ignore[arg-type]
+        return v.Transitioned(status=target, suspended=False, held=move.held, revision=run["revision"])
+    return v.Transitioned(status=target, suspended=True)
 
 
 async def _write(tx: Tx, run: Row, values: dict[str, Any], held_from: str, reason: str | None, now: int) -> None:
@@ -112,9 +113,9 @@ async def _release_paused(held: Held) -> Move:
     )
 
 
-async def goes_on(held: Held, **answer: Any) -> p.TransitionResponse:
+async def goes_on(held: Held, **answer: Any) -> v.Transitioned:
     """The run does not suspend (what it waits for is there): its lease is extended, it goes on."""
     await held.tx.runs.update(
         held.run["id"], {"updated_at": held.now, "wake_at": held.now + held.svc.settings.lease_ttl_ms}
     )
-    return p.TransitionResponse(status="running", suspended=False, revision=held.run["revision"], **answer)
+    return v.Transitioned(status="running", suspended=False, revision=held.run["revision"], **answer)

@@ -9,6 +9,7 @@ the server wakes the run itself a grace period after the sleep's end.
 from __future__ import annotations
 
 from aiki.platform.db.executor_store import executor_store
+from aiki.platform.domain import values as v
 from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.services.commands.moves import Held, Move, move_held_run
 from aiki.platform.services.context import Services
@@ -21,13 +22,13 @@ def _holds(svc: Services, command: p.Sleep, duration_ms: int) -> bool:
     return command.hold and bool(hold_max) and duration_ms <= hold_max
 
 
-def _answer(held: bool, revision: int) -> p.TransitionResponse:
+def _answer(held: bool, revision: int) -> v.Transitioned:
     if held:
-        return p.TransitionResponse(status="sleeping", suspended=False, held=True, revision=revision)
-    return p.TransitionResponse(status="sleeping", suspended=True)
+        return v.Transitioned(status="sleeping", suspended=False, held=True, revision=revision)
+    return v.Transitioned(status="sleeping", suspended=True)
 
 
-async def sleep(svc: Services, ns: str, command: p.Sleep) -> p.TransitionResponse:
+async def sleep(svc: Services, ns: str, command: p.Sleep) -> v.Transitioned:
     """Start the sleep: in one statement when the store can, else on the general path."""
     now = now_ms()
     duration = max(0, command.duration_ms)
@@ -59,7 +60,7 @@ async def _start_sleep(h: Held, command: p.Sleep) -> Move:
     )
 
 
-async def resume_sleep(svc: Services, ns: str, command: p.ResumeSleep) -> p.TransitionResponse:
+async def resume_sleep(svc: Services, ns: str, command: p.ResumeSleep) -> v.Transitioned:
     """At the sleep's end (at once if the run changed meanwhile), the held run goes on."""
     await _until_held_sleep_ends(svc, ns, command)
     now = now_ms()
@@ -67,7 +68,7 @@ async def resume_sleep(svc: Services, ns: str, command: p.ResumeSleep) -> p.Tran
     reason = f"sleep {command.name!r} ended (held by its executor)"
     if await executor_store(svc.db, ns).resume_held_sleep(command.run_id, command.revision, lease_until, reason, now):
         svc.hub.notify(f"run:{command.run_id}")
-        return p.TransitionResponse(status="running", suspended=False, revision=command.revision)
+        return v.Transitioned(status="running", suspended=False, revision=command.revision)
 
     async def plan(h: Held) -> Move:
         await h.tx.steps.finish_sleeps(command.run_id, "completed")

@@ -306,6 +306,58 @@ schedules = sa.Table(
     sa.Index("ix_schedules_namespace_id_id", "namespace_id", "id"),
 )
 
+# Push targets of a namespace (docs/internals.md, "Push endpoints"). The signing secret is kept
+# encrypted under the server secret (``aiki.platform.secret_box``); during a rotation the previous
+# one is kept too, until ``previous_secret_expires_at``.
+endpoints = sa.Table(
+    "endpoints",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("namespace_id", Id, sa.ForeignKey("namespaces.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    # JSON [[workflow, version], ...] and [pool, ...], as a worker's registration keeps them.
+    sa.Column("versions", sa.Text, nullable=False),
+    sa.Column("pools", sa.Text, nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("timeout_ms", sa.Integer, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("secret_hint", sa.String(32), nullable=False),
+    sa.Column("previous_secret", sa.Text, nullable=True),
+    sa.Column("previous_secret_expires_at", Ms, nullable=True),
+    # The circuit breaker, shared by every server replica: closed, open (until breaker_until), half_open.
+    sa.Column("breaker", sa.String(20), nullable=False),
+    sa.Column("breaker_until", Ms, nullable=True),
+    sa.Column("breaker_opens", sa.Integer, nullable=False),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False),
+    sa.Column("last_delivery_at", Ms, nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Column("updated_at", Ms, nullable=False),
+    sa.Index("ix_endpoints_namespace_id_id", "namespace_id", "id"),
+)
+
+# One row per POST of an activation to an endpoint: the run detail's deliveries, the endpoint's
+# failure rate.
+endpoint_deliveries = sa.Table(
+    "endpoint_deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("namespace_id", Id, nullable=False),
+    sa.Column("endpoint_id", Id, sa.ForeignKey("endpoints.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("run_id", Id, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("outcome", sa.String(30), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("latency_ms", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("created_at", Ms, nullable=False),
+    sa.Index("ix_endpoint_deliveries_run_id_id", "run_id", "id"),
+    sa.Index("ix_endpoint_deliveries_endpoint_id_created_at", "endpoint_id", "created_at"),
+)
+
 # Tables whose every row belongs to one namespace (checked by an architecture test, with IAM's own).
 TENANT_TABLES: tuple[sa.Table, ...] = (
     workflows,
@@ -318,4 +370,6 @@ TENANT_TABLES: tuple[sa.Table, ...] = (
     wait_timeouts,
     workers,
     schedules,
+    endpoints,
+    endpoint_deliveries,
 )

@@ -8,7 +8,7 @@ the server are typed ``Any`` (the SDK may put a pre-encoded ``msgspec.Raw`` ther
 
 Times are integer milliseconds since the Unix epoch (UTC); durations are integer milliseconds.
 
-The types live in submodules by concern (``runs``, ``workers``, ``commands``, ``schedules``) and
+The types live in submodules by concern (``runs``, ``workers``, ``commands``, ``schedules``, ``endpoints``) and
 are all re-exported here: ``from aiki.worker_sdk import protocol as p`` reaches every one.
 """
 
@@ -47,6 +47,21 @@ from aiki.worker_sdk.protocol.commands import (
     TransitionRequest,
     TransitionResponse,
     Yield,
+)
+from aiki.worker_sdk.protocol.endpoints import (
+    BreakerState,
+    Delivery,
+    DeliveryAnswer,
+    DeliveryAttemptList,
+    DeliveryAttemptOut,
+    DeliveryOutcome,
+    EndpointCreate,
+    EndpointHealth,
+    EndpointList,
+    EndpointOut,
+    EndpointRotate,
+    EndpointUpdate,
+    EndpointWithSecret,
 )
 from aiki.worker_sdk.protocol.runs import (
     DEFAULT_POOL,
@@ -118,6 +133,7 @@ __all__ = [
     "AwaitChild",
     "AwaitEvent",
     "AwaitTaskRetry",
+    "BreakerState",
     "CancelRunRequest",
     "CancelRunsRequest",
     "CancelRunsResponse",
@@ -131,6 +147,18 @@ __all__ = [
     "CommandResults",
     "Complete",
     "ConflictPolicy",
+    "Delivery",
+    "DeliveryAnswer",
+    "DeliveryAttemptList",
+    "DeliveryAttemptOut",
+    "DeliveryOutcome",
+    "EndpointCreate",
+    "EndpointHealth",
+    "EndpointList",
+    "EndpointOut",
+    "EndpointRotate",
+    "EndpointUpdate",
+    "EndpointWithSecret",
     "ErrorInfo",
     "EventDetail",
     "EventRecord",

@@ -13,6 +13,7 @@ from aiki.iam.context import Iam
 from aiki.platform.db.engine import DEFAULT_URL, Database
 from aiki.platform.domain.settings import Settings
 from aiki.platform.runtime.runtime import Runtime
+from aiki.platform.secret_box import SecretBox
 from aiki.platform.services.context import Services
 
 
@@ -32,6 +33,9 @@ class AikiServer:
         self.db = db
         self.settings = settings
         self.services = Services(db, settings)
+        if iam is not None:
+            keys = iam.secret_keys
+            self.services.secret_box = SecretBox(keys[0], keys[1] if len(keys) > 1 else None)
         self.iam = Iam(db, iam) if iam is not None else None
         self.handler: Litestar = _create_app(self.services, self.iam, trusted_proxies)
         self.runtime = Runtime(self.services, pg_listen=pg_listen, redis_url=redis_url)

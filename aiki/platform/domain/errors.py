@@ -165,3 +165,14 @@ class InvitationInvalid(CoreError):
     """An invitation token is unknown, expired, cancelled, used, or meant for another email."""
 
     code = codes.INVITATION_INVALID
+
+
+class EndpointUrlRefused(CoreError):
+    """A push endpoint's URL is not one the server will send to (scheme, host, or an address that
+    resolves to loopback, private, link-local or metadata space); the message says which."""
+
+    code = codes.VALIDATION_ERROR
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"endpoint URL {url!r} is refused: {reason}", field="url")
+        self.reason = reason

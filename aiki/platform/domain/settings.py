@@ -23,6 +23,14 @@ class Settings:
             its executor has not resumed it (it was lost).
         wake_recheck_ms: how often a parked claim looks again without a wake-up (a backstop for
             a wake-up lost between processes; see ``aiki.platform.db.wakeups.RECHECK_S``).
+        endpoints_allow_private: push endpoints may have URLs resolving to loopback or private
+            addresses (``AIKI_ENDPOINTS_ALLOW_PRIVATE=1``; ``aiki dev`` and tests). Off in production.
+        endpoint_retry_base_ms / endpoint_retry_max_ms: a failed delivery is tried again after
+            ``base * 2**(attempt-1)`` ms with jitter, at most ``max``.
+        endpoint_max_attempts: deliveries of one activation before its run goes back to the queue.
+        endpoint_breaker_threshold: consecutive failed deliveries that open an endpoint's breaker.
+        endpoint_breaker_cooldown_ms / endpoint_breaker_cooldown_max_ms: how long an open breaker
+            waits before one probe delivery (doubling each time it opens again, at most ``max``).
     """
 
     lease_ttl_ms: int = 30_000
@@ -35,6 +43,13 @@ class Settings:
     sleep_hold_max_ms: int = 1_000
     sleep_hold_grace_ms: int = 1_000
     wake_recheck_ms: int = 10_000
+    endpoints_allow_private: bool = False
+    endpoint_retry_base_ms: int = 500
+    endpoint_retry_max_ms: int = 30_000
+    endpoint_max_attempts: int = 5
+    endpoint_breaker_threshold: int = 5
+    endpoint_breaker_cooldown_ms: int = 5_000
+    endpoint_breaker_cooldown_max_ms: int = 60_000
 
     @property
     def stall_sweep_interval_ms(self) -> int:

@@ -18,6 +18,7 @@ from aiki.platform.db.wakeups import WakeHub
 from aiki.platform.domain.errors import InputInvalid, NotFound, WorkflowNotFound
 from aiki.platform.domain.settings import Settings
 from aiki.platform.domain.values import Run
+from aiki.platform.secret_box import SecretBox
 from aiki.platform.services.handoff import ClaimExchange
 
 # A worker re-registering a version with a new schema reaches other processes within this time.
@@ -70,6 +71,9 @@ class Services:
         self._terminal: dict[tuple[str, str], Run] = {}
         self._started: dict[tuple[str, str], tuple[int, Run]] = {}
         self.clock: Callable[[], int] | None = None
+        # Seals push endpoints' signing secrets; None when the server has no secret key (embedded
+        # without IAM), and then endpoints cannot be registered.
+        self.secret_box: SecretBox | None = None
 
     def remember_terminal(self, namespace_id: str, view: Run) -> None:
         """Keep the view of a run that just reached a terminal status (it never changes again)."""

@@ -127,6 +127,12 @@ async def test_a_host_that_does_not_resolve_is_refused() -> None:
         await check_url("https://nowhere.invalid/", allow_private=False, resolve=failing)
 
 
+@pytest.mark.parametrize("host", ["a" * 70 + ".example.com", "a..b.example.com"])
+async def test_a_name_idna_cannot_encode_is_refused_not_an_error(host: str) -> None:
+    with pytest.raises(EndpointUrlRefused, match="does not resolve"):
+        await check_url(f"https://{host}/", allow_private=False, resolve=system_resolver)
+
+
 async def test_allow_private_skips_the_address_checks() -> None:
     resolve = resolver("10.0.0.1")
     for url in ("http://127.0.0.1:9000/", "http://169.254.169.254/", "https://internal.example.com/"):

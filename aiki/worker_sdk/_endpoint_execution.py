@@ -28,9 +28,11 @@ from aiki.worker_sdk.protocol import Activation, DeliveryAnswer, DeliveryOutcome
 
 log = logging.getLogger("aiki.endpoint")
 
-# The execution stops this long before the time limit (at most), to write the records of the
-# attempts that finished and to answer before the server (or the function's platform) gives up.
+# The execution stops this long before the time limit, to write the records of the attempts that
+# finished and to answer before the server (or the function's platform) gives up: a tenth of the
+# limit, at least a quarter second (or a quarter of a shorter limit), at most two seconds.
 _MARGIN_MAX_S = 2.0
+_MARGIN_MIN_S = 0.25
 _MARGIN_FRACTION = 0.1
 # A write is retried while the server is unavailable for at most this long (as a worker's).
 _RETRY_BUDGET_S = 30.0
@@ -67,7 +69,7 @@ class EndpointExecution(Execution):
 
 def margin(limit_s: float) -> float:
     """How long before ``limit_s`` an execution is handed back."""
-    return min(_MARGIN_MAX_S, limit_s * _MARGIN_FRACTION)
+    return min(_MARGIN_MAX_S, max(limit_s * _MARGIN_FRACTION, min(_MARGIN_MIN_S, limit_s / 4)))
 
 
 async def execute(

@@ -10,6 +10,7 @@ reaches the server in-process or over HTTP on loopback (the ``transport`` fixtur
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import uvicorn
+from litestar import Litestar, asgi
 
 from aiki import Client, Endpoint, Run, client, endpoint, task, worker, workflow
 from aiki.worker_sdk._worker_connection import connect
@@ -32,7 +35,7 @@ from aiki.worker_sdk.protocol import (
     VersionRef,
 )
 from aiki.worker_sdk.protocol.webhooks import new_secret, signed_headers
-from tests.conftest import AikiHarness
+from tests.conftest import AikiHarness, _LoopbackUvicorn
 
 from .helpers import API, LEDGER, get_run, new_key, task_address
 
@@ -136,9 +139,15 @@ class Push:
         timestamp: int | None = None,
         msg_id: str | None = None,
         body: bytes | None = None,
+        **fields: Any,
     ) -> httpx.Response:
         delivery = Delivery(
-            type="activation", endpoint_id="ep-test", attempt=1, time_limit_ms=time_limit_ms, activation=activation
+            type="activation",
+            endpoint_id="ep-test",
+            attempt=1,
+            time_limit_ms=time_limit_ms,
+            activation=activation,
+            **fields,
         )
         raw = body if body is not None else msgspec.json.encode(delivery)
         msg_id = msg_id or f"{activation.run_id}.{activation.revision}.{new_key()}"
@@ -181,10 +190,14 @@ def _answer(response: httpx.Response, activation: Activation, outcome: str) -> N
 # -- outcomes --------------------------------------------------------------------------------------
 
 
-async def test_a_workflow_with_tasks_completes(push: Push) -> None:
+@pytest.mark.parametrize("limits", [False, True], ids=["no-limits", "server-limits"])
+async def test_a_workflow_with_tasks_completes(push: Push, limits: bool) -> None:
+    """``server-limits``: the delivery says the server's request limits, so the last task's record
+    may travel with the completion."""
     key = new_key()
     [activation] = await push.claim(tasks_v1, key)
-    _answer(await push.deliver(activation), activation, "completed")
+    sizes = {"payload_max_bytes": 64 * 1024, "batch_max_bytes": 512 * 1024} if limits else {}
+    _answer(await push.deliver(activation, **sizes), activation, "completed")
     run = await get_run(push.aiki.http, activation.run_id)
     assert (run["status"], run["output"]) == ("completed", f"first:{key}|second:{key}")
     assert await _tasks(push.aiki, activation.run_id) == [("ep-first", "completed", 1), ("ep-second", "completed", 1)]
@@ -347,3 +360,49 @@ async def test_other_methods_and_oversized_bodies_are_refused(push: Push) -> Non
     push.app.max_body_bytes = 1024
     response = await push.request("POST", b"x" * 1025)
     assert response.status_code == 413
+
+
+# -- hosts -----------------------------------------------------------------------------------------
+
+
+async def test_served_by_uvicorn_with_its_lifespan(push: Push) -> None:
+    """A bare uvicorn serves it, lifespan on (its messages are checked in tests/unit/sdk/test_endpoint_asgi.py)."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    config = uvicorn.Config(push.app, lifespan="on", log_config=None, access_log=False, log_level="warning")
+    served = _LoopbackUvicorn(config)
+    serving = asyncio.create_task(served.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            await served.ready.wait()
+        key = new_key()
+        [activation] = await push.claim(tasks_v1, key)
+        raw = msgspec.json.encode(
+            Delivery(type="activation", endpoint_id="ep", attempt=1, time_limit_ms=20_000, activation=activation)
+        )
+        headers = signed_headers([SECRET], f"{activation.run_id}.{activation.revision}", int(time.time()), raw)
+        async with httpx.AsyncClient(base_url=url) as http:
+            _answer(await http.post("/api/aiki", content=raw, headers=headers), activation, "completed")
+    finally:
+        served.should_exit = True
+        await serving
+    assert (await get_run(push.aiki.http, activation.run_id))["status"] == "completed"
+
+
+async def test_mounted_under_a_prefix_in_litestar(push: Push) -> None:
+    app = push.app
+
+    @asgi("/functions/aiki", is_mount=True, copy_scope=True)
+    async def mounted(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+
+    host = Litestar(route_handlers=[mounted])
+    key = new_key()
+    [activation] = await push.claim(tasks_v1, key)
+    raw = msgspec.json.encode(
+        Delivery(type="activation", endpoint_id="ep", attempt=1, time_limit_ms=20_000, activation=activation)
+    )
+    headers = signed_headers([SECRET], f"{activation.run_id}.{activation.revision}", int(time.time()), raw)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url="http://fn") as http:
+        response = await http.post("/functions/aiki", content=raw, headers=headers)
+    _answer(response, activation, "completed")

@@ -128,7 +128,11 @@ class Endpoint:
             return
         except Disconnected:
             return
-        reply = await self._deliver(headers_of(scope), body)
+        try:
+            reply = await self._deliver(headers_of(scope), body)
+        except Exception as e:  # a bug: answered as JSON all the same, the server retries later
+            log.exception("a delivery failed")
+            reply = Reply(500, {"error": f"the endpoint failed: {type(e).__name__}"})
         await respond(send, reply.status, reply.body)
 
     async def _deliver(self, headers: dict[str, str], body: bytes) -> Reply:

@@ -266,7 +266,7 @@ async def test_a_parent_and_its_child_complete_through_deliveries(push: Push) ->
 
 
 async def test_concurrent_deliveries_are_executed_independently(push: Push) -> None:
-    activations = await push.claim(tasks_v1, new_key(), count=5)
+    activations = await push.claim(tasks_v1, new_key(), count=20)
     responses = await asyncio.gather(*(push.deliver(a) for a in activations))
     for activation, response in zip(activations, responses, strict=True):
         _answer(response, activation, "completed")

@@ -300,7 +300,7 @@ async def test_each_run_is_delivered_signed_and_completed(make_push: Any) -> Non
         )
     latest = await deliveries.endpoint_deliveries(push.svc, NS, endpoint_id, limit=5)
     assert len(latest) == 5
-    assert [x.id for x in latest] == sorted((x.id for x in latest), reverse=True)
+    assert [x.created_at for x in latest] == sorted((x.created_at for x in latest), reverse=True)
     row = await push.endpoint_row(endpoint_id)
     assert (row["breaker"], row["last_status_code"], row["last_error"]) == ("closed", 200, None)
     assert row["last_delivery_at"] is not None

@@ -451,10 +451,13 @@ async def test_two_replicas_deliver_each_activation_once(make_push: Any, db_url:
     second = await make_push()
     secret = webhooks.new_secret()
     async with receiving(secret, first) as receiver:
-        await first.add_endpoint(receiver.url, secret, concurrency=20)
+        endpoint_id = await first.add_endpoint(receiver.url, secret, concurrency=20)
         second.svc.hub.notify(WAKE_KEY)
-        run_ids = (await first.start_runs(100)) + (await second.start_runs(100))
+        started = await asyncio.gather(first.start_runs(200), second.start_runs(200))
+        run_ids = started[0] + started[1]
         await first.wait_status(run_ids)
+        replicas = [push.server.runtime.push for push in (first, second)]
+        posts = [r.deliverers[endpoint_id].posts for r in replicas if r is not None]
     ids = [headers[webhooks.ID_HEADER] for headers, _ in receiver.deliveries]
     assert len(ids) == len(set(ids))
     assert set(receiver.per_run) == set(run_ids)
@@ -462,3 +465,5 @@ async def test_two_replicas_deliver_each_activation_once(make_push: Any, db_url:
     rows = [x for run_id in run_ids for x in await deliveries.run_deliveries(first.svc, NS, run_id)]
     assert len(rows) == len(ids)
     assert len({(x.run_id, x.revision) for x in rows}) == len(rows)
+    assert sum(posts) == len(ids)
+    assert min(posts) > 0, posts  # both replicas delivered

@@ -119,6 +119,8 @@ class Deliverer:
         self.held: dict[str, int] = {}
         """Runs it holds (id → revision): their leases are kept."""
         self.breaker = push.Breaker()
+        self.posts = 0
+        """POSTs made (an attempt each)."""
         self._deliveries: set[asyncio.Task[None]] = set()
         self._posts: set[asyncio.Task[d.PostResult]] = set()
         self._slot = asyncio.Event()
@@ -303,6 +305,7 @@ class Deliverer:
 
     async def _post(self, a: v.Activation, attempt: int) -> d.PostResult | None:
         """The POST, in a task of its own so that stopping can cut it off; None when it was."""
+        self.posts += 1
         post = asyncio.create_task(d.post(self._svc, self.target, self._client, a, attempt))
         self._posts.add(post)
         try:

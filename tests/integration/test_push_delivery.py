@@ -467,3 +467,93 @@ async def test_two_replicas_deliver_each_activation_once(make_push: Any, db_url:
     assert len({(x.run_id, x.revision) for x in rows}) == len(rows)
     assert sum(posts) == len(ids)
     assert min(posts) > 0, posts  # both replicas delivered
+
+
+async def test_a_run_handed_back_is_delivered_again_with_what_it_recorded(make_push: Any) -> None:
+    push = await make_push()
+    secret = webhooks.new_secret()
+
+    async def hand_back_once(r: Receiver, d: p.Delivery) -> tuple[int, bytes]:
+        a = d.activation
+        if r.per_run[a.run_id] > 1:
+            assert [t.address for t in a.tasks] == ["step:1"]  # what the first activation recorded
+            return await complete(r, d)
+        record = p.RecordTask(
+            run_id=a.run_id, revision=a.revision, address="step:1", seq=0, name="step", status="completed", attempts=1
+        )
+        [result] = await connect(r.client).run_commands([record])
+        assert result.problem is None
+        return 200, answer(d, "handed_back")
+
+    async with receiving(secret, push, hand_back_once) as receiver:
+        await push.add_endpoint(receiver.url, secret)
+        [run_id] = await push.start_runs(1)
+        await push.wait_status([run_id])
+    attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
+    assert [(x.attempt, x.outcome) for x in attempts] == [(1, "handed_back"), (1, "completed")]
+    assert attempts[1].revision > attempts[0].revision
+    view = await push.client.get_run(run_id)
+    assert view.recoveries == 0
+
+
+async def test_the_lease_is_kept_while_the_endpoint_works(make_push: Any) -> None:
+    # A lease of 0.6 s, a delivery of 1.5 s: only the server's heartbeats keep the run.
+    push = await make_push(lease_ttl_ms=600, heartbeat_interval_ms=150)
+    secret = webhooks.new_secret()
+
+    async def slow(r: Receiver, d: p.Delivery) -> tuple[int, bytes]:
+        await asyncio.sleep(1.5)
+        return await complete(r, d)
+
+    async with receiving(secret, push, slow) as receiver:
+        await push.add_endpoint(receiver.url, secret)
+        [run_id] = await push.start_runs(1)
+        await push.wait_status([run_id])
+    [attempt] = await deliveries.run_deliveries(push.svc, NS, run_id)
+    assert attempt.outcome == "completed"
+    assert (await push.client.get_run(run_id)).recoveries == 0
+
+
+async def test_a_delivery_that_times_out_is_fenced_and_tried_again(make_push: Any) -> None:
+    push = await make_push()
+    secret = webhooks.new_secret()
+    late: list[p.CommandResult] = []
+    first_done = asyncio.Event()
+
+    async def stall_first(r: Receiver, d: p.Delivery) -> tuple[int, bytes]:
+        a = d.activation
+        if r.per_run[a.run_id] > 1:
+            return await complete(r, d)
+        await asyncio.sleep(1.0)  # beyond the endpoint's timeout: the server gave up on it
+        done = p.Complete(run_id=a.run_id, revision=a.revision, output="late")
+        late.extend(await connect(r.client).run_commands([done]))
+        first_done.set()
+        return 200, answer(d, "completed")
+
+    async with receiving(secret, push, stall_first) as receiver:
+        await push.add_endpoint(receiver.url, secret, timeout_ms=300)
+        [run_id] = await push.start_runs(1)
+        await push.wait_status([run_id])
+        await asyncio.wait_for(first_done.wait(), WAIT_S)
+    attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
+    assert [(x.attempt, x.outcome) for x in attempts] == [(1, "timeout"), (2, "completed")]
+    [refused] = late
+    assert refused.problem is not None  # the old activation was fenced by the retry's revision
+    assert await (await push_v1.get_handle(push.client, run_id)).result() == "done"
+
+
+async def test_a_bad_answer_counts_as_a_failure(make_push: Any) -> None:
+    push = await make_push()
+    secret = webhooks.new_secret()
+
+    async def garbage_once(r: Receiver, d: p.Delivery) -> tuple[int, bytes]:
+        if r.per_run[d.activation.run_id] == 1:
+            return 200, b"<html>hello</html>"
+        return await complete(r, d)
+
+    async with receiving(secret, push, garbage_once) as receiver:
+        await push.add_endpoint(receiver.url, secret)
+        [run_id] = await push.start_runs(1)
+        await push.wait_status([run_id])
+    attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
+    assert [(x.outcome, x.status_code) for x in attempts] == [("bad_answer", 200), ("completed", 200)]

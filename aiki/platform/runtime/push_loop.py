@@ -53,6 +53,7 @@ class PushLoop:
         self._stopping = stopping
         self.deliverers: dict[str, Deliverer] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._unusable: dict[str, str] = {}
 
     async def run(self) -> None:
         backoff = 0.05
@@ -60,7 +61,9 @@ class PushLoop:
             while not self._stopping.is_set():
                 since = self._svc.hub.version(WAKE_KEY)
                 try:
-                    self._sync(await d.load_targets(self._svc))
+                    targets, unusable = await d.load_targets(self._svc)
+                    self._sync(targets)
+                    self._report(unusable)
                     backoff = 0.05
                 except asyncio.CancelledError:
                     raise
@@ -88,6 +91,13 @@ class PushLoop:
                 self.deliverers[endpoint_id] = Deliverer(self._svc, target).start()
             elif running.target != target:
                 running.update(target)
+
+    def _report(self, unusable: dict[str, str]) -> None:
+        """Log each endpoint that cannot be delivered to once (not on every reload)."""
+        for endpoint_id, reason in unusable.items():
+            if self._unusable.get(endpoint_id) != reason:
+                log.warning("endpoint %s is enabled but not delivered to: %s", endpoint_id, reason)
+        self._unusable = unusable
 
     async def _stop_all(self) -> None:
         stopping = [deliverer.stop() for deliverer in self.deliverers.values()]
@@ -180,7 +190,7 @@ class Deliverer:
         elif (limit := min(free, target.concurrency - state.in_flight)) <= 0:
             await self._wait_slot(0.05)  # other replicas' deliveries fill the endpoint
         else:
-            self._spawn_all(await d.admit(self._svc, target, await self._claim(limit)))
+            self._spawn_all(await self._admit(await self._claim(limit)))
 
     async def _probe(self) -> None:
         """One delivery decides whether the breaker closes: claim a run, then take the probe (only
@@ -196,7 +206,7 @@ class Deliverer:
             await self._give_back(claimed, "another replica probes the endpoint", posted=False)
             await _wait(self._stopping, 0.05 + self._random.random() * 0.1)
             return
-        tasks = self._spawn_all(await d.admit(self._svc, target, claimed))
+        tasks = self._spawn_all(await self._admit(claimed))
         if tasks:
             await asyncio.wait(tasks)
 
@@ -214,9 +224,19 @@ class Deliverer:
             wait_ms=CLAIM_WAIT_MS,
         )
         try:
-            return await claim(self._svc, target.namespace_id, request, gone)
+            claimed = await claim(self._svc, target.namespace_id, request, gone)
         finally:
             self._gone = None
+        for a in claimed:  # from now on, stop() gives them back if nothing else does
+            self.held[a.run_id] = a.revision
+        return claimed
+
+    async def _admit(self, claimed: list[v.Activation]) -> list[v.Activation]:
+        """The runs claimed that fit the endpoint's concurrency (the rest were given back)."""
+        kept = await d.admit(self._svc, self.target, claimed)
+        for a in claimed[len(kept) :]:
+            self.held.pop(a.run_id, None)
+        return kept
 
     def _end_claim(self) -> None:
         gone = self._gone
@@ -226,7 +246,6 @@ class Deliverer:
     def _spawn_all(self, activations: list[v.Activation]) -> list[asyncio.Task[None]]:
         tasks = []
         for a in activations:
-            self.held[a.run_id] = a.revision
             if self._stopping.is_set():
                 continue  # given back by stop()
             task = asyncio.create_task(self._deliver(a), name=f"aiki-push-{self.target.id}-{a.run_id}")
@@ -262,6 +281,8 @@ class Deliverer:
                     return
                 breaker = await d.record(self._svc, self.target, a, attempt, result)
                 if breaker is not None:
+                    if breaker.state == push.CLOSED and self.breaker.state != push.CLOSED:
+                        log.info("endpoint %s: breaker closed, delivering again", self.target.id)
                     self.breaker = breaker
                 if not result.failed:
                     self.held.pop(a.run_id, None)
@@ -344,16 +365,10 @@ class Deliverer:
         self._stopping.set()
         self._end_claim()
         if self._main is not None:
-            await asyncio.wait({self._main}, timeout=1.0)
+            await asyncio.wait({self._main}, timeout=0.5)
         await self._end_deliveries(grace_s)
-        for task in (self._main, self._keeper):
-            if task is not None and not task.done():
-                task.cancel()
         self._closed.set()
-        for task in (self._main, self._keeper):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await _finish(self._main, self._keeper)
         if self.held:
             left = dict(self.held)
             self.held.clear()
@@ -377,3 +392,16 @@ class Deliverer:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+
+
+async def _finish(*tasks: asyncio.Task[None] | None) -> None:
+    """Let ``tasks`` end (within a second), cancelling those that do not."""
+    running = {t for t in tasks if t is not None}
+    if not running:
+        return
+    _, pending = await asyncio.wait(running, timeout=1.0)
+    for task in pending:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

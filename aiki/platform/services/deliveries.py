@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import msgspec
@@ -60,32 +61,33 @@ class PostResult:
 # -- the runtime's reads ------------------------------------------------------------------------
 
 
-async def load_targets(svc: Services) -> list[push.Target]:
-    """The enabled endpoints of every namespace, secrets opened (an endpoint whose secret does not
-    open under the server secret is left out, with a warning)."""
+async def load_targets(svc: Services) -> tuple[list[push.Target], dict[str, str]]:
+    """The enabled endpoints of every namespace, secrets opened; and those that cannot be
+    delivered to (endpoint id → why: their secret does not open under the server secret)."""
     async with svc.db.autocommit() as conn:
         found = await PushTargetRepository(conn).enabled()
-    targets = []
+    targets: list[push.Target] = []
+    unusable: dict[str, str] = {}
     for row in found:
         target = _target(svc, row)
-        if target is not None:
+        if isinstance(target, str):
+            unusable[row["id"]] = target
+        else:
             targets.append(target)
-    return targets
+    return targets, unusable
 
 
-def _target(svc: Services, row: Row) -> push.Target | None:
+def _target(svc: Services, row: Row) -> push.Target | str:
     box = svc.secret_box
     if box is None:
-        log.warning("endpoint %s is enabled but the server has no secret key: not delivering", row["id"])
-        return None
+        return "the server has no secret key to open its signing secret with"
     try:
         secret = box.open(row["secret"], context=row["id"])
         previous = None
         if row["previous_secret"] is not None and (row["previous_secret_expires_at"] or 0) > now_ms():
             previous = box.open(row["previous_secret"], context=row["id"])
     except Exception as exc:  # SecretBoxError, or a malformed value
-        log.warning("endpoint %s: its signing secret does not open (%s): not delivering", row["id"], type(exc).__name__)
-        return None
+        return f"its signing secret does not open under the server secret ({type(exc).__name__})"
     versions = msgspec.json.decode(row["versions"])
     return push.Target(
         id=row["id"],
@@ -266,49 +268,24 @@ async def record(
     ns = target.namespace_id
     now = now_ms()
     released: list[str] = []
+    before: str | None = None
     async with svc.db.raw_transaction() as conn:
         repo = DeliveryRepository(conn, ns)
-        row = await repo.lock(target.id)
-        if row is None:
-            return None
-        event: push.BreakerEvent = "failure" if result.failed else "success"
-        breaker = push.breaker_after(_breaker(row), event, now, breaker_policy(svc, target))
-        await repo.insert_delivery(
-            {
-                "endpoint_id": target.id,
-                "run_id": a.run_id,
-                "revision": a.revision,
-                "attempt": attempt,
-                "outcome": result.outcome,
-                "status_code": result.status_code,
-                "latency_ms": result.latency_ms,
-                "error": result.error,
-                "created_at": now,
-            }
-        )
-        await repo.update_endpoint(
-            target.id,
-            {
-                "breaker": breaker.state,
-                "breaker_until": breaker.until,
-                "breaker_opens": breaker.opens,
-                "consecutive_failures": breaker.failures,
-                "last_delivery_at": now,
-                "last_status_code": result.status_code,
-                "last_error": result.error,
-            },
-        )
+        breaker: push.Breaker | None = push.Breaker()  # a success closes it, whatever it was
+        if result.failed:
+            row = await repo.lock(target.id)
+            before = None if row is None else row["breaker"]
+            breaker = (
+                None if row is None else push.breaker_after(_breaker(row), "failure", now, breaker_policy(svc, target))
+            )
+        if breaker is not None and await repo.update_endpoint(target.id, _endpoint_values(breaker, result, now)):
+            await repo.insert_delivery(_attempt_values(target, a, attempt, result, now))
+        else:
+            breaker = None
         if not result.failed:
             reason = f"delivered to {target.worker_id} ({result.outcome}): back to the queue"
             released = await RunRepository(conn, ns).release(target.worker_id, {a.run_id: a.revision}, reason, now)
     _announce(svc, ns, released)
-    _log_result(target, a, attempt, result, breaker, row)
-    return breaker
-
-
-def _log_result(
-    target: push.Target, a: v.Activation, attempt: int, result: PostResult, breaker: push.Breaker, before: Row
-) -> None:
     if result.failed:
         log.warning(
             "endpoint %s: delivery of run %s (revision %d, attempt %d) failed: %s %s",
@@ -319,8 +296,35 @@ def _log_result(
             result.outcome,
             result.error or "",
         )
-    if breaker.state != before["breaker"]:
-        log.warning("endpoint %s: breaker %s -> %s", target.id, before["breaker"], breaker.state)
+        if breaker is not None and breaker.state != before:
+            log.warning("endpoint %s: breaker %s -> %s", target.id, before, breaker.state)
+    return breaker
+
+
+def _endpoint_values(breaker: push.Breaker, result: PostResult, now: int) -> dict[str, Any]:
+    return {
+        "breaker": breaker.state,
+        "breaker_until": breaker.until,
+        "breaker_opens": breaker.opens,
+        "consecutive_failures": breaker.failures,
+        "last_delivery_at": now,
+        "last_status_code": result.status_code,
+        "last_error": result.error,
+    }
+
+
+def _attempt_values(target: push.Target, a: v.Activation, attempt: int, result: PostResult, now: int) -> dict[str, Any]:
+    return {
+        "endpoint_id": target.id,
+        "run_id": a.run_id,
+        "revision": a.revision,
+        "attempt": attempt,
+        "outcome": result.outcome,
+        "status_code": result.status_code,
+        "latency_ms": result.latency_ms,
+        "error": result.error,
+        "created_at": now,
+    }
 
 
 async def refresh(svc: Services, target: push.Target, a: v.Activation) -> v.Activation | None:

@@ -12,6 +12,7 @@ the old activation). :func:`admit` keeps the endpoint's concurrency across repli
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -83,11 +84,13 @@ def _target(svc: Services, row: Row) -> push.Target | str:
         return "the server has no secret key to open its signing secret with"
     try:
         secret = box.open(row["secret"], context=row["id"])
-        previous = None
-        if row["previous_secret"] is not None and (row["previous_secret_expires_at"] or 0) > now_ms():
-            previous = box.open(row["previous_secret"], context=row["id"])
     except Exception as exc:  # SecretBoxError, or a malformed value
         return f"its signing secret does not open under the server secret ({type(exc).__name__})"
+    previous = None
+    if row["previous_secret"] is not None and (row["previous_secret_expires_at"] or 0) > now_ms():
+        # The previous one is a courtesy during a rotation: when it does not open, the current signs alone.
+        with contextlib.suppress(Exception):
+            previous = box.open(row["previous_secret"], context=row["id"])
     versions = msgspec.json.decode(row["versions"])
     return push.Target(
         id=row["id"],
@@ -211,11 +214,16 @@ async def post(
     svc: Services, target: push.Target, client: httpx.AsyncClient, a: v.Activation, attempt: int
 ) -> PostResult:
     """POST ``a`` to the endpoint, signed; what came of it (never raises for the endpoint's faults)."""
+    allow = svc.settings.endpoints_allow_private
     try:
-        await check_url(target.url, allow_private=svc.settings.endpoints_allow_private)
+        if svc.url_resolver is not None:
+            await check_url(target.url, allow_private=allow, resolve=svc.url_resolver)
+        else:
+            await check_url(target.url, allow_private=allow)
     except EndpointUrlRefused as e:
         return PostResult(push.REFUSED, None, None, push.truncate_error(e.reason))
-    body = encode_delivery(target.id, attempt, push.time_limit_ms(target.timeout_ms), a)
+    limit_ms = push.time_limit_ms(target.timeout_ms)
+    body = encode_delivery(target.id, attempt, limit_ms, a, svc.settings.max_payload_bytes)
     now = now_ms()
     signed = webhooks.signed_headers(target.secrets(now), f"{a.run_id}.{a.revision}", now // 1000, body)
     headers = {**_HEADERS, **signed}

@@ -24,8 +24,6 @@ import contextlib
 import logging
 import random
 
-import httpx
-
 from aiki.platform.db.executor_store import executor_store
 from aiki.platform.domain import push
 from aiki.platform.domain import values as v
@@ -120,12 +118,7 @@ class Deliverer:
         self._svc = svc
         self.target = target
         self._random = rng or random.Random()
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=target.timeout_ms / 1000,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=max(1, target.concurrency)),
-            trust_env=False,
-        )
+        self._session = d.open_session()
         self.held: dict[str, int] = {}
         """Runs it holds (id → revision): their leases are kept."""
         self.breaker = push.Breaker()
@@ -327,7 +320,7 @@ class Deliverer:
     async def _post(self, a: v.Activation, attempt: int) -> d.PostResult | None:
         """The POST, in a task of its own so that stopping can cut it off; None when it was."""
         self.posts += 1
-        post = asyncio.create_task(d.post(self._svc, self.target, self._client, a, attempt))
+        post = asyncio.create_task(d.post(self._svc, self.target, self._session, a, attempt))
         self._posts.add(post)
         try:
             await asyncio.wait({post})
@@ -376,7 +369,7 @@ class Deliverer:
                 await d.give_back(self._svc, self.target, left, f"{self.target.worker_id}: stopping", posted=True)
             except Exception:
                 log.exception("endpoint %s: giving back %d runs at stop failed", self.target.id, len(left))
-        await self._client.aclose()
+        await self._session.close()
 
     async def _end_deliveries(self, grace_s: float) -> None:
         """Deliveries in flight get ``grace_s`` to finish; then their POSTs are cut off (each gives

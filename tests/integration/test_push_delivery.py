@@ -498,6 +498,29 @@ async def test_two_replicas_deliver_each_activation_once(make_push: Any, db_url:
     assert min(posts) > 0, posts  # both replicas delivered
 
 
+async def test_the_concurrency_limit_holds_across_replicas(make_push: Any, db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("several server processes share PostgreSQL only")
+    first = await make_push()
+    second = await make_push()
+
+    async def slow(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        await asyncio.sleep(0.02)  # the endpoint's work, so that deliveries overlap
+        return await real()
+
+    async with receiving(first, slow) as receiver:
+        endpoint_id = await first.add_endpoint(receiver, concurrency=4)
+        second.svc.hub.notify(endpoints.WAKE_KEY)
+        started = await asyncio.gather(first.start_runs(40), second.start_runs(40))
+        runs = {**started[0], **started[1]}
+        await first.wait_status(runs)
+        replicas = [push.server.runtime.push for push in (first, second)]
+        posts = [r.deliverers[endpoint_id].posts for r in replicas if r is not None]
+    await assert_done_once(first, runs)
+    assert receiver.max_active == 4
+    assert min(posts) > 0, posts
+
+
 async def test_a_run_handed_back_is_delivered_again_with_what_it_recorded(make_push: Any) -> None:
     push = await make_push()
 

@@ -154,30 +154,27 @@ async def admit(svc: Services, target: push.Target, claimed: list[v.Activation])
     """The runs just claimed for ``target`` that may be delivered: those within its concurrency,
     counting every replica's. The rest go back to the queue at once, never POSTed.
 
-    Claims of replicas race; this check does not: under the endpoint's row lock it counts the runs
-    leased to the endpoint (every claim committed, the checked and the unchecked) and keeps only as
-    many as fit, so the deliveries in flight never exceed the limit (a race may put back more than
-    needed, never fewer).
+    Claims of replicas race; the count after them settles it without a lock. Each claim commits
+    before its claimer counts, and each count reads what was committed when it began (READ
+    COMMITTED; SQLite has one writer). Of two claimers, the one that counts later therefore sees
+    the other's claim as well as its own, and keeps only what fits beside it: the runs kept never
+    exceed the limit (a race may put back more than needed, never fewer).
     """
     if not claimed:
         return []
     ns = target.namespace_id
-    async with svc.db.raw_transaction() as conn:
-        repo = DeliveryRepository(conn, ns)
-        if await repo.lock(target.id) is None:
-            excess = claimed
-        else:
-            over = min(len(claimed), await repo.in_flight(target.worker_id) - target.concurrency)
-            excess = claimed[len(claimed) - over :] if over > 0 else []
-        if excess:
-            runs = RunRepository(conn, ns)
-            reason = f"claimed by {target.worker_id} beyond its concurrency: handed back"
-            for a in excess:
-                await runs.requeue_unstarted(a.run_id, target.worker_id, reason, now_ms(), revision=a.revision)
-    if excess:
-        _announce(svc, ns, [a.run_id for a in excess])
-    kept = claimed[: len(claimed) - len(excess)]
-    return kept
+    async with svc.db.autocommit() as conn:
+        in_flight = await DeliveryRepository(conn, ns).in_flight(target.worker_id)
+    over = min(len(claimed), in_flight - target.concurrency)
+    if over <= 0:
+        return claimed
+    excess = claimed[len(claimed) - over :]
+    reason = f"claimed by {target.worker_id} beyond its concurrency: handed back"
+    await executor_store(svc.db, ns).requeue(
+        [(a.run_id, a.revision) for a in excess], target.worker_id, reason, now_ms()
+    )
+    _announce(svc, ns, [a.run_id for a in excess])
+    return claimed[: len(claimed) - over]
 
 
 async def give_back(svc: Services, target: push.Target, held: dict[str, int], reason: str, *, posted: bool) -> None:

@@ -291,29 +291,33 @@ def _describe(e: Exception) -> str:
 
 
 async def record(
-    svc: Services, target: push.Target, a: v.Activation, attempt: int, result: PostResult
+    svc: Services, target: push.Target, a: v.Activation, attempt: int, result: PostResult, *, touch: bool = True
 ) -> push.Breaker | None:
     """Write the attempt row, move the endpoint's breaker and last delivery, and (after an answer)
     give the run back when the endpoint left it held at this revision (it handed it back, or
     answered without recording an ending). One transaction. Returns the breaker after it; None
-    when the endpoint is gone."""
+    when the endpoint is gone.
+
+    A success closes the breaker whatever it was, so it need not read it; with ``touch`` False
+    (the deliverer knows the breaker closed and wrote the endpoint's row a moment ago) it leaves
+    the row alone: every delivery rewriting that one row would make them all wait on its lock.
+    """
     ns = target.namespace_id
     now = now_ms()
     released: list[str] = []
-    before: str | None = None
     async with svc.db.raw_transaction() as conn:
         repo = DeliveryRepository(conn, ns)
-        breaker: push.Breaker | None = push.Breaker()  # a success closes it, whatever it was
         if result.failed:
-            row = await repo.lock(target.id)
-            before = None if row is None else row["breaker"]
-            breaker = (
-                None if row is None else push.breaker_after(_breaker(row), "failure", now, breaker_policy(svc, target))
-            )
-        if breaker is not None and await repo.update_endpoint(target.id, _endpoint_values(breaker, result, now)):
-            await repo.insert_delivery(_attempt_values(target, a, attempt, result, now))
+            before, breaker = await _failure(svc, repo, target, now)
         else:
-            breaker = None
+            before, breaker = push.CLOSED, push.Breaker()
+        # The endpoint's row first, the run's after (the order the registry's delete takes them in).
+        written = breaker is not None
+        if breaker is not None and (result.failed or touch):
+            written = await repo.update_endpoint(target.id, _endpoint_values(breaker, result, now))
+        if written:
+            written = await repo.insert_delivery(_attempt_values(target, a, attempt, result, now))
+        breaker = breaker if written else None
         if not result.failed:
             reason = f"delivered to {target.worker_id} ({result.outcome}): back to the queue"
             released = await RunRepository(conn, ns).release(target.worker_id, {a.run_id: a.revision}, reason, now)
@@ -331,6 +335,16 @@ async def record(
         if breaker is not None and breaker.state != before:
             log.warning("endpoint %s: breaker %s -> %s", target.id, before, breaker.state)
     return breaker
+
+
+async def _failure(
+    svc: Services, repo: DeliveryRepository, target: push.Target, now: int
+) -> tuple[str | None, push.Breaker | None]:
+    """The breaker before and after a failed delivery (the endpoint's row locked); Nones when it is gone."""
+    row = await repo.lock(target.id)
+    if row is None:
+        return None, None
+    return row["breaker"], push.breaker_after(_breaker(row), "failure", now, breaker_policy(svc, target))
 
 
 def _endpoint_values(breaker: push.Breaker, result: PostResult, now: int) -> dict[str, Any]:

@@ -28,12 +28,13 @@ import uvicorn
 from aiki import Run, client, endpoint, task, workflow
 from aiki.api.server import AikiServer
 from aiki.platform.db.engine import Database
+from aiki.platform.db.executor_store import executor_store
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.platform.domain.errors import RunNotFound
-from aiki.platform.domain.ids import new_id
+from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.settings import Settings
 from aiki.platform.secret_box import SecretBox
-from aiki.platform.services import deliveries, endpoints
+from aiki.platform.services import deliveries, endpoints, executions
 from aiki.worker_sdk import protocol as p
 from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import webhooks
@@ -624,3 +625,42 @@ async def test_a_bad_answer_counts_as_a_failure(make_push: Any) -> None:
     [run_id] = runs
     attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
     assert [(x.outcome, x.status_code) for x in attempts] == [("bad_answer", 200), ("completed", 200)]
+
+
+async def test_an_answer_is_recorded_and_a_run_left_held_released_in_one_store_call(make_push: Any) -> None:
+    push = await make_push()
+    created = await endpoints.create_endpoint(
+        push.svc,
+        NS,
+        p.EndpointCreate(
+            url="http://127.0.0.1:9/push", versions=[p.VersionRef("push-delivery-wf", "1")], enabled=False
+        ),
+    )
+    owner = f"endpoint:{created.endpoint.id}"
+    runs = await push.start_runs(1)
+    [run_id] = runs
+    request = p.ClaimRequest(worker_id=owner, versions=[p.VersionRef("push-delivery-wf", "1")], wait_ms=5_000)
+    [a] = await executions.claim(push.svc, NS, request)
+    store = executor_store(push.svc.db, NS)
+
+    def attempt_row(n: int) -> dict[str, Any]:
+        return {
+            "endpoint_id": created.endpoint.id,
+            "run_id": run_id,
+            "revision": a.revision,
+            "attempt": n,
+            "outcome": "handed_back",
+            "status_code": 200,
+            "latency_ms": 5,
+            "error": None,
+            "created_at": now_ms(),
+        }
+
+    assert await store.delivered(run_id, a.revision, owner, "handed back", now_ms(), attempt_row(1)) == (True, True)
+    view = await push.client.get_run(run_id)
+    assert (view.status, view.revision, view.recoveries) == ("queued", a.revision + 1, 0)
+    # Released once: the run is no longer held at that revision.
+    assert await store.delivered(run_id, a.revision, owner, "again", now_ms(), attempt_row(2)) == (True, False)
+    await endpoints.delete_endpoint(push.svc, NS, created.endpoint.id)
+    assert await store.delivered(run_id, a.revision, owner, "gone", now_ms(), attempt_row(3)) == (False, False)
+    assert await deliveries.run_deliveries(push.svc, NS, run_id) == []  # deleted with their endpoint

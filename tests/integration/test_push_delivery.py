@@ -664,3 +664,41 @@ async def test_an_answer_is_recorded_and_a_run_left_held_released_in_one_store_c
     await endpoints.delete_endpoint(push.svc, NS, created.endpoint.id)
     assert await store.delivered(run_id, a.revision, owner, "gone", now_ms(), attempt_row(3)) == (False, False)
     assert await deliveries.run_deliveries(push.svc, NS, run_id) == []  # deleted with their endpoint
+
+
+async def test_a_rotated_secret_signs_beside_the_new_one_during_its_grace(make_push: Any) -> None:
+    push = await make_push()
+    async with receiving(push) as receiver:
+        endpoint_id = await push.add_endpoint(receiver)
+        await endpoints.rotate_secret(push.svc, NS, endpoint_id, grace_ms=60_000)
+        await until(lambda: signing_with(push, endpoint_id, 2), "the deliverer to load the rotation")
+        # The endpoint still holds the old secret: deliveries carry a signature under each.
+        runs = await push.start_runs(1)
+        await push.wait_status(runs)
+        [(headers, _)] = receiver.deliveries
+        assert len(headers[webhooks.SIGNATURE_HEADER].split()) == 2
+        # Rotated again without grace: the old one no longer signs, the endpoint refuses (401) ...
+        newest = await endpoints.rotate_secret(push.svc, NS, endpoint_id, grace_ms=0)
+        await until(lambda: signing_with(push, endpoint_id, 1), "the deliverer to load the rotation")
+        later = await push.start_runs(1)
+
+        async def refused() -> bool:
+            return receiver.refused > 0
+
+        await until(refused, "a delivery refused under the old secret")
+        # ... until it is given the new one: the delivery is retried, and signed under it alone.
+        receiver.serve_with(newest.secret)
+        await push.wait_status(later)
+    [run_id] = later
+    attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
+    assert attempts[0].status_code == 401
+    assert attempts[-1].outcome == "completed"
+    assert len(receiver.deliveries[-1][0][webhooks.SIGNATURE_HEADER].split()) == 1
+    await assert_done_once(push, {**runs, **later})
+
+
+async def signing_with(push: Push, endpoint_id: str, count: int) -> bool:
+    """Whether the deliverer of the endpoint signs with ``count`` secrets now."""
+    loop = push.server.runtime.push
+    deliverer = None if loop is None else loop.deliverers.get(endpoint_id)
+    return deliverer is not None and len(deliverer.target.secrets(now_ms())) == count

@@ -127,8 +127,8 @@ class Deliverer:
         """Runs it holds (id → revision): their leases are kept."""
         self.breaker = push.Breaker()
         self.posts = 0
-        self._touch_after = 0.0
         """POSTs made (an attempt each)."""
+        self._touch_after = 0.0
         self._deliveries: set[asyncio.Task[None]] = set()
         self._posts: set[asyncio.Task[d.PostResult]] = set()
         self._slot = asyncio.Event()
@@ -297,8 +297,8 @@ class Deliverer:
                     await self._give_back([a], reason, posted=True)
                     return
                 fresh = await d.refresh(self._svc, self.target, a)
-                self.held.pop(a.run_id, None)
                 if fresh is None:
+                    self.held.pop(a.run_id, None)
                     return  # the run moved on (cancelled, ...)
                 a, attempt = fresh, attempt + 1
                 self.held[a.run_id] = a.revision

@@ -447,6 +447,33 @@ async def test_a_disabled_endpoint_stops_and_gives_back_its_runs(make_push: Any)
     assert (await push.client.get_run(run_id)).status == "queued"
 
 
+async def test_a_deleted_endpoint_s_runs_go_back_to_the_queue(make_push: Any) -> None:
+    push = await make_push()
+    release = asyncio.Event()
+
+    async def hang(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        await release.wait()
+        return await real()
+
+    async with receiving(push, hang) as receiver:
+        endpoint_id = await push.add_endpoint(receiver)
+        runs = await push.start_runs(1)
+        await asyncio.wait_for(receiver.arrived.wait(), WAIT_S)
+        await endpoints.delete_endpoint(push.svc, NS, endpoint_id)
+        await push.wait_status(runs, "queued")
+
+        async def stopped() -> bool:
+            loop = push.server.runtime.push
+            return loop is not None and endpoint_id not in loop.deliverers
+
+        await until(stopped, "the deliverer to stop")
+        release.set()  # the endpoint's writes are fenced by the release's revision
+    [run_id] = runs
+    view = await push.client.get_run(run_id)
+    assert (view.status, view.recoveries) == ("queued", 0)
+    assert await deliveries.run_deliveries(push.svc, NS, run_id) == []
+
+
 async def test_a_name_resolving_to_a_private_address_is_refused_at_delivery_time(make_push: Any) -> None:
     push = await make_push(endpoints_allow_private=False, endpoint_max_attempts=2)
     answers = {"push.example": ["93.184.215.14"]}  # public when it is registered ...

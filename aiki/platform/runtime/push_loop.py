@@ -196,15 +196,14 @@ class Deliverer:
         if self._deliveries:
             await self._wait_slot(1.0)  # deliveries from before it opened end first
             return
-        target = self.target
-        claimed = await self._claim(1)
+        claimed = await self._admit(await self._claim(1))
         if not claimed:
             return
-        if not await d.take_probe(self._svc, target, now_ms()):
+        if not await d.take_probe(self._svc, self.target, now_ms()):
             await self._give_back(claimed, "another replica probes the endpoint", posted=False)
             await _wait(self._stopping, 0.05 + self._random.random() * 0.1)
             return
-        tasks = self._spawn_all(await self._admit(claimed))
+        tasks = self._spawn_all(claimed)
         if tasks:
             await asyncio.wait(tasks)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import socket
 import time
 from collections import Counter
@@ -325,7 +326,10 @@ async def test_each_run_is_delivered_signed_and_completed(make_push: Any) -> Non
         await deliveries.run_deliveries(push.svc, NS, new_id())
 
 
-async def test_a_failing_delivery_is_retried_with_backoff_and_recorded_once(make_push: Any) -> None:
+async def test_a_failing_delivery_is_retried_with_backoff_and_recorded_once(
+    make_push: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiki")
     push = await make_push()
 
     async def fail_twice(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
@@ -360,6 +364,12 @@ async def test_a_failing_delivery_is_retried_with_backoff_and_recorded_once(make
     async with httpx.AsyncClient(transport=asgi, base_url="http://aiki") as http:
         detail = (await http.get(f"{API}/runs/{run_id}/detail")).json()
     assert [t["status"] for t in detail["tasks"]] == ["completed"]
+    # The failures were logged, never a secret or a signature.
+    assert "boom" in caplog.text
+    assert receiver.secret not in caplog.text
+    assert receiver.secret.removeprefix("whsec_") not in caplog.text
+    signatures = [h[webhooks.SIGNATURE_HEADER] for h, _ in receiver.deliveries]
+    assert not any(sig.removeprefix("v1,") in caplog.text for sig in signatures)
 
 
 async def test_the_breaker_opens_while_the_endpoint_is_down_and_closes_after_a_probe(make_push: Any) -> None:

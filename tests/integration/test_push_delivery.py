@@ -457,6 +457,37 @@ async def test_a_disabled_endpoint_stops_and_gives_back_its_runs(make_push: Any)
     assert (await push.client.get_run(run_id)).status == "queued"
 
 
+async def test_a_run_paused_while_its_retry_waits_is_released_and_resumes(make_push: Any) -> None:
+    push = await make_push(endpoint_retry_base_ms=400, endpoint_retry_max_ms=400)
+    failed = asyncio.Event()
+
+    async def fail_first(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        if r.per_run[d.activation.run_id] == 1:
+            failed.set()
+            return 503, b'{"title": "later"}'
+        return await real()
+
+    async with receiving(push, fail_first) as receiver:
+        await push.add_endpoint(receiver)
+        runs = await push.start_runs(1)
+        [run_id] = runs
+        await asyncio.wait_for(failed.wait(), WAIT_S)
+        handle = await push_v1.get_handle(push.client, run_id)
+        await handle.pause("hold on")  # while the retry waits out its backoff
+
+        async def released() -> bool:
+            rows = await push.svc.db.executor_store(NS).held_states([run_id])
+            return rows[0]["lease_owner"] is None
+
+        await until(released, "the paused run to be released")
+        assert (await push.client.get_run(run_id)).status == "paused"
+        assert receiver.per_run[run_id] == 1
+        await handle.resume()
+        await push.wait_status(runs)
+    await assert_done_once(push, runs)
+    assert (await push.client.get_run(run_id)).recoveries == 0
+
+
 async def test_a_deleted_endpoint_s_runs_go_back_to_the_queue(make_push: Any) -> None:
     push = await make_push()
     release = asyncio.Event()

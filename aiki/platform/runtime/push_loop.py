@@ -296,9 +296,9 @@ class Deliverer:
                     await self._give_back([a], reason, posted=True)
                     return
                 fresh = await d.refresh(self._svc, self.target, a)
-                if fresh is None:
-                    self.held.pop(a.run_id, None)
-                    return  # the run moved on (cancelled, ...)
+                if fresh is None:  # the run moved on (cancelled ...), or a pause of it is requested
+                    await self._give_back([a], "a pause was requested while it waited", posted=True)
+                    return
                 a, attempt = fresh, attempt + 1
                 self.held[a.run_id] = a.revision
         except asyncio.CancelledError:

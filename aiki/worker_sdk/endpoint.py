@@ -20,6 +20,13 @@ Any other answer makes the server retry the delivery later, with backoff: ``401`
 timestamp or replay), ``400`` (not a delivery), ``404`` (a version or run this endpoint does not
 know), ``405`` (not a POST), ``413`` (too large), ``503`` (the Aiki server could not be reached to
 record), ``502`` (it refused a write).
+
+Deliveries are independent: one app executes many at once, each by its own execution, and writes
+through its client's connection (shared batches, as a worker's executions do). The ids of accepted
+deliveries are remembered in memory by each process, as long as their signatures are fresh: a
+function platform running many instances refuses a replay in the instance that saw the original;
+the five-minute window and the run's revision (every write is fenced by it) bound what a replay
+elsewhere could do.
 """
 
 from __future__ import annotations
@@ -128,7 +135,11 @@ class Endpoint:
             return
         except Disconnected:
             return
-        reply = await self._deliver(headers_of(scope), body)
+        try:
+            reply = await self._deliver(headers_of(scope), body)
+        except Exception as e:  # a bug: answered as JSON all the same, the server retries later
+            log.exception("a delivery failed")
+            reply = Reply(500, {"error": f"the endpoint failed: {type(e).__name__}"})
         await respond(send, reply.status, reply.body)
 
     async def _deliver(self, headers: dict[str, str], body: bytes) -> Reply:

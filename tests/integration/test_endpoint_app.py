@@ -23,7 +23,7 @@ import pytest
 import uvicorn
 from litestar import Litestar, asgi
 
-from aiki import Client, Endpoint, Run, client, endpoint, task, worker, workflow
+from aiki import Client, Endpoint, RetryPolicy, Run, client, endpoint, event, task, worker, workflow
 from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import (
     Activation,
@@ -99,12 +99,39 @@ async def parallel_limit_v1(run: Run, key: str) -> str:
     return f"{first}|{blocking}"
 
 
+@workflow("ep-event").v("1.0.0", events={"go": event()})
+async def event_v1(run: Run, key: str) -> str:
+    await ep_first.start(run, key)
+    await run.events.go.wait()
+    return "went"
+
+
+@task(name="ep-flaky", retry=RetryPolicy.fixed(max_attempts=3, delay=timedelta(hours=1)))
+async def ep_flaky(key: str) -> str:
+    LEDGER.hit("ep-flaky", key)
+    raise RuntimeError("not yet")
+
+
+@workflow("ep-retry").v("1.0.0")
+async def retry_v1(run: Run, key: str) -> str:
+    await ep_first.start(run, key)
+    return await ep_flaky.start(run, key)
+
+
+@workflow("ep-parent").v("1.0.0")
+async def parent_v1(run: Run, key: str) -> str:
+    await ep_first.start(run, key)
+    child = await tasks_v1.start_as_child(run, key)
+    result = await child.wait_for_status("completed")
+    return f"child said {result.output}"
+
+
 @workflow("ep-not-served").v("1.0.0")
 async def not_served_v1(run: Run, key: str) -> str:
     return key
 
 
-SERVED = [tasks_v1, sleep_v1, sequential_limit_v1, parallel_limit_v1]
+SERVED = [tasks_v1, sleep_v1, sequential_limit_v1, parallel_limit_v1, event_v1, retry_v1, parent_v1]
 ALL = [*SERVED, not_served_v1]
 
 
@@ -204,17 +231,42 @@ async def test_a_workflow_with_tasks_completes(push: Push, limits: bool) -> None
     assert (LEDGER.count("ep-first", key), LEDGER.count("ep-second", key)) == (1, 1)
 
 
-async def test_a_sleep_suspends_and_releases_the_run(push: Push) -> None:
+@pytest.mark.parametrize(
+    ("version", "status"),
+    [
+        (sleep_v1, "sleeping"),
+        (event_v1, "awaiting_event"),
+        (retry_v1, "awaiting_retry"),
+        (parent_v1, "awaiting_child"),
+    ],
+    ids=["sleep", "event", "task-retry", "child"],
+)
+async def test_a_wait_suspends_and_releases_the_run(push: Push, version: Any, status: str) -> None:
+    """No wait is held, however short: a function's time is what it costs."""
     key = new_key()
-    [activation] = await push.claim(sleep_v1, key)
+    [activation] = await push.claim(version, key)
     _answer(await push.deliver(activation), activation, "suspended")
     run = await get_run(push.aiki.http, activation.run_id)
-    assert run["status"] == "sleeping"
-    assert await _tasks(push.aiki, activation.run_id) == [("ep-first", "completed", 1)]
+    assert run["status"] == status
+    assert ("ep-first", "completed", 1) in await _tasks(push.aiki, activation.run_id)
+
+
+async def test_a_parent_and_its_child_complete_through_deliveries(push: Push) -> None:
+    key = new_key()
+    [parent] = await push.claim(parent_v1, key)
+    _answer(await push.deliver(parent), parent, "suspended")
+    [child] = await push.claim(tasks_v1)
+    _answer(await push.deliver(child), child, "completed")
+    [again] = await push.claim(parent_v1)  # the child's end wakes the parent
+    assert again.run_id == parent.run_id
+    _answer(await push.deliver(again), again, "completed")
+    run = await get_run(push.aiki.http, parent.run_id)
+    assert (run["status"], run["output"]) == ("completed", f"child said first:{key}|second:{key}")
+    assert LEDGER.count("ep-first", key) == 2  # once in the parent, once in the child
 
 
 async def test_concurrent_deliveries_are_executed_independently(push: Push) -> None:
-    activations = await push.claim(tasks_v1, new_key(), count=5)
+    activations = await push.claim(tasks_v1, new_key(), count=20)
     responses = await asyncio.gather(*(push.deliver(a) for a in activations))
     for activation, response in zip(activations, responses, strict=True):
         _answer(response, activation, "completed")

@@ -19,6 +19,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -26,7 +27,7 @@ import msgspec
 import pytest
 import uvicorn
 
-from aiki import Run, client, endpoint, task, workflow
+from aiki import Run, client, endpoint, event, task, workflow
 from aiki.api.server import AikiServer
 from aiki.platform.db.engine import Database
 from aiki.platform.db.executor_store import executor_store
@@ -60,6 +61,20 @@ push_wf = workflow("push-delivery-wf")
 @push_wf.v("1")
 async def push_v1(run: Run, key: str) -> str:
     return await push_step.start(run, key)
+
+
+trial_wf = workflow("push-delivery-trial")
+
+
+@trial_wf.v("1", events={"paid": event()})
+async def trial_v1(run: Run, key: str) -> str:
+    """The quick start's shape: a task, a durable sleep, an event, a child run."""
+    first = await push_step.start(run, key)
+    await run.sleep(timedelta(milliseconds=200), name="trial")
+    paid = await run.events.paid.wait(timeout=timedelta(minutes=5))
+    child = await push_v1.start_as_child(run, f"{key}-child")
+    done = await child.wait_for_status("completed")
+    return f"{first}|{paid.data}|{done.output}"
 
 
 @pytest.fixture
@@ -111,7 +126,7 @@ class Receiver:
     def serve_with(self, secret: str) -> None:
         """The endpoint's signing secret is known (it was registered): the real app takes it too."""
         self.secret = secret
-        self.real = endpoint(workflows=[push_v1], client=self.client, secret=secret)
+        self.real = endpoint(workflows=[push_v1, trial_v1], client=self.client, secret=secret)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
@@ -213,13 +228,13 @@ class Push:
     async def add_endpoint(
         self, receiver: Receiver, *, url: str | None = None, concurrency: int = 10, timeout_ms: int = 5_000
     ) -> str:
-        """Register ``receiver`` (at ``url``, else its own) as the endpoint of ``push_v1``."""
+        """Register ``receiver`` (at ``url``, else its own) as the endpoint of ``push_v1`` and ``trial_v1``."""
         created = await endpoints.create_endpoint(
             self.svc,
             NS,
             p.EndpointCreate(
                 url=url or receiver.url,
-                versions=[p.VersionRef("push-delivery-wf", "1")],
+                versions=[p.VersionRef("push-delivery-wf", "1"), p.VersionRef("push-delivery-trial", "1")],
                 concurrency=concurrency,
                 timeout_ms=timeout_ms,
             ),
@@ -324,6 +339,24 @@ async def test_each_run_is_delivered_signed_and_completed(make_push: Any) -> Non
     assert health.last_delivery_at is not None
     with pytest.raises(RunNotFound):
         await deliveries.run_deliveries(push.svc, NS, new_id())
+
+
+async def test_a_run_with_a_sleep_an_event_and_a_child_completes_through_push_only(make_push: Any) -> None:
+    push = await make_push()
+    async with receiving(push) as receiver:
+        await push.add_endpoint(receiver)
+        key = new_key()
+        handle = await trial_v1.start(push.client, key)
+        await handle.wait_for_status("awaiting_event", timeout=WAIT_S)
+        await handle.events.paid.send("card")
+        assert await asyncio.wait_for(handle.result(), WAIT_S) == f"done:{key}|card|done:{key}-child"
+    assert LEDGER.count(STEP, key) == 1
+    assert LEDGER.count(STEP, f"{key}-child") == 1
+    # One delivery per activation: the start, after the sleep, after the event, after the child.
+    attempts = await deliveries.run_deliveries(push.svc, NS, handle.id)
+    assert [x.outcome for x in attempts] == ["suspended", "suspended", "suspended", "completed"]
+    assert len({x.revision for x in attempts}) == 4
+    assert receiver.refused == 0
 
 
 async def test_a_failing_delivery_is_retried_with_backoff_and_recorded_once(

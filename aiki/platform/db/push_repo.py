@@ -18,7 +18,7 @@ TARGET_COLUMNS = (
     "previous_secret_expires_at, updated_at"
 )
 BREAKER_COLUMNS = "breaker, breaker_until, breaker_opens, consecutive_failures"
-_ATTEMPT_COLUMNS = (
+ATTEMPT_COLUMNS = (
     "endpoint_id",
     "run_id",
     "revision",
@@ -116,7 +116,7 @@ class DeliveryRepository:
             "CAST($5 AS INTEGER), CAST($6 AS VARCHAR), CAST($7 AS INTEGER), CAST($8 AS INTEGER), CAST($9 AS TEXT), "
             "CAST($10 AS BIGINT) WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = $2 AND namespace_id = $1)",
             self.namespace_id,
-            *(values[c] for c in _ATTEMPT_COLUMNS),
+            *(values[c] for c in ATTEMPT_COLUMNS),
         )
         return changed == 1
 

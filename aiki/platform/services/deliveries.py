@@ -304,6 +304,8 @@ async def record(
     """
     ns = target.namespace_id
     now = now_ms()
+    if not result.failed and not touch:
+        return await _record_answer(svc, target, a, attempt, result, now)
     released: list[str] = []
     async with svc.db.raw_transaction() as conn:
         repo = DeliveryRepository(conn, ns)
@@ -335,6 +337,19 @@ async def record(
         if breaker is not None and breaker.state != before:
             log.warning("endpoint %s: breaker %s -> %s", target.id, before, breaker.state)
     return breaker
+
+
+async def _record_answer(
+    svc: Services, target: push.Target, a: v.Activation, attempt: int, result: PostResult, now: int
+) -> push.Breaker | None:
+    """:func:`record` of an answer that leaves the endpoint's row alone: one statement on PostgreSQL."""
+    reason = f"delivered to {target.worker_id} ({result.outcome}): back to the queue"
+    store = executor_store(svc.db, target.namespace_id)
+    written, released = await store.delivered(
+        a.run_id, a.revision, target.worker_id, reason, now, _attempt_values(target, a, attempt, result, now)
+    )
+    _announce(svc, target.namespace_id, [a.run_id] if released else [])
+    return push.Breaker() if written else None
 
 
 async def _failure(

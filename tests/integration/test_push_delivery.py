@@ -575,9 +575,9 @@ async def test_a_name_resolving_to_a_private_address_is_refused_at_delivery_time
     assert "loopback" in (health.last_error or "")
 
 
+# Several server processes share PostgreSQL only.
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_two_replicas_deliver_each_activation_once(make_push: Any, db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several server processes share PostgreSQL only")
     first = await make_push()
     second = await make_push()
     async with receiving(first) as receiver:
@@ -600,9 +600,9 @@ async def test_two_replicas_deliver_each_activation_once(make_push: Any, db_url:
     assert min(posts) > 0, posts  # both replicas delivered
 
 
+# Several server processes share PostgreSQL only.
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_the_concurrency_limit_holds_across_replicas(make_push: Any, db_url: str) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several server processes share PostgreSQL only")
     first = await make_push()
     second = await make_push()
 

@@ -22,6 +22,8 @@ PG_ADMIN_DSN = os.environ.get("AIKI_TEST_PG", "postgresql://postgres@127.0.0.1:5
 
 # Tables holding per-test data; organizations and namespaces keep their migration seed.
 DATA_TABLES = (
+    "endpoint_deliveries",
+    "endpoints",
     "schedules",
     "wait_timeouts",
     "sleeps",

@@ -33,8 +33,9 @@ class AikiServer:
         self.db = db
         self.settings = settings
         self.services = Services(db, settings)
-        if iam is not None:
-            keys = iam.secret_keys
+        keys = iam.secret_keys if iam is not None else _env_secret_keys()
+        if keys:
+            # Seals push endpoints' signing secrets (without a key, endpoints cannot be registered).
             self.services.secret_box = SecretBox(keys[0], keys[1] if len(keys) > 1 else None)
         self.iam = Iam(db, iam) if iam is not None else None
         self.handler: Litestar = _create_app(self.services, self.iam, trusted_proxies)
@@ -69,6 +70,7 @@ def server(
     redis_url: str | None = None,
     pg_listen: bool = True,
     trusted_proxies: str | list[str] | None = None,
+    endpoints_allow_private: bool | None = None,
 ) -> AikiServer:
     """Create an Aiki server over a database.
 
@@ -102,6 +104,11 @@ def server(
             request whose direct peer is one of them has its client address (rate limits, audit
             log) taken from ``X-Forwarded-For``, the rightmost hop that is not a trusted proxy.
             Default: none is trusted and the header is ignored.
+        endpoints_allow_private: let push endpoints have URLs that resolve to loopback, private or
+            link-local addresses (the SSRF guard refuses them otherwise, at registration and at
+            every delivery). For development, tests, and private networks on purpose; default
+            ``$AIKI_ENDPOINTS_ALLOW_PRIVATE`` (``1``/``true`` or ``0``/``false``), else off. Push
+            endpoints also need a server secret key: IAM's, or ``$AIKI_SECRET_KEY`` without IAM.
 
     Example:
         >>> from aiki import database, server
@@ -117,6 +124,7 @@ def server(
         max_payload_bytes=max_payload_bytes,
         stall_after_ms=_stall_after_ms(stall_after),
         sleep_hold_max_ms=_hold_ms(sleep_hold_max),
+        endpoints_allow_private=_allow_private(endpoints_allow_private),
     )
     proxies = TrustedProxies.parse(trusted_proxies, name="trusted_proxies") if trusted_proxies else None
     return AikiServer(
@@ -172,6 +180,37 @@ def _stall_after_ms(stall_after: timedelta | None) -> int:
     if stall_after <= timedelta(0):
         raise ValueError("stall_after must be positive")
     return int(stall_after.total_seconds() * 1000)
+
+
+ALLOW_PRIVATE_ENV = "AIKI_ENDPOINTS_ALLOW_PRIVATE"
+
+
+def _allow_private(value: bool | None) -> bool:
+    if value is not None:
+        return value
+    raw = os.environ.get(ALLOW_PRIVATE_ENV, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{ALLOW_PRIVATE_ENV} must be 1/true or 0/false, got {raw!r}")
+
+
+def _env_secret_keys() -> list[str]:
+    """``AIKI_SECRET_KEY`` (and ``AIKI_SECRET_KEY_PREVIOUS``) for a server without IAM: what push
+    endpoints' signing secrets are sealed under."""
+    from aiki.iam.server_secret import check_secret
+
+    keys: list[str] = []
+    for variable in ("AIKI_SECRET_KEY", "AIKI_SECRET_KEY_PREVIOUS"):
+        value = os.environ.get(variable, "")
+        if not value or (variable != "AIKI_SECRET_KEY" and not keys):
+            continue
+        problem = check_secret(variable, value)
+        if problem is not None:
+            raise ValueError(problem)
+        keys.append(value)
+    return keys
 
 
 def _hold_ms(value: timedelta) -> int:

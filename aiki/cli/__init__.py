@@ -5,7 +5,8 @@ Configuration comes from the environment (``DATABASE_URL``, ``AIKI_SECRET_KEY``,
 ``AIKI_HOST``, ``AIKI_PORT``, ``AIKI_LOG_LEVEL``, ``AIKI_API_KEY``, ``REDIS_URL``, ``AIKI_PG_LISTEN``,
 ``AIKI_DB_POOL_SIZE``, ``AIKI_DB_POOL_TIMEOUT``, ``AIKI_LEASE_TTL``, ``AIKI_HEARTBEAT_INTERVAL``,
 ``AIKI_SHUTDOWN_GRACE``, ``AIKI_LOG_FORMAT``, ``AIKI_TRUSTED_PROXIES``, ``AIKI_API_RATE_LIMIT``,
-``AIKI_SMTP_URL``, ``AIKI_EMAIL_FROM``, ``AIKI_EMAIL_VERIFICATION``); flags override it. ``aiki server``
+``AIKI_SMTP_URL``, ``AIKI_EMAIL_FROM``, ``AIKI_EMAIL_VERIFICATION``, ``AIKI_ENDPOINTS_ALLOW_PRIVATE``);
+flags override it. ``aiki server``
 refuses to start with email verification on (the default) and no ``AIKI_SMTP_URL``; ``aiki dev``
 then writes the mail it would send (links included) to its log.
 A missing or malformed setting stops the command with a
@@ -82,6 +83,7 @@ def _server_command(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         pg_listen=settings.env_pg_listen(args.no_pg_listen),
         lease=settings.lease_settings(args.lease_ttl, args.heartbeat_interval),
         trusted_proxies=settings.trusted_proxies(args.trusted_proxies),
+        endpoints_allow_private=settings.endpoints_allow_private(args.endpoints_allow_private),
         iam_overrides={**settings.api_rate_limit(args.api_rate_limit), **mail_flags(args)},
     )
 

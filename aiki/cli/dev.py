@@ -49,7 +49,8 @@ async def run_dev(url: str, host: str, port: int, demo: bool, mail: dict[str, An
         claim_default_organization=True,
         **(mail or {}),
     )
-    aiki_server = server(db=Database(url), iam=iam)
+    # A developer's endpoints run on this machine (uvicorn on localhost): private URLs are allowed.
+    aiki_server = server(db=Database(url), iam=iam, endpoints_allow_private=True)
     await aiki_server.runtime.start()
     assert aiki_server.iam is not None
     if iam.smtp_url is None:

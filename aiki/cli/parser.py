@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "defaults to $AIKI_TRUSTED_PROXIES or none (the header is ignored)",
             )
             p.add_argument(
+                "--endpoints-allow-private",
+                action="store_true",
+                help="let push endpoints have URLs resolving to loopback/private/link-local addresses "
+                "(refused otherwise); or AIKI_ENDPOINTS_ALLOW_PRIVATE=1. `aiki dev` always allows them",
+            )
+            p.add_argument(
                 "--api-rate-limit",
                 default=None,
                 metavar="PER_MINUTE",

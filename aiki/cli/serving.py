@@ -141,6 +141,7 @@ async def run_server(
     pg_listen: bool = True,
     lease: tuple[Any, Any] | None = None,
     trusted_proxies: str | None = None,
+    endpoints_allow_private: bool = False,
     iam_overrides: dict[str, Any] | None = None,
 ) -> None:
     """``aiki server``: the standalone server with IAM, until stopped."""
@@ -160,6 +161,7 @@ async def run_server(
         pg_listen=pg_listen,
         lease_ttl=lease_ttl,
         heartbeat_interval=heartbeat_interval,
+        endpoints_allow_private=endpoints_allow_private,
     )
     try:
         await aiki_server.runtime.start()

@@ -206,3 +206,15 @@ def api_rate_limit(arg: str | None) -> dict[str, Any]:
     if value < 0:
         raise CliError(f"{name} must be a number of requests per API key and minute (0 or off: no limit), got {raw!r}")
     return {"api_requests_per_minute": value or None}
+
+
+def endpoints_allow_private(flag: bool) -> bool:
+    """``--endpoints-allow-private``/``AIKI_ENDPOINTS_ALLOW_PRIVATE`` (``1``/``true`` or ``0``/``false``)."""
+    if flag:
+        return True
+    raw = os.environ.get("AIKI_ENDPOINTS_ALLOW_PRIVATE", "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise CliError(f"AIKI_ENDPOINTS_ALLOW_PRIVATE must be 1/true or 0/false, got {raw!r}")

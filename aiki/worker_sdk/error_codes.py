@@ -27,6 +27,11 @@ NOT_FOUND: Final = "not_found"
 RUN_NOT_FOUND: Final = "run_not_found"
 WORKFLOW_NOT_FOUND: Final = "workflow_not_found"
 SCHEDULE_NOT_FOUND: Final = "schedule_not_found"
+ENDPOINT_NOT_FOUND: Final = "endpoint_not_found"
+VERSION_SERVED_ELSEWHERE: Final = "version_served_elsewhere"
+"""A version is served by pull workers or by push endpoints in a namespace, not both."""
+SECRET_KEY_REQUIRED: Final = "secret_key_required"
+"""The server has no secret key, which push endpoints need to keep their signing secrets."""
 VALIDATION_ERROR: Final = "validation_error"
 REFERENCE_CONFLICT: Final = "reference_conflict"
 STALE_REVISION: Final = "stale_revision"
@@ -114,6 +119,7 @@ HTTP_STATUS: Final[Mapping[str, int]] = MappingProxyType(
         RUN_NOT_FOUND: 404,
         WORKFLOW_NOT_FOUND: 404,
         SCHEDULE_NOT_FOUND: 404,
+        ENDPOINT_NOT_FOUND: 404,
         VALIDATION_ERROR: 422,
         MALFORMED_JSON: 400,
         BAD_REQUEST: 400,
@@ -122,6 +128,8 @@ HTTP_STATUS: Final[Mapping[str, int]] = MappingProxyType(
         REFERENCE_CONFLICT: 409,
         STALE_REVISION: 409,
         TASK_CONFLICT: 409,
+        VERSION_SERVED_ELSEWHERE: 409,
+        SECRET_KEY_REQUIRED: 409,
         PAYLOAD_TOO_LARGE: 413,
         UNSUPPORTED_MEDIA_TYPE: 415,
         METHOD_NOT_ALLOWED: 405,

@@ -24,9 +24,12 @@ AikiError
 ├── NotFoundError              not_found
 │   ├── WorkflowNotFoundError  workflow_not_found
 │   ├── RunNotFoundError       run_not_found
-│   └── ScheduleNotFoundError  schedule_not_found
+│   ├── ScheduleNotFoundError  schedule_not_found
+│   └── EndpointNotFoundError  endpoint_not_found
 ├── StaleRevisionError         stale_revision      the executor's revision moved on (fenced)
 ├── TaskConflictError          task_conflict       a task entry is already recorded with another outcome
+├── VersionServedElsewhereError version_served_elsewhere  pull workers and push endpoints both claim a version
+├── SecretKeyRequiredError     secret_key_required the server has no secret key (push endpoints need one)
 ├── AlreadyExistsError         already_exists      a unique thing (email, namespace name ...) exists
 ├── ConflictError              conflict            the request raced another one and lost: retry
 ├── InvalidTransitionError     invalid_transition  the run's status does not allow this
@@ -278,6 +281,28 @@ class ScheduleNotFoundError(NotFoundError):
     code = codes.SCHEDULE_NOT_FOUND
 
 
+class EndpointNotFoundError(NotFoundError):
+    """No such push endpoint in the caller's namespace."""
+
+    code = codes.ENDPOINT_NOT_FOUND
+
+
+class VersionServedElsewhereError(AikiError):
+    """A version is served by pull workers or by push endpoints in a namespace, not both (409).
+
+    Registering a worker for a version an enabled push endpoint serves, or an endpoint for a version
+    a live worker serves, is refused; the message names the version and who serves it.
+    """
+
+    code = codes.VERSION_SERVED_ELSEWHERE
+
+
+class SecretKeyRequiredError(AikiError):
+    """The server has no secret key, which push endpoints need to keep their signing secrets (409)."""
+
+    code = codes.SECRET_KEY_REQUIRED
+
+
 class StaleRevisionError(AikiError):
     """The executor's revision of the run is no longer current (409): it must stop writing."""
 
@@ -382,6 +407,9 @@ _OWN_CODE_CLASSES: tuple[type[AikiError], ...] = (
     WorkflowNotFoundError,
     RunNotFoundError,
     ScheduleNotFoundError,
+    EndpointNotFoundError,
+    VersionServedElsewhereError,
+    SecretKeyRequiredError,
     StaleRevisionError,
     TaskConflictError,
     AlreadyExistsError,

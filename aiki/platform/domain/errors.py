@@ -98,6 +98,43 @@ class ScheduleNotFound(NotFound):
         self.schedule_id = schedule_id
 
 
+class EndpointNotFound(NotFound):
+    code = codes.ENDPOINT_NOT_FOUND
+
+    def __init__(self, endpoint_id: str) -> None:
+        super().__init__(f"endpoint {endpoint_id!r} not found")
+        self.endpoint_id = endpoint_id
+
+
+class VersionServedElsewhere(CoreError):
+    """A version is served by pull workers or by push endpoints in a namespace, never both: the
+    other kind already serves it (the message names the version and who serves it)."""
+
+    code = codes.VERSION_SERVED_ELSEWHERE
+
+    def __init__(self, workflow: str, version: str, served_by: str, hint: str) -> None:
+        super().__init__(
+            f"workflow {workflow!r} version {version!r} is already served by {served_by}: a version is served "
+            f"by pull workers or by push endpoints in a namespace, not both ({hint})",
+            field="versions",
+        )
+        self.workflow = workflow
+        self.version = version
+        self.served_by = served_by
+
+
+class SecretKeyRequired(CoreError):
+    """Push endpoints need the server secret key: their signing secrets are kept sealed under it."""
+
+    code = codes.SECRET_KEY_REQUIRED
+
+    def __init__(self) -> None:
+        super().__init__(
+            "push endpoints need a server secret key to keep their signing secrets: run the server with "
+            "IAM (aiki server) or set AIKI_SECRET_KEY"
+        )
+
+
 # The reasons an OpenID Connect login is refused: the catalogue says what each means.
 OIDC_ERROR_CODES = codes.OIDC_CODES
 

@@ -20,6 +20,7 @@ from aiki.platform.domain.settings import Settings
 from aiki.platform.domain.values import Run
 from aiki.platform.secret_box import SecretBox
 from aiki.platform.services.handoff import ClaimExchange
+from aiki.platform.services.url_guard import Resolver
 
 # A worker re-registering a version with a new schema reaches other processes within this time.
 _VERSION_CACHE_TTL_S = 5.0
@@ -31,7 +32,8 @@ _TERMINAL_VIEWS = 4096
 @dataclass(slots=True)
 class VersionInfo:
     input_validator: Any | None
-    event_validators: dict[str, Any | None]
+    event_validators: dict[str, Any | None] | None
+    """None: the version was registered without schemas (by a push endpoint): any event is taken."""
     timeout_ms: int | None = None
     loaded_at: float = field(default_factory=time.monotonic)
 
@@ -74,6 +76,8 @@ class Services:
         # Seals push endpoints' signing secrets; None when the server has no secret key (embedded
         # without IAM), and then endpoints cannot be registered.
         self.secret_box: SecretBox | None = None
+        # Resolves push endpoints' host names for the SSRF guard; None: the system resolver.
+        self.url_resolver: Resolver | None = None
 
     def remember_terminal(self, namespace_id: str, view: Run) -> None:
         """Keep the view of a run that just reached a terminal status (it never changes again)."""
@@ -119,13 +123,15 @@ class Services:
             raise WorkflowNotFound(workflow, version)
         info = VersionInfo(
             input_validator=_validator(_load(row["input_schema"])),
-            event_validators={name: _validator(schema) for name, schema in (_load(row["event_schemas"]) or {}).items()},
+            event_validators=_event_validators(_load(row["event_schemas"])),
             timeout_ms=row["timeout_ms"],
         )
         self._versions[key] = info
         return info
 
     def event_validator(self, info: VersionInfo, workflow: str, version: str, name: str) -> Any | None:
+        if info.event_validators is None:
+            return None  # no schemas known (a push endpoint registered it): checked when the run waits
         if name not in info.event_validators:
             declared = ", ".join(sorted(info.event_validators)) or "none"
             raise NotFound(
@@ -156,6 +162,14 @@ async def version_or_none(
         if require_registered:
             raise
         return None
+
+
+def _event_validators(schemas: dict[str, Any] | None) -> dict[str, Any | None] | None:
+    # A worker always registers its events (maybe none: {}); NULL is a version registered without
+    # schemas, by a push endpoint.
+    if schemas is None:
+        return None
+    return {name: _validator(schema) for name, schema in schemas.items()}
 
 
 def _load(text: str | None) -> Any:

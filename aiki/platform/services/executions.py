@@ -20,12 +20,19 @@ from aiki.platform.domain import values as v
 from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.queries import normalize_pools
 from aiki.platform.services.context import Services, dump
+from aiki.platform.services.endpoints import refuse_versions_served_by_endpoints
 from aiki.platform.services.handoff import Offer
 from aiki.platform.services.rows import activation
 from aiki.worker_sdk import protocol as p
 
 
 async def register_worker(svc: Services, ns: str, req: p.RegisterWorkerRequest) -> v.WorkerRegistration:
+    """Register (or register again) a worker and the versions it serves, with their schemas.
+
+    Raises:
+        VersionServedElsewhere: an enabled push endpoint of the namespace serves one of the versions.
+    """
+    await refuse_versions_served_by_endpoints(svc, ns, [(s.workflow, s.version) for s in req.versions])
     now = now_ms()
     async with svc.db.transaction() as conn:
         catalog = CatalogRepository(conn, ns, dialect=svc.db.dialect)

@@ -18,7 +18,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Message, Scope
 
-from aiki.dashboard import csrf
+from aiki.dashboard import audit_marks, csrf
 from aiki.dashboard.web import PEOPLE_ONLY
 from aiki.iam import accounts, audit
 from aiki.iam.context import Iam
@@ -231,6 +231,8 @@ async def audit_declared_actions(message: Message, scope: Scope) -> None:
     outcome = "ok" if status < 400 else "denied" if status in (401, 403) else "failed"
     target_type = str(action).split(".", 1)[0]
     path_params: dict[str, Any] = state.get("path_params") or {}
+    target_id = state.get(audit_marks.TARGET) or path_params.get(f"{target_type}_id")
+    detail: dict[str, Any] = {**(state.get(audit_marks.DETAIL) or {}), "status": status}
     client = state.get("client")
     try:
         await audit.record(
@@ -241,9 +243,9 @@ async def audit_declared_actions(message: Message, scope: Scope) -> None:
             organization_id=grant.organization_id if grant else None,
             namespace_id=grant.namespace_id if grant else None,
             target_type=target_type,
-            target_id=path_params.get(f"{target_type}_id"),
+            target_id=target_id,
             ip=client[0] if client else None,
-            detail={"status": status},
+            detail=detail,
         )
     except Exception:  # the action already happened; a lost audit row must not turn it into an error
         log.exception("could not write the audit row of %s", action)

@@ -15,6 +15,7 @@ from litestar.static_files import create_static_files_router
 from aiki.dashboard.admin_pages import KeyPages, NamespacePages, SchedulePages, WorkerPages
 from aiki.dashboard.auth_pages import AuthPages
 from aiki.dashboard.email_pages import EmailPages
+from aiki.dashboard.endpoint_pages import EndpointPages
 from aiki.dashboard.org_pages import InvitationPages, NamespaceAccessPages, OrgPages, front_router
 from aiki.dashboard.runs_pages import RunPages
 from aiki.dashboard.web import (
@@ -57,6 +58,7 @@ def _pages() -> Router:
             KeyPages,
             WorkerPages,
             SchedulePages,
+            EndpointPages,
             static,
         ],
         guards=[csrf_guard],

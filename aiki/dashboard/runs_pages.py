@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery
 
-from aiki.dashboard import views
+from aiki.dashboard import endpoint_views, views
 from aiki.dashboard.web import (
     PREFIX,
     csrf_context,
@@ -22,7 +22,7 @@ from aiki.dashboard.web import (
 )
 from aiki.iam.policy import authorize
 from aiki.platform.domain.errors import CoreError
-from aiki.platform.services import lifecycle, queries
+from aiki.platform.services import deliveries, lifecycle, queries
 from aiki.platform.services import runs as run_service
 
 
@@ -43,8 +43,10 @@ async def _detail_context(request: Request[Any, Any, Any], ns_id: str, run_id: s
     detail = await queries.run_detail(svc, ns_id, run_id)
     history = await queries.grouped_history(svc, ns_id, run_id)
     vm = views.run_detail(detail, history, _base(ns_id), can_manage=_can_manage(request))
+    attempts = await deliveries.run_deliveries(svc, ns_id, run_id)
     return {
         "vm": vm,
+        "deliveries": endpoint_views.delivery_rows(attempts, f"{PREFIX}/ns/{ns_id}/endpoints", _base(ns_id)),
         "runs_href": _base(ns_id),
         "refresh_seconds": views.REFRESH_SECONDS,
         **csrf_context(request),

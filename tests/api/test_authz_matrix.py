@@ -44,6 +44,8 @@ A_SECRET_INPUT = "A-ONLY-INPUT-7f3a"
 SAFE = frozenset({"GET", "HEAD"})
 INVITEE = "invitee@a.example"
 DASHBOARD = "/ui"
+PUSH_WORKFLOW = "matrix-push-wf"
+PUSH_URL = "https://93.184.216.34/aiki"
 
 
 def _app() -> Litestar:
@@ -99,6 +101,11 @@ def _record_task(_: World) -> dict[str, Any]:
 
 def _schedule(w: World) -> dict[str, Any]:
     return {"workflow": WORKFLOW, "version": VERSION, "input": {"n": 2}, "every_ms": 3_600_000}
+
+
+def _endpoint(_: World) -> dict[str, Any]:
+    # Disabled, for a version no run of which is ready: nothing is delivered to it.
+    return {"url": PUSH_URL, "versions": [[PUSH_WORKFLOW, VERSION]], "enabled": False}
 
 
 ROWS: dict[tuple[str, str], Row] = {
@@ -169,6 +176,15 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/schedules/{schedule_id:str}/pause"): Row(),
     ("POST", "/api/v1/schedules/{schedule_id:str}/resume"): Row(),
     ("DELETE", "/api/v1/schedules/{schedule_id:str}"): Row(),
+    # push endpoints
+    ("GET", "/api/v1/endpoints"): Row(),
+    ("POST", "/api/v1/endpoints"): Row(_endpoint),
+    ("GET", "/api/v1/endpoints/{endpoint_id:str}"): Row(),
+    ("PATCH", "/api/v1/endpoints/{endpoint_id:str}"): Row(lambda w: {"concurrency": 3}),
+    ("DELETE", "/api/v1/endpoints/{endpoint_id:str}"): Row(),
+    ("POST", "/api/v1/endpoints/{endpoint_id:str}/rotate-secret"): Row(lambda w: {"grace_ms": 0}),
+    ("GET", "/api/v1/endpoints/{endpoint_id:str}/deliveries"): Row(),
+    ("GET", "/api/v1/runs/{run_id:str}/deliveries"): Row(),
     # worker protocol
     ("POST", "/api/v1/workers/register"): Row(_register),
     ("POST", "/api/v1/workers/claim"): Row(
@@ -206,6 +222,7 @@ class World:
     invitation_id: str
     invitation_token: str
     schedule_a: str
+    endpoint_a: str
 
     @property
     def org_a(self) -> str:
@@ -226,6 +243,7 @@ class World:
             "user_id": self.victor.user_id,
             "invitation_id": self.invitation_id,
             "schedule_id": self.schedule_a,
+            "endpoint_id": self.endpoint_a,
             "key_id": self.key_ids["read"],
             "name": "go",
             "path": "openapi.json",
@@ -238,6 +256,7 @@ class World:
             self.ns_a,
             self.run_a,
             self.schedule_a,
+            self.endpoint_a,
             A_SECRET_INPUT,
             self.alice.email,
             self.victor.email,
@@ -278,6 +297,10 @@ async def build_world(h: IamHarness) -> World:
         f"{API}/schedules", json={"workflow": WORKFLOW, "version": VERSION, "input": {"n": 1}, "every_ms": 3_600_000}
     )
     assert scheduled.status_code == 201, scheduled.text
+    pushed = await h.key_http(keys["admin"]).post(
+        f"{API}/endpoints", json={"url": PUSH_URL, "versions": [[PUSH_WORKFLOW, VERSION]], "enabled": False}
+    )
+    assert pushed.status_code == 201, pushed.text
     invited = await alice.http.post(f"{API}/organizations/{alice.org_id}/invitations", json={"email": INVITEE})
     assert invited.status_code == 201, invited.text
     h.advance(120_000)  # the `expired` key's expiry passes
@@ -293,6 +316,7 @@ async def build_world(h: IamHarness) -> World:
         invitation_id=invited.json()["invitation"]["id"],
         invitation_token=invited.json()["token"],
         schedule_a=scheduled.json()["schedule"]["id"],
+        endpoint_a=pushed.json()["endpoint"]["id"],
     )
 
 

@@ -4,7 +4,7 @@ Only ``aiohttp``, ``httpx`` and ``msgspec`` (and the standard library) are impor
 light.
 
 The names below are the SDK's public API; import them from here (or from ``aiki``). They live in
-the public modules ``client``, ``definitions``, ``errors``, ``retry``, ``run``, ``schedules``,
+the public modules ``client``, ``definitions``, ``endpoint``, ``errors``, ``retry``, ``run``, ``schedules``,
 ``serde``, ``tasks`` and ``worker``; the engine that executes runs (``execution`` and the private
 ``_*`` modules) is not part of the API.
 """
@@ -18,6 +18,7 @@ from aiki.worker_sdk.definitions import (
     event,
     workflow,
 )
+from aiki.worker_sdk.endpoint import Endpoint, endpoint
 from aiki.worker_sdk.errors import (
     ActionNotAllowedError,
     AikiError,
@@ -64,6 +65,7 @@ __all__ = [
     "Client",
     "ConflictError",
     "EmailUnverifiedError",
+    "Endpoint",
     "EventDefinition",
     "EventResult",
     "EventSender",
@@ -102,6 +104,7 @@ __all__ = [
     "WorkflowNotFoundError",
     "WorkflowVersion",
     "client",
+    "endpoint",
     "event",
     "json_schema",
     "schedule",

@@ -2,7 +2,10 @@
 
 Every write names the revision the execution holds. Once a suspending or terminal transition is
 sent (or the execution is fenced off) ``finished`` is set and nothing else is written: sibling
-coroutines that reach the SDK afterwards stop quietly.
+coroutines that reach the SDK afterwards stop quietly. ``outcome`` says what that transition was.
+
+Handed back at a time limit (``writer.closing``, see ``_endpoint_execution.py``), it writes only the
+records of task attempts that finished; those under way are cancelled and not recorded.
 
 A pause requested while the execution runs (the worker hears of it through its watch or a
 heartbeat, or a task record's answer says so) is honoured at the next step boundary: tasks under
@@ -61,6 +64,8 @@ from aiki.worker_sdk.tasks import Task
 
 log = logging.getLogger("aiki.worker")
 _SETTLE_TICKS = 3
+Outcome = Literal["completed", "failed", "suspended"]
+_OUTCOMES: dict[type, Outcome] = {Complete: "completed", Fail: "failed"}
 # A refused input, reference or unknown version is the workflow's error, not the execution's.
 _CHILD_PASSTHROUGH: Passthrough = (ValidationError, WorkflowNotFoundError, ReferenceConflictError)
 
@@ -85,6 +90,7 @@ class Execution:
         activation: What the claim returned.
         revision: The run revision this execution holds (its fencing token).
         finished: True once no more writes may be made.
+        outcome: What the execution's ending transition came to (None: fenced off, abandoned, handed back).
     """
 
     def __init__(
@@ -113,7 +119,8 @@ class Execution:
         )
         self._fatal: NonDeterminismError | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Short sleeps held in memory (see sleep()): whether one is under way, and how many began.
+        self._invoking: set[asyncio.Task[Any] | None] = set()  # coroutines inside a task's handler
+        self.outcome: Outcome | None = None
         # A pause was requested (see the module docstring); task attempts under way, and when none is.
         self.pause_requested = False
         self._busy = 0
@@ -147,11 +154,15 @@ class Execution:
         except (_Suspend, _Abandon):
             pass
         finally:
-            self.finished = True
-            current = asyncio.current_task()
-            for t in self._tasks:
-                if t is not current and not t.done():
-                    t.cancel()
+            if not self.writer.closing:  # a hand-back stops the sibling coroutines itself
+                self._stop()
+
+    def _stop(self) -> None:
+        self.finished = True
+        current = asyncio.current_task()
+        for t in self._tasks:
+            if t is not current and not t.done():
+                t.cancel()
 
     async def _execute(self) -> None:
         version = self.version
@@ -221,7 +232,7 @@ class Execution:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
-        if self.finished:
+        if self.finished or self.writer.closing:
             raise _Suspend
 
     # -- pause at the step boundary -----------------------------------------------------------
@@ -264,6 +275,7 @@ class Execution:
             self.state.add_child(response.child)
         if response.suspended or command.ends_execution:
             self.finished = True
+            self.outcome = _OUTCOMES.get(type(command), "suspended")
             return None
         self.state.add_events(response.events)
         return response
@@ -341,10 +353,19 @@ class Execution:
             self._attempt_began()
             try:
                 limit = asyncio.timeout(None if task.timeout is None else task.timeout.total_seconds())
+                current = asyncio.current_task()
                 try:
-                    async with limit:
-                        output = await task.invoke(input)
+                    self._invoking.add(current)
+                    try:
+                        async with limit:
+                            output = await task.invoke(input)
+                    finally:
+                        self._invoking.discard(current)
                     raw = serde.encode_checked(output, task.output_type)
+                except asyncio.CancelledError:
+                    if self.writer.closing:  # handed back: this attempt is not recorded
+                        raise _Suspend from None
+                    raise
                 except Exception as e:
                     error = error_info(e)
                     if isinstance(e, TimeoutError) and limit.expired():

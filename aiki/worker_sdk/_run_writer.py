@@ -18,6 +18,10 @@ sends the :class:`ResumeSleep` at once (a parking command: alone, answered at th
 the sleep's command to the resume's answer the run is not ``running`` on the server: ``holding``
 is set, so heartbeats leave it out, and ``holds`` changes at both ends, so an answer to a beat sent
 before cannot stop the execution.
+
+*Closing.* An execution handed back at a time limit (a push endpoint's) sets ``closing``: from then on
+only task records are written (none deferred), any other write ends the execution unsent, and
+:meth:`RunWriter.close` makes a deferred record durable before the writer finishes.
 """
 
 from __future__ import annotations
@@ -101,6 +105,10 @@ class RunWriter:
         lease_until: ``time.monotonic()`` until which the lease is surely ours: a lease TTL after the
             last request the server answered for this run (a claim, a write, a heartbeat) was sent.
         holding: A held sleep is under way (see the module docstring); ``holds``: how many began.
+        closing: Only task records may be written (see the module docstring).
+        abandoned_by: Why the writer gave up, if it did: the error a write was refused with
+            (``StaleRevisionError``: fenced off), or the last ``ServerUnavailableError``.
+        unavailable: The server was unavailable to the last write sent (None: it answered).
     """
 
     def __init__(
@@ -121,6 +129,9 @@ class RunWriter:
         self.run_id = run_id
         self.revision = revision
         self.finished = False
+        self.closing = False
+        self.abandoned_by: AikiError | None = None
+        self.unavailable: ServerUnavailableError | None = None
         self.retry_budget = retry_budget
         self._payload_max_bytes = payload_max_bytes
         self._lease_ttl = lease_ttl_ms / 1000
@@ -148,26 +159,30 @@ class RunWriter:
             try:
                 sent = time.monotonic()
                 answer = await call()
+                self.unavailable = None
                 self.renew_lease(sent)
                 return answer
             except passthrough:
                 raise
             except ServerUnavailableError as e:
+                self.unavailable = e
                 wait = e.retry_after if isinstance(e, RateLimitedError) and e.retry_after else delay
                 if time.monotonic() + wait > deadline:
                     log.warning("run %s: server unavailable, abandoning to lease recovery: %s", self.run_id, e)
                     self._abandon(e)
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 5.0)
-            except StaleRevisionError:
+            except StaleRevisionError as e:
                 log.info("run %s: revision %d is stale, abandoning the execution", self.run_id, self.revision)
+                self.abandoned_by = e
                 self._abandon(None)
             except AikiError as e:
                 log.error("run %s: write refused, abandoning the execution: %r", self.run_id, e)
                 self._abandon(e)
 
-    def _abandon(self, cause: BaseException | None) -> None:
+    def _abandon(self, cause: AikiError | None) -> None:
         self.finished = True
+        self.abandoned_by = cause or self.abandoned_by
         raise Abandon from cause
 
     def renew_lease(self, sent: float) -> None:
@@ -194,6 +209,8 @@ class RunWriter:
         """Send one group (the caller holds the lock), each command fenced by the current revision."""
 
         async def once() -> list[CommandResult]:
+            if self.closing and not all(isinstance(c, RecordTask) for c in commands):
+                raise Suspend  # unsent; sibling coroutines may still record finished attempts
             for command in commands:
                 command.revision = self.revision
             results = await self._pipeline.send(commands)
@@ -281,12 +298,20 @@ class RunWriter:
     def may_defer(self, size: int) -> bool:
         """Whether a completed task's record of ``size`` payload bytes may wait for the next write."""
         limit = self._payload_max_bytes
-        return limit is not None and self._deferred is None and size <= limit // _DEFER_FRACTION
+        if limit is None or self._deferred is not None or self.closing:
+            return False
+        return size <= limit // _DEFER_FRACTION
 
     def defer(self, command: RecordTask, size: int) -> None:
         """Hold ``command`` for the rest of this loop iteration (see the module docstring)."""
         self._deferred, self._deferred_size = command, size
         asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    async def close(self) -> None:
+        """Closing: once the write under way (if any) is answered, send a deferred record; then finish."""
+        async with self._lock:
+            await self._send_deferred()
+        self.finished = True
 
     async def flush(self) -> None:
         """Make a deferred record durable before new work (a flush on its way holds the lock until it is)."""
@@ -298,6 +323,8 @@ class RunWriter:
         """Whether the deferred record may go ahead of ``command`` in one group."""
         limit = self._payload_max_bytes
         if self._deferred is None or limit is None or command.parks or isinstance(command, RecordTask | StartChild):
+            return False
+        if self.closing:
             return False
         return len(msgspec.json.encode(command)) + self._deferred_size + _MERGE_MARGIN_BYTES <= limit
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from aiki.platform.db.endpoints_repo import EndpointDirectory
 from aiki.platform.db.engine import Database
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.platform.domain.errors import (
@@ -285,6 +286,13 @@ async def test_another_namespace_sees_nothing(svc: Services) -> None:
     with pytest.raises(EndpointNotFound):
         await endpoints.delete_endpoint(svc, other, made.endpoint.id)
     assert (await endpoints.get_endpoint(svc, NS, made.endpoint.id)).enabled
+    # The runtime's directory sees the enabled endpoints of every namespace.
+    theirs = await endpoints.create_endpoint(svc, other, _create(versions=(("theirs", "1"),)))
+    off = await endpoints.create_endpoint(svc, other, _create(versions=(("theirs", "2"),), enabled=False))
+    async with svc.db.autocommit() as conn:
+        enabled = await EndpointDirectory(conn).enabled()
+    assert {(r["namespace_id"], r["id"]) for r in enabled} == {(NS, made.endpoint.id), (other, theirs.endpoint.id)}
+    assert off.endpoint.id not in {r["id"] for r in enabled}
     # Nor does a worker there conflict with it.
     await executions.register_worker(
         svc, other, p.RegisterWorkerRequest(worker_id="w", host="h", versions=[p.VersionSpec("reg-wf", "1.0.0")])
@@ -334,6 +342,8 @@ async def test_the_catalogue_gets_the_versions_and_keeps_a_worker_s_schemas(svc:
         ({"timeout_ms": 900_001}, "timeout_ms"),
         ({"pools": [" "]}, "pools"),
         ({"url": "https://hooks.example.com/" + "x" * 2048}, "url"),
+        ({"url": "https://hooks.example.com/a b"}, "url"),
+        ({"url": "https://hooks.example.com/\x00"}, "url"),
     ],
 )
 async def test_validation_errors_name_the_field(svc: Services, kw: dict[str, Any], field: str) -> None:

@@ -57,3 +57,24 @@ def test_the_log_format_is_checked_naming_the_variable(monkeypatch: pytest.Monke
     monkeypatch.setenv("AIKI_LOG_FORMAT", "xml")
     with pytest.raises(settings.CliError, match="AIKI_LOG_FORMAT must be json or text"):
         settings.setup_logging("server")
+
+
+def test_endpoints_allow_private(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIKI_ENDPOINTS_ALLOW_PRIVATE", raising=False)
+    assert settings.endpoints_allow_private(False) is False
+    assert settings.endpoints_allow_private(True) is True
+    monkeypatch.setenv("AIKI_ENDPOINTS_ALLOW_PRIVATE", "true")
+    assert settings.endpoints_allow_private(False) is True
+    monkeypatch.setenv("AIKI_ENDPOINTS_ALLOW_PRIVATE", "0")
+    assert settings.endpoints_allow_private(False) is False
+    assert settings.endpoints_allow_private(True) is True
+    monkeypatch.setenv("AIKI_ENDPOINTS_ALLOW_PRIVATE", "sometimes")
+    with pytest.raises(settings.CliError, match="AIKI_ENDPOINTS_ALLOW_PRIVATE must be 1/true or 0/false"):
+        settings.endpoints_allow_private(False)
+
+
+def test_the_server_command_takes_endpoints_allow_private() -> None:
+    from aiki.cli import build_parser
+
+    assert build_parser().parse_args(["server", "--endpoints-allow-private"]).endpoints_allow_private is True
+    assert build_parser().parse_args(["server"]).endpoints_allow_private is False

@@ -107,6 +107,8 @@ def _in_range(value: int, name: str, low: int, high: int) -> int:
 async def _check_url(svc: Services, url: str) -> str:
     if len(url) > MAX_URL_LENGTH:
         raise InputInvalid(f"url must be at most {MAX_URL_LENGTH} characters", field="url")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise InputInvalid("url must not contain spaces or control characters", field="url")
     allow = svc.settings.endpoints_allow_private
     if svc.url_resolver is not None:
         await url_guard.check_url(url, allow_private=allow, resolve=svc.url_resolver)

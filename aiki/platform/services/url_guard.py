@@ -85,7 +85,7 @@ async def check_url(url: str, *, allow_private: bool, resolve: Resolver = system
         return
     try:
         addresses = [host] if _is_ip(host) else await resolve(host, port)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a name IDNA cannot encode (a label too long, empty)
         raise EndpointUrlRefused(url, f"its host {host!r} does not resolve ({e})") from None
     if not addresses:
         raise EndpointUrlRefused(url, f"its host {host!r} does not resolve")

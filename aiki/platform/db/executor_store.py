@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from aiki.platform.db.catalog_repo import WorkerHeartbeats
 from aiki.platform.db.raw import Row
 from aiki.platform.db.runs_repo import RunRepository
+from aiki.platform.db.statuses import RUNNING
 from aiki.platform.db.steps_repo import StepRepository
 
 if TYPE_CHECKING:
@@ -133,6 +134,17 @@ class ExecutorStore(Protocol):
         """Runs ``(id, revision)`` claimed by ``worker_id`` go back to the queue, as if never claimed."""
         ...
 
+    async def refence(self, run_id: str, worker_id: str, revision: int, now: int, lease_until: int) -> int | None:
+        """A run ``running`` at ``revision`` and leased to ``worker_id`` moves to the next revision
+        (fencing every write of the execution at ``revision``) and stays leased to it, until
+        ``lease_until``. Returns the new revision; None when the run moved on (nothing changed).
+        A push delivery is retried this way: the new attempt cannot be confused with the old one."""
+        ...
+
+    async def replay_state(self, run_ids: Sequence[str]) -> ReplayState:
+        """The replay state of these runs (as a claim reads it), e.g. after :meth:`refence`."""
+        ...
+
 
 class SharedExecutorStore:
     """What both stores do alike (their repositories hide the rest)."""
@@ -176,6 +188,21 @@ class SharedExecutorStore:
             runs = RunRepository(conn, self.namespace_id)
             for run_id, revision in claimed:
                 await runs.requeue_unstarted(run_id, worker_id, reason, now, revision=revision)
+
+    async def refence(self, run_id: str, worker_id: str, revision: int, now: int, lease_until: int) -> int | None:
+        async with self.db.autocommit() as conn:
+            new: int | None = await conn.fetchval(
+                "UPDATE runs SET revision = revision + 1, updated_at = $5, wake_at = $6 "
+                f"WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND lease_owner = $4 AND status = {RUNNING} "
+                "RETURNING revision",
+                run_id,
+                self.namespace_id,
+                revision,
+                worker_id,
+                now,
+                lease_until,
+            )
+        return new
 
 
 EMPTY_STATE: dict[str, list[Any]] = {"tasks": [], "events": [], "sleeps": [], "wait_timeouts": [], "children": []}

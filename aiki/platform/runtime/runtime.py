@@ -9,6 +9,8 @@ import logging
 from aiki.platform.db import migrate
 from aiki.platform.db.engine import WakeListener
 from aiki.platform.db.redis_wakeups import RedisRelay, channel_for, cluster_id
+from aiki.platform.runtime.push_loop import WAKE_KEY as ENDPOINTS_KEY
+from aiki.platform.runtime.push_loop import PushLoop
 from aiki.platform.runtime.schedule_loop import run_schedule_loop
 from aiki.platform.runtime.timer_loop import run_timer_loop
 from aiki.platform.services.context import Services
@@ -17,7 +19,8 @@ log = logging.getLogger("aiki.runtime")
 
 
 class Runtime:
-    """Migrations on start (when enabled), the cross-process wake-up relays and the timer loop.
+    """Migrations on start (when enabled), the cross-process wake-up relays, the timer and
+    schedule loops, and the push loop (deliveries to push endpoints, ``push_loop.py``).
 
     Every loop is safe with any number of replicas on one database: the timer loop locks due rows
     with SKIP LOCKED and re-checks the status it acts on, so a deadline fires (and an expired lease
@@ -34,6 +37,7 @@ class Runtime:
         self._listener: WakeListener | None = None
         self._relay: RedisRelay | None = None
         self._stopping = asyncio.Event()
+        self.push: PushLoop | None = None
         self.started = False
 
     async def start(self) -> Runtime:
@@ -54,6 +58,8 @@ class Runtime:
         self._stopping = asyncio.Event()
         self._tasks.append(asyncio.create_task(run_timer_loop(self._svc, self._stopping), name="aiki-timers"))
         self._tasks.append(asyncio.create_task(run_schedule_loop(self._svc, self._stopping), name="aiki-schedules"))
+        self.push = PushLoop(self._svc, self._stopping)
+        self._tasks.append(asyncio.create_task(self.push.run(), name="aiki-push"))
         self.started = True
         return self
 
@@ -63,6 +69,7 @@ class Runtime:
         self._stopping.set()
         self._svc.hub.notify("timer")
         self._svc.hub.notify("schedule")
+        self._svc.hub.notify(ENDPOINTS_KEY)
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=5)
             for task in pending:

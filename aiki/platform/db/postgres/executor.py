@@ -215,6 +215,10 @@ class PostgresExecutorStore(SharedExecutorStore):
             state = await claimed_state(claimed, lambda ids, first: _state_for(conn, ids, first))
         return Claimed(claimed, skipped, state)
 
+    async def replay_state(self, run_ids: Sequence[str]) -> ReplayState:
+        async with self.db.autocommit() as conn:
+            return await _state_for(conn, list(run_ids), list(run_ids))
+
 
 def _claim_sql(q: ClaimQuery) -> str:
     """The claim and its history rows in one statement (one round trip, its own transaction).

@@ -84,6 +84,10 @@ class SqliteExecutorStore(SharedExecutorStore):
             state = await claimed_state(claimed, lambda ids, first: _state_for(conn, ids, first))
         return Claimed(claimed, False, state)
 
+    async def replay_state(self, run_ids: Sequence[str]) -> ReplayState:
+        async with self.db.autocommit() as conn:
+            return await _state_for(conn, list(run_ids), list(run_ids))
+
 
 _STATE_QUERIES = {
     "tasks": "SELECT run_id, address, seq, name, status, attempts, output, error, next_attempt_at "

@@ -1,0 +1,382 @@
+"""Push delivery's use cases: POST one activation to an endpoint, record what came of it, and read
+an endpoint's or a run's delivery attempts.
+
+The runtime's deliverers (``aiki.platform.runtime.push_loop``) claim runs for an endpoint like a
+worker does (``services/executions.claim``, leased to ``endpoint:<id>``), then for each:
+:func:`post` (SSRF re-check, signed POST, the answer classified), :func:`record` (one attempt row,
+the breaker and last delivery of the endpoint, and the run given back when the endpoint left it
+held), and on a failure :func:`refresh` before the next attempt (the revision moves on, fencing
+the old activation). :func:`admit` keeps the endpoint's concurrency across replicas;
+:func:`give_back` puts back what a deliverer holds but will not deliver.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+import msgspec
+
+from aiki.platform.db.executor_store import executor_store
+from aiki.platform.db.push_repo import DeliveryRepository, PushTargetRepository
+from aiki.platform.db.raw import Row
+from aiki.platform.db.runs_repo import RunRepository
+from aiki.platform.domain import push
+from aiki.platform.domain import values as v
+from aiki.platform.domain.endpoints import DeliveryAttempt
+from aiki.platform.domain.errors import EndpointUrlRefused, RunNotFound
+from aiki.platform.domain.ids import now_ms
+from aiki.platform.services import rows
+from aiki.platform.services.context import Services
+from aiki.platform.services.delivery_body import encode_delivery
+from aiki.platform.services.url_guard import check_url
+from aiki.worker_sdk import protocol as p
+from aiki.worker_sdk.protocol import webhooks
+
+log = logging.getLogger("aiki.push")
+
+_answer_decoder = msgspec.json.Decoder(p.DeliveryAnswer)
+_HEADERS = {"content-type": "application/json", "user-agent": "aiki-push/1"}
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    """What one POST came to: an answer's outcome (``completed`` ...) or a failure's
+    (``http_error``, ``timeout``, ``connection_error``, ``bad_answer``, ``refused``)."""
+
+    outcome: str
+    status_code: int | None
+    latency_ms: int | None
+    error: str | None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in push.FAILURES
+
+
+# -- the runtime's reads ------------------------------------------------------------------------
+
+
+async def load_targets(svc: Services) -> list[push.Target]:
+    """The enabled endpoints of every namespace, secrets opened (an endpoint whose secret does not
+    open under the server secret is left out, with a warning)."""
+    async with svc.db.autocommit() as conn:
+        found = await PushTargetRepository(conn).enabled()
+    targets = []
+    for row in found:
+        target = _target(svc, row)
+        if target is not None:
+            targets.append(target)
+    return targets
+
+
+def _target(svc: Services, row: Row) -> push.Target | None:
+    box = svc.secret_box
+    if box is None:
+        log.warning("endpoint %s is enabled but the server has no secret key: not delivering", row["id"])
+        return None
+    try:
+        secret = box.open(row["secret"], context=row["id"])
+        previous = None
+        if row["previous_secret"] is not None and (row["previous_secret_expires_at"] or 0) > now_ms():
+            previous = box.open(row["previous_secret"], context=row["id"])
+    except Exception as exc:  # SecretBoxError, or a malformed value
+        log.warning("endpoint %s: its signing secret does not open (%s): not delivering", row["id"], type(exc).__name__)
+        return None
+    versions = msgspec.json.decode(row["versions"])
+    return push.Target(
+        id=row["id"],
+        namespace_id=row["namespace_id"],
+        url=row["url"],
+        versions=tuple((w, ver) for w, ver in versions),
+        pools=tuple(msgspec.json.decode(row["pools"])),
+        concurrency=row["concurrency"],
+        timeout_ms=row["timeout_ms"],
+        secret=secret,
+        previous_secret=previous,
+        previous_secret_expires_at=row["previous_secret_expires_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def endpoint_state(svc: Services, target: push.Target) -> push.EndpointState | None:
+    """The endpoint's breaker and its runs in flight (every replica's); None once it is disabled or gone."""
+    async with svc.db.autocommit() as conn:
+        row = await DeliveryRepository(conn, target.namespace_id).state(target.id, target.worker_id)
+    if row is None:
+        return None
+    return push.EndpointState(breaker=_breaker(row), in_flight=int(row["in_flight"]))
+
+
+def _breaker(row: Row) -> push.Breaker:
+    return push.Breaker(
+        state=row["breaker"],
+        until=row["breaker_until"],
+        opens=row["breaker_opens"],
+        failures=row["consecutive_failures"],
+    )
+
+
+def breaker_policy(svc: Services, target: push.Target) -> push.BreakerPolicy:
+    s = svc.settings
+    return push.BreakerPolicy(
+        threshold=s.endpoint_breaker_threshold,
+        cooldown_ms=s.endpoint_breaker_cooldown_ms,
+        cooldown_max_ms=s.endpoint_breaker_cooldown_max_ms,
+        # The probe's delivery may take the endpoint's whole timeout, and its backoff is not waited.
+        probe_window_ms=target.timeout_ms + 5_000,
+    )
+
+
+async def take_probe(svc: Services, target: push.Target, now: int) -> bool:
+    """Take the one probe of the endpoint's breaker (open with its cooldown over, or half-open with
+    its probe lost): True for exactly one caller across replicas."""
+    until = now + breaker_policy(svc, target).probe_window_ms
+    async with svc.db.autocommit() as conn:
+        taken = await DeliveryRepository(conn, target.namespace_id).take_probe(target.id, now, until)
+    if taken:
+        log.info("endpoint %s: breaker half-open, one probe delivery", target.id)
+    return taken
+
+
+# -- claims -------------------------------------------------------------------------------------
+
+
+async def admit(svc: Services, target: push.Target, claimed: list[v.Activation]) -> list[v.Activation]:
+    """The runs just claimed for ``target`` that may be delivered: those within its concurrency,
+    counting every replica's. The rest go back to the queue at once, never POSTed.
+
+    Claims of replicas race; this check does not: under the endpoint's row lock it counts the runs
+    leased to the endpoint (every claim committed, the checked and the unchecked) and keeps only as
+    many as fit, so the deliveries in flight never exceed the limit (a race may put back more than
+    needed, never fewer).
+    """
+    if not claimed:
+        return []
+    ns = target.namespace_id
+    async with svc.db.raw_transaction() as conn:
+        repo = DeliveryRepository(conn, ns)
+        if await repo.lock(target.id) is None:
+            excess = claimed
+        else:
+            over = min(len(claimed), await repo.in_flight(target.worker_id) - target.concurrency)
+            excess = claimed[len(claimed) - over :] if over > 0 else []
+        if excess:
+            runs = RunRepository(conn, ns)
+            reason = f"claimed by {target.worker_id} beyond its concurrency: handed back"
+            for a in excess:
+                await runs.requeue_unstarted(a.run_id, target.worker_id, reason, now_ms(), revision=a.revision)
+    if excess:
+        _announce(svc, ns, [a.run_id for a in excess])
+    kept = claimed[: len(claimed) - len(excess)]
+    return kept
+
+
+async def give_back(svc: Services, target: push.Target, held: dict[str, int], reason: str, *, posted: bool) -> None:
+    """Put runs ``target`` holds (id → revision) back in the queue; a run that moved on is left alone.
+
+    Never POSTed: as if never claimed. POSTed (the endpoint may have recorded some of it): released
+    as a stopping worker's run is (the revision moves on, no recovery counted).
+    """
+    if not held:
+        return
+    ns = target.namespace_id
+    now = now_ms()
+    if posted:
+        async with svc.db.raw_transaction() as conn:
+            done = await RunRepository(conn, ns).release(target.worker_id, held, reason, now)
+    else:
+        await executor_store(svc.db, ns).requeue(list(held.items()), target.worker_id, reason, now)
+        done = list(held)
+    _announce(svc, ns, done)
+
+
+def _announce(svc: Services, ns: str, run_ids: Sequence[str]) -> None:
+    if not run_ids:
+        return
+    svc.hub.notify(f"ready:{ns}")
+    for run_id in run_ids:
+        svc.hub.notify(f"run:{run_id}")
+
+
+# -- one POST -----------------------------------------------------------------------------------
+
+
+async def post(
+    svc: Services, target: push.Target, client: httpx.AsyncClient, a: v.Activation, attempt: int
+) -> PostResult:
+    """POST ``a`` to the endpoint, signed; what came of it (never raises for the endpoint's faults)."""
+    try:
+        await check_url(target.url, allow_private=svc.settings.endpoints_allow_private)
+    except EndpointUrlRefused as e:
+        return PostResult(push.REFUSED, None, None, push.truncate_error(e.reason))
+    body = encode_delivery(target.id, attempt, push.time_limit_ms(target.timeout_ms), a)
+    now = now_ms()
+    signed = webhooks.signed_headers(target.secrets(now), f"{a.run_id}.{a.revision}", now // 1000, body)
+    headers = {**_HEADERS, **signed}
+    started = time.monotonic()
+    try:
+        response = await client.post(target.url, content=body, headers=headers, timeout=target.timeout_ms / 1000)
+    except httpx.TimeoutException:
+        return PostResult(push.TIMEOUT, None, _since(started), f"no answer within {target.timeout_ms} ms")
+    except httpx.HTTPError as e:
+        return PostResult(push.CONNECTION_ERROR, None, _since(started), push.truncate_error(_describe(e)))
+    return _answer(response, a, _since(started))
+
+
+def _answer(response: httpx.Response, a: v.Activation, latency_ms: int) -> PostResult:
+    code = response.status_code
+    if not 200 <= code < 300:
+        text = response.text.strip() or response.reason_phrase
+        return PostResult(push.HTTP_ERROR, code, latency_ms, push.truncate_error(f"HTTP {code}: {text}"))
+    try:
+        answer = _answer_decoder.decode(response.content)
+    except msgspec.ValidationError as e:
+        return PostResult(push.BAD_ANSWER, code, latency_ms, push.truncate_error(f"not a delivery answer: {e}"))
+    except msgspec.DecodeError:
+        return PostResult(push.BAD_ANSWER, code, latency_ms, "not a delivery answer: the body is not JSON")
+    if answer.run_id != a.run_id or answer.revision != a.revision:
+        error = f"the answer names run {answer.run_id!r} at revision {answer.revision}, not the one delivered"
+        return PostResult(push.BAD_ANSWER, code, latency_ms, error)
+    return PostResult(answer.outcome, code, latency_ms, None)
+
+
+def _since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _describe(e: Exception) -> str:
+    text = str(e) or type(e).__name__
+    return f"{type(e).__name__}: {text}" if text != type(e).__name__ else text
+
+
+# -- what came of it ----------------------------------------------------------------------------
+
+
+async def record(
+    svc: Services, target: push.Target, a: v.Activation, attempt: int, result: PostResult
+) -> push.Breaker | None:
+    """Write the attempt row, move the endpoint's breaker and last delivery, and (after an answer)
+    give the run back when the endpoint left it held at this revision (it handed it back, or
+    answered without recording an ending). One transaction. Returns the breaker after it; None
+    when the endpoint is gone."""
+    ns = target.namespace_id
+    now = now_ms()
+    released: list[str] = []
+    async with svc.db.raw_transaction() as conn:
+        repo = DeliveryRepository(conn, ns)
+        row = await repo.lock(target.id)
+        if row is None:
+            return None
+        event: push.BreakerEvent = "failure" if result.failed else "success"
+        breaker = push.breaker_after(_breaker(row), event, now, breaker_policy(svc, target))
+        await repo.insert_delivery(
+            {
+                "endpoint_id": target.id,
+                "run_id": a.run_id,
+                "revision": a.revision,
+                "attempt": attempt,
+                "outcome": result.outcome,
+                "status_code": result.status_code,
+                "latency_ms": result.latency_ms,
+                "error": result.error,
+                "created_at": now,
+            }
+        )
+        await repo.update_endpoint(
+            target.id,
+            {
+                "breaker": breaker.state,
+                "breaker_until": breaker.until,
+                "breaker_opens": breaker.opens,
+                "consecutive_failures": breaker.failures,
+                "last_delivery_at": now,
+                "last_status_code": result.status_code,
+                "last_error": result.error,
+            },
+        )
+        if not result.failed:
+            reason = f"delivered to {target.worker_id} ({result.outcome}): back to the queue"
+            released = await RunRepository(conn, ns).release(target.worker_id, {a.run_id: a.revision}, reason, now)
+    _announce(svc, ns, released)
+    _log_result(target, a, attempt, result, breaker, row)
+    return breaker
+
+
+def _log_result(
+    target: push.Target, a: v.Activation, attempt: int, result: PostResult, breaker: push.Breaker, before: Row
+) -> None:
+    if result.failed:
+        log.warning(
+            "endpoint %s: delivery of run %s (revision %d, attempt %d) failed: %s %s",
+            target.id,
+            a.run_id,
+            a.revision,
+            attempt,
+            result.outcome,
+            result.error or "",
+        )
+    if breaker.state != before["breaker"]:
+        log.warning("endpoint %s: breaker %s -> %s", target.id, before["breaker"], breaker.state)
+
+
+async def refresh(svc: Services, target: push.Target, a: v.Activation) -> v.Activation | None:
+    """The activation of the next delivery attempt: the run's revision moves on (the old attempt's
+    writes are fenced) and its lease is kept and extended; the replay state is read again (the
+    old attempt may have recorded some of it). None when the run moved on meanwhile."""
+    now = now_ms()
+    store = executor_store(svc.db, target.namespace_id)
+    revision = await store.refence(a.run_id, target.worker_id, a.revision, now, now + svc.settings.lease_ttl_ms)
+    if revision is None:
+        return None
+    state = (await store.replay_state([a.run_id]))[a.run_id]
+    return msgspec.structs.replace(
+        a,
+        revision=revision,
+        tasks=[rows.task_entry(t) for t in state["tasks"]],
+        events=[rows.event_entry(e) for e in state["events"]],
+        sleeps=[v.SleepEntry(x["name"], x["seq"], x["status"], x["wake_at"]) for x in state["sleeps"]],
+        wait_timeouts=[v.WaitTimeoutEntry(w["name"], w["seq"]) for w in state["wait_timeouts"]],
+        children=[rows.child_entry(c) for c in state["children"]],
+    )
+
+
+# -- reads --------------------------------------------------------------------------------------
+
+
+def _attempt(row: Row) -> DeliveryAttempt:
+    return DeliveryAttempt(
+        id=row["id"],
+        endpoint_id=row["endpoint_id"],
+        run_id=row["run_id"],
+        revision=row["revision"],
+        attempt=row["attempt"],
+        outcome=row["outcome"],
+        status_code=row["status_code"],
+        latency_ms=row["latency_ms"],
+        error=row["error"],
+        created_at=row["created_at"],
+    )
+
+
+async def run_deliveries(svc: Services, ns: str, run_id: str) -> list[DeliveryAttempt]:
+    """A run's delivery attempts, oldest first (newest last).
+
+    Raises:
+        RunNotFound: no such run in the namespace.
+    """
+    async with svc.db.autocommit() as conn:
+        if not await RunRepository(conn, ns).exists(run_id):
+            raise RunNotFound(run_id)
+        found = await DeliveryRepository(conn, ns).by_run(run_id)
+    return [_attempt(r) for r in found]
+
+
+async def endpoint_deliveries(svc: Services, ns: str, endpoint_id: str, limit: int = 50) -> list[DeliveryAttempt]:
+    """An endpoint's latest delivery attempts, newest first (none for an endpoint of another namespace)."""
+    async with svc.db.autocommit() as conn:
+        found = await DeliveryRepository(conn, ns).by_endpoint(endpoint_id, max(1, min(limit, 500)))
+    return [_attempt(r) for r in found]

@@ -13,8 +13,8 @@ from litestar.openapi.spec import Reference
 
 from aiki.api.allow_header import list_every_allowed_method
 from aiki.api.auth import audit_declared_actions, iam_guard
-from aiki.api.endpoints_routes import EndpointController, RunDeliveriesController
 from aiki.api.deps import provide_grant, provide_iam, provide_namespace, provide_principal, provide_services
+from aiki.api.endpoints_routes import EndpointController, RunDeliveriesController
 from aiki.api.errors import EXCEPTION_HANDLERS
 from aiki.api.health_routes import health, ready
 from aiki.api.local_port import local_port_for

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from aiki.api import wire_endpoints as we
@@ -71,7 +71,7 @@ class EndpointController(Controller):
     ) -> p.EndpointOut:
         audit_as(request, action=update_action(data), detail={"changed": changed_fields(data)})
         updated = await endpoints.update_endpoint(svc, namespace_id, endpoint_id, data)
-        audit_as(request, detail={"changed": changed_fields(data), **endpoint_facts(updated)})
+        audit_as(request, detail=endpoint_facts(updated))
         return we.endpoint(updated)
 
     @delete(
@@ -113,6 +113,7 @@ class EndpointController(Controller):
         namespace_id: NamespaceId,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> p.DeliveryAttemptList:
+        await endpoints.get_endpoint(svc, namespace_id, endpoint_id)  # another namespace's id: 404, not []
         return we.attempt_list(await deliveries.endpoint_deliveries(svc, namespace_id, endpoint_id, limit=limit))
 
 

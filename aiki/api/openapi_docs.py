@@ -52,6 +52,7 @@ from litestar.routes import HTTPRoute
 from aiki.api.auth import NAMESPACE_HEADER, SESSION_COOKIE, declared_action
 from aiki.api.errors import PROBLEM_MEDIA_TYPE, TITLES
 from aiki.iam.policy import Rule, rule
+from aiki.worker_sdk import protocol
 from aiki.worker_sdk.protocol import Problem
 
 PROBLEM_SCHEMA = "Problem"
@@ -107,6 +108,26 @@ def problem_schema() -> Schema:
     )
 
 
+def _document_array_like(schemas: dict[str, Schema]) -> None:
+    """Structs sent as arrays (``array_like``, e.g. ``VersionRef``: ``["wf", "1"]``) are documented
+    as Litestar documents every struct, an object; say what they are: a tuple of their fields."""
+    for name, schema in schemas.items():
+        struct = getattr(protocol, name, None)
+        if not isinstance(schema, Schema) or not isinstance(struct, type) or not issubclass(struct, msgspec.Struct):
+            continue
+        if not struct.__struct_config__.array_like or not isinstance(schema.properties, dict):
+            continue
+        fields = msgspec.structs.fields(struct)
+        schemas[name] = Schema(
+            type=OpenAPIType.ARRAY,
+            title=schema.title,
+            description=f"An array: [{', '.join(f.encode_name for f in fields)}].",
+            prefix_items=[schema.properties[f.encode_name] for f in fields],
+            min_items=sum(1 for f in fields if f.required),
+            max_items=len(fields),
+        )
+
+
 def _openapi_type(annotation: Any) -> OpenAPIType:
     if get_origin(annotation) in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
@@ -126,6 +147,7 @@ def document_operations(app: Litestar) -> None:
     components = doc.components if isinstance(doc.components, Components) else Components()
     doc.components = components
     components.schemas = {**(components.schemas or {}), PROBLEM_SCHEMA: problem_schema()}
+    _document_array_like(components.schemas)
     if iam_on:
         components.security_schemes = {
             **(components.security_schemes or {}),

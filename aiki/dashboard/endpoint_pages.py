@@ -65,7 +65,9 @@ async def _list_context(request: Request[Any, Any, Any], ns_id: str, **extra: An
     }
 
 
-async def _detail_context(request: Request[Any, Any, Any], ns_id: str, endpoint_id: str, **extra: Any) -> dict[str, Any]:
+async def _detail_context(
+    request: Request[Any, Any, Any], ns_id: str, endpoint_id: str, **extra: Any
+) -> dict[str, Any]:
     svc = services_of(request)
     endpoint = await endpoints.get_endpoint(svc, ns_id, endpoint_id)
     attempts = await deliveries.endpoint_deliveries(svc, ns_id, endpoint_id, limit=RECENT_DELIVERIES)
@@ -115,7 +117,9 @@ class EndpointPages(Controller):
         return render(request, "endpoints/detail.html", await _detail_context(request, ns_id, endpoint_id))
 
     async def _switch(self, request: Request[Any, Any, Any], ns_id: str, endpoint_id: str, *, enabled: bool) -> Any:
-        changed = await endpoints.update_endpoint(services_of(request), ns_id, endpoint_id, p.EndpointUpdate(enabled=enabled))
+        changed = await endpoints.update_endpoint(
+            services_of(request), ns_id, endpoint_id, p.EndpointUpdate(enabled=enabled)
+        )
         audit_as(request, detail=endpoint_facts(changed))
         form = await request.form()
         back = f"{_base(ns_id)}/{endpoint_id}" if form.get("back") == "detail" else _base(ns_id)

@@ -153,6 +153,7 @@ def endpoint_row(e: Endpoint, base: str) -> EndpointRow:
 class DeliveryRow:
     id: int
     endpoint_id: str
+    endpoint_label: str
     endpoint_href: str
     run_id: str
     run_href: str
@@ -171,11 +172,15 @@ def outcome_class(outcome: str) -> str:
     return "ok" if outcome in _ANSWERED else "bad"
 
 
-def delivery_rows(attempts: list[DeliveryAttempt], endpoints_base: str, runs_base: str) -> list[DeliveryRow]:
+def delivery_rows(
+    attempts: list[DeliveryAttempt], endpoints_base: str, runs_base: str, urls: Mapping[str, str] | None = None
+) -> list[DeliveryRow]:
+    """Attempts as rows; ``urls`` (endpoint id → URL) names their endpoints (else a short id)."""
     return [
         DeliveryRow(
             id=a.id,
             endpoint_id=a.endpoint_id,
+            endpoint_label=(urls or {}).get(a.endpoint_id) or f"…{a.endpoint_id[-12:]}",
             endpoint_href=f"{endpoints_base}/{a.endpoint_id}",
             run_id=a.run_id,
             run_href=f"{runs_base}/{a.run_id}",

@@ -22,7 +22,7 @@ from aiki.dashboard.web import (
 )
 from aiki.iam.policy import authorize
 from aiki.platform.domain.errors import CoreError
-from aiki.platform.services import deliveries, lifecycle, queries
+from aiki.platform.services import deliveries, endpoints, lifecycle, queries
 from aiki.platform.services import runs as run_service
 
 
@@ -44,9 +44,10 @@ async def _detail_context(request: Request[Any, Any, Any], ns_id: str, run_id: s
     history = await queries.grouped_history(svc, ns_id, run_id)
     vm = views.run_detail(detail, history, _base(ns_id), can_manage=_can_manage(request))
     attempts = await deliveries.run_deliveries(svc, ns_id, run_id)
+    urls = {e.id: e.url for e in await endpoints.list_endpoints(svc, ns_id)} if attempts else {}
     return {
         "vm": vm,
-        "deliveries": endpoint_views.delivery_rows(attempts, f"{PREFIX}/ns/{ns_id}/endpoints", _base(ns_id)),
+        "deliveries": endpoint_views.delivery_rows(attempts, f"{PREFIX}/ns/{ns_id}/endpoints", _base(ns_id), urls),
         "runs_href": _base(ns_id),
         "refresh_seconds": views.REFRESH_SECONDS,
         **csrf_context(request),

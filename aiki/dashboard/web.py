@@ -62,6 +62,8 @@ _STATUS_BY_CODE = {
         codes.RUN_NOT_FOUND,
         codes.WORKFLOW_NOT_FOUND,
         codes.SCHEDULE_NOT_FOUND,
+        codes.ENDPOINT_NOT_FOUND,
+        codes.VERSION_SERVED_ELSEWHERE,
         codes.UNAUTHORIZED,
         codes.FORBIDDEN,
         codes.RATE_LIMITED,

@@ -142,6 +142,12 @@ def _setup(http: ASGIClient, outbox: MemoryOutbox) -> tuple[str, str, dict[str, 
         headers=auth,
     )
     assert schedule.status_code == 201, schedule.text
+    pushed = http.post(
+        "/api/v1/endpoints",
+        json={"url": "https://93.184.216.34/aiki", "versions": [["fuzz-push-wf", "1"]], "enabled": False},
+        headers=auth,
+    )
+    assert pushed.status_code == 201, pushed.text
     invited = http.post(
         f"/api/v1/organizations/{org_id}/invitations",
         json={"email": "guest@fuzz.example"},
@@ -157,6 +163,7 @@ def _setup(http: ASGIClient, outbox: MemoryOutbox) -> tuple[str, str, dict[str, 
         "schedule_id": schedule.json()["schedule"]["id"],
         "invitation_id": invited.json()["invitation"]["id"],
         "key_id": read_key_id,
+        "endpoint_id": pushed.json()["endpoint"]["id"],
         "name": "go",
     }
     return key, session, ids

@@ -42,7 +42,13 @@ def table(results: list[Result], runs_label: dict[str, str]) -> str:
         push = by_key.get((name, "aiki-push"))
         for i, metric in enumerate(SCENARIOS[name].metrics):
             label = f"{name} ({runs_label[name]})" if i == 0 else ""
-            row = (label, metric.label, _cell(aiki, metric), _cell(dbos, metric), _ratio(aiki, dbos, metric))
+            row: tuple[str, ...] = (
+                label,
+                metric.label,
+                _cell(aiki, metric),
+                _cell(dbos, metric),
+                _ratio(aiki, dbos, metric),
+            )
             if with_push:
                 # push/pull: > 1 means push is better (the same orientation as aiki/dbos).
                 row += (_cell(push, metric), _ratio(push, aiki, metric))

@@ -90,7 +90,9 @@ async def main() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="aiki-push-example-") as tmp:
         aiki_server = server(
             db=database(url=f"sqlite+aiosqlite:///{Path(tmp) / 'aiki.db'}"),
-            iam=IamConfig(secret_key="example-secret-key-" + "0123456789abcdefghijklmnopqrstuvwxyz", base_url="http://aiki"),
+            iam=IamConfig(
+                secret_key="example-secret-key-" + "0123456789abcdefghijklmnopqrstuvwxyz", base_url="http://aiki"
+            ),
             endpoints_allow_private=True,  # the endpoint below listens on 127.0.0.1
         )
         runtime = await aiki_server.runtime.start()
@@ -125,8 +127,12 @@ async def main() -> dict[str, Any]:
         fn = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         serving = asyncio.create_task(fn.serve())
         try:
-            while not fn.started:
+            for _ in range(1000):  # up to ~10 s for uvicorn to bind the port
+                if fn.started or serving.done():
+                    break
                 await asyncio.sleep(0.01)
+            if not fn.started:
+                raise RuntimeError(f"the endpoint app did not start on port {port}")
             handle = await trial_v1.start(aiki_client, TrialInput(user_id="user-123"))
             await handle.wait_for_status("awaiting_event", timeout=30)
             await handle.events.payment_received.send()
@@ -144,6 +150,8 @@ async def main() -> dict[str, Any]:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "alembic"):  # every request, every migration
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     done = asyncio.run(main())
     print(f"run {done['run']}: {done['result']}")
     for d in done["deliveries"]:

@@ -9,12 +9,13 @@ The server's URL, a worker API key and the signing secret come from the environm
 import os
 from typing import Any
 
-from aiki import client, endpoint
-from bench.systems.remote_workflows_aiki import WORKFLOWS
+from aiki import WorkflowVersion, client, endpoint
+from bench.systems import remote_workflows_aiki
 
 SERVER_URL_ENV = "BENCH_PUSH_SERVER_URL"
 API_KEY_ENV = "BENCH_PUSH_API_KEY"
 SECRET_ENV = "BENCH_PUSH_SECRET"
+WORKFLOWS: list[WorkflowVersion[Any, Any]] = list(remote_workflows_aiki.WORKFLOWS)  # type: ignore[arg-type]
 VERSIONS = [[v.name, v.version] for v in WORKFLOWS]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from aiki import Run, client, endpoint, event, task, workflow
+from aiki import Run, WorkflowVersion, client, endpoint, event, task, workflow
 from tests.e2e.workflows import ledger_write, three_steps_v1
 
 SERVER_URL_ENV = "PUSH_E2E_SERVER_URL"
@@ -75,7 +75,7 @@ async def trial_v1(run: Run, input: TrialInput) -> str:
     return f"paid {paid.data} by {input.user_id}, {done.output}"
 
 
-WORKFLOWS = [trial_v1, receipt_v1, three_steps_v1]
+WORKFLOWS: list[WorkflowVersion[Any, Any]] = [trial_v1, receipt_v1, three_steps_v1]
 VERSIONS = [[v.name, v.version] for v in WORKFLOWS]
 """What an endpoint serving :data:`WORKFLOWS` registers (``EndpointCreate.versions``)."""
 

@@ -14,6 +14,9 @@ POSTs to the SDK's ``endpoint(...)`` app served by uvicorn in another process (n
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -26,7 +29,17 @@ import pytest
 from aiki import Client, client
 from aiki.worker_sdk.protocol import Activation, Delivery
 from aiki.worker_sdk.protocol.webhooks import new_secret, signed_headers
-from tests.e2e.procs import Child, ServerChild, WorkerProcs, all_of, free_port, pg_fetch, poll_until, poll_until_async
+from tests.e2e.procs import (
+    REPO_ROOT,
+    Child,
+    ServerChild,
+    WorkerProcs,
+    all_of,
+    free_port,
+    pg_fetch,
+    poll_until,
+    poll_until_async,
+)
 from tests.e2e.push_endpoint_app import TrialInput, trial_v1
 from tests.e2e.push_support import PUSH_SERVER_ENV, PushApi, Tenant, endpoint_url, provision, start_endpoint
 from tests.e2e.workflows import read_ledger, three_steps_v1
@@ -353,3 +366,22 @@ async def test_private_urls_are_refused_unless_the_server_allows_them(procs: Wor
             assert made.status_code == 201, (url, made.text)
     finally:
         await api.close()
+
+
+# -- the example ----------------------------------------------------------------------------------
+
+
+def test_the_runnable_example_completes_its_run_through_an_endpoint() -> None:
+    """``python examples/push_endpoint.py``, as the README says: server, endpoint and run in one process."""
+    done = subprocess.run(
+        [sys.executable, "examples/push_endpoint.py"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AIKI_")},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ": paid\n" in done.stdout, done.stdout + done.stderr
+    assert "): completed" in done.stdout, done.stdout

@@ -27,6 +27,8 @@ API_KEY_ENV = "PUSH_E2E_API_KEY"
 SECRET_ENV = "PUSH_E2E_SECRET"
 FAIL_FIRST_ENV = "PUSH_E2E_FAIL_FIRST"
 """The endpoint answers 500 to this many deliveries before it serves any (0: none)."""
+PEERS_ENV = "PUSH_E2E_PEERS"
+"""``1``: the ledger gets each request's peer port (:class:`PeerLog`)."""
 
 # -- the quick start's trial, with a durable sleep and a child run ------------------------------
 
@@ -83,6 +85,19 @@ VERSIONS = [[v.name, v.version] for v in WORKFLOWS]
 # -- the app ------------------------------------------------------------------------------------
 
 
+class PeerLog:
+    """ASGI middleware: writes each request's TCP peer port to the ledger (``- peer <port>``), so a
+    test can tell which server process sent it (``push_support.server_of_ports``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("client"):
+            ledger_write("-", "peer", str(scope["client"][1]))
+        await self.app(scope, receive, send)
+
+
 class FailFirst:
     """ASGI middleware: answers 500 to the first ``count`` HTTP requests, then passes them on."""
 
@@ -113,4 +128,6 @@ def build() -> Any:
         secret=os.environ[SECRET_ENV],
     )
     fail_first = int(os.environ.get(FAIL_FIRST_ENV, "0"))
-    return FailFirst(app, fail_first) if fail_first else app
+    if fail_first:
+        app = FailFirst(app, fail_first)
+    return PeerLog(app) if os.environ.get(PEERS_ENV) == "1" else app

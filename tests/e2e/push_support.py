@@ -9,17 +9,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.e2e.procs import Child, WorkerProcs, poll_until, poll_until_async
-from tests.e2e.push_endpoint_app import API_KEY_ENV, FAIL_FIRST_ENV, SECRET_ENV, SERVER_URL_ENV, VERSIONS
+from tests.e2e.push_endpoint_app import (
+    API_KEY_ENV,
+    FAIL_FIRST_ENV,
+    PEERS_ENV,
+    SECRET_ENV,
+    SERVER_URL_ENV,
+    VERSIONS,
+)
 from tests.e2e.workflows import BLOCK_ENV, FSYNC_ENV
 
 PASSWORD = "correct horse battery staple"
@@ -79,6 +89,7 @@ async def start_endpoint(
     fail_first: int = 0,
     block_task: str | None = None,
     fsync: bool = True,
+    log_peers: bool = False,
     timeout: float = 30.0,
 ) -> Child:
     """Serve the endpoint app with uvicorn on ``port`` and wait until it accepts connections."""
@@ -91,6 +102,7 @@ async def start_endpoint(
         SECRET_ENV: secret,
         FAIL_FIRST_ENV: str(fail_first),
         FSYNC_ENV: "1" if fsync else "0",
+        PEERS_ENV: "1" if log_peers else "0",
         "AIKI_LOG_LEVEL": "INFO",
     }
     if block_task is not None:
@@ -104,6 +116,29 @@ async def start_endpoint(
 
     await poll_until(up, timeout=timeout, what=f"{name} listening on {port}")
     return child
+
+
+def server_of_ports(server_pids: dict[str, int], endpoint_port: int) -> dict[int, str]:
+    """Which server process owns each TCP connection to ``endpoint_port`` open now: local port →
+    server name (Linux: ``/proc/net/tcp*`` and the processes' socket descriptors)."""
+    inode_owner: dict[str, str] = {}
+    for name, pid in server_pids.items():
+        fd_dir = Path(f"/proc/{pid}/fd")
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inode_owner[target[8:-1]] = name
+    owners: dict[int, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                if int(remote.rsplit(":", 1)[1], 16) == endpoint_port and inode in inode_owner:
+                    owners[int(local.rsplit(":", 1)[1], 16)] = inode_owner[inode]
+    return owners
 
 
 def endpoint_url(port: int) -> str:

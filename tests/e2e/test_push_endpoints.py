@@ -27,6 +27,7 @@ import msgspec
 import pytest
 
 from aiki import Client, client
+from aiki.platform.domain.settings import Settings
 from aiki.worker_sdk.protocol import Activation, Delivery
 from aiki.worker_sdk.protocol.webhooks import new_secret, signed_headers
 from tests.e2e.procs import (
@@ -41,7 +42,15 @@ from tests.e2e.procs import (
     poll_until_async,
 )
 from tests.e2e.push_endpoint_app import TrialInput, trial_v1
-from tests.e2e.push_support import PUSH_SERVER_ENV, PushApi, Tenant, endpoint_url, provision, start_endpoint
+from tests.e2e.push_support import (
+    PUSH_SERVER_ENV,
+    PushApi,
+    Tenant,
+    endpoint_url,
+    provision,
+    server_of_ports,
+    start_endpoint,
+)
 from tests.e2e.workflows import read_ledger, three_steps_v1
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres_only, pytest.mark.timeout(120)]
@@ -58,7 +67,14 @@ class Push:
     client: Client
 
     async def endpoint_process(
-        self, port: int, secret: str, *, fail_first: int = 0, block_task: str | None = None, fsync: bool = True
+        self,
+        port: int,
+        secret: str,
+        *,
+        fail_first: int = 0,
+        block_task: str | None = None,
+        fsync: bool = True,
+        log_peers: bool = False,
     ) -> Child:
         """The endpoint app in a uvicorn process on ``port``, recording with the tenant's worker key."""
         return await start_endpoint(
@@ -70,6 +86,7 @@ class Push:
             fail_first=fail_first,
             block_task=block_task,
             fsync=fsync,
+            log_peers=log_peers,
         )
 
 
@@ -152,8 +169,10 @@ async def test_500_twice_then_200_is_retried_and_tasks_are_recorded_once(push: P
     assert [d["attempt"] for d in deliveries] == [1, 2, 3]
     # Each retry fences the one before it: a new revision per POST.
     assert len({d["revision"] for d in deliveries}) == 3
-    # Backoff: the retries did not follow each other at once.
-    assert deliveries[2]["created_at"] > deliveries[0]["created_at"]
+    # Backoff: base * 2**(attempt-1), jittered into its upper half (the server's defaults here).
+    base_ms = Settings().endpoint_retry_base_ms
+    assert deliveries[1]["created_at"] - deliveries[0]["created_at"] >= base_ms // 2, deliveries
+    assert deliveries[2]["created_at"] - deliveries[1]["created_at"] >= base_ms, deliveries
     tasks = _tasks_recorded_once(await push.api.detail(handle.id))
     assert {name: t["attempts"] for name, t in tasks.items()} == {"step-1": 1, "step-2": 1, "step-3": 1}
     assert _ledger_starts(push.procs, handle.id) == {"step-1": 1, "step-2": 1, "step-3": 1}
@@ -214,10 +233,12 @@ async def test_endpoint_killed_mid_activation_is_redelivered_without_duplicates(
 
 
 async def test_two_replicas_deliver_a_burst_each_activation_once(push: Push) -> None:
-    second = await push.procs.start_server(env=PUSH_SERVER_ENV)
     port = free_port()
     _, secret = await push.api.register(endpoint_url(port), concurrency=40)
-    await push.endpoint_process(port, secret, fsync=False)
+    await push.endpoint_process(port, secret, fsync=False, log_peers=True)
+    # The second replica starts with the endpoint registered: its deliverer is up from the start
+    # (one started before would learn of the endpoint at its next reload, within 2 s).
+    second = await push.procs.start_server(env=PUSH_SERVER_ENV)
     other_client = client(url=second.url, api_key=push.tenant.admin_key)
     try:
         clients = [push.client, other_client]
@@ -226,6 +247,13 @@ async def test_two_replicas_deliver_a_burst_each_activation_once(push: Push) -> 
     finally:
         await other_client.close()
     assert all(o == ["step-1-ok", "step-2-ok", "step-3-ok"] for o in outputs)
+    # Both replicas delivered (the endpoint logged each request's peer port; the connections are
+    # still open, so each port names the server process that holds it).
+    owners = server_of_ports({"first": push.server.pid, "second": second.pid}, port)
+    peers = [int(line.event) for line in read_ledger(push.procs.ledger) if line.task == "peer"]
+    by_server = Counter(owners.get(p, "unknown") for p in peers)
+    assert by_server["first"] > 0, by_server
+    assert by_server["second"] > 0, by_server
 
     run_ids = [h.id for h in handles]
     db = push.procs.db_url

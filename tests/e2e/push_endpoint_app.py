@@ -14,6 +14,7 @@ processes which tasks ran, how often and where.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -77,7 +78,33 @@ async def trial_v1(run: Run, input: TrialInput) -> str:
     return f"paid {paid.data} by {input.user_id}, {done.output}"
 
 
-WORKFLOWS: list[WorkflowVersion[Any, Any]] = [trial_v1, receipt_v1, three_steps_v1]
+# -- slow steps: outlives a short time limit ---------------------------------------------------
+
+SLOW_STEP_S = 0.4
+
+
+def _slow_step(name: str) -> Any:
+    @task(name=name)
+    async def handler(run_id: str) -> str:
+        ledger_write(run_id, name, "start")
+        await asyncio.sleep(SLOW_STEP_S)
+        ledger_write(run_id, name, "done")
+        return f"{name}-ok"
+
+    return handler
+
+
+SLOW_STEPS = [_slow_step(f"slow-{i}") for i in range(1, 5)]
+slow = workflow(name="push-slow-steps")
+
+
+@slow.v("1.0.0")
+async def slow_v1(run: Run, input: str) -> list[str]:
+    """Four 0.4 s tasks: more than an endpoint with a 1 s timeout may run in one delivery."""
+    return [await step.start(run, run.id) for step in SLOW_STEPS]
+
+
+WORKFLOWS: list[WorkflowVersion[Any, Any]] = [trial_v1, receipt_v1, three_steps_v1, slow_v1]
 VERSIONS = [[v.name, v.version] for v in WORKFLOWS]
 """What an endpoint serving :data:`WORKFLOWS` registers (``EndpointCreate.versions``)."""
 

@@ -5,11 +5,13 @@ POSTs to the SDK's ``endpoint(...)`` app served by uvicorn in another process (n
   client, a durable sleep and a child run;
 - faults: 500 twice then 200 (retried, tasks recorded once); the endpoint down, then back (the
   breaker opens, then closes); the endpoint SIGKILLed mid-activation (re-delivered, nothing recorded
-  twice); two server replicas deliver a burst of 200 runs, each activation once;
+  twice); an activation past its time limit (handed back, delivered again, nothing recorded twice);
+  two server replicas deliver a burst of 200 runs, each activation once;
 - signatures: tampered body, wrong secret, old timestamp, replayed ``webhook-id``; a rotated secret
   is honoured during its grace, then not;
 - SSRF: loopback, metadata and a name resolving to loopback are refused without
-  ``AIKI_ENDPOINTS_ALLOW_PRIVATE``, accepted with it.
+  ``AIKI_ENDPOINTS_ALLOW_PRIVATE``, accepted with it;
+- the runnable example (``examples/push_endpoint.py``) completes its run.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from tests.e2e.procs import (
     poll_until,
     poll_until_async,
 )
-from tests.e2e.push_endpoint_app import TrialInput, trial_v1
+from tests.e2e.push_endpoint_app import TrialInput, slow_v1, trial_v1
 from tests.e2e.push_support import (
     PUSH_SERVER_ENV,
     PushApi,
@@ -230,6 +232,27 @@ async def test_endpoint_killed_mid_activation_is_redelivered_without_duplicates(
     assert outcomes.count("completed") == 1, outcomes
     assert outcomes[-1] == "completed", outcomes
     assert outcomes[0] in FAILED_OUTCOMES, outcomes
+
+
+async def test_an_activation_past_its_time_limit_is_handed_back_and_delivered_again(push: Push) -> None:
+    port = free_port()
+    # A 1 s timeout: the endpoint's time limit is under it; the workflow's four 0.4 s tasks need 1.6 s.
+    _, secret = await push.api.register(endpoint_url(port), timeout_ms=1_000)
+    await push.endpoint_process(port, secret)
+    handle = await slow_v1.start(push.client, "slow")
+    view = await push.api.wait_status(handle.id, "completed", timeout=30, procs=push.procs)
+    assert view["output"] == ["slow-1-ok", "slow-2-ok", "slow-3-ok", "slow-4-ok"]
+
+    outcomes = [d["outcome"] for d in await push.api.deliveries(handle.id)]
+    assert "handed_back" in outcomes, outcomes
+    assert outcomes[-1] == "completed", outcomes
+    assert set(outcomes) <= {"handed_back", "completed"}, outcomes
+    # What finished was recorded and never run again; a task cut off by the limit ran again.
+    lines = [line for line in read_ledger(push.procs.ledger) if line.run_id == handle.id]
+    done = Counter(line.task for line in lines if line.event == "done")
+    assert done == {f"slow-{i}": 1 for i in range(1, 5)}, lines
+    tasks = _tasks_recorded_once(await push.api.detail(handle.id))
+    assert sorted(tasks) == [f"slow-{i}" for i in range(1, 5)]
 
 
 async def test_two_replicas_deliver_a_burst_each_activation_once(push: Push) -> None:

@@ -190,6 +190,17 @@ class PushApi:
         items: list[dict[str, Any]] = got.json()["items"]
         return sorted(items, key=lambda d: d["id"])
 
+    async def settled_deliveries(self, run_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The deliveries of a completed run once its ``completed`` one is written (the server
+        writes the attempt row when the answer arrives, just after the endpoint recorded the end)."""
+        return await poll_until_async(
+            lambda: self.deliveries(run_id),
+            lambda ds: any(d["outcome"] == "completed" for d in ds),
+            timeout=timeout,
+            what=f"the completed delivery of run {run_id}",
+            interval=0.05,
+        )
+
     async def detail(self, run_id: str) -> dict[str, Any]:
         got = await self.http.get(f"/api/v1/runs/{run_id}/detail")
         assert got.status_code == 200, got.text

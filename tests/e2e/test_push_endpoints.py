@@ -142,12 +142,12 @@ async def test_trial_completes_through_push_only(push: Push) -> None:
     # No worker anywhere: every activation was a delivery, each answered 200 with an outcome.
     workers = (await push.api.http.get("/api/v1/workers")).json()["items"]
     assert workers == []
-    deliveries = await push.api.deliveries(handle.id)
+    deliveries = await push.api.settled_deliveries(handle.id)
     assert len(deliveries) >= 2, deliveries  # before the event, after it (and after the sleep, the child)
     assert {d["status_code"] for d in deliveries} == {200}, deliveries
     assert deliveries[-1]["outcome"] == "completed"
     assert all(d["endpoint_id"] == endpoint_id for d in deliveries)
-    assert [d["outcome"] for d in await push.api.deliveries(child["id"])] == ["completed"]
+    assert [d["outcome"] for d in await push.api.settled_deliveries(child["id"])] == ["completed"]
     health = (await push.api.endpoint(endpoint_id))["health"]
     assert health["breaker"] == "closed", health
     assert health["last_status_code"] == 200, health
@@ -162,7 +162,7 @@ async def test_500_twice_then_200_is_retried_and_tasks_are_recorded_once(push: P
     view = await push.api.wait_status(handle.id, "completed", timeout=30, procs=push.procs)
     assert view["output"] == ["step-1-ok", "step-2-ok", "step-3-ok"]
 
-    deliveries = await push.api.deliveries(handle.id)
+    deliveries = await push.api.settled_deliveries(handle.id)
     assert [(d["outcome"], d["status_code"]) for d in deliveries] == [
         ("http_error", 500),
         ("http_error", 500),
@@ -202,7 +202,7 @@ async def test_endpoint_down_then_back_opens_then_closes_the_breaker(push: Push)
         endpoint_id, lambda e: e["health"]["breaker"] == "closed", timeout=30, what="the breaker to close"
     )
     assert closed["health"]["consecutive_failures"] == 0, closed
-    deliveries = await push.api.deliveries(handle.id)
+    deliveries = await push.api.settled_deliveries(handle.id)
     outcomes = [d["outcome"] for d in deliveries]
     assert outcomes[-1] == "completed", deliveries
     assert outcomes.count("completed") == 1, deliveries
@@ -228,7 +228,7 @@ async def test_endpoint_killed_mid_activation_is_redelivered_without_duplicates(
     tasks = _tasks_recorded_once(await push.api.detail(handle.id))
     assert tasks["step-1"]["attempts"] == 1, tasks
     assert tasks["step-3"]["attempts"] == 1, tasks
-    outcomes = [d["outcome"] for d in await push.api.deliveries(handle.id)]
+    outcomes = [d["outcome"] for d in await push.api.settled_deliveries(handle.id)]
     assert outcomes.count("completed") == 1, outcomes
     assert outcomes[-1] == "completed", outcomes
     assert outcomes[0] in FAILED_OUTCOMES, outcomes
@@ -243,7 +243,7 @@ async def test_an_activation_past_its_time_limit_is_handed_back_and_delivered_ag
     view = await push.api.wait_status(handle.id, "completed", timeout=30, procs=push.procs)
     assert view["output"] == ["slow-1-ok", "slow-2-ok", "slow-3-ok", "slow-4-ok"]
 
-    outcomes = [d["outcome"] for d in await push.api.deliveries(handle.id)]
+    outcomes = [d["outcome"] for d in await push.api.settled_deliveries(handle.id)]
     assert "handed_back" in outcomes, outcomes
     assert outcomes[-1] == "completed", outcomes
     assert set(outcomes) <= {"handed_back", "completed"}, outcomes
@@ -280,6 +280,14 @@ async def test_two_replicas_deliver_a_burst_each_activation_once(push: Push) -> 
 
     run_ids = [h.id for h in handles]
     db = push.procs.db_url
+    # Each delivery's row is written when its answer arrives, just after the run completed.
+    settled = "SELECT count(*) AS n FROM endpoint_deliveries WHERE run_id = ANY($1) AND outcome = 'completed'"
+    await poll_until_async(
+        lambda: pg_fetch(db, settled, run_ids),
+        lambda rows: rows[0]["n"] >= len(run_ids),
+        timeout=30,
+        what="every completed delivery written",
+    )
     twice = await pg_fetch(
         db,
         "SELECT run_id, revision, count(*) AS n FROM endpoint_deliveries WHERE run_id = ANY($1) "
@@ -365,7 +373,7 @@ async def test_rotated_secret_is_honoured_during_its_grace_then_not(push: Push) 
 
     during = await three_steps_v1.start(push.client, "during")
     await push.api.wait_status(during.id, "completed", timeout=30, procs=push.procs)
-    (delivered,) = await push.api.deliveries(during.id)
+    (delivered,) = await push.api.settled_deliveries(during.id)
     assert delivered["outcome"] == "completed", delivered
     assert delivered["created_at"] < expires_at, delivered
 

@@ -20,6 +20,13 @@ Any other answer makes the server retry the delivery later, with backoff: ``401`
 timestamp or replay), ``400`` (not a delivery), ``404`` (a version or run this endpoint does not
 know), ``405`` (not a POST), ``413`` (too large), ``503`` (the Aiki server could not be reached to
 record), ``502`` (it refused a write).
+
+Deliveries are independent: one app executes many at once, each by its own execution, and writes
+through its client's connection (shared batches, as a worker's executions do). The ids of accepted
+deliveries are remembered in memory by each process, as long as their signatures are fresh: a
+function platform running many instances refuses a replay in the instance that saw the original;
+the five-minute window and the run's revision (every write is fenced by it) bound what a replay
+elsewhere could do.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from aiki.worker_sdk._endpoint_execution import Reply, execute
 from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.client import Client
 from aiki.worker_sdk.definitions import WorkflowVersion
-from aiki.worker_sdk.protocol import Delivery
+from aiki.worker_sdk.protocol import Delivery, DeliveryAnswer
 from aiki.worker_sdk.protocol.webhooks import TOLERANCE_S, WebhookVerificationError, secret_key, verify
 
 log = logging.getLogger("aiki.endpoint")
@@ -128,17 +135,48 @@ class Endpoint:
             return
         except Disconnected:
             return
-        reply = await self._deliver(headers_of(scope), body)
+        try:
+            reply = await self._deliver(headers_of(scope), body)
+        except Exception as e:  # a bug: answered as JSON all the same, the server retries later
+            log.exception("a delivery failed")
+            reply = Reply(500, {"error": f"the endpoint failed: {type(e).__name__}"})
         await respond(send, reply.status, reply.body)
 
     async def _deliver(self, headers: dict[str, str], body: bytes) -> Reply:
         """Verify and execute one delivery (headers by lower-case name): the status and JSON body to answer."""
+        accepted = self._accept(headers, body)
+        if isinstance(accepted, Reply):
+            return accepted
+        msg_id, delivery = accepted
+        activation = delivery.activation
+        version = self.versions.get((activation.workflow, activation.version))
+        if version is None:
+            log.warning("delivery %s: %s@%s is not served here", msg_id, activation.workflow, activation.version)
+            return Reply(404, {"error": f"{activation.workflow}@{activation.version} is not served by this endpoint"})
+        limit_s = delivery.time_limit_ms / 1000
+        if self.time_limit is not None:
+            limit_s = min(limit_s, self.time_limit.total_seconds())
+        connection = connect(self.client)
+        # The server's limits, as a worker learns them when it registers (an endpoint never does).
+        if delivery.payload_max_bytes:
+            connection.payload_max_bytes = delivery.payload_max_bytes
+        if delivery.batch_max_bytes:
+            connection.pipeline.limit_batches(delivery.batch_max_bytes)
+        reply = await execute(connection, version, activation, limit_s)
+        outcome = reply.body.outcome if isinstance(reply.body, DeliveryAnswer) else reply.body.get("error")
+        run, revision = activation.run_id, activation.revision
+        log.info("delivery %s: run %s revision %d: %d %s", msg_id, run, revision, reply.status, outcome)
+        return reply
+
+    def _accept(self, headers: dict[str, str], body: bytes) -> tuple[str, Delivery] | Reply:
+        """The delivery's id and body if it is signed, fresh, new and well-formed; else the refusal."""
         now = time.time()
         try:
             msg_id, timestamp_s = verify(self._secrets, headers, body, int(now))
         except WebhookVerificationError as e:
             log.info("delivery refused: %s", e)
             return Reply(401, {"error": str(e)})
+        # Its signature is good until its timestamp is out of the tolerance: remembered until then.
         if not self._replays.accept(msg_id, timestamp_s + TOLERANCE_S, now):
             log.warning("delivery %s refused: replayed", msg_id)
             return Reply(401, {"error": "replayed: this webhook-id was already accepted"})
@@ -148,26 +186,7 @@ class Endpoint:
             return Reply(400, {"error": f"the body is not a delivery: {e}"})
         if delivery.time_limit_ms <= 0:
             return Reply(400, {"error": "the body is not a delivery: time_limit_ms must be positive"})
-        activation = delivery.activation
-        version = self.versions.get((activation.workflow, activation.version))
-        if version is None:
-            log.warning("delivery %s: %s@%s is not served here", msg_id, activation.workflow, activation.version)
-            return Reply(404, {"error": f"{activation.workflow}@{activation.version} is not served by this endpoint"})
-        limit_s = delivery.time_limit_ms / 1000
-        if self.time_limit is not None:
-            limit_s = min(limit_s, self.time_limit.total_seconds())
-        reply = await execute(connect(self.client), version, activation, limit_s)
-        outcome = getattr(reply.body, "outcome", None) or reply.body.get("error")
-        log.info(
-            "delivery %s: run %s revision %d attempt %d: %s %s",
-            msg_id,
-            activation.run_id,
-            activation.revision,
-            delivery.attempt,
-            reply.status,
-            outcome,
-        )
-        return reply
+        return msg_id, delivery
 
 
 def _check_secrets(secret: str | Sequence[str]) -> list[str]:

@@ -10,6 +10,7 @@ reaches the server in-process or over HTTP on loopback (the ``transport`` fixtur
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import uvicorn
+from litestar import Litestar, asgi
 
-from aiki import Client, Endpoint, Run, client, endpoint, task, worker, workflow
+from aiki import Client, Endpoint, RetryPolicy, Run, client, endpoint, event, task, worker, workflow
 from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import (
     Activation,
@@ -32,7 +35,7 @@ from aiki.worker_sdk.protocol import (
     VersionRef,
 )
 from aiki.worker_sdk.protocol.webhooks import new_secret, signed_headers
-from tests.conftest import AikiHarness
+from tests.conftest import AikiHarness, _LoopbackUvicorn
 
 from .helpers import API, LEDGER, get_run, new_key, task_address
 
@@ -96,12 +99,39 @@ async def parallel_limit_v1(run: Run, key: str) -> str:
     return f"{first}|{blocking}"
 
 
+@workflow("ep-event").v("1.0.0", events={"go": event()})
+async def event_v1(run: Run, key: str) -> str:
+    await ep_first.start(run, key)
+    await run.events.go.wait()
+    return "went"
+
+
+@task(name="ep-flaky", retry=RetryPolicy.fixed(max_attempts=3, delay=timedelta(hours=1)))
+async def ep_flaky(key: str) -> str:
+    LEDGER.hit("ep-flaky", key)
+    raise RuntimeError("not yet")
+
+
+@workflow("ep-retry").v("1.0.0")
+async def retry_v1(run: Run, key: str) -> str:
+    await ep_first.start(run, key)
+    return await ep_flaky.start(run, key)
+
+
+@workflow("ep-parent").v("1.0.0")
+async def parent_v1(run: Run, key: str) -> str:
+    await ep_first.start(run, key)
+    child = await tasks_v1.start_as_child(run, key)
+    result = await child.wait_for_status("completed")
+    return f"child said {result.output}"
+
+
 @workflow("ep-not-served").v("1.0.0")
 async def not_served_v1(run: Run, key: str) -> str:
     return key
 
 
-SERVED = [tasks_v1, sleep_v1, sequential_limit_v1, parallel_limit_v1]
+SERVED = [tasks_v1, sleep_v1, sequential_limit_v1, parallel_limit_v1, event_v1, retry_v1, parent_v1]
 ALL = [*SERVED, not_served_v1]
 
 
@@ -136,9 +166,15 @@ class Push:
         timestamp: int | None = None,
         msg_id: str | None = None,
         body: bytes | None = None,
+        **fields: Any,
     ) -> httpx.Response:
         delivery = Delivery(
-            type="activation", endpoint_id="ep-test", attempt=1, time_limit_ms=time_limit_ms, activation=activation
+            type="activation",
+            endpoint_id="ep-test",
+            attempt=1,
+            time_limit_ms=time_limit_ms,
+            activation=activation,
+            **fields,
         )
         raw = body if body is not None else msgspec.json.encode(delivery)
         msg_id = msg_id or f"{activation.run_id}.{activation.revision}.{new_key()}"
@@ -181,27 +217,56 @@ def _answer(response: httpx.Response, activation: Activation, outcome: str) -> N
 # -- outcomes --------------------------------------------------------------------------------------
 
 
-async def test_a_workflow_with_tasks_completes(push: Push) -> None:
+@pytest.mark.parametrize("limits", [False, True], ids=["no-limits", "server-limits"])
+async def test_a_workflow_with_tasks_completes(push: Push, limits: bool) -> None:
+    """``server-limits``: the delivery says the server's request limits, so the last task's record
+    may travel with the completion."""
     key = new_key()
     [activation] = await push.claim(tasks_v1, key)
-    _answer(await push.deliver(activation), activation, "completed")
+    sizes = {"payload_max_bytes": 64 * 1024, "batch_max_bytes": 512 * 1024} if limits else {}
+    _answer(await push.deliver(activation, **sizes), activation, "completed")
     run = await get_run(push.aiki.http, activation.run_id)
     assert (run["status"], run["output"]) == ("completed", f"first:{key}|second:{key}")
     assert await _tasks(push.aiki, activation.run_id) == [("ep-first", "completed", 1), ("ep-second", "completed", 1)]
     assert (LEDGER.count("ep-first", key), LEDGER.count("ep-second", key)) == (1, 1)
 
 
-async def test_a_sleep_suspends_and_releases_the_run(push: Push) -> None:
+@pytest.mark.parametrize(
+    ("version", "status"),
+    [
+        (sleep_v1, "sleeping"),
+        (event_v1, "awaiting_event"),
+        (retry_v1, "awaiting_retry"),
+        (parent_v1, "awaiting_child"),
+    ],
+    ids=["sleep", "event", "task-retry", "child"],
+)
+async def test_a_wait_suspends_and_releases_the_run(push: Push, version: Any, status: str) -> None:
+    """No wait is held, however short: a function's time is what it costs."""
     key = new_key()
-    [activation] = await push.claim(sleep_v1, key)
+    [activation] = await push.claim(version, key)
     _answer(await push.deliver(activation), activation, "suspended")
     run = await get_run(push.aiki.http, activation.run_id)
-    assert run["status"] == "sleeping"
-    assert await _tasks(push.aiki, activation.run_id) == [("ep-first", "completed", 1)]
+    assert run["status"] == status
+    assert ("ep-first", "completed", 1) in await _tasks(push.aiki, activation.run_id)
+
+
+async def test_a_parent_and_its_child_complete_through_deliveries(push: Push) -> None:
+    key = new_key()
+    [parent] = await push.claim(parent_v1, key)
+    _answer(await push.deliver(parent), parent, "suspended")
+    [child] = await push.claim(tasks_v1)
+    _answer(await push.deliver(child), child, "completed")
+    [again] = await push.claim(parent_v1)  # the child's end wakes the parent
+    assert again.run_id == parent.run_id
+    _answer(await push.deliver(again), again, "completed")
+    run = await get_run(push.aiki.http, parent.run_id)
+    assert (run["status"], run["output"]) == ("completed", f"child said first:{key}|second:{key}")
+    assert LEDGER.count("ep-first", key) == 2  # once in the parent, once in the child
 
 
 async def test_concurrent_deliveries_are_executed_independently(push: Push) -> None:
-    activations = await push.claim(tasks_v1, new_key(), count=5)
+    activations = await push.claim(tasks_v1, new_key(), count=20)
     responses = await asyncio.gather(*(push.deliver(a) for a in activations))
     for activation, response in zip(activations, responses, strict=True):
         _answer(response, activation, "completed")
@@ -347,3 +412,49 @@ async def test_other_methods_and_oversized_bodies_are_refused(push: Push) -> Non
     push.app.max_body_bytes = 1024
     response = await push.request("POST", b"x" * 1025)
     assert response.status_code == 413
+
+
+# -- hosts -----------------------------------------------------------------------------------------
+
+
+async def test_served_by_uvicorn_with_its_lifespan(push: Push) -> None:
+    """A bare uvicorn serves it, lifespan on (its messages are checked in tests/unit/sdk/test_endpoint_asgi.py)."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    config = uvicorn.Config(push.app, lifespan="on", log_config=None, access_log=False, log_level="warning")
+    served = _LoopbackUvicorn(config)
+    serving = asyncio.create_task(served.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            await served.ready.wait()
+        key = new_key()
+        [activation] = await push.claim(tasks_v1, key)
+        raw = msgspec.json.encode(
+            Delivery(type="activation", endpoint_id="ep", attempt=1, time_limit_ms=20_000, activation=activation)
+        )
+        headers = signed_headers([SECRET], f"{activation.run_id}.{activation.revision}", int(time.time()), raw)
+        async with httpx.AsyncClient(base_url=url) as http:
+            _answer(await http.post("/api/aiki", content=raw, headers=headers), activation, "completed")
+    finally:
+        served.should_exit = True
+        await serving
+    assert (await get_run(push.aiki.http, activation.run_id))["status"] == "completed"
+
+
+async def test_mounted_under_a_prefix_in_litestar(push: Push) -> None:
+    app = push.app
+
+    @asgi("/functions/aiki", is_mount=True, copy_scope=True)
+    async def mounted(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+
+    host = Litestar(route_handlers=[mounted])
+    key = new_key()
+    [activation] = await push.claim(tasks_v1, key)
+    raw = msgspec.json.encode(
+        Delivery(type="activation", endpoint_id="ep", attempt=1, time_limit_ms=20_000, activation=activation)
+    )
+    headers = signed_headers([SECRET], f"{activation.run_id}.{activation.revision}", int(time.time()), raw)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host), base_url="http://fn") as http:
+        response = await http.post("/functions/aiki", content=raw, headers=headers)
+    _answer(response, activation, "completed")

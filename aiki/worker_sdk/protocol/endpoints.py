@@ -40,6 +40,12 @@ class Delivery(msgspec.Struct, omit_defaults=True):
     """How long the endpoint may execute before it hands the run back (the server waits a little
     longer than this for the answer)."""
     activation: Activation
+    payload_max_bytes: int | None = None
+    """The server's request size limit, as a worker learns it when it registers: with it the
+    endpoint may send a finished task's record together with its next write (one round trip)."""
+    batch_max_bytes: int | None = None
+    """The largest ``POST /workers/commands`` body the server takes (the endpoint's writes of
+    concurrent deliveries travel in shared batches of at most this size)."""
 
 
 class DeliveryAnswer(msgspec.Struct, omit_defaults=True):

@@ -31,7 +31,8 @@ from aiki.worker_sdk.protocol import (
 
 
 class FakeTransport:
-    """Answers writes like a cooperative server; records of a task named in ``held`` wait for their gate."""
+    """Answers writes like a cooperative server; a write named in ``held`` (a task's record by the
+    task's name, another command by its type's) waits for its gate."""
 
     max_in_flight: int | None = None
 
@@ -49,10 +50,10 @@ class FakeTransport:
         if self.unavailable:
             raise ServerUnavailableError("connection refused")
         for command in commands:
-            if isinstance(command, RecordTask):
-                self.arrival(command.name).set()
-                if command.name in self.held:
-                    await self.held[command.name].wait()
+            name = command.name if isinstance(command, RecordTask) else type(command).__name__
+            self.arrival(name).set()
+            if name in self.held:
+                await self.held[name].wait()
         self.sent.extend(commands)
         if self.problem is not None:
             return [CommandResult(problem=self.problem) for _ in commands]
@@ -286,6 +287,26 @@ async def test_the_time_limit_answers_handed_back_in_time() -> None:
     assert (reply.status, reply.body.outcome) == (200, "handed_back")
     assert _kinds(transport) == ["quick"]
     assert _cancelled == ["blocking"]
+
+
+async def test_an_ending_on_its_way_at_the_time_limit_is_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The completion was sent just before the time limit: the hand-back waits for its answer."""
+    transport = FakeTransport()
+    transport.held["Complete"] = asyncio.Event()
+    handing_back = asyncio.Event()
+    original = EndpointExecution.hand_back
+
+    async def hand_back(self: EndpointExecution, grace: float) -> None:
+        handing_back.set()
+        await original(self, grace)
+
+    monkeypatch.setattr(EndpointExecution, "hand_back", hand_back)
+    answering = asyncio.create_task(execute(_connection(transport), sequential, _activation("sequential"), limit_s=1))
+    await _until(transport.arrival("Complete"))
+    await _until(handing_back)  # the time limit came while the completion was on its way
+    transport.held["Complete"].set()
+    reply = await asyncio.wait_for(answering, 5)
+    assert (reply.status, reply.body.outcome) == (200, "completed")
 
 
 @pytest.mark.parametrize(

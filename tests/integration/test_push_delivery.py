@@ -2,10 +2,11 @@
 POSTs, retries with backoff, the circuit breaker, the concurrency limit across replicas, lease
 keeping, SSRF re-check at delivery time, and a clean stop. Both databases.
 
-The endpoint here is a stand-in ASGI app served by uvicorn on loopback: it verifies the Standard
-Webhooks signature like the SDK's ``endpoint(...)`` does, then completes the delivered run through
-the worker protocol (``run_commands``) fenced by the delivered revision, and answers a
-``DeliveryAnswer``.
+Endpoints are registered with the endpoints service (``create_endpoint``). The endpoint is the SDK's
+``endpoint(...)`` app behind a fault-injecting front (:class:`Receiver`), served by uvicorn on
+loopback: the front verifies the Standard Webhooks signature itself, counts, and either answers
+as the test says (500s, garbage, a stall) or passes the delivery on to the real app, which
+executes the run and records through the worker protocol fenced by the delivered revision.
 """
 
 from __future__ import annotations
@@ -22,55 +23,68 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import sqlalchemy as sa
 import uvicorn
 
-from aiki import Run, client, workflow
+from aiki import Run, client, endpoint, task, workflow
 from aiki.api.server import AikiServer
 from aiki.platform.db.engine import Database
-from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID, endpoints
+from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.platform.domain.errors import RunNotFound
-from aiki.platform.domain.ids import new_id, now_ms
+from aiki.platform.domain.ids import new_id
 from aiki.platform.domain.settings import Settings
-from aiki.platform.runtime.push_loop import WAKE_KEY
 from aiki.platform.secret_box import SecretBox
-from aiki.platform.services import deliveries
+from aiki.platform.services import deliveries, endpoints
 from aiki.worker_sdk import protocol as p
 from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import webhooks
 from tests.conftest import _LoopbackUvicorn
 
-from .helpers import API, new_key
+from .helpers import API, LEDGER, new_key, task_address
 
 NS = DEFAULT_NAMESPACE_ID
 WAIT_S = 30.0
+STEP = "push-delivery-step"
 
-push_wf = workflow(name="push-delivery-wf")
+
+@task(name=STEP)
+async def push_step(key: str) -> str:
+    LEDGER.hit(STEP, key)
+    return f"done:{key}"
+
+
+push_wf = workflow("push-delivery-wf")
 
 
 @push_wf.v("1")
-async def push_v1(run: Run, key: str) -> str:  # executed by the stand-in endpoint, never here
-    return key
+async def push_v1(run: Run, key: str) -> str:
+    return await push_step.start(run, key)
 
 
 @pytest.fixture
 def transport() -> str:
-    """The SDK client here only starts runs and sends commands: one transport is enough."""
+    """The SDK client here starts runs and records for the endpoint in-process: one transport."""
     return "port"
 
 
-# -- the stand-in endpoint ----------------------------------------------------------------------
+# -- the endpoint and its front -----------------------------------------------------------------
 
-Behaviour = Callable[["Receiver", p.Delivery], Awaitable[tuple[int, bytes]]]
+Forward = Callable[[], Awaitable[tuple[int, bytes]]]
+Behaviour = Callable[["Receiver", p.Delivery, Forward], Awaitable[tuple[int, bytes]]]
+
+
+async def forward(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+    """Pass the delivery on to the real endpoint app."""
+    return await real()
 
 
 class Receiver:
-    """An endpoint stand-in: verifies each delivery's signature, then ``behave`` answers it."""
+    """The SDK's endpoint app behind a front that verifies, counts and may answer for it."""
 
-    def __init__(self, secret: str, aiki_client: Any, behave: Behaviour | None = None, port: int = 0) -> None:
-        self.secret = secret
+    def __init__(self, aiki_client: Any, behave: Behaviour | None = None, port: int = 0) -> None:
         self.client = aiki_client
-        self.behave = behave or complete
+        self.behave = behave or forward
+        self.secret = ""
+        self.real: Any = None
         self.deliveries: list[tuple[dict[str, str], p.Delivery]] = []
         self.refused = 0
         self.active = 0
@@ -91,6 +105,11 @@ class Receiver:
         )
         self._server = _LoopbackUvicorn(config)
         self._task: asyncio.Task[None] | None = None
+
+    def serve_with(self, secret: str) -> None:
+        """The endpoint's signing secret is known (it was registered): the real app takes it too."""
+        self.secret = secret
+        self.real = endpoint(workflows=[push_v1], client=self.client, secret=secret)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
@@ -114,10 +133,23 @@ class Receiver:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
-            status, answer = await self.behave(self, delivery)
+            status, answer = await self.behave(self, delivery, lambda: self._call_real(scope, body))
         finally:
             self.active -= 1
         await _respond(send, status, answer)
+
+    async def _call_real(self, scope: dict[str, Any], body: bytes) -> tuple[int, bytes]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await self.real(scope, receive, send)
+        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+        return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
     async def start(self) -> Receiver:
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
@@ -140,19 +172,6 @@ async def _respond(send: Any, status: int, body: bytes) -> None:
 def answer(d: p.Delivery, outcome: str) -> bytes:
     a = d.activation
     return msgspec.json.encode(p.DeliveryAnswer(outcome=outcome, run_id=a.run_id, revision=a.revision))  # type: ignore[arg-type]
-
-
-async def complete(r: Receiver, d: p.Delivery) -> tuple[int, bytes]:
-    """Record one task and complete the run, fenced by the delivered revision."""
-    a = d.activation
-    record = p.RecordTask(
-        run_id=a.run_id, revision=a.revision, address="step:1", seq=0, name="step", status="completed", attempts=1
-    )
-    done = p.Complete(run_id=a.run_id, revision=a.revision, output="done")
-    results = await connect(r.client).run_commands([record, done])
-    if any(res.problem is not None for res in results):
-        return 200, answer(d, "superseded")
-    return 200, answer(d, "completed")
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -189,52 +208,41 @@ class Push:
         await self.server.runtime.stop()
         await self.server.db.dispose()
 
-    async def add_endpoint(self, url: str, secret: str, *, concurrency: int = 10, timeout_ms: int = 5_000) -> str:
-        """An endpoint row as the registry writes it (until the endpoints service is merged)."""
-        endpoint_id = new_id()
-        assert self.svc.secret_box is not None
-        now = now_ms()
-        async with self.svc.db.transaction() as conn:
-            await conn.execute(
-                sa.insert(endpoints).values(
-                    id=endpoint_id,
-                    namespace_id=NS,
-                    url=url,
-                    versions=msgspec.json.encode([["push-delivery-wf", "1"]]).decode(),
-                    pools="[]",
-                    concurrency=concurrency,
-                    timeout_ms=timeout_ms,
-                    enabled=True,
-                    secret=self.svc.secret_box.seal(secret, context=endpoint_id),
-                    secret_hint=secret[:10],
-                    breaker="closed",
-                    breaker_opens=0,
-                    consecutive_failures=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        self.svc.hub.notify(WAKE_KEY)
-        return endpoint_id
+    async def add_endpoint(
+        self, receiver: Receiver, *, url: str | None = None, concurrency: int = 10, timeout_ms: int = 5_000
+    ) -> str:
+        """Register ``receiver`` (at ``url``, else its own) as the endpoint of ``push_v1``."""
+        created = await endpoints.create_endpoint(
+            self.svc,
+            NS,
+            p.EndpointCreate(
+                url=url or receiver.url,
+                versions=[p.VersionRef("push-delivery-wf", "1")],
+                concurrency=concurrency,
+                timeout_ms=timeout_ms,
+            ),
+        )
+        receiver.serve_with(created.secret)
+        return created.endpoint.id
 
     async def set_enabled(self, endpoint_id: str, enabled: bool) -> None:
-        async with self.svc.db.transaction() as conn:
-            await conn.execute(
-                sa.update(endpoints).where(endpoints.c.id == endpoint_id).values(enabled=enabled, updated_at=now_ms())
-            )
-        self.svc.hub.notify(WAKE_KEY)
+        await endpoints.update_endpoint(self.svc, NS, endpoint_id, p.EndpointUpdate(enabled=enabled))
 
-    async def endpoint_row(self, endpoint_id: str) -> Any:
-        async with self.svc.db.transaction() as conn:
-            return (await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id))).mappings().one()
+    async def endpoint(self, endpoint_id: str) -> Any:
+        return await endpoints.get_endpoint(self.svc, NS, endpoint_id)
 
-    async def start_runs(self, count: int) -> list[str]:
-        handles = await asyncio.gather(*(push_v1.start(self.client, new_key()) for _ in range(count)))
-        return [h.id for h in handles]
+    async def start_runs(self, count: int) -> dict[str, str]:
+        """Start ``count`` runs: run id → key."""
+        keys = [new_key() for _ in range(count)]
+        handles = await asyncio.gather(*(push_v1.start(self.client, key) for key in keys))
+        return {h.id: key for h, key in zip(handles, keys, strict=True)}
 
-    async def wait_status(self, run_ids: list[str], status: str = "completed") -> None:
+    async def wait_status(self, run_ids: Any, status: str = "completed") -> None:
         handles = [await push_v1.get_handle(self.client, run_id) for run_id in run_ids]
         await asyncio.gather(*(h.wait_for_status(status, timeout=WAIT_S) for h in handles))
+
+    async def output(self, run_id: str) -> str:
+        return await (await push_v1.get_handle(self.client, run_id)).result()
 
 
 @pytest.fixture
@@ -254,8 +262,8 @@ async def make_push(db_url: str) -> AsyncIterator[Callable[..., Awaitable[Push]]
 
 
 @contextlib.asynccontextmanager
-async def receiving(secret: str, push: Push, behave: Behaviour | None = None, port: int = 0) -> AsyncIterator[Receiver]:
-    receiver = await Receiver(secret, push.client, behave, port).start()
+async def receiving(push: Push, behave: Behaviour | None = None, port: int = 0) -> AsyncIterator[Receiver]:
+    receiver = await Receiver(push.client, behave, port).start()
     try:
         yield receiver
     finally:
@@ -271,18 +279,25 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, timeout_s: floa
         await asyncio.sleep(0.02)
 
 
+async def assert_done_once(push: Push, runs: dict[str, str]) -> None:
+    """Each run completed with its task's output, the task executed once."""
+    for run_id, key in runs.items():
+        assert await push.output(run_id) == f"done:{key}"
+        assert LEDGER.count(STEP, key) == 1, key
+
+
 # -- tests --------------------------------------------------------------------------------------
 
 
 async def test_each_run_is_delivered_signed_and_completed(make_push: Any) -> None:
     push = await make_push()
-    secret = webhooks.new_secret()
-    async with receiving(secret, push) as receiver:
-        endpoint_id = await push.add_endpoint(receiver.url, secret)
-        run_ids = await push.start_runs(20)
-        await push.wait_status(run_ids)
+    async with receiving(push) as receiver:
+        endpoint_id = await push.add_endpoint(receiver)
+        runs = await push.start_runs(20)
+        await push.wait_status(runs)
+    await assert_done_once(push, runs)
     assert receiver.refused == 0
-    assert sorted(receiver.per_run) == sorted(run_ids)
+    assert sorted(receiver.per_run) == sorted(runs)
     assert set(receiver.per_run.values()) == {1}
     for headers, delivery in receiver.deliveries:
         a = delivery.activation
@@ -290,7 +305,8 @@ async def test_each_run_is_delivered_signed_and_completed(make_push: Any) -> Non
         assert abs(int(headers[webhooks.TIMESTAMP_HEADER]) - time.time()) < 60
         assert (delivery.endpoint_id, delivery.attempt) == (endpoint_id, 1)
         assert 0 < delivery.time_limit_ms < 5_000
-    for run_id in run_ids:
+        assert delivery.payload_max_bytes == push.svc.settings.max_payload_bytes
+    for run_id in runs:
         [attempt] = await deliveries.run_deliveries(push.svc, NS, run_id)
         assert (attempt.outcome, attempt.attempt, attempt.status_code, attempt.endpoint_id) == (
             "completed",
@@ -301,26 +317,27 @@ async def test_each_run_is_delivered_signed_and_completed(make_push: Any) -> Non
     latest = await deliveries.endpoint_deliveries(push.svc, NS, endpoint_id, limit=5)
     assert len(latest) == 5
     assert [x.created_at for x in latest] == sorted((x.created_at for x in latest), reverse=True)
-    row = await push.endpoint_row(endpoint_id)
-    assert (row["breaker"], row["last_status_code"], row["last_error"]) == ("closed", 200, None)
-    assert row["last_delivery_at"] is not None
+    health = (await push.endpoint(endpoint_id)).health
+    assert (health.breaker, health.last_status_code, health.last_error) == ("closed", 200, None)
+    assert health.last_delivery_at is not None
     with pytest.raises(RunNotFound):
         await deliveries.run_deliveries(push.svc, NS, new_id())
 
 
 async def test_a_failing_delivery_is_retried_with_backoff_and_recorded_once(make_push: Any) -> None:
     push = await make_push()
-    secret = webhooks.new_secret()
 
-    async def fail_twice(r: Receiver, d: p.Delivery) -> tuple[int, bytes]:
+    async def fail_twice(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
         if r.per_run[d.activation.run_id] <= 2:
             return 500, b'{"title": "boom"}'
-        return await complete(r, d)
+        return await real()
 
-    async with receiving(secret, push, fail_twice) as receiver:
-        await push.add_endpoint(receiver.url, secret)
-        [run_id] = await push.start_runs(1)
-        await push.wait_status([run_id])
+    async with receiving(push, fail_twice) as receiver:
+        await push.add_endpoint(receiver)
+        runs = await push.start_runs(1)
+        [run_id] = runs
+        await push.wait_status(runs)
+    await assert_done_once(push, runs)
     attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
     assert [(x.attempt, x.outcome, x.status_code) for x in attempts] == [
         (1, "http_error", 500),
@@ -333,6 +350,7 @@ async def test_a_failing_delivery_is_retried_with_backoff_and_recorded_once(make
     assert revisions == sorted(set(revisions))
     assert [d.activation.revision for _, d in receiver.deliveries] == revisions
     assert [d.attempt for _, d in receiver.deliveries] == [1, 2, 3]
+    assert len({h[webhooks.ID_HEADER] for h, _ in receiver.deliveries}) == 3
     # Backoff: base 100 ms then 200 ms nominal, jittered into their upper half.
     gaps = [b.created_at - a.created_at for a, b in itertools.pairwise(attempts)]
     assert gaps[0] >= 50, gaps
@@ -340,108 +358,119 @@ async def test_a_failing_delivery_is_retried_with_backoff_and_recorded_once(make
     asgi = httpx.ASGITransport(app=push.server.handler)
     async with httpx.AsyncClient(transport=asgi, base_url="http://aiki") as http:
         detail = (await http.get(f"{API}/runs/{run_id}/detail")).json()
-    assert [(t["address"], t["status"]) for t in detail["tasks"]] == [("step:1", "completed")]
+    assert [t["status"] for t in detail["tasks"]] == ["completed"]
 
 
 async def test_the_breaker_opens_while_the_endpoint_is_down_and_closes_after_a_probe(make_push: Any) -> None:
     push = await make_push(endpoint_breaker_threshold=3, endpoint_max_attempts=3)
-    secret = webhooks.new_secret()
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
-    # Nothing listens on the port: connections are refused.
-    endpoint_id = await push.add_endpoint(f"http://127.0.0.1:{port}/push", secret)
-    run_ids = await push.start_runs(4)
+    # Registered, but nothing listens on its port yet: connections are refused.
+    down = Receiver(push.client, port=port)
+    endpoint_id = await push.add_endpoint(down)
+    await down.stop()
+    runs = await push.start_runs(4)
 
     async def opened() -> bool:
-        return (await push.endpoint_row(endpoint_id))["breaker"] == "open"
+        return (await push.endpoint(endpoint_id)).health.breaker == "open"
 
     await until(opened, "the breaker to open")
-    async with receiving(secret, push, port=port):
-        await push.wait_status(run_ids)
-    row = await push.endpoint_row(endpoint_id)
-    assert (row["breaker"], row["consecutive_failures"], row["breaker_opens"]) == ("closed", 0, 0)
-    outcomes = Counter([x.outcome for run_id in run_ids for x in await deliveries.run_deliveries(push.svc, NS, run_id)])
+    async with receiving(push, port=port) as receiver:
+        receiver.serve_with(down.secret)
+        await push.wait_status(runs)
+    await assert_done_once(push, runs)
+    health = (await push.endpoint(endpoint_id)).health
+    assert (health.breaker, health.consecutive_failures) == ("closed", 0)
+    outcomes = Counter([x.outcome for run_id in runs for x in await deliveries.run_deliveries(push.svc, NS, run_id)])
     assert outcomes["completed"] == 4
     assert outcomes["connection_error"] >= 3
 
 
 async def test_the_concurrency_limit_holds(make_push: Any) -> None:
     push = await make_push()
-    secret = webhooks.new_secret()
 
-    async def slow(r: Receiver, d: p.Delivery) -> tuple[int, bytes]:
-        await asyncio.sleep(0.03)  # the stand-in endpoint's work, so deliveries overlap
-        return await complete(r, d)
+    async def slow(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        await asyncio.sleep(0.03)  # the endpoint's work, so that deliveries overlap
+        return await real()
 
-    async with receiving(secret, push, slow) as receiver:
-        await push.add_endpoint(receiver.url, secret, concurrency=3)
-        run_ids = await push.start_runs(30)
-        await push.wait_status(run_ids)
+    async with receiving(push, slow) as receiver:
+        await push.add_endpoint(receiver, concurrency=3)
+        runs = await push.start_runs(30)
+        await push.wait_status(runs)
+    await assert_done_once(push, runs)
     assert receiver.max_active == 3
 
 
 async def test_stop_gives_back_the_runs_it_holds(make_push: Any) -> None:
     push = await make_push()
-    secret = webhooks.new_secret()
     release = asyncio.Event()
 
-    async def hang(r: Receiver, d: p.Delivery) -> tuple[int, bytes]:
+    async def hang(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
         await release.wait()
-        return await complete(r, d)
+        return await real()
 
-    async with receiving(secret, push, hang) as receiver:
-        await push.add_endpoint(receiver.url, secret)
-        run_ids = await push.start_runs(3)
+    async with receiving(push, hang) as receiver:
+        await push.add_endpoint(receiver)
+        runs = await push.start_runs(3)
 
         async def all_arrived() -> bool:
             return len(receiver.per_run) == 3
 
         await until(all_arrived, "three deliveries in flight")
         await push.server.runtime.stop()
-        for run_id in run_ids:
+        for run_id in runs:
             view = await push.client.get_run(run_id)
-            assert view.status == "queued", view
+            assert (view.status, view.recoveries) == ("queued", 0), view
         release.set()  # the endpoint's late writes are fenced: the runs stay queued
-    for run_id in run_ids:
+    for run_id, key in runs.items():
         assert (await push.client.get_run(run_id)).status == "queued"
+        assert LEDGER.count(STEP, key) <= 1
 
 
 async def test_a_disabled_endpoint_stops_and_gives_back_its_runs(make_push: Any) -> None:
     push = await make_push()
-    secret = webhooks.new_secret()
     release = asyncio.Event()
 
-    async def hang(r: Receiver, d: p.Delivery) -> tuple[int, bytes]:
+    async def hang(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
         await release.wait()
-        return await complete(r, d)
+        return await real()
 
-    async with receiving(secret, push, hang) as receiver:
-        endpoint_id = await push.add_endpoint(receiver.url, secret)
-        [run_id] = await push.start_runs(1)
+    async with receiving(push, hang) as receiver:
+        endpoint_id = await push.add_endpoint(receiver)
+        runs = await push.start_runs(1)
         await asyncio.wait_for(receiver.arrived.wait(), WAIT_S)
         await push.set_enabled(endpoint_id, False)
-        await push.wait_status([run_id], "queued")
+        await push.wait_status(runs, "queued")
         release.set()
+    [run_id] = runs
     assert (await push.client.get_run(run_id)).status == "queued"
 
 
-async def test_a_private_address_is_refused_at_delivery_time(make_push: Any) -> None:
+async def test_a_name_resolving_to_a_private_address_is_refused_at_delivery_time(make_push: Any) -> None:
     push = await make_push(endpoints_allow_private=False, endpoint_max_attempts=2)
-    secret = webhooks.new_secret()
-    async with receiving(secret, push) as receiver:
-        endpoint_id = await push.add_endpoint(receiver.url, secret)
-        [run_id] = await push.start_runs(1)
+    answers = {"push.example": ["93.184.215.14"]}  # public when it is registered ...
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return answers[host]
+
+    push.svc.url_resolver = resolve
+    async with receiving(push) as receiver:
+        endpoint_id = await push.add_endpoint(receiver, url=f"http://push.example:{receiver.port}/push")
+        answers["push.example"] = ["127.0.0.1"]  # ... and rebound to loopback before a delivery
+        runs = await push.start_runs(1)
+        [run_id] = runs
 
         async def refused_twice() -> bool:
             return len(await deliveries.run_deliveries(push.svc, NS, run_id)) >= 2
 
         await until(refused_twice, "two refused deliveries")
+        await push.wait_status(runs, "queued")
     attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
     assert {x.outcome for x in attempts} == {"refused"}
     assert "loopback" in (attempts[0].error or "")
     assert receiver.deliveries == []
-    row = await push.endpoint_row(endpoint_id)
-    assert "loopback" in (row["last_error"] or "")
+    health = (await push.endpoint(endpoint_id)).health
+    assert "loopback" in (health.last_error or "")
 
 
 async def test_two_replicas_deliver_each_activation_once(make_push: Any, db_url: str) -> None:
@@ -449,21 +478,126 @@ async def test_two_replicas_deliver_each_activation_once(make_push: Any, db_url:
         pytest.skip("several server processes share PostgreSQL only")
     first = await make_push()
     second = await make_push()
-    secret = webhooks.new_secret()
-    async with receiving(secret, first) as receiver:
-        endpoint_id = await first.add_endpoint(receiver.url, secret, concurrency=20)
-        second.svc.hub.notify(WAKE_KEY)
+    async with receiving(first) as receiver:
+        endpoint_id = await first.add_endpoint(receiver, concurrency=20)
+        second.svc.hub.notify(endpoints.WAKE_KEY)  # as NOTIFY or Redis would, or its next reload
         started = await asyncio.gather(first.start_runs(200), second.start_runs(200))
-        run_ids = started[0] + started[1]
-        await first.wait_status(run_ids)
+        runs = {**started[0], **started[1]}
+        await first.wait_status(runs)
         replicas = [push.server.runtime.push for push in (first, second)]
         posts = [r.deliverers[endpoint_id].posts for r in replicas if r is not None]
+    await assert_done_once(first, runs)
     ids = [headers[webhooks.ID_HEADER] for headers, _ in receiver.deliveries]
     assert len(ids) == len(set(ids))
-    assert set(receiver.per_run) == set(run_ids)
+    assert set(receiver.per_run) == set(runs)
     assert receiver.max_active <= 20
-    rows = [x for run_id in run_ids for x in await deliveries.run_deliveries(first.svc, NS, run_id)]
+    rows = [x for run_id in runs for x in await deliveries.run_deliveries(first.svc, NS, run_id)]
     assert len(rows) == len(ids)
     assert len({(x.run_id, x.revision) for x in rows}) == len(rows)
     assert sum(posts) == len(ids)
     assert min(posts) > 0, posts  # both replicas delivered
+
+
+async def test_a_run_handed_back_is_delivered_again_with_what_it_recorded(make_push: Any) -> None:
+    push = await make_push()
+
+    async def hand_back_once(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        a = d.activation
+        if r.per_run[a.run_id] > 1:
+            assert [t.name for t in a.tasks] == [STEP]  # what the first activation recorded
+            return await real()
+        key = msgspec.json.decode(a.input)
+        record = p.RecordTask(
+            run_id=a.run_id,
+            revision=a.revision,
+            address=push_step_address(key),
+            seq=0,
+            name=STEP,
+            status="completed",
+            attempts=1,
+            output=f"done:{key}",
+        )
+        [result] = await connect(r.client).run_commands([record])
+        assert result.problem is None
+        return 200, answer(d, "handed_back")
+
+    async with receiving(push, hand_back_once) as receiver:
+        await push.add_endpoint(receiver)
+        runs = await push.start_runs(1)
+        [(run_id, key)] = runs.items()
+        await push.wait_status(runs)
+    assert await push.output(run_id) == f"done:{key}"
+    assert LEDGER.count(STEP, key) == 0  # replayed from the record: never executed again
+    attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
+    assert [(x.attempt, x.outcome) for x in attempts] == [(1, "handed_back"), (1, "completed")]
+    assert attempts[1].revision > attempts[0].revision
+    assert (await push.client.get_run(run_id)).recoveries == 0
+
+
+def push_step_address(key: str) -> str:
+    return task_address(STEP, key)
+
+
+async def test_the_lease_is_kept_while_the_endpoint_works(make_push: Any) -> None:
+    # A lease of 0.6 s, a delivery of 1.5 s: only the server's heartbeats keep the run.
+    push = await make_push(lease_ttl_ms=600, heartbeat_interval_ms=150)
+
+    async def slow(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        await asyncio.sleep(1.5)
+        return await real()
+
+    async with receiving(push, slow) as receiver:
+        await push.add_endpoint(receiver)
+        runs = await push.start_runs(1)
+        await push.wait_status(runs)
+    await assert_done_once(push, runs)
+    [run_id] = runs
+    [attempt] = await deliveries.run_deliveries(push.svc, NS, run_id)
+    assert attempt.outcome == "completed"
+    assert (await push.client.get_run(run_id)).recoveries == 0
+
+
+async def test_a_delivery_that_times_out_is_fenced_and_tried_again(make_push: Any) -> None:
+    push = await make_push()
+    late: list[p.CommandResult] = []
+    first_done = asyncio.Event()
+
+    async def stall_first(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        a = d.activation
+        if r.per_run[a.run_id] > 1:
+            return await real()
+        await asyncio.sleep(2.0)  # beyond the endpoint's timeout: the server gave up on it
+        done = p.Complete(run_id=a.run_id, revision=a.revision, output="late")
+        late.extend(await connect(r.client).run_commands([done]))
+        first_done.set()
+        return 200, answer(d, "completed")
+
+    async with receiving(push, stall_first) as receiver:
+        await push.add_endpoint(receiver, timeout_ms=1_000)
+        runs = await push.start_runs(1)
+        await push.wait_status(runs)
+        await asyncio.wait_for(first_done.wait(), WAIT_S)
+    [run_id] = runs
+    attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
+    assert [(x.attempt, x.outcome) for x in attempts] == [(1, "timeout"), (2, "completed")]
+    [refused] = late
+    assert refused.problem is not None  # the old activation was fenced by the retry's revision
+    await assert_done_once(push, runs)
+
+
+async def test_a_bad_answer_counts_as_a_failure(make_push: Any) -> None:
+    push = await make_push()
+
+    async def garbage_once(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        if r.per_run[d.activation.run_id] == 1:
+            return 200, b"<html>hello</html>"
+        return await real()
+
+    async with receiving(push, garbage_once) as receiver:
+        await push.add_endpoint(receiver)
+        runs = await push.start_runs(1)
+        await push.wait_status(runs)
+    await assert_done_once(push, runs)
+    [run_id] = runs
+    attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
+    assert [(x.outcome, x.status_code) for x in attempts] == [("bad_answer", 200), ("completed", 200)]

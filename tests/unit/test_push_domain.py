@@ -183,3 +183,17 @@ def test_the_delivery_body_carries_the_activation_as_the_api_maps_it() -> None:
     expected = msgspec.json.decode(msgspec.json.encode(wire.activation(a)), type=p.Activation)
     assert msgspec.json.encode(decoded.activation) == msgspec.json.encode(expected)
     assert msgspec.json.decode(body)["activation"]["input"] == {"x": 1}
+
+
+def test_the_delivery_carries_the_server_s_request_limits_as_a_registration_does() -> None:
+    from aiki.api.worker_routes import batch_max_bytes
+    from aiki.platform.db.engine import Database
+    from aiki.platform.domain.settings import Settings
+    from aiki.platform.services.context import Services
+
+    svc = Services(Database("sqlite+aiosqlite:///:memory:", migrate=False), Settings(max_payload_bytes=4096))
+    a = v.Activation("r", 1, "wf", "1", 1, "null", 1_000, [], [], [], [], None, None, [], None, None)
+    decoded = msgspec.json.decode(encode_delivery("e", 1, 900, a, 4096), type=p.Delivery)
+    assert (decoded.payload_max_bytes, decoded.batch_max_bytes) == (4096, batch_max_bytes(svc))
+    bare = msgspec.json.decode(encode_delivery("e", 1, 900, a), type=p.Delivery)
+    assert (bare.payload_max_bytes, bare.batch_max_bytes) == (None, None)

@@ -83,16 +83,17 @@ class DeliveryRepository:
         )
         return changed == 1
 
-    async def update_endpoint(self, endpoint_id: str, values: Mapping[str, Any]) -> None:
-        """Set breaker and last-delivery columns of an endpoint."""
+    async def update_endpoint(self, endpoint_id: str, values: Mapping[str, Any]) -> bool:
+        """Set breaker and last-delivery columns of an endpoint; False when it is gone."""
         columns = tuple(values)
         sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
-        await self.conn.execute(
+        changed = await self.conn.execute(
             f"UPDATE endpoints SET {sets} WHERE id = $1 AND namespace_id = $2",
             endpoint_id,
             self.namespace_id,
             *values.values(),
         )
+        return changed == 1
 
     async def insert_delivery(self, values: Mapping[str, Any]) -> None:
         """One attempt row (``endpoint_id, run_id, revision, attempt, outcome, status_code,

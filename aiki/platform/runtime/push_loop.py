@@ -24,8 +24,6 @@ import contextlib
 import logging
 import random
 
-import httpx
-
 from aiki.platform.db.executor_store import executor_store
 from aiki.platform.domain import push
 from aiki.platform.domain import values as v
@@ -53,6 +51,7 @@ class PushLoop:
         self._stopping = stopping
         self.deliverers: dict[str, Deliverer] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._unusable: dict[str, str] = {}
 
     async def run(self) -> None:
         backoff = 0.05
@@ -60,7 +59,9 @@ class PushLoop:
             while not self._stopping.is_set():
                 since = self._svc.hub.version(WAKE_KEY)
                 try:
-                    self._sync(await d.load_targets(self._svc))
+                    targets, unusable = await d.load_targets(self._svc)
+                    self._sync(targets)
+                    self._report(unusable)
                     backoff = 0.05
                 except asyncio.CancelledError:
                     raise
@@ -89,6 +90,13 @@ class PushLoop:
             elif running.target != target:
                 running.update(target)
 
+    def _report(self, unusable: dict[str, str]) -> None:
+        """Log each endpoint that cannot be delivered to once (not on every reload)."""
+        for endpoint_id, reason in unusable.items():
+            if self._unusable.get(endpoint_id) != reason:
+                log.warning("endpoint %s is enabled but not delivered to: %s", endpoint_id, reason)
+        self._unusable = unusable
+
     async def _stop_all(self) -> None:
         stopping = [deliverer.stop() for deliverer in self.deliverers.values()]
         self.deliverers.clear()
@@ -110,12 +118,7 @@ class Deliverer:
         self._svc = svc
         self.target = target
         self._random = rng or random.Random()
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=target.timeout_ms / 1000,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=max(1, target.concurrency)),
-            trust_env=False,
-        )
+        self._session = d.open_session()
         self.held: dict[str, int] = {}
         """Runs it holds (id → revision): their leases are kept."""
         self.breaker = push.Breaker()
@@ -180,7 +183,7 @@ class Deliverer:
         elif (limit := min(free, target.concurrency - state.in_flight)) <= 0:
             await self._wait_slot(0.05)  # other replicas' deliveries fill the endpoint
         else:
-            self._spawn_all(await d.admit(self._svc, target, await self._claim(limit)))
+            self._spawn_all(await self._admit(await self._claim(limit)))
 
     async def _probe(self) -> None:
         """One delivery decides whether the breaker closes: claim a run, then take the probe (only
@@ -196,7 +199,7 @@ class Deliverer:
             await self._give_back(claimed, "another replica probes the endpoint", posted=False)
             await _wait(self._stopping, 0.05 + self._random.random() * 0.1)
             return
-        tasks = self._spawn_all(await d.admit(self._svc, target, claimed))
+        tasks = self._spawn_all(await self._admit(claimed))
         if tasks:
             await asyncio.wait(tasks)
 
@@ -214,9 +217,19 @@ class Deliverer:
             wait_ms=CLAIM_WAIT_MS,
         )
         try:
-            return await claim(self._svc, target.namespace_id, request, gone)
+            claimed = await claim(self._svc, target.namespace_id, request, gone)
         finally:
             self._gone = None
+        for a in claimed:  # from now on, stop() gives them back if nothing else does
+            self.held[a.run_id] = a.revision
+        return claimed
+
+    async def _admit(self, claimed: list[v.Activation]) -> list[v.Activation]:
+        """The runs claimed that fit the endpoint's concurrency (the rest were given back)."""
+        kept = await d.admit(self._svc, self.target, claimed)
+        for a in claimed[len(kept) :]:
+            self.held.pop(a.run_id, None)
+        return kept
 
     def _end_claim(self) -> None:
         gone = self._gone
@@ -226,7 +239,6 @@ class Deliverer:
     def _spawn_all(self, activations: list[v.Activation]) -> list[asyncio.Task[None]]:
         tasks = []
         for a in activations:
-            self.held[a.run_id] = a.revision
             if self._stopping.is_set():
                 continue  # given back by stop()
             task = asyncio.create_task(self._deliver(a), name=f"aiki-push-{self.target.id}-{a.run_id}")
@@ -262,6 +274,8 @@ class Deliverer:
                     return
                 breaker = await d.record(self._svc, self.target, a, attempt, result)
                 if breaker is not None:
+                    if breaker.state == push.CLOSED and self.breaker.state != push.CLOSED:
+                        log.info("endpoint %s: breaker closed, delivering again", self.target.id)
                     self.breaker = breaker
                 if not result.failed:
                     self.held.pop(a.run_id, None)
@@ -306,7 +320,7 @@ class Deliverer:
     async def _post(self, a: v.Activation, attempt: int) -> d.PostResult | None:
         """The POST, in a task of its own so that stopping can cut it off; None when it was."""
         self.posts += 1
-        post = asyncio.create_task(d.post(self._svc, self.target, self._client, a, attempt))
+        post = asyncio.create_task(d.post(self._svc, self.target, self._session, a, attempt))
         self._posts.add(post)
         try:
             await asyncio.wait({post})
@@ -344,16 +358,10 @@ class Deliverer:
         self._stopping.set()
         self._end_claim()
         if self._main is not None:
-            await asyncio.wait({self._main}, timeout=1.0)
+            await asyncio.wait({self._main}, timeout=0.5)
         await self._end_deliveries(grace_s)
-        for task in (self._main, self._keeper):
-            if task is not None and not task.done():
-                task.cancel()
         self._closed.set()
-        for task in (self._main, self._keeper):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await _finish(self._main, self._keeper)
         if self.held:
             left = dict(self.held)
             self.held.clear()
@@ -361,7 +369,7 @@ class Deliverer:
                 await d.give_back(self._svc, self.target, left, f"{self.target.worker_id}: stopping", posted=True)
             except Exception:
                 log.exception("endpoint %s: giving back %d runs at stop failed", self.target.id, len(left))
-        await self._client.aclose()
+        await self._session.close()
 
     async def _end_deliveries(self, grace_s: float) -> None:
         """Deliveries in flight get ``grace_s`` to finish; then their POSTs are cut off (each gives
@@ -377,3 +385,16 @@ class Deliverer:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+
+
+async def _finish(*tasks: asyncio.Task[None] | None) -> None:
+    """Let ``tasks`` end (within a second), cancelling those that do not."""
+    running = {t for t in tasks if t is not None}
+    if not running:
+        return
+    _, pending = await asyncio.wait(running, timeout=1.0)
+    for task in pending:
+        task.cancel()
+    for task in running:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -12,12 +12,14 @@ the old activation). :func:`admit` keeps the endpoint's concurrency across repli
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import httpx
+import aiohttp
 import msgspec
 
 from aiki.platform.db.executor_store import executor_store
@@ -60,32 +62,35 @@ class PostResult:
 # -- the runtime's reads ------------------------------------------------------------------------
 
 
-async def load_targets(svc: Services) -> list[push.Target]:
-    """The enabled endpoints of every namespace, secrets opened (an endpoint whose secret does not
-    open under the server secret is left out, with a warning)."""
+async def load_targets(svc: Services) -> tuple[list[push.Target], dict[str, str]]:
+    """The enabled endpoints of every namespace, secrets opened; and those that cannot be
+    delivered to (endpoint id → why: their secret does not open under the server secret)."""
     async with svc.db.autocommit() as conn:
         found = await PushTargetRepository(conn).enabled()
-    targets = []
+    targets: list[push.Target] = []
+    unusable: dict[str, str] = {}
     for row in found:
         target = _target(svc, row)
-        if target is not None:
+        if isinstance(target, str):
+            unusable[row["id"]] = target
+        else:
             targets.append(target)
-    return targets
+    return targets, unusable
 
 
-def _target(svc: Services, row: Row) -> push.Target | None:
+def _target(svc: Services, row: Row) -> push.Target | str:
     box = svc.secret_box
     if box is None:
-        log.warning("endpoint %s is enabled but the server has no secret key: not delivering", row["id"])
-        return None
+        return "the server has no secret key to open its signing secret with"
     try:
         secret = box.open(row["secret"], context=row["id"])
-        previous = None
-        if row["previous_secret"] is not None and (row["previous_secret_expires_at"] or 0) > now_ms():
-            previous = box.open(row["previous_secret"], context=row["id"])
     except Exception as exc:  # SecretBoxError, or a malformed value
-        log.warning("endpoint %s: its signing secret does not open (%s): not delivering", row["id"], type(exc).__name__)
-        return None
+        return f"its signing secret does not open under the server secret ({type(exc).__name__})"
+    previous = None
+    if row["previous_secret"] is not None and (row["previous_secret_expires_at"] or 0) > now_ms():
+        # The previous one is a courtesy during a rotation: when it does not open, the current signs alone.
+        with contextlib.suppress(Exception):
+            previous = box.open(row["previous_secret"], context=row["id"])
     versions = msgspec.json.decode(row["versions"])
     return push.Target(
         id=row["id"],
@@ -205,35 +210,67 @@ def _announce(svc: Services, ns: str, run_ids: Sequence[str]) -> None:
 # -- one POST -----------------------------------------------------------------------------------
 
 
+ANSWER_MAX_BYTES = 64 * 1024
+"""The most of an endpoint's answer read (a delivery answer is a few dozen bytes)."""
+
+
+def open_session() -> aiohttp.ClientSession:
+    """The HTTP session a deliverer POSTs through (in the running event loop): aiohttp, which costs
+    a fraction of httpx's CPU per request. Its connections are not limited (the deliverer keeps the
+    endpoint's concurrency: a POST never waits for a connection within its timeout). No redirect is
+    ever followed, no proxy or cookie used."""
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=15)
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+
+
 async def post(
-    svc: Services, target: push.Target, client: httpx.AsyncClient, a: v.Activation, attempt: int
+    svc: Services, target: push.Target, session: aiohttp.ClientSession, a: v.Activation, attempt: int
 ) -> PostResult:
     """POST ``a`` to the endpoint, signed; what came of it (never raises for the endpoint's faults)."""
+    allow = svc.settings.endpoints_allow_private
     try:
-        await check_url(target.url, allow_private=svc.settings.endpoints_allow_private)
+        if svc.url_resolver is not None:
+            await check_url(target.url, allow_private=allow, resolve=svc.url_resolver)
+        else:
+            await check_url(target.url, allow_private=allow)
     except EndpointUrlRefused as e:
         return PostResult(push.REFUSED, None, None, push.truncate_error(e.reason))
-    body = encode_delivery(target.id, attempt, push.time_limit_ms(target.timeout_ms), a)
+    limit_ms = push.time_limit_ms(target.timeout_ms)
+    body = encode_delivery(target.id, attempt, limit_ms, a, svc.settings.max_payload_bytes)
     now = now_ms()
     signed = webhooks.signed_headers(target.secrets(now), f"{a.run_id}.{a.revision}", now // 1000, body)
     headers = {**_HEADERS, **signed}
     started = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=target.timeout_ms / 1000)
     try:
-        response = await client.post(target.url, content=body, headers=headers, timeout=target.timeout_ms / 1000)
-    except httpx.TimeoutException:
+        async with session.post(
+            target.url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+        ) as response:
+            content = await _read(response)
+            code, reason = response.status, response.reason or ""
+    except TimeoutError:
         return PostResult(push.TIMEOUT, None, _since(started), f"no answer within {target.timeout_ms} ms")
-    except httpx.HTTPError as e:
+    except aiohttp.ClientError as e:
         return PostResult(push.CONNECTION_ERROR, None, _since(started), push.truncate_error(_describe(e)))
-    return _answer(response, a, _since(started))
+    return _answer(code, reason, content, a, _since(started))
 
 
-def _answer(response: httpx.Response, a: v.Activation, latency_ms: int) -> PostResult:
-    code = response.status_code
+async def _read(response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, at most :data:`ANSWER_MAX_BYTES` of it."""
+    content = b""
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        content += chunk
+        if len(content) >= ANSWER_MAX_BYTES:
+            return content[:ANSWER_MAX_BYTES]
+    return content
+
+
+def _answer(code: int, reason: str, content: bytes, a: v.Activation, latency_ms: int) -> PostResult:
     if not 200 <= code < 300:
-        text = response.text.strip() or response.reason_phrase
+        text = content.decode(errors="replace").strip() or reason
         return PostResult(push.HTTP_ERROR, code, latency_ms, push.truncate_error(f"HTTP {code}: {text}"))
     try:
-        answer = _answer_decoder.decode(response.content)
+        answer = _answer_decoder.decode(content)
     except msgspec.ValidationError as e:
         return PostResult(push.BAD_ANSWER, code, latency_ms, push.truncate_error(f"not a delivery answer: {e}"))
     except msgspec.DecodeError:
@@ -266,49 +303,24 @@ async def record(
     ns = target.namespace_id
     now = now_ms()
     released: list[str] = []
+    before: str | None = None
     async with svc.db.raw_transaction() as conn:
         repo = DeliveryRepository(conn, ns)
-        row = await repo.lock(target.id)
-        if row is None:
-            return None
-        event: push.BreakerEvent = "failure" if result.failed else "success"
-        breaker = push.breaker_after(_breaker(row), event, now, breaker_policy(svc, target))
-        await repo.insert_delivery(
-            {
-                "endpoint_id": target.id,
-                "run_id": a.run_id,
-                "revision": a.revision,
-                "attempt": attempt,
-                "outcome": result.outcome,
-                "status_code": result.status_code,
-                "latency_ms": result.latency_ms,
-                "error": result.error,
-                "created_at": now,
-            }
-        )
-        await repo.update_endpoint(
-            target.id,
-            {
-                "breaker": breaker.state,
-                "breaker_until": breaker.until,
-                "breaker_opens": breaker.opens,
-                "consecutive_failures": breaker.failures,
-                "last_delivery_at": now,
-                "last_status_code": result.status_code,
-                "last_error": result.error,
-            },
-        )
+        breaker: push.Breaker | None = push.Breaker()  # a success closes it, whatever it was
+        if result.failed:
+            row = await repo.lock(target.id)
+            before = None if row is None else row["breaker"]
+            breaker = (
+                None if row is None else push.breaker_after(_breaker(row), "failure", now, breaker_policy(svc, target))
+            )
+        if breaker is not None and await repo.update_endpoint(target.id, _endpoint_values(breaker, result, now)):
+            await repo.insert_delivery(_attempt_values(target, a, attempt, result, now))
+        else:
+            breaker = None
         if not result.failed:
             reason = f"delivered to {target.worker_id} ({result.outcome}): back to the queue"
             released = await RunRepository(conn, ns).release(target.worker_id, {a.run_id: a.revision}, reason, now)
     _announce(svc, ns, released)
-    _log_result(target, a, attempt, result, breaker, row)
-    return breaker
-
-
-def _log_result(
-    target: push.Target, a: v.Activation, attempt: int, result: PostResult, breaker: push.Breaker, before: Row
-) -> None:
     if result.failed:
         log.warning(
             "endpoint %s: delivery of run %s (revision %d, attempt %d) failed: %s %s",
@@ -319,8 +331,35 @@ def _log_result(
             result.outcome,
             result.error or "",
         )
-    if breaker.state != before["breaker"]:
-        log.warning("endpoint %s: breaker %s -> %s", target.id, before["breaker"], breaker.state)
+        if breaker is not None and breaker.state != before:
+            log.warning("endpoint %s: breaker %s -> %s", target.id, before, breaker.state)
+    return breaker
+
+
+def _endpoint_values(breaker: push.Breaker, result: PostResult, now: int) -> dict[str, Any]:
+    return {
+        "breaker": breaker.state,
+        "breaker_until": breaker.until,
+        "breaker_opens": breaker.opens,
+        "consecutive_failures": breaker.failures,
+        "last_delivery_at": now,
+        "last_status_code": result.status_code,
+        "last_error": result.error,
+    }
+
+
+def _attempt_values(target: push.Target, a: v.Activation, attempt: int, result: PostResult, now: int) -> dict[str, Any]:
+    return {
+        "endpoint_id": target.id,
+        "run_id": a.run_id,
+        "revision": a.revision,
+        "attempt": attempt,
+        "outcome": result.outcome,
+        "status_code": result.status_code,
+        "latency_ms": result.latency_ms,
+        "error": result.error,
+        "created_at": now,
+    }
 
 
 async def refresh(svc: Services, target: push.Target, a: v.Activation) -> v.Activation | None:

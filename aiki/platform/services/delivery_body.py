@@ -18,8 +18,20 @@ _retry_decoder = msgspec.json.Decoder(p.RetryPolicyWire)
 _encoder = msgspec.json.Encoder()
 
 
-def encode_delivery(endpoint_id: str, attempt: int, time_limit_ms: int, a: v.Activation) -> bytes:
-    """The JSON body POSTed to an endpoint for ``a`` (attempt ``attempt`` of this activation)."""
+BATCH_BODY_FACTOR = 8
+"""A ``POST /workers/commands`` body may be this many times ``max_payload_bytes`` (as
+``aiki.api.worker_routes.BATCH_BODY_FACTOR``; a unit test keeps them equal)."""
+
+
+def encode_delivery(
+    endpoint_id: str,
+    attempt: int,
+    time_limit_ms: int,
+    a: v.Activation,
+    payload_max_bytes: int | None = None,
+) -> bytes:
+    """The JSON body POSTed to an endpoint for ``a`` (attempt ``attempt`` of this activation), with
+    the server's request limits when ``payload_max_bytes`` is given (as a worker learns them)."""
 
     def raw(text: str | None) -> msgspec.Raw:
         return _NULL if text is None else msgspec.Raw(text.encode())
@@ -76,6 +88,12 @@ def encode_delivery(endpoint_id: str, attempt: int, time_limit_ms: int, a: v.Act
         resumed_wait=None if wait is None else p.WaitRef(name=wait.name, seq=wait.seq),
     )
     delivery = p.Delivery(
-        type="activation", endpoint_id=endpoint_id, attempt=attempt, time_limit_ms=time_limit_ms, activation=activation
+        type="activation",
+        endpoint_id=endpoint_id,
+        attempt=attempt,
+        time_limit_ms=time_limit_ms,
+        activation=activation,
+        payload_max_bytes=payload_max_bytes,
+        batch_max_bytes=None if payload_max_bytes is None else payload_max_bytes * BATCH_BODY_FACTOR,
     )
     return _encoder.encode(delivery)

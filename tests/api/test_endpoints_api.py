@@ -272,6 +272,8 @@ async def test_a_version_a_live_worker_serves_is_a_409_naming_it(iam_aiki: IamHa
         ("POST", "", b'{"url": "https://93.184.216.34/", "versions": [["a"]]}'),
         ("POST", "", b'{"url": "https://93.184.216.34/", "versions": [["a", "1"]], "pools": "fast"}'),
         ("POST", "", b'{"url": 5, "versions": [["a", "1"]]}'),
+        ("POST", "", b'{"url": "https://93.184.216.34/\\u0000", "versions": [["a", "1"]]}'),
+        ("POST", "", b'{"url": "https://93.184.216.34/a b", "versions": [["a", "1"]]}'),
         ("POST", "", ('{"url": "https://93.184.216.34/' + "a" * 5000 + '", "versions": [["a", "1"]]}').encode()),
         ("POST", "", ('{"url": "https://93.184.216.34/", "versions": [["' + "w" * 5000 + '", "1"]]}').encode()),
         ("PATCH", "/{id}", b'{"enabled": "yes"}'),

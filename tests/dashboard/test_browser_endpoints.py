@@ -251,3 +251,31 @@ def test_a_viewer_sees_endpoints_without_controls_and_a_run_shows_its_deliveries
     assert forged.status == 403
     with api(srv.base, owner.key("read")) as client:
         assert client.get(f"/api/v1/endpoints/{endpoint_id}").status_code == 200
+
+
+def test_a_refused_url_reads_as_a_message_in_the_form(chromium: Any, srv: Server) -> None:
+    """htmx swaps the form's 422 answer in place: the reason beside the form, what was typed kept.
+    (Its own browser context: a 4xx answer is a console error there, which the ``page`` fixture
+    would count against the pages.)"""
+    from playwright.sync_api import expect
+
+    owner = _signup(srv.base, "mistaken")
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        _login(page, srv.base, owner.email)
+        page.goto(f"{srv.base}/ui/ns/{owner.namespace_id}/endpoints")
+        form = page.locator("#register-endpoint")
+        form.get_by_label("URL").fill("ftp://files.example/aiki")
+        form.get_by_label("Versions").fill("mistaken-wf@1")
+        form.get_by_role("button", name="Register endpoint").click()
+        alert = page.locator("#register-endpoint [role=alert]")
+        expect(alert).to_contain_text("only http and https URLs are allowed")
+        expect(page.locator("#register-endpoint").get_by_label("URL")).to_have_value("ftp://files.example/aiki")
+        expect(page.locator("#endpoint-secret")).to_have_count(0)
+        assert "{" not in alert.inner_text()  # a sentence, not a JSON problem
+        page.screenshot(path=str(screenshot_dir() / "35-endpoint-form-error.png"), full_page=True)
+    finally:
+        context.close()
+    with api(srv.base, owner.key("read")) as client:
+        assert client.get("/api/v1/endpoints").json() == {"items": []}

@@ -28,12 +28,13 @@ import uvicorn
 from aiki import Run, client, endpoint, task, workflow
 from aiki.api.server import AikiServer
 from aiki.platform.db.engine import Database
+from aiki.platform.db.executor_store import executor_store
 from aiki.platform.db.tables import DEFAULT_NAMESPACE_ID
 from aiki.platform.domain.errors import RunNotFound
-from aiki.platform.domain.ids import new_id
+from aiki.platform.domain.ids import new_id, now_ms
 from aiki.platform.domain.settings import Settings
 from aiki.platform.secret_box import SecretBox
-from aiki.platform.services import deliveries, endpoints
+from aiki.platform.services import deliveries, endpoints, executions
 from aiki.worker_sdk import protocol as p
 from aiki.worker_sdk._worker_connection import connect
 from aiki.worker_sdk.protocol import webhooks
@@ -498,6 +499,29 @@ async def test_two_replicas_deliver_each_activation_once(make_push: Any, db_url:
     assert min(posts) > 0, posts  # both replicas delivered
 
 
+async def test_the_concurrency_limit_holds_across_replicas(make_push: Any, db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("several server processes share PostgreSQL only")
+    first = await make_push()
+    second = await make_push()
+
+    async def slow(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        await asyncio.sleep(0.02)  # the endpoint's work, so that deliveries overlap
+        return await real()
+
+    async with receiving(first, slow) as receiver:
+        endpoint_id = await first.add_endpoint(receiver, concurrency=4)
+        second.svc.hub.notify(endpoints.WAKE_KEY)
+        started = await asyncio.gather(first.start_runs(40), second.start_runs(40))
+        runs = {**started[0], **started[1]}
+        await first.wait_status(runs)
+        replicas = [push.server.runtime.push for push in (first, second)]
+        posts = [r.deliverers[endpoint_id].posts for r in replicas if r is not None]
+    await assert_done_once(first, runs)
+    assert receiver.max_active == 4
+    assert min(posts) > 0, posts
+
+
 async def test_a_run_handed_back_is_delivered_again_with_what_it_recorded(make_push: Any) -> None:
     push = await make_push()
 
@@ -601,3 +625,42 @@ async def test_a_bad_answer_counts_as_a_failure(make_push: Any) -> None:
     [run_id] = runs
     attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
     assert [(x.outcome, x.status_code) for x in attempts] == [("bad_answer", 200), ("completed", 200)]
+
+
+async def test_an_answer_is_recorded_and_a_run_left_held_released_in_one_store_call(make_push: Any) -> None:
+    push = await make_push()
+    created = await endpoints.create_endpoint(
+        push.svc,
+        NS,
+        p.EndpointCreate(
+            url="http://127.0.0.1:9/push", versions=[p.VersionRef("push-delivery-wf", "1")], enabled=False
+        ),
+    )
+    owner = f"endpoint:{created.endpoint.id}"
+    runs = await push.start_runs(1)
+    [run_id] = runs
+    request = p.ClaimRequest(worker_id=owner, versions=[p.VersionRef("push-delivery-wf", "1")], wait_ms=5_000)
+    [a] = await executions.claim(push.svc, NS, request)
+    store = executor_store(push.svc.db, NS)
+
+    def attempt_row(n: int) -> dict[str, Any]:
+        return {
+            "endpoint_id": created.endpoint.id,
+            "run_id": run_id,
+            "revision": a.revision,
+            "attempt": n,
+            "outcome": "handed_back",
+            "status_code": 200,
+            "latency_ms": 5,
+            "error": None,
+            "created_at": now_ms(),
+        }
+
+    assert await store.delivered(run_id, a.revision, owner, "handed back", now_ms(), attempt_row(1)) == (True, True)
+    view = await push.client.get_run(run_id)
+    assert (view.status, view.revision, view.recoveries) == ("queued", a.revision + 1, 0)
+    # Released once: the run is no longer held at that revision.
+    assert await store.delivered(run_id, a.revision, owner, "again", now_ms(), attempt_row(2)) == (True, False)
+    await endpoints.delete_endpoint(push.svc, NS, created.endpoint.id)
+    assert await store.delivered(run_id, a.revision, owner, "gone", now_ms(), attempt_row(3)) == (False, False)
+    assert await deliveries.run_deliveries(push.svc, NS, run_id) == []  # deleted with their endpoint

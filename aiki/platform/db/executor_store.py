@@ -141,6 +141,16 @@ class ExecutorStore(Protocol):
         A push delivery is retried this way: the new attempt cannot be confused with the old one."""
         ...
 
+    async def delivered(
+        self, run_id: str, revision: int, worker_id: str, reason: str, now: int, attempt: Mapping[str, Any]
+    ) -> tuple[bool, bool]:
+        """A push delivery of the run at ``revision`` was answered: write its attempt row
+        (``endpoint_deliveries`` values; not when its endpoint is gone) and release the run if
+        ``worker_id`` still holds it at ``revision`` (as :meth:`RunRepository.release`). Returns
+        whether the row was written and whether the run was released. One statement where the
+        database allows it (a delivery's answer is on the hot path of push)."""
+        ...
+
     async def replay_state(self, run_ids: Sequence[str]) -> ReplayState:
         """The replay state of these runs (as a claim reads it), e.g. after :meth:`refence`."""
         ...

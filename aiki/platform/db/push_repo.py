@@ -18,6 +18,17 @@ TARGET_COLUMNS = (
     "previous_secret_expires_at, updated_at"
 )
 BREAKER_COLUMNS = "breaker, breaker_until, breaker_opens, consecutive_failures"
+ATTEMPT_COLUMNS = (
+    "endpoint_id",
+    "run_id",
+    "revision",
+    "attempt",
+    "outcome",
+    "status_code",
+    "latency_ms",
+    "error",
+    "created_at",
+)
 DELIVERY_COLUMNS = "id, endpoint_id, run_id, revision, attempt, outcome, status_code, latency_ms, error, created_at"
 
 
@@ -95,16 +106,19 @@ class DeliveryRepository:
         )
         return changed == 1
 
-    async def insert_delivery(self, values: Mapping[str, Any]) -> None:
+    async def insert_delivery(self, values: Mapping[str, Any]) -> bool:
         """One attempt row (``endpoint_id, run_id, revision, attempt, outcome, status_code,
-        latency_ms, error, created_at``)."""
-        columns = tuple(values)
-        placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
-        await self.conn.execute(
-            f"INSERT INTO endpoint_deliveries (namespace_id, {', '.join(columns)}) VALUES ($1, {placeholders})",
+        latency_ms, error, created_at``), unless its endpoint is gone: whether it was written."""
+        changed = await self.conn.execute(
+            "INSERT INTO endpoint_deliveries (namespace_id, endpoint_id, run_id, revision, attempt, outcome, "
+            "status_code, latency_ms, error, created_at) "
+            "SELECT CAST($1 AS VARCHAR), CAST($2 AS VARCHAR), CAST($3 AS VARCHAR), CAST($4 AS INTEGER), "
+            "CAST($5 AS INTEGER), CAST($6 AS VARCHAR), CAST($7 AS INTEGER), CAST($8 AS INTEGER), CAST($9 AS TEXT), "
+            "CAST($10 AS BIGINT) WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = $2 AND namespace_id = $1)",
             self.namespace_id,
-            *values.values(),
+            *(values[c] for c in ATTEMPT_COLUMNS),
         )
+        return changed == 1
 
     async def by_run(self, run_id: str) -> list[Row]:
         """A run's delivery attempts, oldest first."""

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 
 from aiki.platform.db.executor_store import executor_store
 from aiki.platform.domain import push
@@ -39,6 +40,9 @@ WAKE_KEY = "endpoints"
 """Notified by the endpoint registry when an endpoint is created, changed or deleted."""
 RELOAD_S = 2.0
 CLAIM_WAIT_MS = 5_000
+TOUCH_S = 1.0
+"""A success rewrites the endpoint's row (last delivery, breaker) at most this often per deliverer
+while its breaker is closed without failures (a failure always does)."""
 STOP_GRACE_S = 1.5
 """How long POSTs in flight may still finish when a deliverer stops (the runtime waits 5 s)."""
 
@@ -123,6 +127,7 @@ class Deliverer:
         """Runs it holds (id → revision): their leases are kept."""
         self.breaker = push.Breaker()
         self.posts = 0
+        self._touch_after = 0.0
         """POSTs made (an attempt each)."""
         self._deliveries: set[asyncio.Task[None]] = set()
         self._posts: set[asyncio.Task[d.PostResult]] = set()
@@ -272,7 +277,10 @@ class Deliverer:
                 if result is None:  # stopping: the POST was cut off
                     await self._give_back([a], "the server is stopping", posted=True)
                     return
-                breaker = await d.record(self._svc, self.target, a, attempt, result)
+                touch = self.breaker != push.Breaker() or time.monotonic() >= self._touch_after
+                breaker = await d.record(self._svc, self.target, a, attempt, result, touch=touch)
+                if touch:
+                    self._touch_after = time.monotonic() + TOUCH_S
                 if breaker is not None:
                     if breaker.state == push.CLOSED and self.breaker.state != push.CLOSED:
                         log.info("endpoint %s: breaker closed, delivering again", self.target.id)

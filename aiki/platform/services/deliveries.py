@@ -154,30 +154,27 @@ async def admit(svc: Services, target: push.Target, claimed: list[v.Activation])
     """The runs just claimed for ``target`` that may be delivered: those within its concurrency,
     counting every replica's. The rest go back to the queue at once, never POSTed.
 
-    Claims of replicas race; this check does not: under the endpoint's row lock it counts the runs
-    leased to the endpoint (every claim committed, the checked and the unchecked) and keeps only as
-    many as fit, so the deliveries in flight never exceed the limit (a race may put back more than
-    needed, never fewer).
+    Claims of replicas race; the count after them settles it without a lock. Each claim commits
+    before its claimer counts, and each count reads what was committed when it began (READ
+    COMMITTED; SQLite has one writer). Of two claimers, the one that counts later therefore sees
+    the other's claim as well as its own, and keeps only what fits beside it: the runs kept never
+    exceed the limit (a race may put back more than needed, never fewer).
     """
     if not claimed:
         return []
     ns = target.namespace_id
-    async with svc.db.raw_transaction() as conn:
-        repo = DeliveryRepository(conn, ns)
-        if await repo.lock(target.id) is None:
-            excess = claimed
-        else:
-            over = min(len(claimed), await repo.in_flight(target.worker_id) - target.concurrency)
-            excess = claimed[len(claimed) - over :] if over > 0 else []
-        if excess:
-            runs = RunRepository(conn, ns)
-            reason = f"claimed by {target.worker_id} beyond its concurrency: handed back"
-            for a in excess:
-                await runs.requeue_unstarted(a.run_id, target.worker_id, reason, now_ms(), revision=a.revision)
-    if excess:
-        _announce(svc, ns, [a.run_id for a in excess])
-    kept = claimed[: len(claimed) - len(excess)]
-    return kept
+    async with svc.db.autocommit() as conn:
+        in_flight = await DeliveryRepository(conn, ns).in_flight(target.worker_id)
+    over = min(len(claimed), in_flight - target.concurrency)
+    if over <= 0:
+        return claimed
+    excess = claimed[len(claimed) - over :]
+    reason = f"claimed by {target.worker_id} beyond its concurrency: handed back"
+    await executor_store(svc.db, ns).requeue(
+        [(a.run_id, a.revision) for a in excess], target.worker_id, reason, now_ms()
+    )
+    _announce(svc, ns, [a.run_id for a in excess])
+    return claimed[: len(claimed) - over]
 
 
 async def give_back(svc: Services, target: push.Target, held: dict[str, int], reason: str, *, posted: bool) -> None:
@@ -294,29 +291,35 @@ def _describe(e: Exception) -> str:
 
 
 async def record(
-    svc: Services, target: push.Target, a: v.Activation, attempt: int, result: PostResult
+    svc: Services, target: push.Target, a: v.Activation, attempt: int, result: PostResult, *, touch: bool = True
 ) -> push.Breaker | None:
     """Write the attempt row, move the endpoint's breaker and last delivery, and (after an answer)
     give the run back when the endpoint left it held at this revision (it handed it back, or
     answered without recording an ending). One transaction. Returns the breaker after it; None
-    when the endpoint is gone."""
+    when the endpoint is gone.
+
+    A success closes the breaker whatever it was, so it need not read it; with ``touch`` False
+    (the deliverer knows the breaker closed and wrote the endpoint's row a moment ago) it leaves
+    the row alone: every delivery rewriting that one row would make them all wait on its lock.
+    """
     ns = target.namespace_id
     now = now_ms()
+    if not result.failed and not touch:
+        return await _record_answer(svc, target, a, attempt, result, now)
     released: list[str] = []
-    before: str | None = None
     async with svc.db.raw_transaction() as conn:
         repo = DeliveryRepository(conn, ns)
-        breaker: push.Breaker | None = push.Breaker()  # a success closes it, whatever it was
         if result.failed:
-            row = await repo.lock(target.id)
-            before = None if row is None else row["breaker"]
-            breaker = (
-                None if row is None else push.breaker_after(_breaker(row), "failure", now, breaker_policy(svc, target))
-            )
-        if breaker is not None and await repo.update_endpoint(target.id, _endpoint_values(breaker, result, now)):
-            await repo.insert_delivery(_attempt_values(target, a, attempt, result, now))
+            before, breaker = await _failure(svc, repo, target, now)
         else:
-            breaker = None
+            before, breaker = push.CLOSED, push.Breaker()
+        # The endpoint's row first, the run's after (the order the registry's delete takes them in).
+        written = breaker is not None
+        if breaker is not None and (result.failed or touch):
+            written = await repo.update_endpoint(target.id, _endpoint_values(breaker, result, now))
+        if written:
+            written = await repo.insert_delivery(_attempt_values(target, a, attempt, result, now))
+        breaker = breaker if written else None
         if not result.failed:
             reason = f"delivered to {target.worker_id} ({result.outcome}): back to the queue"
             released = await RunRepository(conn, ns).release(target.worker_id, {a.run_id: a.revision}, reason, now)
@@ -334,6 +337,29 @@ async def record(
         if breaker is not None and breaker.state != before:
             log.warning("endpoint %s: breaker %s -> %s", target.id, before, breaker.state)
     return breaker
+
+
+async def _record_answer(
+    svc: Services, target: push.Target, a: v.Activation, attempt: int, result: PostResult, now: int
+) -> push.Breaker | None:
+    """:func:`record` of an answer that leaves the endpoint's row alone: one statement on PostgreSQL."""
+    reason = f"delivered to {target.worker_id} ({result.outcome}): back to the queue"
+    store = executor_store(svc.db, target.namespace_id)
+    written, released = await store.delivered(
+        a.run_id, a.revision, target.worker_id, reason, now, _attempt_values(target, a, attempt, result, now)
+    )
+    _announce(svc, target.namespace_id, [a.run_id] if released else [])
+    return push.Breaker() if written else None
+
+
+async def _failure(
+    svc: Services, repo: DeliveryRepository, target: push.Target, now: int
+) -> tuple[str | None, push.Breaker | None]:
+    """The breaker before and after a failed delivery (the endpoint's row locked); Nones when it is gone."""
+    row = await repo.lock(target.id)
+    if row is None:
+        return None, None
+    return row["breaker"], push.breaker_after(_breaker(row), "failure", now, breaker_policy(svc, target))
 
 
 def _endpoint_values(breaker: push.Breaker, result: PostResult, now: int) -> dict[str, Any]:

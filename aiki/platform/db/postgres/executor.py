@@ -15,6 +15,7 @@ from aiki.platform.db.executor_store import (
     claimed_state,
     empty_state,
 )
+from aiki.platform.db.push_repo import ATTEMPT_COLUMNS
 from aiki.platform.db.raw import RawConn, Row
 from aiki.platform.db.runs_repo import HELD, RUN_COLUMNS
 from aiki.platform.db.statuses import (
@@ -27,6 +28,7 @@ from aiki.platform.db.statuses import (
     TASK_DISCARDED,
     record_task_once,
 )
+from aiki.platform.db.statuses import QUEUED as QUEUED_STATUS
 
 _TASK_COLUMNS = ("id", "address", "seq", "name", "status", "attempts", "input", "output", "error", "next_attempt_at")
 
@@ -215,9 +217,51 @@ class PostgresExecutorStore(SharedExecutorStore):
             state = await claimed_state(claimed, lambda ids, first: _state_for(conn, ids, first))
         return Claimed(claimed, skipped, state)
 
+    async def delivered(
+        self, run_id: str, revision: int, worker_id: str, reason: str, now: int, attempt: Mapping[str, Any]
+    ) -> tuple[bool, bool]:
+        async with self.db.autocommit() as conn:
+            row = await conn.fetchrow(
+                _DELIVERED,
+                run_id,
+                self.namespace_id,
+                revision,
+                worker_id,
+                now,
+                reason,
+                *(attempt[c] for c in ATTEMPT_COLUMNS),
+            )
+        assert row is not None
+        return row["written"] == 1, row["released"] == 1
+
     async def replay_state(self, run_ids: Sequence[str]) -> ReplayState:
         async with self.db.autocommit() as conn:
             return await _state_for(conn, list(run_ids), list(run_ids))
+
+
+# The answer of a push delivery in one statement: the attempt row (while its endpoint exists) and,
+# when the endpoint left the run held at the revision delivered, its release (as
+# ``LeaseQueries.release``: queued again, or a pausing run stays paused, the revision moves on).
+# $1 run, $2 namespace, $3 revision, $4 lease owner, $5 now, $6 reason, then the attempt's columns.
+_DELIVERED = f"""
+WITH rel AS (
+  UPDATE runs SET status = CASE WHEN status = {RUNNING} THEN {QUEUED_STATUS} ELSE status END,
+    revision = revision + 1, lease_owner = NULL, wake_at = NULL,
+    queued_at = CASE WHEN status = {RUNNING} THEN $5 ELSE queued_at END, updated_at = $5
+  WHERE id = $1 AND namespace_id = $2 AND revision = $3 AND lease_owner = $4 AND status IN ({RUNNING}, {PAUSED})
+  RETURNING attempt, status
+), h AS (
+  INSERT INTO run_history (namespace_id, run_id, attempt, from_status, to_status, reason, created_at)
+  SELECT $2, $1, attempt, CASE WHEN status = {QUEUED_STATUS} THEN {RUNNING} ELSE {PAUSED} END, status, $6::text, $5
+  FROM rel
+), d AS (
+  INSERT INTO endpoint_deliveries (namespace_id, {", ".join(ATTEMPT_COLUMNS)})
+  SELECT $2, $7::varchar, $8::varchar, $9::int, $10::int, $11::varchar, $12::int, $13::int, $14::text, $15::bigint
+  WHERE EXISTS (SELECT 1 FROM endpoints WHERE id = $7 AND namespace_id = $2)
+  RETURNING id
+)
+SELECT (SELECT count(*) FROM d) AS written, (SELECT count(*) FROM rel) AS released
+"""
 
 
 def _claim_sql(q: ClaimQuery) -> str:

@@ -15,6 +15,7 @@ from aiki.platform.db.executor_store import (
     claimed_state,
     empty_state,
 )
+from aiki.platform.db.push_repo import DeliveryRepository
 from aiki.platform.db.raw import Params, RawConn, Row
 from aiki.platform.db.runs_repo import HELD, RunRepository
 from aiki.platform.db.statuses import TASK_DISCARDED
@@ -83,6 +84,14 @@ class SqliteExecutorStore(SharedExecutorStore):
             await RunRepository(conn, self.namespace_id).add_history(history)
             state = await claimed_state(claimed, lambda ids, first: _state_for(conn, ids, first))
         return Claimed(claimed, False, state)
+
+    async def delivered(
+        self, run_id: str, revision: int, worker_id: str, reason: str, now: int, attempt: Mapping[str, Any]
+    ) -> tuple[bool, bool]:
+        async with self.db.raw_transaction() as conn:
+            written = await DeliveryRepository(conn, self.namespace_id).insert_delivery(attempt)
+            released = await RunRepository(conn, self.namespace_id).release(worker_id, {run_id: revision}, reason, now)
+        return written, bool(released)
 
     async def replay_state(self, run_ids: Sequence[str]) -> ReplayState:
         async with self.db.autocommit() as conn:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -25,7 +27,7 @@ import msgspec
 import pytest
 import uvicorn
 
-from aiki import Run, client, endpoint, task, workflow
+from aiki import Run, client, endpoint, event, task, workflow
 from aiki.api.server import AikiServer
 from aiki.platform.db.engine import Database
 from aiki.platform.db.executor_store import executor_store
@@ -59,6 +61,20 @@ push_wf = workflow("push-delivery-wf")
 @push_wf.v("1")
 async def push_v1(run: Run, key: str) -> str:
     return await push_step.start(run, key)
+
+
+trial_wf = workflow("push-delivery-trial")
+
+
+@trial_wf.v("1", events={"paid": event()})
+async def trial_v1(run: Run, key: str) -> str:
+    """The quick start's shape: a task, a durable sleep, an event, a child run."""
+    first = await push_step.start(run, key)
+    await run.sleep(timedelta(milliseconds=200), name="trial")
+    paid = await run.events.paid.wait(timeout=timedelta(minutes=5))
+    child = await push_v1.start_as_child(run, f"{key}-child")
+    done = await child.wait_for_status("completed")
+    return f"{first}|{paid.data}|{done.output}"
 
 
 @pytest.fixture
@@ -110,7 +126,7 @@ class Receiver:
     def serve_with(self, secret: str) -> None:
         """The endpoint's signing secret is known (it was registered): the real app takes it too."""
         self.secret = secret
-        self.real = endpoint(workflows=[push_v1], client=self.client, secret=secret)
+        self.real = endpoint(workflows=[push_v1, trial_v1], client=self.client, secret=secret)
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
@@ -212,13 +228,13 @@ class Push:
     async def add_endpoint(
         self, receiver: Receiver, *, url: str | None = None, concurrency: int = 10, timeout_ms: int = 5_000
     ) -> str:
-        """Register ``receiver`` (at ``url``, else its own) as the endpoint of ``push_v1``."""
+        """Register ``receiver`` (at ``url``, else its own) as the endpoint of ``push_v1`` and ``trial_v1``."""
         created = await endpoints.create_endpoint(
             self.svc,
             NS,
             p.EndpointCreate(
                 url=url or receiver.url,
-                versions=[p.VersionRef("push-delivery-wf", "1")],
+                versions=[p.VersionRef("push-delivery-wf", "1"), p.VersionRef("push-delivery-trial", "1")],
                 concurrency=concurrency,
                 timeout_ms=timeout_ms,
             ),
@@ -325,7 +341,28 @@ async def test_each_run_is_delivered_signed_and_completed(make_push: Any) -> Non
         await deliveries.run_deliveries(push.svc, NS, new_id())
 
 
-async def test_a_failing_delivery_is_retried_with_backoff_and_recorded_once(make_push: Any) -> None:
+async def test_a_run_with_a_sleep_an_event_and_a_child_completes_through_push_only(make_push: Any) -> None:
+    push = await make_push()
+    async with receiving(push) as receiver:
+        await push.add_endpoint(receiver)
+        key = new_key()
+        handle = await trial_v1.start(push.client, key)
+        await handle.wait_for_status("awaiting_event", timeout=WAIT_S)
+        await handle.events.paid.send("card")
+        assert await asyncio.wait_for(handle.result(), WAIT_S) == f"done:{key}|card|done:{key}-child"
+    assert LEDGER.count(STEP, key) == 1
+    assert LEDGER.count(STEP, f"{key}-child") == 1
+    # One delivery per activation: the start, after the sleep, after the event, after the child.
+    attempts = await deliveries.run_deliveries(push.svc, NS, handle.id)
+    assert [x.outcome for x in attempts] == ["suspended", "suspended", "suspended", "completed"]
+    assert len({x.revision for x in attempts}) == 4
+    assert receiver.refused == 0
+
+
+async def test_a_failing_delivery_is_retried_with_backoff_and_recorded_once(
+    make_push: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiki")
     push = await make_push()
 
     async def fail_twice(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
@@ -360,6 +397,12 @@ async def test_a_failing_delivery_is_retried_with_backoff_and_recorded_once(make
     async with httpx.AsyncClient(transport=asgi, base_url="http://aiki") as http:
         detail = (await http.get(f"{API}/runs/{run_id}/detail")).json()
     assert [t["status"] for t in detail["tasks"]] == ["completed"]
+    # The failures were logged, never a secret or a signature.
+    assert "boom" in caplog.text
+    assert receiver.secret not in caplog.text
+    assert receiver.secret.removeprefix("whsec_") not in caplog.text
+    signatures = [h[webhooks.SIGNATURE_HEADER] for h, _ in receiver.deliveries]
+    assert not any(sig.removeprefix("v1,") in caplog.text for sig in signatures)
 
 
 async def test_the_breaker_opens_while_the_endpoint_is_down_and_closes_after_a_probe(make_push: Any) -> None:
@@ -445,6 +488,64 @@ async def test_a_disabled_endpoint_stops_and_gives_back_its_runs(make_push: Any)
         release.set()
     [run_id] = runs
     assert (await push.client.get_run(run_id)).status == "queued"
+
+
+async def test_a_run_paused_while_its_retry_waits_is_released_and_resumes(make_push: Any) -> None:
+    push = await make_push(endpoint_retry_base_ms=400, endpoint_retry_max_ms=400)
+    failed = asyncio.Event()
+
+    async def fail_first(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        if r.per_run[d.activation.run_id] == 1:
+            failed.set()
+            return 503, b'{"title": "later"}'
+        return await real()
+
+    async with receiving(push, fail_first) as receiver:
+        await push.add_endpoint(receiver)
+        runs = await push.start_runs(1)
+        [run_id] = runs
+        await asyncio.wait_for(failed.wait(), WAIT_S)
+        handle = await push_v1.get_handle(push.client, run_id)
+        await handle.pause("hold on")  # while the retry waits out its backoff
+
+        async def released() -> bool:
+            rows = await push.svc.db.executor_store(NS).held_states([run_id])
+            return rows[0]["lease_owner"] is None
+
+        await until(released, "the paused run to be released")
+        assert (await push.client.get_run(run_id)).status == "paused"
+        assert receiver.per_run[run_id] == 1
+        await handle.resume()
+        await push.wait_status(runs)
+    await assert_done_once(push, runs)
+    assert (await push.client.get_run(run_id)).recoveries == 0
+
+
+async def test_a_deleted_endpoint_s_runs_go_back_to_the_queue(make_push: Any) -> None:
+    push = await make_push()
+    release = asyncio.Event()
+
+    async def hang(r: Receiver, d: p.Delivery, real: Forward) -> tuple[int, bytes]:
+        await release.wait()
+        return await real()
+
+    async with receiving(push, hang) as receiver:
+        endpoint_id = await push.add_endpoint(receiver)
+        runs = await push.start_runs(1)
+        await asyncio.wait_for(receiver.arrived.wait(), WAIT_S)
+        await endpoints.delete_endpoint(push.svc, NS, endpoint_id)
+        await push.wait_status(runs, "queued")
+
+        async def stopped() -> bool:
+            loop = push.server.runtime.push
+            return loop is not None and endpoint_id not in loop.deliverers
+
+        await until(stopped, "the deliverer to stop")
+        release.set()  # the endpoint's writes are fenced by the release's revision
+    [run_id] = runs
+    view = await push.client.get_run(run_id)
+    assert (view.status, view.recoveries) == ("queued", 0)
+    assert await deliveries.run_deliveries(push.svc, NS, run_id) == []
 
 
 async def test_a_name_resolving_to_a_private_address_is_refused_at_delivery_time(make_push: Any) -> None:
@@ -664,3 +765,41 @@ async def test_an_answer_is_recorded_and_a_run_left_held_released_in_one_store_c
     await endpoints.delete_endpoint(push.svc, NS, created.endpoint.id)
     assert await store.delivered(run_id, a.revision, owner, "gone", now_ms(), attempt_row(3)) == (False, False)
     assert await deliveries.run_deliveries(push.svc, NS, run_id) == []  # deleted with their endpoint
+
+
+async def test_a_rotated_secret_signs_beside_the_new_one_during_its_grace(make_push: Any) -> None:
+    push = await make_push()
+    async with receiving(push) as receiver:
+        endpoint_id = await push.add_endpoint(receiver)
+        await endpoints.rotate_secret(push.svc, NS, endpoint_id, grace_ms=60_000)
+        await until(lambda: signing_with(push, endpoint_id, 2), "the deliverer to load the rotation")
+        # The endpoint still holds the old secret: deliveries carry a signature under each.
+        runs = await push.start_runs(1)
+        await push.wait_status(runs)
+        [(headers, _)] = receiver.deliveries
+        assert len(headers[webhooks.SIGNATURE_HEADER].split()) == 2
+        # Rotated again without grace: the old one no longer signs, the endpoint refuses (401) ...
+        newest = await endpoints.rotate_secret(push.svc, NS, endpoint_id, grace_ms=0)
+        await until(lambda: signing_with(push, endpoint_id, 1), "the deliverer to load the rotation")
+        later = await push.start_runs(1)
+
+        async def refused() -> bool:
+            return receiver.refused > 0
+
+        await until(refused, "a delivery refused under the old secret")
+        # ... until it is given the new one: the delivery is retried, and signed under it alone.
+        receiver.serve_with(newest.secret)
+        await push.wait_status(later)
+    [run_id] = later
+    attempts = await deliveries.run_deliveries(push.svc, NS, run_id)
+    assert attempts[0].status_code == 401
+    assert attempts[-1].outcome == "completed"
+    assert len(receiver.deliveries[-1][0][webhooks.SIGNATURE_HEADER].split()) == 1
+    await assert_done_once(push, {**runs, **later})
+
+
+async def signing_with(push: Push, endpoint_id: str, count: int) -> bool:
+    """Whether the deliverer of the endpoint signs with ``count`` secrets now."""
+    loop = push.server.runtime.push
+    deliverer = None if loop is None else loop.deliverers.get(endpoint_id)
+    return deliverer is not None and len(deliverer.target.secrets(now_ms())) == count

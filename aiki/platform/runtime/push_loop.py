@@ -127,8 +127,8 @@ class Deliverer:
         """Runs it holds (id → revision): their leases are kept."""
         self.breaker = push.Breaker()
         self.posts = 0
-        self._touch_after = 0.0
         """POSTs made (an attempt each)."""
+        self._touch_after = 0.0
         self._deliveries: set[asyncio.Task[None]] = set()
         self._posts: set[asyncio.Task[d.PostResult]] = set()
         self._slot = asyncio.Event()
@@ -196,15 +196,14 @@ class Deliverer:
         if self._deliveries:
             await self._wait_slot(1.0)  # deliveries from before it opened end first
             return
-        target = self.target
-        claimed = await self._claim(1)
+        claimed = await self._admit(await self._claim(1))
         if not claimed:
             return
-        if not await d.take_probe(self._svc, target, now_ms()):
+        if not await d.take_probe(self._svc, self.target, now_ms()):
             await self._give_back(claimed, "another replica probes the endpoint", posted=False)
             await _wait(self._stopping, 0.05 + self._random.random() * 0.1)
             return
-        tasks = self._spawn_all(await self._admit(claimed))
+        tasks = self._spawn_all(claimed)
         if tasks:
             await asyncio.wait(tasks)
 
@@ -290,20 +289,16 @@ class Deliverer:
                     return
                 reason = self._no_retry(attempt, breaker)
                 if reason is None:
-                    delay = push.retry_delay_ms(
-                        attempt,
-                        self._svc.settings.endpoint_retry_base_ms,
-                        self._svc.settings.endpoint_retry_max_ms,
-                        self._random.random,
-                    )
-                    reason = "the server is stopping" if await _wait(self._stopping, delay / 1000) else None
+                    await _wait(self._stopping, self._retry_delay_s(attempt))
+                    # The breaker may have opened meanwhile (other deliveries' failures, or another replica's).
+                    reason = self._no_retry(attempt, self.breaker)
                 if reason is not None:
                     await self._give_back([a], reason, posted=True)
                     return
                 fresh = await d.refresh(self._svc, self.target, a)
-                self.held.pop(a.run_id, None)
-                if fresh is None:
-                    return  # the run moved on (cancelled, ...)
+                if fresh is None:  # the run moved on (cancelled ...), or a pause of it is requested
+                    await self._give_back([a], "a pause was requested while it waited", posted=True)
+                    return
                 a, attempt = fresh, attempt + 1
                 self.held[a.run_id] = a.revision
         except asyncio.CancelledError:
@@ -312,6 +307,11 @@ class Deliverer:
             log.exception("endpoint %s: delivery of run %s failed", self.target.id, a.run_id)
             with contextlib.suppress(Exception):
                 await self._give_back([a], "its delivery failed in the server", posted=True)
+
+    def _retry_delay_s(self, attempt: int) -> float:
+        settings = self._svc.settings
+        base_ms, max_ms = settings.endpoint_retry_base_ms, settings.endpoint_retry_max_ms
+        return push.retry_delay_ms(attempt, base_ms, max_ms, self._random.random) / 1000
 
     def _no_retry(self, attempt: int, breaker: push.Breaker | None) -> str | None:
         """Why a failed delivery is not tried again (the run goes back to the queue), or None."""
@@ -381,14 +381,14 @@ class Deliverer:
 
     async def _end_deliveries(self, grace_s: float) -> None:
         """Deliveries in flight get ``grace_s`` to finish; then their POSTs are cut off (each gives
-        its run back), and what still runs a second later is cancelled (its run stays in ``held``)."""
+        its run back), and what still runs half a second later is cancelled (its run stays in ``held``)."""
         if self._deliveries:
             await asyncio.wait(set(self._deliveries), timeout=grace_s)
         for post in list(self._posts):
             post.cancel()
         if not self._deliveries:
             return
-        _, pending = await asyncio.wait(set(self._deliveries), timeout=1.0)
+        _, pending = await asyncio.wait(set(self._deliveries), timeout=0.5)
         for task in pending:
             task.cancel()
         if pending:
@@ -396,11 +396,11 @@ class Deliverer:
 
 
 async def _finish(*tasks: asyncio.Task[None] | None) -> None:
-    """Let ``tasks`` end (within a second), cancelling those that do not."""
+    """Let ``tasks`` end (within half a second), cancelling those that do not."""
     running = {t for t in tasks if t is not None}
     if not running:
         return
-    _, pending = await asyncio.wait(running, timeout=1.0)
+    _, pending = await asyncio.wait(running, timeout=0.5)
     for task in pending:
         task.cancel()
     for task in running:

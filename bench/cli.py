@@ -17,10 +17,10 @@ from typing import Any
 from bench import databases
 from bench.report import table
 from bench.scenarios import SCENARIOS, Scenario
-from bench.systems import SYSTEM_MODULES
+from bench.systems import ALL_SYSTEMS, SYSTEM_MODULES
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
-SYSTEMS = ("aiki", "dbos")
+SYSTEMS = ALL_SYSTEMS  # aiki, dbos, aiki-push (the push model; cross-process scenarios that list it)
 STDERR_TAIL_LINES = 30
 
 
@@ -43,7 +43,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured runs before each scenario (default 10)")
     parser.add_argument("--concurrency", type=_positive, default=100, help="Aiki worker concurrency (default 100)")
-    parser.add_argument("--only", choices=SYSTEMS, help="run one system only")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SYSTEMS,
+        help="run this system only; repeatable (e.g. --only aiki --only aiki-push: pull beside push)",
+    )
     parser.add_argument(
         "--scenario",
         action="append",
@@ -125,7 +130,7 @@ def _versions() -> dict[str, str | None]:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     scenarios = [SCENARIOS[name] for name in dict.fromkeys(args.scenario or SCENARIOS)]
-    systems = [args.only] if args.only else list(SYSTEMS)
+    systems = list(dict.fromkeys(args.only)) if args.only else list(SYSTEMS)
     meta: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),

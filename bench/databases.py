@@ -15,6 +15,7 @@ DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DRIVERS: dict[str, dict[Backend, str]] = {
     "aiki": {"postgres": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"},
     "dbos": {"postgres": "postgresql", "sqlite": "sqlite"},
+    "aiki-push": {"postgres": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"},
 }
 
 
@@ -23,7 +24,7 @@ RUN_TAG = os.environ.get("BENCH_DB_TAG") or str(os.getpid())
 
 
 def database_name(system: str) -> str:
-    return f"{system}_bench_{RUN_TAG}"
+    return f"{system.replace('-', '_')}_bench_{RUN_TAG}"
 
 
 def postgres_url(admin_url: str, system: str) -> str:

@@ -18,7 +18,14 @@ import traceback
 from typing import Any
 
 from bench.scenarios import SCENARIOS, Params
-from bench.systems import SYSTEM_MODULES, SystemConfig, SystemUnavailableError, load_system
+from bench.systems import (
+    ALL_SYSTEMS,
+    REMOTE_SYSTEM_MODULES,
+    SYSTEM_MODULES,
+    SystemConfig,
+    SystemUnavailableError,
+    load_system,
+)
 
 STOP_TIMEOUT_S = 30.0
 
@@ -47,8 +54,9 @@ def _execute(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         if args.check:
-            load_system(args.system, SystemConfig(db_url="", concurrency=1))
-            load_system(args.system, SystemConfig(db_url="", concurrency=1), remote=True)
+            for remote, modules in ((False, SYSTEM_MODULES), (True, REMOTE_SYSTEM_MODULES)):
+                if args.system in modules:
+                    load_system(args.system, SystemConfig(db_url="", concurrency=1), remote=remote)
             outcome: dict[str, Any] = {"ok": True}
         else:
             outcome = asyncio.run(_run(args))
@@ -65,7 +73,7 @@ def _execute(args: argparse.Namespace) -> dict[str, Any]:
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run_one")
-    parser.add_argument("system", choices=sorted(SYSTEM_MODULES))
+    parser.add_argument("system", choices=sorted(ALL_SYSTEMS))
     parser.add_argument("scenario", nargs="?", choices=sorted(SCENARIOS))
     parser.add_argument("--check", action="store_true", help="only check that the system imports")
     parser.add_argument("--db-url", default="")

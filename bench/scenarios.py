@@ -50,6 +50,7 @@ class Scenario:
     # Shown instead when the size is fixed by the scenario itself.
     size_label: str | None = None
     systems: tuple[str, ...] = ("aiki", "dbos")
+    """Which systems run it; "aiki-push" (the push model) only in cross-process scenarios that list it."""
     # Runs the system split across processes (`bench.systems.REMOTE_SYSTEM_MODULES`).
     remote: bool = False
 
@@ -243,6 +244,7 @@ register(
         backend="postgres",
         metrics=(THROUGHPUT,),
         func=remote_burst,
+        systems=("aiki", "dbos", "aiki-push"),
         remote=True,
     )
 )
@@ -254,6 +256,7 @@ register(
         metrics=LATENCY,
         func=_probe("latency"),
         size_param="probe_runs",
+        systems=("aiki", "dbos", "aiki-push"),
         remote=True,
     )
 )
@@ -265,6 +268,7 @@ register(
         metrics=(Metric("p50_ms", "p50 ms", False), Metric("p99_ms", "p99 ms", False)),
         func=_probe("pickup"),
         size_param="probe_runs",
+        systems=("aiki", "dbos", "aiki-push"),
         remote=True,
     )
 )

@@ -19,7 +19,11 @@ SYSTEM_MODULES: dict[str, str] = {
 REMOTE_SYSTEM_MODULES: dict[str, str] = {
     "aiki": "bench.systems.aiki_http",
     "dbos": "bench.systems.dbos_client",
+    # Aiki's push model: the server delivers each run to an `endpoint(...)` app (uvicorn) instead
+    # of a worker claiming it. Cross-process scenarios only; compared with "aiki" (pull).
+    "aiki-push": "bench.systems.aiki_push",
 }
+ALL_SYSTEMS: tuple[str, ...] = tuple(dict.fromkeys([*SYSTEM_MODULES, *REMOTE_SYSTEM_MODULES]))
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,10 @@ class SystemUnavailableError(Exception):
 
 
 def load_system(name: str, config: SystemConfig, *, remote: bool = False) -> System:
-    module_name = (REMOTE_SYSTEM_MODULES if remote else SYSTEM_MODULES)[name]
+    modules = REMOTE_SYSTEM_MODULES if remote else SYSTEM_MODULES
+    if name not in modules:
+        raise SystemUnavailableError(f"{name} has no {'cross-process' if remote else 'embedded'} adapter")
+    module_name = modules[name]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

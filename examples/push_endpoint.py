@@ -137,7 +137,14 @@ async def main() -> dict[str, Any]:
             await handle.wait_for_status("awaiting_event", timeout=30)
             await handle.events.payment_received.send()
             outcome = await asyncio.wait_for(handle.result(), 30)
-            deliveries = (await admin.get(f"/api/v1/runs/{handle.id}/deliveries")).json()["items"]
+            # The server writes a delivery's row when the endpoint's answer reaches it, a moment
+            # after the run it completed is visible.
+            deliveries: list[dict[str, Any]] = []
+            for _ in range(500):  # up to ~5 s
+                deliveries = (await admin.get(f"/api/v1/runs/{handle.id}/deliveries")).json()["items"]
+                if any(d["outcome"] == "completed" for d in deliveries):
+                    break
+                await asyncio.sleep(0.01)
             return {"run": handle.id, "result": outcome, "deliveries": deliveries}
         finally:
             fn.should_exit = True

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import msgspec
 
-from aiki.api.wire import error, history, payload, run_view
+from aiki.api.wire import history, run_view
+from aiki.platform.activation_wire import error, payload
 from aiki.platform.domain import inspection as i
 from aiki.worker_sdk import protocol as p
 

@@ -19,13 +19,12 @@ from aiki.platform.domain.errors import StaleRevision
 from aiki.platform.services import executions, leases
 from aiki.platform.services.commands.dispatch import Outcome, apply_commands
 from aiki.platform.services.context import Services
+from aiki.platform.services.delivery_body import BATCH_BODY_FACTOR
 from aiki.worker_sdk import protocol as p
 
 T = TypeVar("T")
 
 COMMANDS_PATH = "/api/v1/workers/commands"
-# A batch may carry several operations of the largest size one request may have.
-BATCH_BODY_FACTOR = 8
 
 
 def batch_max_bytes(services: Services) -> int:

@@ -255,8 +255,22 @@ class Push:
         return {h.id: key for h, key in zip(handles, keys, strict=True)}
 
     async def wait_status(self, run_ids: Any, status: str = "completed") -> None:
+        """Wait for each run to reach ``status``; a terminal one also for the delivery row of its
+        last activation (written when the endpoint's answer reaches the server, a moment after the
+        run's status changed)."""
         handles = [await push_v1.get_handle(self.client, run_id) for run_id in run_ids]
         await asyncio.gather(*(h.wait_for_status(status, timeout=WAIT_S) for h in handles))
+        if status in ("completed", "failed"):
+            for run_id in run_ids:
+                await self.wait_delivered(run_id, status)
+
+    async def wait_delivered(self, run_id: str, outcome: str = "completed") -> None:
+        """Wait until a delivery of ``run_id`` is recorded with ``outcome``."""
+
+        async def recorded() -> bool:
+            return any(x.outcome == outcome for x in await deliveries.run_deliveries(self.svc, NS, run_id))
+
+        await until(recorded, f"a {outcome} delivery row of run {run_id}")
 
     async def output(self, run_id: str) -> str:
         return await (await push_v1.get_handle(self.client, run_id)).result()
@@ -350,6 +364,7 @@ async def test_a_run_with_a_sleep_an_event_and_a_child_completes_through_push_on
         await handle.wait_for_status("awaiting_event", timeout=WAIT_S)
         await handle.events.paid.send("card")
         assert await asyncio.wait_for(handle.result(), WAIT_S) == f"done:{key}|card|done:{key}-child"
+        await push.wait_delivered(handle.id)
     assert LEDGER.count(STEP, key) == 1
     assert LEDGER.count(STEP, f"{key}-child") == 1
     # One delivery per activation: the start, after the sleep, after the event, after the child.

@@ -121,9 +121,13 @@ class DeliveryRepository:
         return changed == 1
 
     async def by_run(self, run_id: str) -> list[Row]:
-        """A run's delivery attempts, oldest first."""
+        """A run's delivery attempts in the order they were sent: by revision (each activation and
+        each retry of one moves it on). Not by id: a row is written when its answer arrives, and the
+        answer to one activation may arrive after the next activation was already delivered (the
+        endpoint's writes reach the server before its HTTP answer does)."""
         return await self.conn.fetch(
-            f"SELECT {DELIVERY_COLUMNS} FROM endpoint_deliveries WHERE namespace_id = $1 AND run_id = $2 ORDER BY id",
+            f"SELECT {DELIVERY_COLUMNS} FROM endpoint_deliveries WHERE namespace_id = $1 AND run_id = $2 "
+            "ORDER BY revision, attempt, id",
             self.namespace_id,
             run_id,
         )

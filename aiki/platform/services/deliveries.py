@@ -428,7 +428,7 @@ def _attempt(row: Row) -> DeliveryAttempt:
 
 
 async def run_deliveries(svc: Services, ns: str, run_id: str) -> list[DeliveryAttempt]:
-    """A run's delivery attempts, oldest first (newest last).
+    """A run's delivery attempts in the order they were sent (by revision; see ``DeliveryRepository.by_run``).
 
     Raises:
         RunNotFound: no such run in the namespace.

@@ -7,11 +7,10 @@ runtime's deliverers read the enabled endpoints of every namespace through
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiki.platform.db.raw import Params, RawConn, Repository, Row
+from aiki.platform.db.raw import Params, RawConn, Repository, Row, tenant_insert_sql, tenant_update_sql
 from aiki.platform.db.statuses import PAUSED, RUNNING
 
 ENDPOINT_COLUMNS = (
@@ -26,18 +25,6 @@ DELIVERED_OUTCOMES = ("completed", "failed", "suspended", "handed_back", "supers
 _DELIVERED = ", ".join(f"'{o}'" for o in DELIVERED_OUTCOMES)
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_sql(columns: tuple[str, ...]) -> str:
-    placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
-    return f"INSERT INTO endpoints (namespace_id, {', '.join(columns)}) VALUES ($1, {placeholders})"
-
-
-@functools.lru_cache(maxsize=64)
-def _update_sql(columns: tuple[str, ...]) -> str:
-    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
-    return f"UPDATE endpoints SET {sets} WHERE id = $1 AND namespace_id = $2"
-
-
 class EndpointRepository(Repository):
     """Push endpoints of one namespace, their delivery counts, and what they conflict with."""
 
@@ -47,7 +34,7 @@ class EndpointRepository(Repository):
 
     async def insert(self, values: Mapping[str, Any]) -> None:
         columns = tuple(values)
-        await self.conn.execute(_insert_sql(columns), self.namespace_id, *values.values())
+        await self.conn.execute(tenant_insert_sql("endpoints", columns), self.namespace_id, *values.values())
 
     async def get(self, endpoint_id: str, *, lock: bool = False) -> Row | None:
         suffix = self.conn.for_update if lock else ""
@@ -66,8 +53,8 @@ class EndpointRepository(Repository):
         )
 
     async def update(self, endpoint_id: str, values: Mapping[str, Any]) -> bool:
-        columns = tuple(values)
-        changed = await self.conn.execute(_update_sql(columns), endpoint_id, self.namespace_id, *values.values())
+        sql = tenant_update_sql("endpoints", tuple(values))
+        changed = await self.conn.execute(sql, endpoint_id, self.namespace_id, *values.values())
         return changed == 1
 
     async def delete(self, endpoint_id: str) -> bool:

@@ -16,6 +16,7 @@ only one database can run (a one-statement CTE) is that subclass's business.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -92,3 +93,17 @@ class Repository:
 
     def __new__(cls, conn: RawConn, *args: Any, **kwargs: Any) -> Any:
         return super().__new__(conn.repositories.get(cls, cls))
+
+
+@functools.lru_cache(maxsize=256)
+def tenant_insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """``INSERT`` of one row of a tenant table: ``$1`` the namespace, then ``columns`` in order."""
+    placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
+    return f"INSERT INTO {table} (namespace_id, {', '.join(columns)}) VALUES ($1, {placeholders})"
+
+
+@functools.lru_cache(maxsize=256)
+def tenant_update_sql(table: str, columns: tuple[str, ...]) -> str:
+    """``UPDATE`` of one row of a tenant table by ``$1`` id and ``$2`` namespace, setting ``columns`` from ``$3``."""
+    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
+    return f"UPDATE {table} SET {sets} WHERE id = $1 AND namespace_id = $2"

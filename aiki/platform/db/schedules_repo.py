@@ -6,29 +6,16 @@ and acts on each through a namespace-scoped :class:`ScheduleRepository`.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
-from aiki.platform.db.raw import Params, RawConn, Repository, Row
+from aiki.platform.db.raw import Params, RawConn, Repository, Row, tenant_insert_sql, tenant_update_sql
 
 SCHEDULE_COLUMNS = (
     "id, namespace_id, identity, reference_id, definition_hash, workflow_name, version, input, input_hash, "
     "cron, every_ms, timezone, overlap, status, next_fire_at, last_fire_at, last_run_id, created_at, updated_at, "
     "retry, pool"
 )
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_sql(columns: tuple[str, ...]) -> str:
-    placeholders = ", ".join(f"${i}" for i in range(2, len(columns) + 2))
-    return f"INSERT INTO schedules (namespace_id, {', '.join(columns)}) VALUES ($1, {placeholders})"
-
-
-@functools.lru_cache(maxsize=64)
-def _update_sql(columns: tuple[str, ...]) -> str:
-    sets = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
-    return f"UPDATE schedules SET {sets} WHERE id = $1 AND namespace_id = $2"
 
 
 class ScheduleRepository(Repository):
@@ -40,7 +27,7 @@ class ScheduleRepository(Repository):
 
     async def insert(self, values: Mapping[str, Any]) -> None:
         columns = tuple(values)
-        await self.conn.execute(_insert_sql(columns), self.namespace_id, *values.values())
+        await self.conn.execute(tenant_insert_sql("schedules", columns), self.namespace_id, *values.values())
 
     async def get(self, schedule_id: str, *, lock: bool = False) -> Row | None:
         suffix = self.conn.for_update if lock else ""
@@ -58,8 +45,8 @@ class ScheduleRepository(Repository):
         )
 
     async def update(self, schedule_id: str, values: Mapping[str, Any]) -> None:
-        columns = tuple(values)
-        await self.conn.execute(_update_sql(columns), schedule_id, self.namespace_id, *values.values())
+        sql = tenant_update_sql("schedules", tuple(values))
+        await self.conn.execute(sql, schedule_id, self.namespace_id, *values.values())
 
     async def delete(self, schedule_id: str) -> bool:
         deleted = await self.conn.execute(
